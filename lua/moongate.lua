@@ -1,0 +1,380 @@
+-- moongate.lua: the Lua half of the configuration API (SPEC section 3).
+--
+-- init.lua calls these functions; each one validates its arguments at once and records a
+-- declaration in `M._state`, which the C loader (src/lua_config.c) turns into the runtime
+-- configuration. Every mistake raises an error naming the init.lua file and line of the call,
+-- so nothing is ever silently defaulted. Sizes and times are converted here to bytes and
+-- milliseconds, so C only ever sees numbers.
+
+local M = {}
+
+local state = {
+  listens = {},
+  settings = {},
+  routes = {},
+  balancers = {},
+  balancer_order = {},
+  hooks = { rewrite = {}, access = {}, balancer = {}, header_filter = {}, log = {}, init_worker = {} },
+  timers = {},
+  workers = 1,
+}
+M._state = state
+
+-- "file:line" of the init.lua statement that called into this module.
+local function caller(level)
+  local info = debug.getinfo(level + 1, "Sl")
+  if not info then return "?" end
+  local src = info.source
+  if src:sub(1, 1) == "@" then src = src:sub(2) else src = info.short_src end
+  return src .. ":" .. (info.currentline or 0)
+end
+
+local function fail(at, fmt, ...)
+  error(at .. ": " .. string.format(fmt, ...), 0)
+end
+
+local function parse_size(at, key, v)
+  if type(v) == "number" then
+    if v < 0 or v ~= math.floor(v) then fail(at, "%s: size must be a whole number of bytes, got %s", key, tostring(v)) end
+    return v
+  end
+  if type(v) ~= "string" then fail(at, "%s: size must be a number or a string like \"64k\", got %s", key, type(v)) end
+  local n, unit = v:match("^%s*(%d+)%s*([kKmMgG]?)%s*$")
+  if not n then fail(at, "%s: cannot read size %q (use \"512\", \"64k\", \"10m\", \"1g\")", key, v) end
+  local mul = ({ [""] = 1, k = 1024, m = 1024 ^ 2, g = 1024 ^ 3 })[unit:lower()]
+  return tonumber(n) * mul
+end
+
+local function parse_time(at, key, v)
+  if type(v) == "number" then
+    if v < 0 then fail(at, "%s: time must not be negative", key) end
+    return math.floor(v * 1000 + 0.5)
+  end
+  if type(v) ~= "string" then fail(at, "%s: time must be seconds or a string like \"250ms\", got %s", key, type(v)) end
+  local n, unit = v:match("^%s*(%d+%.?%d*)%s*(%a*)%s*$")
+  local mul = unit and ({ [""] = 1000, s = 1000, ms = 1, m = 60000, h = 3600000 })[unit]
+  if not n or not mul then fail(at, "%s: cannot read time %q (use 5, \"5s\", \"250ms\", \"2m\")", key, v) end
+  return math.floor(tonumber(n) * mul + 0.5)
+end
+
+local function parse_bool(at, key, v)
+  if type(v) ~= "boolean" then fail(at, "%s: expected true or false, got %s", key, type(v)) end
+  return v
+end
+
+-- Every setting of mg.set{}: its parser and default. Defaults live here, in one place.
+local settings = {
+  server_name = { "string", false },
+  client_header_timeout = { "time", 60 },
+  client_body_timeout = { "time", 60 },
+  keepalive_timeout = { "time", 75 },
+  keepalive_requests = { "count", 1000 },
+  max_request_line = { "size", 8192 },
+  max_header_size = { "size", 8192 },
+  max_headers = { "count", 100 },
+  client_max_body_size = { "size", "1m" },
+  max_connections = { "count", 10000 },
+  connect_timeout = { "time", 5 },
+  timeout = { "time", 60 },
+  internal_redirect_limit = { "count", 10 },
+  max_backend_header_size = { "size", "64k" },
+  shutdown_timeout = { "time", 30 },
+  access_log = { "string", "off" },
+  error_log = { "string", false },
+  log_level = { "level", "info" },
+  pass_authorization = { "bool", true },
+  allow_encoded_slashes = { "bool", false },
+  watch = { "bool", false },
+  pid = { "string", false },
+  sendfile_missing = { "status", 500 },
+}
+M._settings = settings
+
+local levels = { debug = true, info = true, notice = true, warn = true, error = true }
+
+local function parse_setting(at, key, kind, v)
+  if kind == "time" then return parse_time(at, key, v)
+  elseif kind == "size" then return parse_size(at, key, v)
+  elseif kind == "bool" then return parse_bool(at, key, v)
+  elseif kind == "count" then
+    if type(v) ~= "number" or v < 0 or v ~= math.floor(v) then fail(at, "%s: expected a whole number, got %s", key, tostring(v)) end
+    return v
+  elseif kind == "string" then
+    if type(v) ~= "string" then fail(at, "%s: expected a string, got %s", key, type(v)) end
+    return v
+  elseif kind == "level" then
+    if not levels[v] then fail(at, "%s: expected one of debug, info, notice, warn, error; got %s", key, tostring(v)) end
+    return v
+  elseif kind == "status" then
+    if v ~= 404 and v ~= 500 then fail(at, "%s: expected 404 or 500, got %s", key, tostring(v)) end
+    return v
+  end
+end
+
+for key, def in pairs(settings) do
+  local d = def[2]
+  if d ~= false then state.settings[key] = parse_setting("default", key, def[1], d) end
+end
+
+function M.set(t)
+  local at = caller(2)
+  if type(t) ~= "table" then fail(at, "mg.set: expected a table of settings, got %s", type(t)) end
+  for k, v in pairs(t) do
+    local def = settings[k]
+    if not def then fail(at, "mg.set: unknown setting %q", tostring(k)) end
+    state.settings[k] = parse_setting(at, k, def[1], v)
+  end
+end
+
+function M.listen(addr)
+  local at = caller(2)
+  if type(addr) == "number" then addr = "0.0.0.0:" .. addr end
+  if type(addr) ~= "string" then fail(at, "mg.listen: expected \"host:port\", \"[::1]:port\" or \"unix:/path\", got %s", type(addr)) end
+  local l
+  if addr:sub(1, 5) == "unix:" then
+    local path = addr:sub(6)
+    if path == "" then fail(at, "mg.listen: unix socket path is empty in %q", addr) end
+    l = { kind = "unix", path = path }
+  else
+    local host, port = addr:match("^%[([%x:]+)%]:(%d+)$")
+    if not host then host, port = addr:match("^([^:]+):(%d+)$") end
+    if not host then
+      port = addr:match("^(%d+)$")
+      host = port and "0.0.0.0"
+    end
+    if not host then fail(at, "mg.listen: cannot read address %q (use \"127.0.0.1:8080\", \"[::1]:8080\" or \"unix:/path\")", addr) end
+    port = tonumber(port)
+    if port < 1 or port > 65535 then fail(at, "mg.listen: port %d out of range in %q", port, addr) end
+    l = { kind = "tcp", host = host, port = port }
+  end
+  l.text = addr
+  l.at = at
+  state.listens[#state.listens + 1] = l
+end
+
+function M.workers(n)
+  local at = caller(2)
+  if n == "auto" then state.workers = 0; return end
+  if type(n) ~= "number" or n < 1 or n > 256 or n ~= math.floor(n) then
+    fail(at, "mg.workers: expected a number from 1 to 256 or \"auto\", got %s", tostring(n))
+  end
+  state.workers = n
+end
+
+-- Backend URL forms: scgi://host[:port][/], unix:/path|scgi://[/]
+local function parse_backend(at, what, url)
+  if type(url) ~= "string" then fail(at, "%s: expected an scgi:// or unix:/path|scgi:// URL, got %s", what, type(url)) end
+  local path = url:match("^unix:(/[^|]*)|scgi://?$")
+  if path then return { kind = "unix", path = path, url = url } end
+  local rest = url:match("^scgi://(.*)$")
+  if not rest then fail(at, "%s: bad backend URL %q (use scgi://host:port/ or unix:/path|scgi://)", what, url) end
+  rest = rest:gsub("/$", "")
+  local host, port = rest:match("^%[([%x:]+)%]:?(%d*)$")
+  if not host then host, port = rest:match("^([%w%.%-_]+):?(%d*)$") end
+  if not host then fail(at, "%s: bad host in backend URL %q", what, url) end
+  port = tonumber(port ~= "" and port or "4000")
+  if port < 1 or port > 65535 then fail(at, "%s: port out of range in %q", what, url) end
+  return { kind = "tcp", host = host, port = port, url = url }
+end
+
+local function header_option(at, key, v, default_header)
+  if v == nil or v == false or v == "Off" or v == "off" then return nil end
+  if v == true or v == "On" or v == "on" then return default_header end
+  if type(v) == "string" and v:match("^[%w!#$%%&'*+.^_`|~-]+$") then return v end
+  fail(at, "%s: expected true/\"On\", false/\"Off\" or a header name, got %s", key, tostring(v))
+end
+
+local phases = { rewrite = true, access = true, balancer = true, header_filter = true, log = true }
+
+local route_keys = {
+  host = true, internal_redirect = true, sendfile = true, sendfile_roots = true, sendfile_missing = true,
+  pathinfo = true, env = true, hooks = true, connect_timeout = true, timeout = true,
+  client_max_body_size = true, pass_authorization = true,
+}
+
+local status_marker = {}
+
+function M.status_handler()
+  return status_marker
+end
+
+function M.route(match, target, opts)
+  local at = caller(2)
+  if type(match) ~= "string" or match == "" then fail(at, "mg.route: argument #1 must be a path prefix or \"=/exact\", got %s", tostring(match)) end
+  local exact = false
+  if match:sub(1, 1) == "=" then exact = true; match = match:sub(2) end
+  if match:sub(1, 1) ~= "/" then fail(at, "mg.route: path %q must start with /", match) end
+  local r = { match = match, exact = exact, at = at, internal_redirect = "Location" }
+  if type(target) == "string" then
+    local bname = target:match("^balancer://([%w%-_%.]+)/?$")
+    if bname then
+      r.kind = "balancer"; r.balancer = bname
+    else
+      r.kind = "scgi"; r.backend = parse_backend(at, "mg.route", target)
+    end
+  elseif type(target) == "function" then
+    r.kind = "lua"; r.handler = target
+  elseif target == status_marker then
+    r.kind = "status"
+  elseif type(target) == "table" then
+    if type(target.root) ~= "string" then fail(at, "mg.route: a table target must be { root = \"/dir\" }") end
+    for k in pairs(target) do if k ~= "root" then fail(at, "mg.route: unknown static option %q", tostring(k)) end end
+    r.kind = "static"; r.root = target.root
+  else
+    fail(at, "mg.route: argument #2 must be a backend URL, balancer://name/, { root = DIR }, a function or mg.status_handler(), got %s", type(target))
+  end
+  if opts ~= nil and type(opts) ~= "table" then fail(at, "mg.route: argument #3 must be a table of options, got %s", type(opts)) end
+  opts = opts or {}
+  for k, v in pairs(opts) do
+    if not route_keys[k] then fail(at, "mg.route: unknown option %q", tostring(k)) end
+  end
+  if opts.host ~= nil then
+    if type(opts.host) ~= "string" or opts.host == "" then fail(at, "host: expected a host name") end
+    r.host = opts.host:lower()
+  end
+  if opts.internal_redirect ~= nil then
+    r.internal_redirect = header_option(at, "internal_redirect", opts.internal_redirect, "Location")
+  end
+  r.sendfile = header_option(at, "sendfile", opts.sendfile, "X-Sendfile")
+  if opts.sendfile_roots ~= nil then
+    if type(opts.sendfile_roots) ~= "table" or #opts.sendfile_roots == 0 then fail(at, "sendfile_roots: expected a list of directories") end
+    r.sendfile_roots = {}
+    for i, d in ipairs(opts.sendfile_roots) do
+      if type(d) ~= "string" or d == "" then fail(at, "sendfile_roots[%d]: expected a directory path", i) end
+      r.sendfile_roots[i] = d
+    end
+  end
+  if r.sendfile and not r.sendfile_roots then
+    fail(at, "sendfile is on but sendfile_roots is not set: name the directories the backend may send files from")
+  end
+  if opts.sendfile_missing ~= nil then r.sendfile_missing = parse_setting(at, "sendfile_missing", "status", opts.sendfile_missing) end
+  if opts.pathinfo ~= nil then r.pathinfo = parse_bool(at, "pathinfo", opts.pathinfo) end
+  if opts.pass_authorization ~= nil then r.pass_authorization = parse_bool(at, "pass_authorization", opts.pass_authorization) end
+  if opts.connect_timeout ~= nil then r.connect_timeout = parse_time(at, "connect_timeout", opts.connect_timeout) end
+  if opts.timeout ~= nil then r.timeout = parse_time(at, "timeout", opts.timeout) end
+  if opts.client_max_body_size ~= nil then r.client_max_body_size = parse_size(at, "client_max_body_size", opts.client_max_body_size) end
+  if opts.env ~= nil then
+    if type(opts.env) ~= "table" then fail(at, "env: expected a table of NAME = value") end
+    r.env = {}
+    for k, v in pairs(opts.env) do
+      if type(k) ~= "string" or k == "" then fail(at, "env: variable names must be strings") end
+      if k == "CONTENT_LENGTH" or k == "SCGI" then fail(at, "env: %s cannot be overridden", k) end
+      if v == false then r.env[#r.env + 1] = { k, false }
+      elseif type(v) == "string" or type(v) == "number" then
+        local s = tostring(v)
+        if s:find("%z") then fail(at, "env: value of %s holds a NUL byte", k) end
+        r.env[#r.env + 1] = { k, s }
+      else fail(at, "env: value of %s must be a string, a number or false", k) end
+    end
+    table.sort(r.env, function(a, b) return a[1] < b[1] end)
+  end
+  if opts.hooks ~= nil then
+    if type(opts.hooks) ~= "table" then fail(at, "hooks: expected a table of phase = function") end
+    r.hooks = {}
+    for phase, fn in pairs(opts.hooks) do
+      if not phases[phase] then fail(at, "hooks: unknown phase %q (rewrite, access, balancer, header_filter, log)", tostring(phase)) end
+      if phase == "rewrite" then fail(at, "hooks: a route cannot have a rewrite hook, rewrite runs before routing; use mg.on(\"rewrite\", fn)") end
+      if type(fn) ~= "function" then fail(at, "hooks.%s: expected a function, got %s", phase, type(fn)) end
+      r.hooks[phase] = fn
+    end
+    if r.hooks.balancer and r.kind ~= "balancer" then fail(at, "hooks.balancer: only a balancer:// route has a balancer phase") end
+  end
+  state.routes[#state.routes + 1] = r
+end
+
+local member_keys = { lbfactor = true, route = true, status = true, retry = true, connect_timeout = true }
+local methods = { byrequests = true, bytraffic = true, bybusyness = true }
+local balancer_keys = { method = true, stickysession = true, members = true, maxattempts = true, health = true }
+local health_keys = { uri = true, interval = true, timeout = true, fails = true, passes = true, expect = true }
+
+function M.balancer(name, spec)
+  local at = caller(2)
+  if type(name) ~= "string" or not name:match("^[%w%-_%.]+$") then fail(at, "mg.balancer: argument #1 must be a name of letters, digits, -, _ or ., got %s", tostring(name)) end
+  if state.balancers[name] then fail(at, "mg.balancer: balancer %q is already defined at %s", name, state.balancers[name].at) end
+  if type(spec) ~= "table" then fail(at, "mg.balancer: argument #2 must be a table") end
+  for k in pairs(spec) do if not balancer_keys[k] then fail(at, "mg.balancer: unknown option %q", tostring(k)) end end
+  local b = { name = name, at = at, method = spec.method or "byrequests", members = {} }
+  if type(b.method) == "function" then
+    b.method_fn = b.method; b.method = "lua"
+  elseif not methods[b.method] then
+    fail(at, "mg.balancer: method must be byrequests, bytraffic, bybusyness or a function, got %s", tostring(b.method))
+  end
+  if spec.stickysession ~= nil then
+    if type(spec.stickysession) ~= "string" or not spec.stickysession:match("^[%w%-_%.]+$") then fail(at, "stickysession: expected a cookie or parameter name") end
+    b.stickysession = spec.stickysession
+  end
+  if type(spec.members) ~= "table" or #spec.members == 0 then fail(at, "mg.balancer: members must be a non-empty list") end
+  local seen = {}
+  for i, m in ipairs(spec.members) do
+    local what = string.format("members[%d]", i)
+    if type(m) == "string" then m = { m } end
+    if type(m) ~= "table" then fail(at, "%s: expected { \"scgi://host:port\", lbfactor = n, ... }", what) end
+    for k in pairs(m) do if k ~= 1 and not member_keys[k] then fail(at, "%s: unknown option %q", what, tostring(k)) end end
+    local be = parse_backend(at, what, m[1])
+    if seen[be.url] then fail(at, "%s: member %s is listed twice", what, be.url) end
+    seen[be.url] = true
+    be.lbfactor = m.lbfactor or 1
+    if type(be.lbfactor) ~= "number" or be.lbfactor < 1 or be.lbfactor > 100 or be.lbfactor ~= math.floor(be.lbfactor) then fail(at, "%s: lbfactor must be a whole number from 1 to 100", what) end
+    if m.route ~= nil then
+      if type(m.route) ~= "string" or not m.route:match("^[%w%-_]+$") then fail(at, "%s: route must be a word", what) end
+      be.route = m.route
+    end
+    be.status = ""
+    if m.status ~= nil then
+      if type(m.status) ~= "string" or not m.status:match("^[%+%-][DHSNdhsn]+$") then fail(at, "%s: status must be flags like \"+H\", \"+D\", \"+S\", \"+N\"", what) end
+      if m.status:sub(1, 1) == "+" then be.status = m.status:sub(2):upper() end
+    end
+    be.retry = parse_time(at, what .. ".retry", m.retry or 60)
+    if m.connect_timeout ~= nil then be.connect_timeout = parse_time(at, what .. ".connect_timeout", m.connect_timeout) end
+    b.members[i] = be
+  end
+  if spec.maxattempts ~= nil then
+    if type(spec.maxattempts) ~= "number" or spec.maxattempts < 1 then fail(at, "maxattempts: expected a positive number") end
+    b.maxattempts = spec.maxattempts
+  end
+  if spec.health ~= nil then
+    local h = spec.health
+    if type(h) ~= "table" then fail(at, "health: expected a table") end
+    for k in pairs(h) do if not health_keys[k] then fail(at, "health: unknown option %q", tostring(k)) end end
+    b.health = {
+      uri = h.uri or "/",
+      interval = parse_time(at, "health.interval", h.interval or 5),
+      timeout = parse_time(at, "health.timeout", h.timeout or 1),
+      fails = h.fails or 3, passes = h.passes or 2, expect = h.expect or 200,
+    }
+    if type(b.health.uri) ~= "string" or b.health.uri:sub(1, 1) ~= "/" then fail(at, "health.uri: expected a path starting with /") end
+  end
+  state.balancers[name] = b
+  state.balancer_order[#state.balancer_order + 1] = name
+end
+
+function M.on(phase, fn)
+  local at = caller(2)
+  if not phases[phase] and phase ~= "init_worker" then
+    fail(at, "mg.on: unknown phase %q (rewrite, access, balancer, header_filter, log, init_worker)", tostring(phase))
+  end
+  if type(fn) ~= "function" then fail(at, "mg.on: argument #2 must be a function, got %s", type(fn)) end
+  local list = state.hooks[phase]
+  list[#list + 1] = fn
+end
+
+function M.timer(seconds, fn)
+  local at = caller(2)
+  local ms = parse_time(at, "mg.timer", seconds)
+  if ms < 1 then fail(at, "mg.timer: interval must be positive") end
+  if type(fn) ~= "function" then fail(at, "mg.timer: argument #2 must be a function, got %s", type(fn)) end
+  state.timers[#state.timers + 1] = { ms = ms, fn = fn, at = at }
+end
+
+-- Checked after init.lua has run, when every name is known.
+function M._finish()
+  for _, r in ipairs(state.routes) do
+    if r.kind == "balancer" and not state.balancers[r.balancer] then
+      fail(r.at, "mg.route: unknown balancer %q (declare it with mg.balancer before or after the route)", r.balancer)
+    end
+  end
+  if #state.listens == 0 then fail("init.lua", "no listener: call mg.listen(\"127.0.0.1:8080\")") end
+  return state
+end
+
+return M

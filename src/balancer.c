@@ -1,0 +1,128 @@
+/* balancer: see balancer.h. */
+#include "balancer.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int mg_member_usable(const mg_member_t *m, uint64_t now_ms) {
+  if (m->flags & (MG_MEMBER_DISABLED | MG_MEMBER_STOPPED)) return 0;
+  const mg_member_stats_t *s = m->shared ? m->shared : &m->local;
+  if (s->health_down) return 0;
+  return m->local.error_until_ms <= now_ms && (!m->shared || m->shared->error_until_ms <= now_ms);
+}
+
+/* Usable for a request that is not sticky, in the given standby pass. */
+static int eligible(const mg_member_t *m, uint64_t now, const unsigned char *tried, int i, int standby) {
+  if (tried && tried[i]) return 0;
+  if (!mg_member_usable(m, now)) return 0;
+  if (m->flags & MG_MEMBER_DRAINING) return 0;
+  return standby ? (m->flags & MG_MEMBER_HOT_STANDBY) != 0 : (m->flags & MG_MEMBER_HOT_STANDBY) == 0;
+}
+
+/* Smooth weighted round robin over the eligible members whose `key` is the minimum (key is
+ * NULL for plain byrequests). */
+static mg_member_t *smooth_rr(mg_balancer_t *b, uint64_t now, const unsigned char *tried, int standby,
+                              const double *key, double min) {
+  mg_member_t *best = NULL;
+  int64_t total = 0;
+  for (int i = 0; i < b->nmembers; i++) {
+    mg_member_t *m = &b->members[i];
+    if (!eligible(m, now, tried, i, standby)) continue;
+    if (key && key[i] != min) continue;
+    m->score += m->lbfactor;
+    total += m->lbfactor;
+    if (!best || m->score > best->score) best = m;
+  }
+  if (best) best->score -= total;
+  return best;
+}
+
+static mg_member_t *pick_pass(mg_balancer_t *b, uint64_t now, const unsigned char *tried, int standby) {
+  if (b->method == MG_LB_BYREQUESTS || b->method == MG_LB_LUA) return smooth_rr(b, now, tried, standby, NULL, 0);
+  double key[b->nmembers > 0 ? b->nmembers : 1];
+  double min = -1;
+  for (int i = 0; i < b->nmembers; i++) {
+    mg_member_t *m = &b->members[i];
+    key[i] = b->method == MG_LB_BYTRAFFIC ? (double)m->local.bytes / m->lbfactor : (double)m->local.inflight;
+    if (eligible(m, now, tried, i, standby) && (min < 0 || key[i] < min)) min = key[i];
+  }
+  if (min < 0) return NULL;
+  return smooth_rr(b, now, tried, standby, key, min);
+}
+
+mg_member_t *mg_balancer_pick(mg_balancer_t *b, const char *sticky, uint64_t now, const unsigned char *tried) {
+  if (sticky) {
+    for (int i = 0; i < b->nmembers; i++) {
+      mg_member_t *m = &b->members[i];
+      if (m->route && strcmp(m->route, sticky) == 0 && !(tried && tried[i]) && mg_member_usable(m, now)) return m;
+    }
+  }
+  mg_member_t *m = pick_pass(b, now, tried, 0);
+  return m ? m : pick_pass(b, now, tried, 1);
+}
+
+static size_t route_of(const char *v, size_t n, const char **route) {
+  const char *dot = NULL;
+  for (size_t i = 0; i < n; i++)
+    if (v[i] == '.') dot = v + i;
+  if (!dot || dot + 1 == v + n) return 0;
+  *route = dot + 1;
+  return (size_t)(v + n - dot - 1);
+}
+
+/* Finds NAME=value in a list separated by `sep` ("; " for cookies, "&" for queries). */
+static size_t find_param(const char *list, char sep, const char *name, const char **route) {
+  size_t nl = strlen(name);
+  const char *p = list;
+  while (p && *p) {
+    while (*p == ' ' || *p == sep) p++;
+    const char *end = strchr(p, sep);
+    size_t len = end ? (size_t)(end - p) : strlen(p);
+    if (len > nl && strncmp(p, name, nl) == 0 && p[nl] == '=') {
+      size_t n = route_of(p + nl + 1, len - nl - 1, route);
+      if (n) return n;
+    }
+    p = end;
+  }
+  return 0;
+}
+
+size_t mg_balancer_sticky_route(const mg_balancer_t *b, const char *cookie, const char *query, const char **route) {
+  if (!b->stickysession) return 0;
+  size_t n = cookie ? find_param(cookie, ';', b->stickysession, route) : 0;
+  if (!n && query) n = find_param(query, '&', b->stickysession, route);
+  return n;
+}
+
+void mg_member_start(mg_member_t *m) {
+  m->local.requests++, m->local.inflight++;
+  if (m->shared) __atomic_add_fetch(&m->shared->requests, 1, __ATOMIC_RELAXED), __atomic_add_fetch(&m->shared->inflight, 1, __ATOMIC_RELAXED);
+}
+
+void mg_member_done(mg_member_t *m, uint64_t bytes) {
+  m->local.inflight--, m->local.bytes += bytes;
+  if (m->shared) __atomic_sub_fetch(&m->shared->inflight, 1, __ATOMIC_RELAXED), __atomic_add_fetch(&m->shared->bytes, bytes, __ATOMIC_RELAXED);
+}
+
+void mg_member_failed(mg_member_t *m, uint64_t now, const char *why) {
+  m->local.errors++;
+  m->local.error_until_ms = now + m->retry_ms;
+  snprintf(m->local.last_error, sizeof m->local.last_error, "%s", why);
+  if (m->shared) {
+    __atomic_add_fetch(&m->shared->errors, 1, __ATOMIC_RELAXED);
+    /* Other workers learn of the failure too: the member is out for every worker. */
+    m->shared->error_until_ms = now + m->retry_ms;
+    snprintf(m->shared->last_error, sizeof m->shared->last_error, "%s", why);
+  }
+}
+
+void mg_balancer_free(mg_balancer_t *b) {
+  if (!b) return;
+  for (int i = 0; i < b->nmembers; i++) free(b->members[i].addr.url), free(b->members[i].route);
+  free(b->members);
+  if (b->health) free(b->health->uri);
+  free(b->health);
+  free(b->name), free(b->stickysession), free(b->decl);
+  free(b);
+}

@@ -1,0 +1,83 @@
+/* balancer: balancer:// clusters and member selection (SPEC 9), no I/O.
+ *
+ * A balancer owns its members. Selection is a pure function of the members' counters and
+ * flags: byrequests is smooth weighted round robin, bytraffic the least bytes per lbfactor,
+ * bybusyness the fewest requests in flight with byrequests among ties. Stickiness, error
+ * windows (`retry`), health state and hot standbys decide which members are usable. The
+ * upstream code reports back with mg_member_done() and mg_member_failed(). Counters are
+ * per worker; the shared copy that the status page sums lives in mg_member_t.shared. */
+#ifndef MG_BALANCER_H
+#define MG_BALANCER_H
+
+#include <stdint.h>
+
+#include "config.h"
+
+enum {
+  MG_MEMBER_DISABLED = 1,    /* +D */
+  MG_MEMBER_HOT_STANDBY = 2, /* +H */
+  MG_MEMBER_STOPPED = 4,     /* +S */
+  MG_MEMBER_DRAINING = 8,    /* +N: only sticky requests */
+};
+
+enum { MG_LB_BYREQUESTS, MG_LB_BYTRAFFIC, MG_LB_BYBUSYNESS, MG_LB_LUA };
+
+/* Counters every worker adds to, in memory shared with the master (see status.c). */
+typedef struct {
+  uint64_t requests, bytes, errors;
+  int64_t inflight;
+  uint64_t error_until_ms; /* in error (failed connect) until then */
+  int health_down;         /* taken out by health checks */
+  char last_error[96];
+} mg_member_stats_t;
+
+typedef struct {
+  mg_addr_t addr;
+  char *route;
+  int lbfactor;
+  unsigned flags;
+  uint64_t retry_ms, connect_timeout_ms; /* connect_timeout 0: the route's */
+  int64_t score;                          /* smooth round robin weight */
+  mg_member_stats_t local;                /* this worker's */
+  mg_member_stats_t *shared;              /* summed over workers, or NULL */
+  int index;                              /* 1-based, as Lua sees it */
+  int health_fails, health_passes;        /* consecutive, health checker only */
+} mg_member_t;
+
+typedef struct {
+  char *uri;
+  uint64_t interval_ms, timeout_ms;
+  int fails, passes, expect;
+} mg_health_t;
+
+struct mg_balancer_s {
+  char *name;
+  int method;
+  int method_ref; /* MG_LB_LUA: registry reference of the function */
+  char *stickysession;
+  int maxattempts;
+  mg_member_t *members;
+  int nmembers;
+  mg_health_t *health;
+  char *decl;
+};
+
+/* Picks a member. `sticky` is the route wanted by the request or NULL; `tried` marks members
+ * this request already failed on (nmembers bytes, may be NULL). Returns NULL when no member is
+ * usable. */
+mg_member_t *mg_balancer_pick(mg_balancer_t *b, const char *sticky, uint64_t now_ms, const unsigned char *tried);
+
+/* Whether m may take a request now (not disabled, stopped, in error or down). */
+int mg_member_usable(const mg_member_t *m, uint64_t now_ms);
+
+/* Extracts the sticky route from a Cookie header or query string: the value of NAME is
+ * "anything.ROUTE". Returns the ROUTE length and sets *route, or 0. */
+size_t mg_balancer_sticky_route(const mg_balancer_t *b, const char *cookie, const char *query, const char **route);
+
+void mg_member_start(mg_member_t *m);
+void mg_member_done(mg_member_t *m, uint64_t bytes);
+void mg_member_failed(mg_member_t *m, uint64_t now_ms, const char *why);
+
+void mg_balancer_free(mg_balancer_t *b);
+
+#endif

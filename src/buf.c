@@ -1,0 +1,99 @@
+/* buf: see buf.h. */
+#include "buf.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void oom(void) {
+  static const char msg[] = "moongate: out of memory\n";
+  fwrite(msg, 1, sizeof msg - 1, stderr);
+  abort();
+}
+
+void *mg_malloc(size_t n) {
+  void *p = malloc(n ? n : 1);
+  if (!p) oom();
+  return p;
+}
+
+void *mg_calloc(size_t n, size_t size) {
+  void *p = calloc(n ? n : 1, size ? size : 1);
+  if (!p) oom();
+  return p;
+}
+
+void *mg_realloc(void *p, size_t n) {
+  p = realloc(p, n ? n : 1);
+  if (!p) oom();
+  return p;
+}
+
+char *mg_strndup(const char *s, size_t n) {
+  char *d = mg_malloc(n + 1);
+  memcpy(d, s, n);
+  d[n] = 0;
+  return d;
+}
+
+char *mg_strdup(const char *s) { return mg_strndup(s, strlen(s)); }
+
+void mg_buf_init(mg_buf_t *b) { b->data = NULL, b->len = b->cap = 0; }
+
+void mg_buf_free(mg_buf_t *b) {
+  free(b->data);
+  mg_buf_init(b);
+}
+
+void mg_buf_reserve(mg_buf_t *b, size_t extra) {
+  if (b->len + extra + 1 <= b->cap) return;
+  size_t cap = b->cap ? b->cap : 256;
+  while (cap < b->len + extra + 1) cap *= 2;
+  b->data = mg_realloc(b->data, cap);
+  b->cap = cap;
+}
+
+void mg_buf_append(mg_buf_t *b, const void *p, size_t n) {
+  mg_buf_reserve(b, n);
+  memcpy(b->data + b->len, p, n);
+  b->len += n;
+  b->data[b->len] = 0;
+}
+
+void mg_buf_puts(mg_buf_t *b, const char *s) { mg_buf_append(b, s, strlen(s)); }
+
+void mg_buf_printf(mg_buf_t *b, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(NULL, 0, fmt, ap);
+  va_end(ap);
+  if (n <= 0) return;
+  mg_buf_reserve(b, (size_t)n);
+  va_start(ap, fmt);
+  vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+  va_end(ap);
+  b->len += (size_t)n;
+}
+
+char *mg_buf_steal(mg_buf_t *b) {
+  char *p = b->data;
+  mg_buf_init(b);
+  return p;
+}
+
+/* The free list is per process; each worker is single-threaded. */
+#define POOL_MAX 64
+static char *pool[POOL_MAX];
+static int pool_len;
+
+char *mg_block_get(void) {
+  if (pool_len > 0) return pool[--pool_len];
+  return mg_malloc(MG_BLOCK_SIZE);
+}
+
+void mg_block_put(char *block) {
+  if (!block) return;
+  if (pool_len < POOL_MAX) pool[pool_len++] = block;
+  else free(block);
+}

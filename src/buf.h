@@ -1,0 +1,41 @@
+/* buf: growable byte strings and the pool of 64 KiB I/O blocks.
+ *
+ * mg_buf_t is an append-only byte string used to build request heads, SCGI netstrings and
+ * response heads. I/O blocks carry body bytes between the two sockets of a request: a block is
+ * taken from the pool by a read, handed to the write that forwards it (which owns it until its
+ * callback), and returned to the pool there. The pool keeps a few free blocks per worker so a
+ * steady stream of requests allocates nothing. */
+#ifndef MG_BUF_H
+#define MG_BUF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define MG_BLOCK_SIZE (64 * 1024)
+
+typedef struct {
+  char *data;
+  size_t len, cap;
+} mg_buf_t;
+
+void mg_buf_init(mg_buf_t *b);
+void mg_buf_free(mg_buf_t *b);
+void mg_buf_reserve(mg_buf_t *b, size_t extra);
+void mg_buf_append(mg_buf_t *b, const void *p, size_t n);
+void mg_buf_puts(mg_buf_t *b, const char *s);
+void mg_buf_printf(mg_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Gives the bytes to the caller (who frees them with free()) and leaves b empty. */
+char *mg_buf_steal(mg_buf_t *b);
+
+char *mg_block_get(void);
+void mg_block_put(char *block);
+
+/* strdup that aborts on failure: configuration and per-request strings are small, and a
+ * gateway out of memory cannot answer anyway. */
+char *mg_strdup(const char *s);
+char *mg_strndup(const char *s, size_t n);
+void *mg_malloc(size_t n);
+void *mg_calloc(size_t n, size_t size);
+void *mg_realloc(void *p, size_t n);
+
+#endif

@@ -1,0 +1,121 @@
+/* cgi_env: see cgi_env.h. */
+#include "cgi_env.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "lua_request.h"
+#include "path.h"
+
+int mg_cgi_header_name(const char *field, char *out) {
+  if (strcasecmp(field, "Content-Length") == 0 || strcasecmp(field, "Content-Type") == 0 ||
+      strcasecmp(field, "Proxy") == 0 || !*field)
+    return -1;
+  memcpy(out, "HTTP_", 5);
+  char *o = out + 5;
+  for (const char *p = field; *p; p++) {
+    char c = *p;
+    if (c >= 'a' && c <= 'z') *o++ = (char)(c - 32);
+    else if ((c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) *o++ = c;
+    else if (c == '-') *o++ = '_';
+    else return -1; /* '_' and anything else: could spoof another field (X_Forwarded_For) */
+  }
+  *o = 0;
+  return 0;
+}
+
+void mg_cgi_split_path(mg_pool_t *pool, const char *path, size_t len, const char *prefix, size_t plen, int pathinfo,
+                       const char **script_name, const char **path_info) {
+  if (!pathinfo) {
+    char *s = mg_pool_alloc(pool, len + 1);
+    mg_path_decode(path, len, s);
+    *script_name = s;
+    *path_info = NULL;
+    return;
+  }
+  /* The prefix matched the normalized path, so it is a prefix of it byte for byte; split
+   * there, before the prefix's trailing slash, and decode each half on its own. */
+  size_t cut = plen;
+  if (cut > len) cut = len;
+  if (cut > 0 && prefix[cut - 1] == '/') cut--;
+  char *s = mg_pool_alloc(pool, cut + 1);
+  mg_path_decode(path, cut, s);
+  char *pi = mg_pool_alloc(pool, len - cut + 2);
+  if (len == cut) {
+    pi[0] = 0;
+  } else {
+    mg_path_decode(path + cut, len - cut, pi);
+  }
+  *script_name = s;
+  *path_info = pi;
+}
+
+static void add(mg_vars_t *v, const char *name, const char *value) {
+  mg_vars_add(v, name, strlen(name), value, strlen(value));
+}
+
+void mg_cgi_env_build(mg_req_t *req, uint64_t content_length, mg_vars_t *v) {
+  mg_pool_t *pool = &req->pool;
+  const mg_route_t *r = req->route;
+  char num[24];
+  snprintf(num, sizeof num, "%llu", (unsigned long long)content_length);
+  add(v, "CONTENT_LENGTH", mg_pool_strdup(pool, num));
+  add(v, "SCGI", "1");
+  add(v, "REQUEST_METHOD", req->method);
+  add(v, "REQUEST_URI", req->target);
+  add(v, "QUERY_STRING", req->query ? req->query : "");
+  int pathinfo = r->pathinfo || mg_lua_env_pathinfo(req);
+  const char *script_name, *path_info;
+  mg_cgi_split_path(pool, req->path, req->path_len, r->match, r->match_len, pathinfo && !r->exact, &script_name,
+                    &path_info);
+  add(v, "SCRIPT_NAME", script_name);
+  if (path_info) add(v, "PATH_INFO", path_info);
+  char proto[16];
+  snprintf(proto, sizeof proto, "HTTP/%d.%d", req->http_major, req->http_minor);
+  add(v, "SERVER_PROTOCOL", mg_pool_strdup(pool, proto));
+  add(v, "SERVER_NAME", req->host ? req->host : req->cfg->set.server_name);
+  char addr[64];
+  int port;
+  mg_conn_local(req->conn, addr, sizeof addr, &port);
+  snprintf(num, sizeof num, "%d", port);
+  add(v, "SERVER_PORT", mg_pool_strdup(pool, num));
+  add(v, "SERVER_ADDR", mg_pool_strdup(pool, addr));
+  add(v, "SERVER_SOFTWARE", "moongate/" MG_VERSION);
+  const char *remote = mg_conn_remote(req->conn, &port);
+  add(v, "REMOTE_ADDR", remote);
+  snprintf(num, sizeof num, "%d", port);
+  add(v, "REMOTE_PORT", mg_pool_strdup(pool, num));
+  add(v, "REQUEST_SCHEME", "http");
+  if (content_length || !req->redirects) {
+    const char *ct = mg_fields_get(&req->headers, "Content-Type");
+    if (ct && !req->redirects) add(v, "CONTENT_TYPE", ct);
+  }
+  if (req->redirects) {
+    add(v, "REDIRECT_STATUS", "200");
+    add(v, "REDIRECT_URL", req->redirect_url);
+    add(v, "REDIRECT_QUERY_STRING", req->redirect_query ? req->redirect_query : "");
+    add(v, "REDIRECT_REQUEST_METHOD", req->redirect_method);
+  }
+  /* One HTTP_* per field name, in the order names first appear; repeats joined. */
+  const mg_fields_t *h = &req->headers;
+  for (int i = 0; i < h->n; i++) {
+    const char *name = h->v[i].name;
+    size_t nl = strlen(name);
+    char *hn = mg_pool_alloc(pool, nl + 6);
+    if (mg_cgi_header_name(name, hn) < 0) continue;
+    if (!r->pass_authorization && strcasecmp(name, "Authorization") == 0) continue;
+    int seen = 0;
+    for (int k = 0; k < i && !seen; k++) seen = strcasecmp(h->v[k].name, name) == 0;
+    if (seen) continue;
+    const char *value = mg_fields_join(pool, h, name, strcasecmp(name, "Cookie") == 0 ? "; " : ", ");
+    mg_vars_add(v, hn, nl + 5, value, strlen(value));
+  }
+  for (int i = 0; i < r->nenv; i++) {
+    const mg_kv_t *kv = &r->env[i];
+    mg_vars_set(v, kv->name, strlen(kv->name), kv->value, kv->value ? strlen(kv->value) : 0);
+  }
+  mg_lua_apply_env(req, v);
+  /* proxy-scgi-pathinfo is an instruction to the gateway, not a variable for the app. */
+  mg_vars_set(v, "proxy-scgi-pathinfo", 19, NULL, 0);
+}

@@ -1,0 +1,126 @@
+/* config: the runtime configuration a worker serves with, built from init.lua.
+ *
+ * A mg_config_t is immutable once loaded: workers serve one configuration for their whole
+ * life, and a reload replaces the workers (see worker.c), so no request ever sees a
+ * configuration change under it. The Lua state that ran init.lua belongs to the configuration:
+ * hooks and handlers are registry references into it. src/lua_config.c fills this structure
+ * from the declarations lua/moongate.lua recorded; this file owns the types, the defaults of
+ * the C side, backend address resolution and freeing. */
+#ifndef MG_CONFIG_H
+#define MG_CONFIG_H
+
+#include <stdint.h>
+#include <sys/socket.h>
+
+typedef struct lua_State lua_State;
+
+enum { MG_PHASE_REWRITE, MG_PHASE_ACCESS, MG_PHASE_BALANCER, MG_PHASE_HEADER_FILTER, MG_PHASE_LOG, MG_PHASE_COUNT };
+
+typedef enum { MG_TARGET_SCGI, MG_TARGET_BALANCER, MG_TARGET_STATIC, MG_TARGET_LUA, MG_TARGET_STATUS } mg_target_kind_t;
+
+typedef struct {
+  char *url; /* as written in init.lua: the name in logs and status output */
+  struct sockaddr_storage sa;
+  socklen_t salen;
+} mg_addr_t;
+
+typedef struct {
+  char *name;
+  char *value; /* NULL removes the variable */
+} mg_kv_t;
+
+typedef struct {
+  int *refs; /* Lua registry references, in call order */
+  int n;
+} mg_hooks_t;
+
+typedef struct mg_balancer_s mg_balancer_t;
+
+typedef struct {
+  char *match;
+  size_t match_len;
+  int exact;
+  char *host; /* lower case; NULL for every host */
+  mg_target_kind_t kind;
+  mg_addr_t addr;          /* MG_TARGET_SCGI */
+  mg_balancer_t *balancer; /* MG_TARGET_BALANCER */
+  char *root;              /* MG_TARGET_STATIC */
+  int root_fd;
+  int handler_ref;         /* MG_TARGET_LUA */
+  char *internal_redirect; /* header name, NULL when off */
+  char *sendfile;          /* header name, NULL when off */
+  char **sendfile_roots;
+  int *sendfile_root_fds;
+  int nsendfile_roots;
+  int sendfile_missing;    /* 500 or 404 */
+  int pathinfo;
+  int pass_authorization;
+  mg_kv_t *env;
+  int nenv;
+  mg_hooks_t hooks[MG_PHASE_COUNT];
+  uint64_t connect_timeout, timeout; /* ms */
+  uint64_t client_max_body_size;
+  char *decl; /* "file:line" of the mg.route call */
+} mg_route_t;
+
+typedef struct {
+  int unix_socket;
+  char *host; /* or the socket path */
+  int port;
+  char *text;
+} mg_listen_t;
+
+typedef struct {
+  char *server_name;
+  uint64_t client_header_timeout, client_body_timeout, keepalive_timeout; /* ms */
+  uint64_t keepalive_requests;
+  uint64_t max_request_line, max_header_size, max_headers;
+  uint64_t client_max_body_size;
+  uint64_t max_connections;
+  uint64_t connect_timeout, timeout;
+  uint64_t internal_redirect_limit;
+  uint64_t max_backend_header_size;
+  uint64_t shutdown_timeout;
+  char *access_log, *error_log, *log_level, *pid;
+  int pass_authorization, allow_encoded_slashes, watch;
+  int sendfile_missing;
+} mg_settings_t;
+
+typedef struct {
+  int ms;
+  int ref;
+} mg_timer_decl_t;
+
+typedef struct mg_config_s {
+  lua_State *L;
+  char *file; /* init.lua as given */
+  char *dir;  /* its folder: relative paths in it resolve here */
+  mg_settings_t set;
+  mg_listen_t *listens;
+  int nlistens;
+  int workers; /* 0 means one per core */
+  mg_route_t *routes;
+  int nroutes;
+  mg_balancer_t **balancers;
+  int nbalancers;
+  mg_hooks_t hooks[MG_PHASE_COUNT]; /* global hooks */
+  mg_hooks_t init_worker;
+  mg_timer_decl_t *timers;
+  int ntimers;
+  char **watched; /* Lua files loaded, for `watch` */
+  int nwatched;
+} mg_config_t;
+
+/* Resolves "host", port into addr (IPv4 preferred, as "localhost" backends usually listen
+ * there) or a unix socket path. Returns 0 or a negative getaddrinfo/errno code. */
+int mg_addr_resolve_tcp(mg_addr_t *addr, const char *host, int port);
+int mg_addr_set_unix(mg_addr_t *addr, const char *path);
+/* "127.0.0.1:4000" or "unix:/path": for logs. */
+void mg_addr_format(const mg_addr_t *addr, char *out, size_t n);
+
+/* Loads init.lua into a new configuration. Returns it, or NULL with a message naming
+ * file:line in err (err_len bytes). Defined in lua_config.c. */
+mg_config_t *mg_config_load(const char *file, char *err, size_t err_len);
+void mg_config_free(mg_config_t *cfg);
+
+#endif

@@ -1,0 +1,941 @@
+/* http: see http.h.
+ *
+ * Reading: the connection reads into a pooled 64 KiB block and feeds it to llhttp. The parser
+ * is paused (HPE_PAUSED) at two points: when a request head is complete, so the request can be
+ * routed and its handler started before any body byte is delivered, and when a message is
+ * complete, so a pipelined request waits in the block until the response before it is done.
+ * Unparsed bytes stay in c->rbuf; the socket is read only when c->rbuf is empty and the
+ * parser may go on.
+ *
+ * Writing: every write owns what it sends (a pooled block or a heap buffer) until its
+ * callback. The response is complete when the handler has called mg_req_send_end() and the
+ * last write has completed; then the request is logged and freed, and the connection either
+ * goes on with the next request or closes. A connection that closes after a response shuts
+ * down its write side and drains what the client still sends for a short while (lingering
+ * close), so an unread request body cannot turn the response into a reset. */
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <lauxlib.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "lua_request.h"
+#include "path.h"
+#include "route.h"
+#include "server.h"
+#include "upstream.h"
+
+#define LINGER_MS 2000
+
+enum { EV_NONE, EV_HEADERS, EV_MESSAGE };
+enum { T_NONE, T_HEADER, T_BODY, T_KEEPALIVE, T_LINGER };
+
+struct mg_conn_s {
+  union {
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+    uv_handle_t handle;
+    uv_stream_t stream;
+  } h;
+  uv_timer_t timer;
+  llhttp_t parser;
+  mg_server_t *server;
+  mg_conn_t *next, *prev;
+  mg_req_t *req;
+  char *rbuf; /* block holding unparsed bytes, or NULL */
+  uint32_t rbuf_off, rbuf_len;
+  uint32_t nrequests;
+  uint16_t writes_pending;
+  uint8_t event, timer_kind, handles_open;
+  uint16_t error_status; /* set by a parser callback that refuses the request */
+  unsigned reading : 1, closing : 1, throttled : 1, lingering : 1, drain : 1;
+  int remote_port;
+  char remote_addr[INET6_ADDRSTRLEN];
+  void (*on_drain)(mg_req_t *req);
+  mg_buf_t scratch; /* the URL or header piece being assembled */
+  int scratch_kind; /* 0 none, 1 url, 2 field, 3 value */
+  char *pending_field;
+};
+
+typedef struct {
+  uv_write_t w;
+  mg_conn_t *conn;
+  char *block;
+  char *heap;
+  char chunk[24];
+} mg_write_t;
+
+static void conn_process(mg_conn_t *c);
+static void conn_close(mg_conn_t *c);
+static void conn_update_reading(mg_conn_t *c);
+static void req_complete(mg_req_t *req);
+static void timer_set(mg_conn_t *c, int kind, uint64_t ms);
+
+/* ---- small helpers ------------------------------------------------------------------- */
+
+uint64_t mg_now_ms(void) { return uv_hrtime() / 1000000; }
+
+const char *mg_http_date(char *out, size_t n, int64_t t) {
+  struct tm tm;
+  time_t tt = (time_t)t;
+  gmtime_r(&tt, &tm);
+  strftime(out, n, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  return out;
+}
+
+/* The Date header changes once a second; format it only then. */
+static const char *date_now(void) {
+  static char buf[40];
+  static time_t last;
+  time_t now = time(NULL);
+  if (now != last) mg_http_date(buf, sizeof buf, now), last = now;
+  return buf;
+}
+
+const char *mg_fields_get(const mg_fields_t *f, const char *name) {
+  for (int i = 0; i < f->n; i++)
+    if (strcasecmp(f->v[i].name, name) == 0) return f->v[i].value;
+  return NULL;
+}
+
+const char *mg_fields_join(mg_pool_t *p, const mg_fields_t *f, const char *name, const char *sep) {
+  const char *first = NULL;
+  size_t total = 0, count = 0, sl = strlen(sep);
+  for (int i = 0; i < f->n; i++)
+    if (strcasecmp(f->v[i].name, name) == 0) {
+      if (!first) first = f->v[i].value;
+      total += strlen(f->v[i].value) + sl, count++;
+    }
+  if (count <= 1) return first;
+  char *out = mg_pool_alloc(p, total + 1), *o = out;
+  for (int i = 0; i < f->n; i++)
+    if (strcasecmp(f->v[i].name, name) == 0) {
+      if (o != out) memcpy(o, sep, sl), o += sl;
+      size_t l = strlen(f->v[i].value);
+      memcpy(o, f->v[i].value, l), o += l;
+    }
+  *o = 0;
+  return out;
+}
+
+void mg_fields_add(mg_pool_t *p, mg_fields_t *f, const char *name, size_t nl, const char *value, size_t vl) {
+  if (f->n == f->cap) {
+    int cap = f->cap ? f->cap * 2 : 16;
+    mg_field_t *v = mg_pool_alloc(p, sizeof(mg_field_t) * (size_t)cap);
+    if (f->n) memcpy(v, f->v, sizeof(mg_field_t) * (size_t)f->n);
+    f->v = v, f->cap = cap;
+  }
+  f->v[f->n].name = mg_pool_strndup(p, name, nl);
+  f->v[f->n].value = mg_pool_strndup(p, value, vl);
+  f->n++;
+}
+
+void mg_fields_set(mg_pool_t *p, mg_fields_t *f, const char *name, const char *value) {
+  int k = 0;
+  for (int i = 0; i < f->n; i++)
+    if (strcasecmp(f->v[i].name, name) != 0) f->v[k++] = f->v[i];
+  f->n = k;
+  if (value) mg_fields_add(p, f, name, strlen(name), value, strlen(value));
+}
+
+/* ---- writing ------------------------------------------------------------------------- */
+
+static void on_write(uv_write_t *w, int status) {
+  mg_write_t *wr = (mg_write_t *)w;
+  mg_conn_t *c = wr->conn;
+  mg_block_put(wr->block);
+  free(wr->heap);
+  free(wr);
+  c->writes_pending--;
+  if (status < 0) {
+    if (c->req && !c->req->finished) c->req->aborted = 1;
+    conn_close(c);
+    return;
+  }
+  if (c->closing) return;
+  mg_req_t *req = c->req;
+  if (req && req->resp_ended && c->writes_pending == 0) {
+    req_complete(req);
+    return;
+  }
+  if (c->on_drain && req && uv_stream_get_write_queue_size(&c->h.stream) < MG_WRITE_LOW) {
+    void (*cb)(mg_req_t *) = c->on_drain;
+    c->on_drain = NULL;
+    cb(req);
+  }
+}
+
+/* Queues bufs; `block` and `heap` are released when the write completes. */
+static void conn_write(mg_conn_t *c, uv_buf_t *bufs, unsigned n, char *block, char *heap) {
+  if (c->closing) {
+    mg_block_put(block);
+    free(heap);
+    return;
+  }
+  mg_write_t *wr = mg_malloc(sizeof *wr);
+  wr->conn = c, wr->block = block, wr->heap = heap;
+  c->writes_pending++;
+  int rc = uv_write(&wr->w, &c->h.stream, bufs, n, on_write);
+  if (rc < 0) {
+    /* A failed call fires no callback: undo here. */
+    c->writes_pending--;
+    mg_block_put(block);
+    free(heap);
+    free(wr);
+    if (c->req) c->req->aborted = 1;
+    conn_close(c);
+  }
+}
+
+size_t mg_req_write_queue(mg_req_t *req) { return uv_stream_get_write_queue_size(&req->conn->h.stream); }
+
+void mg_req_on_drain(mg_req_t *req, void (*cb)(mg_req_t *req)) { req->conn->on_drain = cb; }
+
+static int status_has_body(int status) { return !(status < 200 || status == 204 || status == 304); }
+
+void mg_req_send_head(mg_req_t *req) {
+  mg_conn_t *c = req->conn;
+  if (req->head_sent) return;
+  if (mg_lua_has_phase(req, MG_PHASE_HEADER_FILTER)) mg_lua_header_filter(req);
+  static const char failed[] = "500 Internal Server Error\n";
+  if (req->filter_failed) {
+    /* The response becomes a 500 page; whatever body the handler still produces is dropped
+     * because the page's Content-Length is already reached. */
+    req->status = 500;
+    req->resp_headers.n = 0;
+    mg_fields_set(&req->pool, &req->resp_headers, "Content-Type", "text/plain");
+    mg_fields_set(&req->pool, &req->resp_headers, "Content-Length", "26");
+    req->keepalive = 0;
+  }
+  req->head_sent = 1;
+  const mg_settings_t *s = &req->cfg->set;
+  if (c->nrequests + 1 >= s->keepalive_requests || req->server->draining || c->drain) req->keepalive = 0;
+  int body = status_has_body(req->status);
+  const char *cl = mg_fields_get(&req->resp_headers, "Content-Length");
+  req->resp_length = -1;
+  if (cl) req->resp_length = strtoll(cl, NULL, 10);
+  if (!body) {
+    mg_fields_set(&req->pool, &req->resp_headers, "Content-Length", NULL);
+    req->resp_length = 0;
+  } else if (!cl) {
+    if (req->is_head) {
+      /* A HEAD response carries no body, so it needs no framing: nothing to add. */
+    } else if (req->http_minor >= 1) {
+      req->resp_chunked = 1;
+    } else {
+      req->resp_close = 1;
+      req->keepalive = 0;
+    }
+  }
+  mg_buf_t b;
+  mg_buf_init(&b);
+  mg_buf_reserve(&b, 512);
+  mg_buf_printf(&b, "HTTP/1.1 %d %s\r\n", req->status, mg_http_reason(req->status));
+  int has_server = 0, has_date = 0;
+  for (int i = 0; i < req->resp_headers.n; i++) {
+    const mg_field_t *f = &req->resp_headers.v[i];
+    has_server |= strcasecmp(f->name, "Server") == 0;
+    has_date |= strcasecmp(f->name, "Date") == 0;
+    mg_buf_puts(&b, f->name);
+    mg_buf_append(&b, ": ", 2);
+    mg_buf_puts(&b, f->value);
+    mg_buf_append(&b, "\r\n", 2);
+  }
+  if (!has_server) mg_buf_puts(&b, "Server: moongate/" MG_VERSION "\r\n");
+  if (!has_date) mg_buf_printf(&b, "Date: %s\r\n", date_now());
+  if (req->resp_chunked) mg_buf_puts(&b, "Transfer-Encoding: chunked\r\n");
+  if (!req->keepalive) mg_buf_puts(&b, "Connection: close\r\n");
+  else if (req->http_minor == 0) mg_buf_puts(&b, "Connection: keep-alive\r\n");
+  mg_buf_append(&b, "\r\n", 2);
+  if (req->filter_failed && !req->is_head) {
+    mg_buf_append(&b, failed, sizeof failed - 1);
+    req->bytes_sent = sizeof failed - 1;
+  }
+  req->head_bytes = b.len;
+  uv_buf_t ub = uv_buf_init(b.data, (unsigned)b.len);
+  conn_write(c, &ub, 1, NULL, mg_buf_steal(&b));
+}
+
+void mg_req_send_body(mg_req_t *req, char *block, const char *data, size_t len) {
+  if (!req->head_sent) mg_req_send_head(req);
+  if (req->is_head || !status_has_body(req->status) || len == 0) {
+    mg_block_put(block);
+    return;
+  }
+  if (req->resp_length >= 0 && req->bytes_sent + len > (uint64_t)req->resp_length) {
+    /* More than the Content-Length promised: the excess cannot be framed; drop it. */
+    len = (size_t)((uint64_t)req->resp_length - req->bytes_sent);
+    if (len == 0) {
+      mg_block_put(block);
+      return;
+    }
+  }
+  req->bytes_sent += len;
+  if (req->resp_chunked) {
+    uv_buf_t bufs[3];
+    char hdr[24];
+    int hl = snprintf(hdr, sizeof hdr, "%zx\r\n", len);
+    bufs[0] = uv_buf_init(NULL, (unsigned)hl); /* set below to the write's own chunk[] */
+    bufs[1] = uv_buf_init((char *)data, (unsigned)len);
+    bufs[2] = uv_buf_init("\r\n", 2);
+    mg_conn_t *c = req->conn;
+    if (c->closing) {
+      mg_block_put(block);
+      return;
+    }
+    mg_write_t *wr = mg_malloc(sizeof *wr);
+    wr->conn = c, wr->block = block, wr->heap = NULL;
+    memcpy(wr->chunk, hdr, (size_t)hl);
+    bufs[0].base = wr->chunk;
+    c->writes_pending++;
+    if (uv_write(&wr->w, &c->h.stream, bufs, 3, on_write) < 0) {
+      c->writes_pending--;
+      mg_block_put(block);
+      free(wr);
+      req->aborted = 1;
+      conn_close(c);
+    }
+    return;
+  }
+  uv_buf_t ub = uv_buf_init((char *)data, (unsigned)len);
+  conn_write(req->conn, &ub, 1, block, NULL);
+}
+
+void mg_req_send_end(mg_req_t *req) {
+  mg_conn_t *c = req->conn;
+  if (!req->head_sent) mg_req_send_head(req);
+  if (req->resp_length >= 0 && !req->is_head && status_has_body(req->status) &&
+      req->bytes_sent < (uint64_t)req->resp_length) {
+    mg_req_abort(req, "response shorter than its Content-Length");
+    return;
+  }
+  if (req->resp_chunked && !req->is_head) {
+    uv_buf_t ub = uv_buf_init("0\r\n\r\n", 5);
+    conn_write(c, &ub, 1, NULL, NULL);
+  }
+  req->resp_ended = 1;
+  if (c->writes_pending == 0 && !c->closing) req_complete(req);
+}
+
+void mg_req_abort(mg_req_t *req, const char *why) {
+  if (why) mg_log_error(MG_LOG_ERROR, req->id, "response aborted: %s, client %s", why, req->conn->remote_addr);
+  req->aborted = 1;
+  conn_close(req->conn);
+}
+
+void mg_req_respond(mg_req_t *req, int status, const char *content_type, const char *body, size_t len) {
+  req->status = status;
+  char lenstr[24];
+  snprintf(lenstr, sizeof lenstr, "%zu", len);
+  if (content_type) mg_fields_set(&req->pool, &req->resp_headers, "Content-Type", content_type);
+  mg_fields_set(&req->pool, &req->resp_headers, "Content-Length", lenstr);
+  mg_req_send_head(req);
+  if (len && !req->is_head && !req->filter_failed && status_has_body(req->status)) {
+    char *copy = mg_malloc(len);
+    memcpy(copy, body, len);
+    req->bytes_sent += len;
+    uv_buf_t ub = uv_buf_init(copy, (unsigned)len);
+    conn_write(req->conn, &ub, 1, NULL, copy);
+  }
+  mg_req_send_end(req);
+}
+
+void mg_req_error(mg_req_t *req, int status, const char *fmt, ...) {
+  if (fmt) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    mg_log_error(status >= 500 ? MG_LOG_ERROR : MG_LOG_INFO, req->id, "%s, client %s, request \"%s %s\"", msg,
+                 req->conn->remote_addr, req->orig_method ? req->orig_method : "-", req->target ? req->target : "-");
+  }
+  if (req->head_sent) {
+    mg_req_abort(req, NULL);
+    return;
+  }
+  /* An error response replaces whatever the handler had prepared. */
+  req->resp_headers.n = 0;
+  char body[128];
+  int n = snprintf(body, sizeof body, "%d %s\n", status, mg_http_reason(status));
+  /* A request whose body was not read cannot be followed by another on this connection. */
+  if (!req->msg_done) req->keepalive = 0;
+  mg_req_respond(req, status, "text/plain", body, (size_t)n);
+}
+
+/* ---- the request lifecycle -------------------------------------------------------------- */
+
+static mg_req_t *req_new(mg_conn_t *c) {
+  mg_req_t *req = mg_calloc(1, sizeof *req);
+  mg_pool_init(&req->pool);
+  req->conn = c;
+  req->server = c->server;
+  req->cfg = c->server->cfg;
+  req->start_ns = uv_hrtime();
+  snprintf(req->id, sizeof req->id, "%x-%llx", (unsigned)getpid(), (unsigned long long)++c->server->nreqs);
+  req->content_length = -1;
+  req->status = 200;
+  req->env_ref = req->ctx_ref = req->self_ref = LUA_NOREF;
+  req->resp_length = -1;
+  return req;
+}
+
+static void req_free(mg_req_t *req) {
+  mg_lua_req_release(req);
+  mg_pool_free(&req->pool);
+  free(req);
+}
+
+/* Stops whatever is still producing or consuming for the request (the client went away). */
+static void req_cancel_handler(mg_req_t *req) {
+  if (req->handler_cancel) {
+    void (*cancel)(mg_req_t *) = req->handler_cancel;
+    req->handler_cancel = NULL;
+    cancel(req);
+  }
+}
+
+static void access_log(mg_req_t *req) {
+  if (!mg_log_access_enabled()) return;
+  char version[16];
+  snprintf(version, sizeof version, "HTTP/%d.%d", req->http_major, req->http_minor);
+  mg_access_entry_t e = {
+      .remote_addr = req->conn->remote_addr,
+      .request_line_method = req->orig_method,
+      .request_line_uri = req->target,
+      .http_version = version,
+      .status = req->aborted && !req->head_sent ? 499 : req->status,
+      .bytes_sent = req->bytes_sent,
+      .referer = mg_fields_get(&req->headers, "Referer"),
+      .user_agent = mg_fields_get(&req->headers, "User-Agent"),
+      .usec = (uv_hrtime() - req->start_ns) / 1000,
+      .upstream = req->upstream_name,
+  };
+  mg_log_access(&e);
+}
+
+/* The response is complete (or the connection is gone): log and release the request. */
+static void req_finish(mg_req_t *req) {
+  if (req->finished) return;
+  req->finished = 1;
+  req_cancel_handler(req);
+  if (mg_lua_has_phase(req, MG_PHASE_LOG)) mg_lua_log_phase(req);
+  if (req->target) access_log(req);
+}
+
+static void on_shutdown(uv_shutdown_t *sd, int status) {
+  (void)status;
+  free(sd);
+}
+
+static void req_complete(mg_req_t *req) {
+  mg_conn_t *c = req->conn;
+  req_finish(req);
+  int keep = req->keepalive && req->msg_done && !req->aborted;
+  c->req = NULL;
+  c->nrequests++;
+  c->on_drain = NULL;
+  req_free(req);
+  if (!keep || c->server->draining || c->drain) {
+    /* Lingering close: stop sending, drain the client for a moment, then close. */
+    if (c->rbuf) mg_block_put(c->rbuf), c->rbuf = NULL;
+    c->lingering = 1;
+    uv_shutdown_t *sd = mg_malloc(sizeof *sd);
+    if (uv_shutdown(sd, &c->h.stream, on_shutdown) < 0) {
+      free(sd);
+      conn_close(c);
+      return;
+    }
+    timer_set(c, T_LINGER, LINGER_MS);
+    conn_update_reading(c);
+    return;
+  }
+  llhttp_resume(&c->parser);
+  timer_set(c, T_KEEPALIVE, c->server->cfg->set.keepalive_timeout);
+  conn_process(c);
+}
+
+/* Headers are complete: validate what llhttp leaves to us, then route. */
+static void req_begin(mg_req_t *req) {
+  mg_conn_t *c = req->conn;
+  llhttp_t *p = &c->parser;
+  const mg_settings_t *s = &req->cfg->set;
+  req->http_major = llhttp_get_http_major(p);
+  req->http_minor = llhttp_get_http_minor(p);
+  req->method = llhttp_method_name((llhttp_method_t)llhttp_get_method(p));
+  req->orig_method = (char *)req->method;
+  req->is_head = llhttp_get_method(p) == HTTP_HEAD;
+  req->keepalive = llhttp_should_keep_alive(p);
+  if (p->flags & F_CHUNKED) req->chunked = 1;
+  else if (p->flags & F_CONTENT_LENGTH) req->content_length = (int64_t)p->content_length;
+  if (req->http_major != 1) {
+    req->keepalive = 0;
+    mg_req_error(req, 505, "unsupported HTTP version %d.%d", req->http_major, req->http_minor);
+    return;
+  }
+  if (llhttp_get_method(p) == HTTP_CONNECT) {
+    req->keepalive = 0;
+    mg_req_error(req, 405, "CONNECT refused: moongate is not a forward proxy");
+    return;
+  }
+  int nhost = 0;
+  for (int i = 0; i < req->headers.n; i++)
+    if (strcasecmp(req->headers.v[i].name, "Host") == 0) nhost++;
+  if (nhost > 1 || (nhost == 0 && req->http_minor >= 1)) {
+    req->keepalive = 0;
+    mg_req_error(req, 400, nhost ? "several Host fields" : "HTTP/1.1 request without Host");
+    return;
+  }
+  const char *host = mg_fields_get(&req->headers, "Host");
+  if (host) {
+    size_t hl = strlen(host);
+    const char *colon = host[0] == '[' ? strchr(host, ']') : strchr(host, ':');
+    if (host[0] == '[' && colon) hl = (size_t)(colon - host + 1);
+    else if (colon) hl = (size_t)(colon - host);
+    req->host = mg_pool_strndup(&req->pool, host, hl);
+    for (char *h = req->host; *h; h++) *h = (char)(*h >= 'A' && *h <= 'Z' ? *h + 32 : *h);
+  }
+  const char *expect = mg_fields_get(&req->headers, "Expect");
+  if (expect) {
+    if (strcasecmp(expect, "100-continue") != 0) {
+      req->keepalive = 0;
+      mg_req_error(req, 417, "unsupported Expect: %s", expect);
+      return;
+    }
+    if (req->http_minor >= 1) req->expect_continue = 1;
+  }
+  const char *path, *query;
+  size_t path_len, query_len;
+  if (mg_target_split(req->target, strlen(req->target), &path, &path_len, &query, &query_len) < 0) {
+    mg_req_error(req, 400, "bad request target");
+    return;
+  }
+  req->path = mg_pool_alloc(&req->pool, path_len + 2);
+  int n = mg_path_normalize(path, path_len, req->path, s->allow_encoded_slashes);
+  if (n == MG_PATH_ENCODED_SLASH) {
+    mg_req_error(req, 404, "encoded slash in path (allow_encoded_slashes is off)");
+    return;
+  }
+  if (n < 0) {
+    mg_req_error(req, 400, "bad path");
+    return;
+  }
+  req->path_len = (size_t)n;
+  req->query = query ? mg_pool_strndup(&req->pool, query, query_len) : NULL;
+  if (c->server->cfg->set.client_body_timeout && (req->chunked || req->content_length > 0))
+    timer_set(c, T_BODY, s->client_body_timeout);
+  else
+    timer_set(c, T_NONE, 0);
+  if (mg_lua_has_phase(req, MG_PHASE_REWRITE) && mg_lua_rewrite(req) != 0) return;
+  mg_req_dispatch(req);
+}
+
+void mg_req_dispatch(mg_req_t *req) {
+  req->route = mg_route_find(req->cfg, req->host, req->path, req->path_len);
+  if (!req->route) {
+    mg_req_error(req, 404, NULL);
+    return;
+  }
+  const mg_route_t *r = req->route;
+  uint64_t limit = r->client_max_body_size;
+  if (limit && req->content_length > 0 && (uint64_t)req->content_length > limit) {
+    req->keepalive = 0;
+    mg_req_error(req, 413, "request body of %lld bytes exceeds client_max_body_size %llu of route %s",
+                 (long long)req->content_length, (unsigned long long)limit, r->match);
+    return;
+  }
+  if (mg_lua_has_phase(req, MG_PHASE_ACCESS) && mg_lua_access(req) != 0) return;
+  switch (r->kind) {
+    case MG_TARGET_SCGI:
+    case MG_TARGET_BALANCER: mg_upstream_start(req); break;
+    case MG_TARGET_LUA: mg_lua_content(req); break;
+    case MG_TARGET_STATIC: mg_static_serve(req); break;
+    case MG_TARGET_STATUS: mg_status_serve(req); break;
+  }
+}
+
+void mg_req_continue(mg_req_t *req) {
+  if (!req->expect_continue || req->continue_sent || req->body_done) return;
+  req->continue_sent = 1;
+  static char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+  uv_buf_t ub = uv_buf_init(cont, sizeof cont - 1);
+  conn_write(req->conn, &ub, 1, NULL, NULL);
+}
+
+void mg_req_pause_body(mg_req_t *req) {
+  req->conn->throttled = 1;
+  conn_update_reading(req->conn);
+}
+
+void mg_req_resume_body(mg_req_t *req) {
+  mg_conn_t *c = req->conn;
+  if (!c->throttled) return;
+  c->throttled = 0;
+  conn_process(c);
+}
+
+/* ---- parser callbacks ------------------------------------------------------------------ */
+
+static int refuse(mg_conn_t *c, int status, const char *why) {
+  c->error_status = (uint16_t)status;
+  llhttp_set_error_reason(&c->parser, why);
+  return HPE_USER;
+}
+
+static int on_message_begin(llhttp_t *p) {
+  mg_conn_t *c = p->data;
+  c->req = req_new(c);
+  c->scratch.len = 0;
+  c->scratch_kind = 0;
+  timer_set(c, T_HEADER, c->server->cfg->set.client_header_timeout);
+  return 0;
+}
+
+static int scratch_add(mg_conn_t *c, int kind, const char *at, size_t len, uint64_t limit, int status,
+                       const char *why) {
+  if (c->scratch_kind != kind) c->scratch.len = 0, c->scratch_kind = kind;
+  if (c->scratch.len + len > limit) return refuse(c, status, why);
+  mg_buf_append(&c->scratch, at, len);
+  return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t len) {
+  mg_conn_t *c = p->data;
+  return scratch_add(c, 1, at, len, c->server->cfg->set.max_request_line, 414, "request line too long");
+}
+
+static int on_url_complete(llhttp_t *p) {
+  mg_conn_t *c = p->data;
+  c->req->target = mg_pool_strndup(&c->req->pool, c->scratch.data ? c->scratch.data : "", c->scratch.len);
+  c->scratch_kind = 0;
+  return 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len) {
+  mg_conn_t *c = p->data;
+  return scratch_add(c, 2, at, len, c->server->cfg->set.max_header_size, 431, "header field too large");
+}
+
+static int on_header_field_complete(llhttp_t *p) {
+  mg_conn_t *c = p->data;
+  if ((uint64_t)c->req->headers.n >= c->server->cfg->set.max_headers) return refuse(c, 431, "too many header fields");
+  c->pending_field = mg_pool_strndup(&c->req->pool, c->scratch.data, c->scratch.len);
+  c->scratch_kind = 0;
+  return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len) {
+  mg_conn_t *c = p->data;
+  return scratch_add(c, 3, at, len, c->server->cfg->set.max_header_size, 431, "header field too large");
+}
+
+static int on_header_value_complete(llhttp_t *p) {
+  mg_conn_t *c = p->data;
+  mg_req_t *req = c->req;
+  const char *v = c->scratch_kind == 3 ? c->scratch.data : "";
+  size_t vl = c->scratch_kind == 3 ? c->scratch.len : 0;
+  while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t')) vl--;
+  if (req->headers.n == req->headers.cap) {
+    int cap = req->headers.cap ? req->headers.cap * 2 : 16;
+    mg_field_t *nv = mg_pool_alloc(&req->pool, sizeof(mg_field_t) * (size_t)cap);
+    if (req->headers.n) memcpy(nv, req->headers.v, sizeof(mg_field_t) * (size_t)req->headers.n);
+    req->headers.v = nv, req->headers.cap = cap;
+  }
+  req->headers.v[req->headers.n].name = c->pending_field;
+  req->headers.v[req->headers.n].value = mg_pool_strndup(&req->pool, v, vl);
+  req->headers.n++;
+  c->scratch_kind = 0;
+  return 0;
+}
+
+static int on_headers_complete(llhttp_t *p) {
+  mg_conn_t *c = p->data;
+  c->event = EV_HEADERS;
+  return HPE_PAUSED;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len) {
+  mg_conn_t *c = p->data;
+  mg_req_t *req = c->req;
+  req->body_received += len;
+  if (req->chunked && req->route && req->route->client_max_body_size &&
+      req->body_received > req->route->client_max_body_size && !req->head_sent)
+    return refuse(c, 413, "chunked request body exceeds client_max_body_size");
+  if (c->timer_kind == T_BODY) timer_set(c, T_BODY, c->server->cfg->set.client_body_timeout);
+  if (req->on_body && !req->finished) req->on_body(req, at, len);
+  return 0;
+}
+
+static int on_message_complete(llhttp_t *p) {
+  mg_conn_t *c = p->data;
+  c->event = EV_MESSAGE;
+  return HPE_PAUSED;
+}
+
+static const llhttp_settings_t parser_settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_url_complete = on_url_complete,
+    .on_header_field = on_header_field,
+    .on_header_field_complete = on_header_field_complete,
+    .on_header_value = on_header_value,
+    .on_header_value_complete = on_header_value_complete,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+/* ---- the connection ---------------------------------------------------------------------- */
+
+static void on_timer(uv_timer_t *t) {
+  mg_conn_t *c = t->data;
+  int kind = c->timer_kind;
+  c->timer_kind = T_NONE;
+  mg_req_t *req = c->req;
+  if (kind == T_HEADER && req && !req->head_sent) {
+    req->keepalive = 0;
+    if (!req->target) req->target = mg_pool_strdup(&req->pool, "-");
+    mg_req_error(req, 408, "client_header_timeout: request head not received in time");
+  } else if (kind == T_BODY && req && !req->head_sent) {
+    req->keepalive = 0;
+    mg_req_error(req, 408, "client_body_timeout: request body not received in time");
+  } else {
+    conn_close(c);
+  }
+}
+
+static void timer_set(mg_conn_t *c, int kind, uint64_t ms) {
+  if (c->closing) return;
+  c->timer_kind = (uint8_t)kind;
+  if (kind == T_NONE || ms == 0) uv_timer_stop(&c->timer);
+  else uv_timer_start(&c->timer, on_timer, ms, 0);
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
+  (void)h, (void)hint;
+  buf->base = mg_block_get();
+  buf->len = MG_BLOCK_SIZE;
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  mg_conn_t *c = s->data;
+  if (nread <= 0) {
+    mg_block_put(buf->base);
+    if (nread == 0) return;
+    if (c->lingering) {
+      conn_close(c);
+      return;
+    }
+    /* The client went away. A request still in progress is cut off. */
+    if (c->req && !c->req->finished) {
+      c->req->aborted = 1;
+      if (!c->req->msg_done)
+        mg_log_error(MG_LOG_INFO, c->req->id, "client %s closed the connection before the request was complete",
+                     c->remote_addr);
+    }
+    conn_close(c);
+    return;
+  }
+  if (c->lingering) {
+    mg_block_put(buf->base);
+    return;
+  }
+  c->rbuf = buf->base;
+  c->rbuf_off = 0;
+  c->rbuf_len = (uint32_t)nread;
+  conn_process(c);
+}
+
+static void conn_update_reading(mg_conn_t *c) {
+  if (c->closing) return;
+  int want = c->lingering || (!c->rbuf && !c->throttled && !(c->req && c->req->msg_done));
+  if (want && !c->reading) {
+    if (uv_read_start(&c->h.stream, on_alloc, on_read) == 0) c->reading = 1;
+  } else if (!want && c->reading) {
+    uv_read_stop(&c->h.stream);
+    c->reading = 0;
+  }
+}
+
+static void parse_error(mg_conn_t *c, llhttp_errno_t err) {
+  int status = c->error_status ? c->error_status : 400;
+  if (!c->req) c->req = req_new(c);
+  mg_req_t *req = c->req;
+  if (!req->target) req->target = mg_pool_strdup(&req->pool, "-");
+  if (!req->orig_method) req->orig_method = "-";
+  req->keepalive = 0;
+  if (c->rbuf) mg_block_put(c->rbuf), c->rbuf = NULL;
+  if (req->head_sent) {
+    mg_req_abort(req, llhttp_get_error_reason(&c->parser));
+    return;
+  }
+  req_cancel_handler(req);
+  req->msg_done = 1;
+  mg_req_error(req, status, "bad request: %s (%s)", llhttp_get_error_reason(&c->parser), llhttp_errno_name(err));
+}
+
+/* Feeds buffered bytes to the parser for as long as the current request lets it. */
+static void conn_process(mg_conn_t *c) {
+  while (c->rbuf && !c->closing && !c->throttled && !(c->req && c->req->msg_done)) {
+    const char *start = c->rbuf + c->rbuf_off;
+    llhttp_errno_t err = llhttp_execute(&c->parser, start, c->rbuf_len - c->rbuf_off);
+    if (err == HPE_OK) {
+      mg_block_put(c->rbuf);
+      c->rbuf = NULL;
+      break;
+    }
+    if (err != HPE_PAUSED && err != HPE_PAUSED_UPGRADE) {
+      parse_error(c, err);
+      return;
+    }
+    c->rbuf_off = (uint32_t)(llhttp_get_error_pos(&c->parser) - c->rbuf);
+    if (err == HPE_PAUSED_UPGRADE) {
+      /* Upgrades are not supported: the request was served as a plain one; nothing after it
+       * on this connection can be read as HTTP. */
+      mg_block_put(c->rbuf);
+      c->rbuf = NULL;
+      if (c->req) c->req->keepalive = 0;
+      break;
+    }
+    int ev = c->event;
+    c->event = EV_NONE;
+    mg_req_t *req = c->req;
+    if (ev == EV_MESSAGE) {
+      /* Stay paused: the next pipelined request waits until this response is complete. */
+      req->msg_done = 1;
+      req->body_done = 1;
+      if (c->timer_kind == T_BODY || c->timer_kind == T_HEADER) timer_set(c, T_NONE, 0);
+      if (req->on_body_end && !req->finished) req->on_body_end(req);
+      if (c->closing) return;
+      if (req->resp_ended && c->writes_pending == 0 && c->req == req) {
+        req_complete(req);
+        return;
+      }
+      break;
+    }
+    llhttp_resume(&c->parser);
+    if (ev == EV_HEADERS) {
+      req_begin(req);
+      if (c->closing) return;
+    }
+  }
+  if (c->rbuf && c->rbuf_off >= c->rbuf_len) {
+    mg_block_put(c->rbuf);
+    c->rbuf = NULL;
+  }
+  conn_update_reading(c);
+}
+
+static void on_close(uv_handle_t *h) {
+  mg_conn_t *c = h->data;
+  if (--c->handles_open > 0) return;
+  mg_buf_free(&c->scratch);
+  free(c);
+}
+
+static void conn_close(mg_conn_t *c) {
+  if (c->closing) return;
+  c->closing = 1;
+  if (c->req) {
+    mg_req_t *req = c->req;
+    c->req = NULL;
+    if (!req->resp_ended) req->aborted = 1;
+    req_finish(req);
+    req_free(req);
+  }
+  if (c->rbuf) mg_block_put(c->rbuf), c->rbuf = NULL;
+  mg_server_conn_closed(c->server, c);
+  uv_close((uv_handle_t *)&c->timer, on_close);
+  uv_close(&c->h.handle, on_close);
+}
+
+mg_conn_t *mg_conn_new(mg_server_t *server) {
+  mg_conn_t *c = mg_calloc(1, sizeof *c);
+  c->server = server;
+  c->h.handle.data = c;
+  c->timer.data = c;
+  c->handles_open = 2;
+  uv_timer_init(server->loop, &c->timer);
+  llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
+  c->parser.data = c;
+  mg_buf_init(&c->scratch);
+  return c;
+}
+
+uv_stream_t *mg_conn_stream(mg_conn_t *c) { return &c->h.stream; }
+
+void mg_conn_link(mg_conn_t *c, mg_conn_t **head) {
+  c->next = *head;
+  c->prev = NULL;
+  if (*head) (*head)->prev = c;
+  *head = c;
+}
+
+void mg_conn_unlink(mg_conn_t *c, mg_conn_t **head) {
+  if (c->prev) c->prev->next = c->next;
+  else if (*head == c) *head = c->next;
+  if (c->next) c->next->prev = c->prev;
+  c->next = c->prev = NULL;
+}
+
+mg_conn_t *mg_conn_next(mg_conn_t *c) { return c->next; }
+
+void mg_conn_start(mg_conn_t *c) {
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  if (c->h.handle.type == UV_TCP && uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&ss, &len) == 0) {
+    if (ss.ss_family == AF_INET) {
+      struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+      inet_ntop(AF_INET, &in->sin_addr, c->remote_addr, sizeof c->remote_addr);
+      c->remote_port = ntohs(in->sin_port);
+    } else {
+      struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+      inet_ntop(AF_INET6, &in6->sin6_addr, c->remote_addr, sizeof c->remote_addr);
+      c->remote_port = ntohs(in6->sin6_port);
+    }
+    uv_tcp_nodelay(&c->h.tcp, 1);
+  } else {
+    strcpy(c->remote_addr, "unix:");
+  }
+  timer_set(c, T_HEADER, c->server->cfg->set.client_header_timeout);
+  conn_update_reading(c);
+}
+
+void mg_conn_drain(mg_conn_t *c) {
+  c->drain = 1;
+  /* An idle connection has no request and nothing buffered: close it now. A connection in
+   * the middle of a request closes after its response (req->keepalive is cleared there). */
+  if (!c->req && !c->rbuf && !c->lingering) conn_close(c);
+}
+
+int mg_conn_local(mg_conn_t *c, char *addr, size_t n, int *port) {
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  *port = 0;
+  if (c->h.handle.type != UV_TCP || uv_tcp_getsockname(&c->h.tcp, (struct sockaddr *)&ss, &len) != 0) {
+    snprintf(addr, n, "%s", "");
+    return -1;
+  }
+  if (ss.ss_family == AF_INET) {
+    inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, addr, (socklen_t)n);
+    *port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+  } else {
+    inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, addr, (socklen_t)n);
+    *port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+  }
+  return 0;
+}
+
+const char *mg_conn_remote(mg_conn_t *c, int *port) {
+  *port = c->remote_port;
+  return c->remote_addr;
+}

@@ -1,0 +1,145 @@
+/* http: the client connection and the request it carries.
+ *
+ * A connection owns its libuv stream, its llhttp parser and its timer; it carries one request
+ * at a time. Pipelined requests wait in the read block: the parser is paused at the end of
+ * each message and resumed when the response is complete. The request is what every handler
+ * works on: routing, hooks, the SCGI upstream, static files, Lua content handlers. It owns a
+ * pool for its strings and is freed when its response is complete.
+ *
+ * The response API is the same for every handler: mg_req_send_head() once, then
+ * mg_req_send_body() any number of times, then mg_req_send_end(); or mg_req_abort() to cut the
+ * connection so that a truncated body is never passed off as whole. mg_req_error() sends a
+ * short text response with a status and writes the error-log line. */
+#ifndef MG_HTTP_H
+#define MG_HTTP_H
+
+#include <llhttp.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "buf.h"
+#include "config.h"
+#include "pool.h"
+#include "scgi.h"
+
+typedef struct mg_server_s mg_server_t;
+typedef struct mg_conn_s mg_conn_t;
+typedef struct mg_req_s mg_req_t;
+typedef struct mg_upstream_s mg_upstream_t;
+
+typedef struct {
+  char *name, *value;
+} mg_field_t;
+
+typedef struct {
+  mg_field_t *v;
+  int n, cap;
+} mg_fields_t;
+
+/* Case-insensitive header lists; strings come from the request's pool. */
+const char *mg_fields_get(const mg_fields_t *f, const char *name);
+/* Value of every field named `name` joined with `sep`, from the pool; NULL when absent. */
+const char *mg_fields_join(mg_pool_t *p, const mg_fields_t *f, const char *name, const char *sep);
+void mg_fields_add(mg_pool_t *p, mg_fields_t *f, const char *name, size_t nl, const char *value, size_t vl);
+/* Removes every field named `name`; with a value, adds one field with it. */
+void mg_fields_set(mg_pool_t *p, mg_fields_t *f, const char *name, const char *value);
+
+typedef void (*mg_body_cb)(mg_req_t *req, const char *data, size_t len);
+
+struct mg_req_s {
+  mg_conn_t *conn;
+  mg_server_t *server;
+  const mg_config_t *cfg;
+  mg_pool_t pool;
+  char id[24];
+  uint64_t start_ns;
+
+  /* The request as received. */
+  const char *method; /* "GET" ... (may be changed to GET by an internal redirect) */
+  int http_major, http_minor;
+  char *target;      /* request target as received: REQUEST_URI, raw_uri */
+  char *orig_method; /* for the access log */
+  mg_fields_t headers;
+  char *host;        /* Host without port, lower case; NULL when absent */
+  int64_t content_length; /* -1: none */
+  unsigned chunked : 1, expect_continue : 1, keepalive : 1, is_head : 1, continue_sent : 1;
+
+  /* The path being served: normalized (req.uri) and its query; change on internal redirect. */
+  char *path;
+  size_t path_len;
+  char *query; /* NULL: no '?' */
+  const mg_route_t *route;
+  int redirects;
+  char *redirect_url, *redirect_query, *redirect_method; /* previous hop */
+
+  /* Lua: registry references of req.env, req.ctx and the userdata; LUA_NOREF until used. */
+  int env_ref, ctx_ref, self_ref;
+  int phase;
+
+  /* Body of the request, as the parser delivers it. */
+  mg_body_cb on_body;         /* NULL: discard */
+  void (*on_body_end)(mg_req_t *req);
+  uint64_t body_received;
+  unsigned body_done : 1, msg_done : 1;
+
+  /* The response. */
+  int status;
+  mg_fields_t resp_headers;
+  int64_t resp_length; /* Content-Length being sent, -1: chunked or close-delimited */
+  unsigned head_sent : 1, resp_chunked : 1, resp_close : 1, resp_ended : 1, aborted : 1, finished : 1;
+  uint64_t bytes_sent; /* body bytes */
+  uint64_t head_bytes;
+  mg_upstream_t *up;
+  void *handler_data; /* static/sendfile state */
+  void *lua_exit;     /* what req:exit()/req:redirect() asked for */
+  int filter_failed;  /* a header_filter hook raised an error */
+  void (*handler_cancel)(mg_req_t *req); /* stops the handler when the client goes away */
+  const char *upstream_name;
+};
+
+/* Starts serving an accepted stream. Takes ownership of conn (allocated by mg_conn_new). */
+mg_conn_t *mg_conn_new(mg_server_t *server);
+uv_stream_t *mg_conn_stream(mg_conn_t *c);
+void mg_conn_start(mg_conn_t *c);
+/* The server's list of open connections. */
+void mg_conn_link(mg_conn_t *c, mg_conn_t **head);
+void mg_conn_unlink(mg_conn_t *c, mg_conn_t **head);
+mg_conn_t *mg_conn_next(mg_conn_t *c);
+/* Local address and port of the connection (SERVER_ADDR, SERVER_PORT); -1 for unix sockets. */
+int mg_conn_local(mg_conn_t *c, char *addr, size_t n, int *port);
+const char *mg_conn_remote(mg_conn_t *c, int *port);
+/* Closes idle keep-alive connections; busy ones close after their response. */
+void mg_conn_drain(mg_conn_t *c);
+
+/* Flow control of the request body: pause reading the client while the backend is slow. */
+void mg_req_pause_body(mg_req_t *req);
+void mg_req_resume_body(mg_req_t *req);
+/* Sends "100 Continue" if the client asked for it and has not been answered yet. */
+void mg_req_continue(mg_req_t *req);
+
+/* Routes the request (again, after a rewrite or an internal redirect) and starts its
+ * handler. */
+void mg_req_dispatch(mg_req_t *req);
+
+void mg_req_send_head(mg_req_t *req);
+/* Sends len bytes at data; `block` (from mg_block_get, may be NULL when data is static or
+ * owned elsewhere until the write completes) is returned to the pool when the write is done. */
+void mg_req_send_body(mg_req_t *req, char *block, const char *data, size_t len);
+void mg_req_send_end(mg_req_t *req);
+void mg_req_abort(mg_req_t *req, const char *why);
+/* A complete short response: status, text body, error-log line `fmt` (NULL for none). */
+void mg_req_error(mg_req_t *req, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* A complete response with a body from memory (copied). */
+void mg_req_respond(mg_req_t *req, int status, const char *content_type, const char *body, size_t len);
+/* Bytes queued for the client and not yet written: handlers stop reading their source above
+ * MG_WRITE_HIGH and resume from the callback passed to mg_req_on_drain. */
+size_t mg_req_write_queue(mg_req_t *req);
+void mg_req_on_drain(mg_req_t *req, void (*cb)(mg_req_t *req));
+
+#define MG_WRITE_HIGH (256 * 1024)
+#define MG_WRITE_LOW (64 * 1024)
+
+uint64_t mg_now_ms(void);
+const char *mg_http_date(char *out, size_t n, int64_t t);
+
+#endif

@@ -1,0 +1,123 @@
+/* log: see log.h. Writes are unbuffered single write(2) calls on O_APPEND descriptors. */
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static int error_fd = 2;
+static int access_fd = -1;
+static mg_log_level_t min_level = MG_LOG_INFO;
+
+static const char *level_names[] = {"debug", "info", "notice", "warn", "error"};
+
+int mg_log_level_parse(const char *name) {
+  for (int i = 0; i < 5; i++)
+    if (strcmp(name, level_names[i]) == 0) return i;
+  return -1;
+}
+
+static int open_append(const char *path) {
+  if (strcmp(path, "stdout") == 0) return dup(1);
+  if (strcmp(path, "stderr") == 0) return dup(2);
+  int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  return fd < 0 ? -errno : fd;
+}
+
+int mg_log_open(const char *error_log, const char *access_log, const char *level) {
+  int efd = 2, afd = -1;
+  if (error_log) {
+    efd = open_append(error_log);
+    if (efd < 0) return efd;
+  }
+  if (access_log && strcmp(access_log, "off") != 0) {
+    afd = open_append(access_log);
+    if (afd < 0) {
+      if (efd != 2) close(efd);
+      return afd;
+    }
+  }
+  mg_log_close();
+  error_fd = efd;
+  access_fd = afd;
+  if (level && mg_log_level_parse(level) >= 0) min_level = (mg_log_level_t)mg_log_level_parse(level);
+  return 0;
+}
+
+void mg_log_close(void) {
+  if (error_fd != 2) close(error_fd);
+  if (access_fd >= 0) close(access_fd);
+  error_fd = 2;
+  access_fd = -1;
+}
+
+int mg_log_enabled(mg_log_level_t level) { return level >= min_level; }
+
+static size_t format_time(char *out, size_t n, const char *fmt) {
+  time_t now = time(NULL);
+  struct tm tm;
+  localtime_r(&now, &tm);
+  return strftime(out, n, fmt, &tm);
+}
+
+void mg_log_error(mg_log_level_t level, const char *reqid, const char *fmt, ...) {
+  if (level < min_level) return;
+  char line[4096];
+  size_t n = format_time(line, sizeof line, "%Y/%m/%d %H:%M:%S");
+  int k = snprintf(line + n, sizeof line - n, " [%s] %d: ", level_names[level], (int)getpid());
+  n += (size_t)k;
+  if (reqid) {
+    k = snprintf(line + n, sizeof line - n, "*%s ", reqid);
+    n += (size_t)k;
+  }
+  va_list ap;
+  va_start(ap, fmt);
+  k = vsnprintf(line + n, sizeof line - n, fmt, ap);
+  va_end(ap);
+  n = (k < 0 || (size_t)k >= sizeof line - n - 1) ? sizeof line - 2 : n + (size_t)k;
+  line[n++] = '\n';
+  ssize_t w = write(error_fd, line, n);
+  (void)w;
+}
+
+int mg_log_access_enabled(void) { return access_fd >= 0; }
+
+/* Escapes a field for a quoted access-log slot, as Apache does: quotes, backslashes and
+ * control bytes become \xHH so a client cannot forge log lines. */
+static size_t put_escaped(char *out, size_t cap, const char *s) {
+  size_t n = 0;
+  if (!s || !*s) s = "-";
+  for (; *s && n + 4 < cap; s++) {
+    unsigned char c = (unsigned char)*s;
+    if (c < 0x20 || c == '"' || c == '\\' || c >= 0x7f) n += (size_t)snprintf(out + n, cap - n, "\\x%02x", c);
+    else out[n++] = (char)c;
+  }
+  return n;
+}
+
+void mg_log_access(const mg_access_entry_t *e) {
+  if (access_fd < 0) return;
+  char line[8192];
+  size_t n = 0;
+  n += (size_t)snprintf(line, sizeof line, "%s - - [", e->remote_addr);
+  n += format_time(line + n, sizeof line - n, "%d/%b/%Y:%H:%M:%S %z");
+  n += (size_t)snprintf(line + n, sizeof line - n, "] \"");
+  n += put_escaped(line + n, 2048, e->request_line_method);
+  line[n++] = ' ';
+  n += put_escaped(line + n, 2048, e->request_line_uri);
+  line[n++] = ' ';
+  n += put_escaped(line + n, 64, e->http_version);
+  n += (size_t)snprintf(line + n, sizeof line - n, "\" %d %llu \"", e->status, (unsigned long long)e->bytes_sent);
+  n += put_escaped(line + n, 1024, e->referer);
+  n += (size_t)snprintf(line + n, sizeof line - n, "\" \"");
+  n += put_escaped(line + n, 1024, e->user_agent);
+  n += (size_t)snprintf(line + n, sizeof line - n, "\" %llu %s\n", (unsigned long long)e->usec,
+                        e->upstream ? e->upstream : "-");
+  if (n > sizeof line) n = sizeof line;
+  ssize_t w = write(access_fd, line, n);
+  (void)w;
+}

@@ -1,0 +1,470 @@
+/* lua_config: runs init.lua and maps its declarations to a mg_config_t.
+ *
+ * lua/moongate.lua has already validated every argument and converted sizes and times, so
+ * this file only copies values into C structures, resolves backend addresses, opens static
+ * and sendfile roots, and keeps Lua functions as registry references. The errors it can still
+ * raise are the ones only C can see (a host that does not resolve, a root that is not a
+ * directory); they name the init.lua line of the declaration too. */
+#include <errno.h>
+#include <fcntl.h>
+#include <lauxlib.h>
+#include <libgen.h>
+#include <limits.h>
+#include <lua.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "balancer.h"
+#include "buf.h"
+#include "config.h"
+#include "lua_vm.h"
+
+typedef struct {
+  mg_config_t *cfg;
+  lua_State *L;
+  char *err;
+  size_t err_len;
+} loader_t;
+
+static int fail(loader_t *ld, const char *at, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(loader_t *ld, const char *at, const char *fmt, ...) {
+  int n = snprintf(ld->err, ld->err_len, "%s: ", at ? at : ld->cfg->file);
+  va_list ap;
+  va_start(ap, fmt);
+  if (n >= 0 && (size_t)n < ld->err_len) vsnprintf(ld->err + n, ld->err_len - (size_t)n, fmt, ap);
+  va_end(ap);
+  return -1;
+}
+
+/* Field readers for the table on top of the stack. */
+static char *get_str(lua_State *L, const char *key) {
+  lua_getfield(L, -1, key);
+  char *s = lua_type(L, -1) == LUA_TSTRING ? mg_strdup(lua_tostring(L, -1)) : NULL;
+  lua_pop(L, 1);
+  return s;
+}
+
+static int64_t get_num(lua_State *L, const char *key, int64_t dflt) {
+  lua_getfield(L, -1, key);
+  int64_t v = lua_type(L, -1) == LUA_TNUMBER ? (int64_t)lua_tonumber(L, -1) : dflt;
+  lua_pop(L, 1);
+  return v;
+}
+
+static int get_bool(lua_State *L, const char *key, int dflt) {
+  lua_getfield(L, -1, key);
+  int v = lua_isboolean(L, -1) ? lua_toboolean(L, -1) : dflt;
+  lua_pop(L, 1);
+  return v;
+}
+
+/* A path relative to the folder of init.lua. */
+static char *resolve_path(const mg_config_t *cfg, const char *p) {
+  if (p[0] == '/') return mg_strdup(p);
+  mg_buf_t b;
+  mg_buf_init(&b);
+  mg_buf_printf(&b, "%s/%s", cfg->dir, p);
+  return mg_buf_steal(&b);
+}
+
+static int backend_addr(loader_t *ld, const char *at, mg_addr_t *addr) {
+  /* stack: ... backend-table */
+  lua_State *L = ld->L;
+  addr->url = get_str(L, "url");
+  char *kind = get_str(L, "kind");
+  int rc;
+  if (strcmp(kind, "unix") == 0) {
+    char *path = get_str(L, "path");
+    rc = mg_addr_set_unix(addr, path);
+    if (rc < 0) fail(ld, at, "unix socket path too long: %s", path);
+    free(path);
+  } else {
+    char *host = get_str(L, "host");
+    rc = mg_addr_resolve_tcp(addr, host, (int)get_num(L, "port", 4000));
+    if (rc != 0) fail(ld, at, "cannot resolve backend host %s: %s", host, gai_strerror(rc));
+    free(host);
+  }
+  free(kind);
+  return rc == 0 ? 0 : -1;
+}
+
+static void hooks_add(lua_State *L, mg_hooks_t *h) {
+  /* stack: ... function */
+  h->refs = mg_realloc(h->refs, sizeof(int) * (size_t)(h->n + 1));
+  h->refs[h->n++] = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+static const char *phase_names[MG_PHASE_COUNT] = {"rewrite", "access", "balancer", "header_filter", "log"};
+
+static int open_dir(loader_t *ld, const char *at, const char *what, const char *path, int *fd) {
+  *fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (*fd < 0) return fail(ld, at, "%s %s: %s", what, path, strerror(errno));
+  return 0;
+}
+
+static int load_settings(loader_t *ld) {
+  lua_State *L = ld->L;
+  mg_settings_t *s = &ld->cfg->set;
+  /* stack: state */
+  lua_getfield(L, -1, "settings");
+  char host[256] = "localhost";
+  gethostname(host, sizeof host - 1);
+  s->server_name = get_str(L, "server_name");
+  if (!s->server_name) s->server_name = mg_strdup(host);
+  s->client_header_timeout = (uint64_t)get_num(L, "client_header_timeout", 0);
+  s->client_body_timeout = (uint64_t)get_num(L, "client_body_timeout", 0);
+  s->keepalive_timeout = (uint64_t)get_num(L, "keepalive_timeout", 0);
+  s->keepalive_requests = (uint64_t)get_num(L, "keepalive_requests", 0);
+  s->max_request_line = (uint64_t)get_num(L, "max_request_line", 0);
+  s->max_header_size = (uint64_t)get_num(L, "max_header_size", 0);
+  s->max_headers = (uint64_t)get_num(L, "max_headers", 0);
+  s->client_max_body_size = (uint64_t)get_num(L, "client_max_body_size", 0);
+  s->max_connections = (uint64_t)get_num(L, "max_connections", 0);
+  s->connect_timeout = (uint64_t)get_num(L, "connect_timeout", 0);
+  s->timeout = (uint64_t)get_num(L, "timeout", 0);
+  s->internal_redirect_limit = (uint64_t)get_num(L, "internal_redirect_limit", 0);
+  s->max_backend_header_size = (uint64_t)get_num(L, "max_backend_header_size", 0);
+  s->shutdown_timeout = (uint64_t)get_num(L, "shutdown_timeout", 0);
+  s->access_log = get_str(L, "access_log");
+  s->error_log = get_str(L, "error_log");
+  s->log_level = get_str(L, "log_level");
+  s->pid = get_str(L, "pid");
+  s->pass_authorization = get_bool(L, "pass_authorization", 1);
+  s->allow_encoded_slashes = get_bool(L, "allow_encoded_slashes", 0);
+  s->watch = get_bool(L, "watch", 0);
+  s->sendfile_missing = (int)get_num(L, "sendfile_missing", 500);
+  /* Log files named relative to init.lua live beside it. */
+  char **paths[] = {&s->access_log, &s->error_log, &s->pid};
+  for (int i = 0; i < 3; i++) {
+    char *p = *paths[i];
+    if (p && strcmp(p, "off") && strcmp(p, "stdout") && strcmp(p, "stderr") && p[0] != '/') {
+      *paths[i] = resolve_path(ld->cfg, p);
+      free(p);
+    }
+  }
+  lua_pop(L, 1);
+  return 0;
+}
+
+static int load_listens(loader_t *ld) {
+  lua_State *L = ld->L;
+  mg_config_t *cfg = ld->cfg;
+  lua_getfield(L, -1, "listens");
+  cfg->nlistens = (int)lua_objlen(L, -1);
+  cfg->listens = mg_calloc((size_t)cfg->nlistens, sizeof(mg_listen_t));
+  for (int i = 0; i < cfg->nlistens; i++) {
+    lua_rawgeti(L, -1, i + 1);
+    mg_listen_t *l = &cfg->listens[i];
+    char *kind = get_str(L, "kind");
+    l->unix_socket = strcmp(kind, "unix") == 0;
+    free(kind);
+    if (l->unix_socket) {
+      char *p = get_str(L, "path");
+      l->host = resolve_path(cfg, p);
+      free(p);
+    } else {
+      l->host = get_str(L, "host");
+      l->port = (int)get_num(L, "port", 0);
+    }
+    l->text = get_str(L, "text");
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return 0;
+}
+
+static int load_balancers(loader_t *ld) {
+  lua_State *L = ld->L;
+  mg_config_t *cfg = ld->cfg;
+  lua_getfield(L, -1, "balancer_order");
+  lua_getfield(L, -2, "balancers");
+  /* stack: state, order, balancers */
+  cfg->nbalancers = (int)lua_objlen(L, -2);
+  cfg->balancers = mg_calloc((size_t)cfg->nbalancers, sizeof(mg_balancer_t *));
+  for (int i = 0; i < cfg->nbalancers; i++) {
+    lua_rawgeti(L, -2, i + 1);
+    lua_rawget(L, -2);
+    /* stack: state, order, balancers, b */
+    mg_balancer_t *b = mg_calloc(1, sizeof *b);
+    cfg->balancers[i] = b;
+    b->name = get_str(L, "name");
+    b->decl = get_str(L, "at");
+    b->stickysession = get_str(L, "stickysession");
+    char *method = get_str(L, "method");
+    b->method = strcmp(method, "bytraffic") == 0   ? MG_LB_BYTRAFFIC
+                : strcmp(method, "bybusyness") == 0 ? MG_LB_BYBUSYNESS
+                : strcmp(method, "lua") == 0        ? MG_LB_LUA
+                                                    : MG_LB_BYREQUESTS;
+    free(method);
+    b->method_ref = LUA_NOREF;
+    if (b->method == MG_LB_LUA) {
+      lua_getfield(L, -1, "method_fn");
+      b->method_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    lua_getfield(L, -1, "members");
+    b->nmembers = (int)lua_objlen(L, -1);
+    b->members = mg_calloc((size_t)b->nmembers, sizeof(mg_member_t));
+    b->maxattempts = (int)get_num(L, "maxattempts", b->nmembers);
+    for (int k = 0; k < b->nmembers; k++) {
+      lua_rawgeti(L, -1, k + 1);
+      mg_member_t *m = &b->members[k];
+      m->index = k + 1;
+      if (backend_addr(ld, b->decl, &m->addr) < 0) return lua_pop(L, 5), -1;
+      m->route = get_str(L, "route");
+      m->lbfactor = (int)get_num(L, "lbfactor", 1);
+      m->retry_ms = (uint64_t)get_num(L, "retry", 60000);
+      m->connect_timeout_ms = (uint64_t)get_num(L, "connect_timeout", 0);
+      char *st = get_str(L, "status");
+      for (char *c = st; c && *c; c++)
+        m->flags |= *c == 'D' ? MG_MEMBER_DISABLED : *c == 'H' ? MG_MEMBER_HOT_STANDBY : *c == 'S' ? MG_MEMBER_STOPPED : MG_MEMBER_DRAINING;
+      free(st);
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, -1, "maxattempts");
+    if (lua_isnumber(L, -1)) b->maxattempts = (int)lua_tonumber(L, -1);
+    lua_pop(L, 1);
+    lua_getfield(L, -1, "health");
+    if (lua_istable(L, -1)) {
+      mg_health_t *h = b->health = mg_calloc(1, sizeof *h);
+      h->uri = get_str(L, "uri");
+      h->interval_ms = (uint64_t)get_num(L, "interval", 5000);
+      h->timeout_ms = (uint64_t)get_num(L, "timeout", 1000);
+      h->fails = (int)get_num(L, "fails", 3);
+      h->passes = (int)get_num(L, "passes", 2);
+      h->expect = (int)get_num(L, "expect", 200);
+    }
+    lua_pop(L, 2);
+  }
+  lua_pop(L, 2);
+  return 0;
+}
+
+static mg_balancer_t *find_balancer(mg_config_t *cfg, const char *name) {
+  for (int i = 0; i < cfg->nbalancers; i++)
+    if (strcmp(cfg->balancers[i]->name, name) == 0) return cfg->balancers[i];
+  return NULL;
+}
+
+static int load_route(loader_t *ld, mg_route_t *r) {
+  lua_State *L = ld->L;
+  mg_config_t *cfg = ld->cfg;
+  /* stack: ... route-table */
+  r->root_fd = -1;
+  r->handler_ref = LUA_NOREF;
+  r->decl = get_str(L, "at");
+  r->match = get_str(L, "match");
+  r->match_len = strlen(r->match);
+  r->exact = get_bool(L, "exact", 0);
+  r->host = get_str(L, "host");
+  char *kind = get_str(L, "kind");
+  int rc = 0;
+  if (strcmp(kind, "scgi") == 0) {
+    r->kind = MG_TARGET_SCGI;
+    lua_getfield(L, -1, "backend");
+    rc = backend_addr(ld, r->decl, &r->addr);
+    lua_pop(L, 1);
+  } else if (strcmp(kind, "balancer") == 0) {
+    r->kind = MG_TARGET_BALANCER;
+    char *name = get_str(L, "balancer");
+    r->balancer = find_balancer(cfg, name);
+    free(name);
+  } else if (strcmp(kind, "static") == 0) {
+    r->kind = MG_TARGET_STATIC;
+    char *root = get_str(L, "root");
+    r->root = resolve_path(cfg, root);
+    free(root);
+    rc = open_dir(ld, r->decl, "static root", r->root, &r->root_fd);
+  } else if (strcmp(kind, "lua") == 0) {
+    r->kind = MG_TARGET_LUA;
+    lua_getfield(L, -1, "handler");
+    r->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  } else {
+    r->kind = MG_TARGET_STATUS;
+  }
+  free(kind);
+  if (rc < 0) return -1;
+  r->internal_redirect = get_str(L, "internal_redirect");
+  r->sendfile = get_str(L, "sendfile");
+  r->sendfile_missing = (int)get_num(L, "sendfile_missing", cfg->set.sendfile_missing);
+  r->pathinfo = get_bool(L, "pathinfo", 0);
+  r->pass_authorization = get_bool(L, "pass_authorization", cfg->set.pass_authorization);
+  r->connect_timeout = (uint64_t)get_num(L, "connect_timeout", (int64_t)cfg->set.connect_timeout);
+  r->timeout = (uint64_t)get_num(L, "timeout", (int64_t)cfg->set.timeout);
+  r->client_max_body_size = (uint64_t)get_num(L, "client_max_body_size", (int64_t)cfg->set.client_max_body_size);
+  lua_getfield(L, -1, "sendfile_roots");
+  if (lua_istable(L, -1)) {
+    r->nsendfile_roots = (int)lua_objlen(L, -1);
+    r->sendfile_roots = mg_calloc((size_t)r->nsendfile_roots, sizeof(char *));
+    r->sendfile_root_fds = mg_calloc((size_t)r->nsendfile_roots, sizeof(int));
+    for (int i = 0; i < r->nsendfile_roots; i++) r->sendfile_root_fds[i] = -1;
+    for (int i = 0; i < r->nsendfile_roots; i++) {
+      lua_rawgeti(L, -1, i + 1);
+      char real[PATH_MAX];
+      char *p = resolve_path(cfg, lua_tostring(L, -1));
+      lua_pop(L, 1);
+      /* Roots are kept canonical so the confinement check compares real paths. */
+      if (!realpath(p, real)) {
+        fail(ld, r->decl, "sendfile_roots: %s: %s", p, strerror(errno));
+        free(p);
+        lua_pop(L, 1);
+        return -1;
+      }
+      free(p);
+      r->sendfile_roots[i] = mg_strdup(real);
+      if (open_dir(ld, r->decl, "sendfile root", real, &r->sendfile_root_fds[i]) < 0) return lua_pop(L, 1), -1;
+    }
+  }
+  lua_pop(L, 1);
+  lua_getfield(L, -1, "env");
+  if (lua_istable(L, -1)) {
+    r->nenv = (int)lua_objlen(L, -1);
+    r->env = mg_calloc((size_t)r->nenv, sizeof(mg_kv_t));
+    for (int i = 0; i < r->nenv; i++) {
+      lua_rawgeti(L, -1, i + 1);
+      lua_rawgeti(L, -1, 1);
+      lua_rawgeti(L, -2, 2);
+      r->env[i].name = mg_strdup(lua_tostring(L, -2));
+      r->env[i].value = lua_type(L, -1) == LUA_TSTRING ? mg_strdup(lua_tostring(L, -1)) : NULL;
+      lua_pop(L, 3);
+    }
+  }
+  lua_pop(L, 1);
+  lua_getfield(L, -1, "hooks");
+  if (lua_istable(L, -1)) {
+    for (int p = 0; p < MG_PHASE_COUNT; p++) {
+      lua_getfield(L, -1, phase_names[p]);
+      if (lua_isfunction(L, -1)) hooks_add(L, &r->hooks[p]);
+      else lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
+  return 0;
+}
+
+static int load_routes(loader_t *ld) {
+  lua_State *L = ld->L;
+  mg_config_t *cfg = ld->cfg;
+  lua_getfield(L, -1, "routes");
+  cfg->nroutes = (int)lua_objlen(L, -1);
+  cfg->routes = mg_calloc((size_t)cfg->nroutes, sizeof(mg_route_t));
+  for (int i = 0; i < cfg->nroutes; i++) {
+    lua_rawgeti(L, -1, i + 1);
+    int rc = load_route(ld, &cfg->routes[i]);
+    lua_pop(L, 1);
+    if (rc < 0) {
+      cfg->nroutes = i + 1; /* free what was built */
+      lua_pop(L, 1);
+      return -1;
+    }
+  }
+  lua_pop(L, 1);
+  return 0;
+}
+
+static int load_hooks(loader_t *ld) {
+  lua_State *L = ld->L;
+  mg_config_t *cfg = ld->cfg;
+  lua_getfield(L, -1, "hooks");
+  for (int p = 0; p <= MG_PHASE_COUNT; p++) {
+    lua_getfield(L, -1, p < MG_PHASE_COUNT ? phase_names[p] : "init_worker");
+    mg_hooks_t *h = p < MG_PHASE_COUNT ? &cfg->hooks[p] : &cfg->init_worker;
+    int n = (int)lua_objlen(L, -1);
+    for (int k = 1; k <= n; k++) {
+      lua_rawgeti(L, -1, k);
+      hooks_add(L, h);
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  lua_getfield(L, -1, "timers");
+  cfg->ntimers = (int)lua_objlen(L, -1);
+  cfg->timers = mg_calloc((size_t)cfg->ntimers, sizeof(mg_timer_decl_t));
+  for (int i = 0; i < cfg->ntimers; i++) {
+    lua_rawgeti(L, -1, i + 1);
+    cfg->timers[i].ms = (int)get_num(L, "ms", 1000);
+    lua_getfield(L, -1, "fn");
+    cfg->timers[i].ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return 0;
+}
+
+/* Every Lua file init.lua pulled in with require, for `watch`. */
+static void collect_watched(loader_t *ld) {
+  lua_State *L = ld->L;
+  mg_config_t *cfg = ld->cfg;
+  cfg->watched = mg_calloc(64, sizeof(char *));
+  cfg->watched[cfg->nwatched++] = mg_strdup(cfg->file);
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "loaded");
+  lua_pushnil(L);
+  while (lua_next(L, -2) != 0 && cfg->nwatched < 64) {
+    lua_pop(L, 1);
+    if (lua_type(L, -1) != LUA_TSTRING) continue;
+    lua_getfield(L, -3, "searchpath");
+    lua_pushvalue(L, -2);
+    lua_getfield(L, -5, "path");
+    if (lua_pcall(L, 2, 1, 0) == 0 && lua_type(L, -1) == LUA_TSTRING)
+      cfg->watched[cfg->nwatched++] = mg_strdup(lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 2);
+}
+
+mg_config_t *mg_config_load(const char *file, char *err, size_t err_len) {
+  mg_config_t *cfg = mg_calloc(1, sizeof *cfg);
+  char abs[PATH_MAX];
+  cfg->file = mg_strdup(realpath(file, abs) ? abs : file);
+  char *tmp = mg_strdup(cfg->file);
+  cfg->dir = mg_strdup(dirname(tmp));
+  free(tmp);
+  loader_t ld = {cfg, NULL, err, err_len};
+  lua_State *L = cfg->L = mg_lua_new(cfg->dir);
+  if (!L) return fail(&ld, NULL, "cannot create a Lua state"), mg_config_free(cfg), NULL;
+  ld.L = L;
+  if (luaL_loadfile(L, cfg->file) != 0) {
+    /* Syntax errors already carry file:line; a missing file does not. */
+    snprintf(err, err_len, "%s", lua_tostring(L, -1));
+    mg_config_free(cfg);
+    return NULL;
+  }
+  if (mg_lua_call(L, 0, 0, err, err_len) < 0) {
+    /* Keep the first line: the message with file:line; the traceback is noise here. */
+    char *nl = strstr(err, "\nstack traceback:");
+    if (nl) *nl = 0;
+    mg_config_free(cfg);
+    return NULL;
+  }
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "moongate");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "_finish");
+  if (mg_lua_call(L, 0, 1, err, err_len) < 0) {
+    char *nl = strstr(err, "\nstack traceback:");
+    if (nl) *nl = 0;
+    mg_config_free(cfg);
+    return NULL;
+  }
+  /* stack: moongate, state */
+  cfg->workers = (int)get_num(L, "workers", 1);
+  int rc = load_settings(&ld);
+  if (rc == 0) rc = load_listens(&ld);
+  if (rc == 0) rc = load_balancers(&ld);
+  if (rc == 0) rc = load_routes(&ld);
+  if (rc == 0) rc = load_hooks(&ld);
+  lua_pop(L, 2);
+  if (rc < 0) {
+    mg_config_free(cfg);
+    return NULL;
+  }
+  collect_watched(&ld);
+  mg_lua_lock_globals(L);
+  return cfg;
+}

@@ -1,0 +1,113 @@
+/* main: the command line (SPEC 2).
+ *
+ *   moongate [-c FILE] [-t] [-s reload|stop|quit] [--pid FILE] [-V] [-h]
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "config.h"
+#include "log.h"
+#include "worker.h"
+
+static const char usage[] =
+    "usage: moongate [-c FILE] [-t] [-s reload|stop|quit] [--pid FILE] [-V] [-h]\n"
+    "\n"
+    "  -c FILE     configuration script (default ./init.lua)\n"
+    "  -t          check the configuration and exit: 0 when it loads, 1 with file:line otherwise\n"
+    "  -s SIGNAL   send reload (HUP), stop (TERM) or quit (QUIT) to the running master\n"
+    "  --pid FILE  pid file (default: mg.set{pid=...}, else moongate.pid beside the config)\n"
+    "  -V          print the version\n"
+    "  -h          this help\n"
+    "\n"
+    "Signals to the master: HUP reloads the scripts, TERM/INT stop (in-flight requests get\n"
+    "shutdown_timeout to finish), QUIT drains without a deadline.\n";
+
+static char *default_pid(const mg_config_t *cfg, const char *file) {
+  if (cfg && cfg->set.pid) return mg_strdup(cfg->set.pid);
+  mg_buf_t b;
+  mg_buf_init(&b);
+  if (cfg) mg_buf_printf(&b, "%s/moongate.pid", cfg->dir);
+  else {
+    const char *slash = strrchr(file, '/');
+    if (slash) mg_buf_printf(&b, "%.*s/moongate.pid", (int)(slash - file), file);
+    else mg_buf_puts(&b, "moongate.pid");
+  }
+  return mg_buf_steal(&b);
+}
+
+static int send_signal(const char *pid_file, const char *name) {
+  int sig = strcmp(name, "reload") == 0 ? SIGHUP : strcmp(name, "stop") == 0 ? SIGTERM : strcmp(name, "quit") == 0 ? SIGQUIT : 0;
+  if (!sig) {
+    fprintf(stderr, "moongate: -s takes reload, stop or quit, not \"%s\"\n", name);
+    return 1;
+  }
+  FILE *f = fopen(pid_file, "r");
+  int pid = 0;
+  if (!f || fscanf(f, "%d", &pid) != 1 || pid <= 0) {
+    fprintf(stderr, "moongate: cannot read pid file %s: %s\n", pid_file, f ? "no pid in it" : strerror(errno));
+    if (f) fclose(f);
+    return 1;
+  }
+  fclose(f);
+  if (kill(pid, sig) < 0) {
+    fprintf(stderr, "moongate: cannot signal process %d from %s: %s\n", pid, pid_file, strerror(errno));
+    return 1;
+  }
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  const char *file = "init.lua", *signal_name = NULL, *pid_opt = NULL;
+  int test = 0;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (strcmp(a, "-c") == 0 && i + 1 < argc) file = argv[++i];
+    else if (strcmp(a, "-t") == 0) test = 1;
+    else if (strcmp(a, "-s") == 0 && i + 1 < argc) signal_name = argv[++i];
+    else if (strcmp(a, "--pid") == 0 && i + 1 < argc) pid_opt = argv[++i];
+    else if (strcmp(a, "-V") == 0 || strcmp(a, "--version") == 0) {
+      printf("moongate/%s\n", MG_VERSION);
+      return 0;
+    } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+      fputs(usage, stdout);
+      return 0;
+    } else {
+      fprintf(stderr, "moongate: unknown or incomplete option \"%s\"\n%s", a, usage);
+      return 1;
+    }
+  }
+  char err[4096];
+  mg_config_t *cfg = mg_config_load(file, err, sizeof err);
+  if (signal_name) {
+    char *pid_file = pid_opt ? mg_strdup(pid_opt) : default_pid(cfg, file);
+    int rc = send_signal(pid_file, signal_name);
+    free(pid_file);
+    mg_config_free(cfg);
+    return rc;
+  }
+  if (!cfg) {
+    fprintf(stderr, "moongate: %s\n", err);
+    return 1;
+  }
+  if (test) {
+    printf("moongate: configuration ok\n");
+    mg_config_free(cfg);
+    return 0;
+  }
+  int rc = mg_log_open(cfg->set.error_log, cfg->set.access_log, cfg->set.log_level);
+  if (rc < 0) {
+    fprintf(stderr, "moongate: cannot open logs (error_log %s, access_log %s): %s\n",
+            cfg->set.error_log ? cfg->set.error_log : "stderr", cfg->set.access_log, strerror(-rc));
+    mg_config_free(cfg);
+    return 1;
+  }
+  char *pid_file = pid_opt ? mg_strdup(pid_opt) : default_pid(cfg, file);
+  rc = mg_master_run(cfg, pid_file);
+  free(pid_file);
+  return rc;
+}

@@ -1,0 +1,45 @@
+/* redirect: see redirect.h. Also used by req:redirect() from Lua. */
+#include "redirect.h"
+
+#include <string.h>
+
+#include "lua_request.h"
+#include "path.h"
+
+void mg_redirect_start(mg_req_t *req, const char *location) {
+  const mg_settings_t *s = &req->cfg->set;
+  if ((uint64_t)req->redirects >= s->internal_redirect_limit) {
+    mg_req_error(req, 500, "internal redirect to \"%s\" exceeds internal_redirect_limit (%llu)", location,
+                 (unsigned long long)s->internal_redirect_limit);
+    return;
+  }
+  const char *path, *query;
+  size_t path_len, query_len;
+  if (mg_target_split(location, strlen(location), &path, &path_len, &query, &query_len) < 0 || location[0] != '/') {
+    mg_req_error(req, 500, "internal redirect to a bad location \"%s\"", location);
+    return;
+  }
+  char *norm = mg_pool_alloc(&req->pool, path_len + 2);
+  int n = mg_path_normalize(path, path_len, norm, s->allow_encoded_slashes);
+  if (n < 0) {
+    mg_req_error(req, 500, "internal redirect to a bad location \"%s\"", location);
+    return;
+  }
+  req->redirect_url = req->path;
+  req->redirect_query = req->query;
+  req->redirect_method = (char *)req->method;
+  req->path = norm;
+  req->path_len = (size_t)n;
+  req->query = query ? mg_pool_strndup(&req->pool, query, query_len) : NULL;
+  if (!req->is_head) req->method = "GET";
+  req->redirects++;
+  /* The original body, if any is still coming, is read and dropped. */
+  req->on_body = NULL;
+  req->on_body_end = NULL;
+  req->status = 200;
+  req->resp_headers.n = 0;
+  req->route = NULL;
+  req->upstream_name = NULL;
+  if (mg_lua_has_phase(req, MG_PHASE_REWRITE) && mg_lua_rewrite(req) != 0) return;
+  mg_req_dispatch(req);
+}

@@ -1,0 +1,18 @@
+/* route: the routing table lookup (SPEC 3), no I/O.
+ *
+ * Host routes are tried before host-less ones; within each, an exact route ("=/path") beats a
+ * prefix, and the longest prefix wins. A prefix that ends in "/" matches every path under it;
+ * one that does not matches itself and the paths under it at a segment boundary ("/app"
+ * matches "/app" and "/app/x", never "/apple"), as Apache's ProxyPass and Alias do. */
+#ifndef MG_ROUTE_H
+#define MG_ROUTE_H
+
+#include <stddef.h>
+
+#include "config.h"
+
+/* `host` is the request's host without port, lower case, or NULL. Returns NULL when no
+ * route matches. */
+const mg_route_t *mg_route_find(const mg_config_t *cfg, const char *host, const char *path, size_t path_len);
+
+#endif

@@ -1,0 +1,70 @@
+/* scgi: the SCGI codec, pure, no I/O.
+ *
+ * Encoder: a request head is a list of variables; mg_scgi_encode() measures the whole netstring
+ * first and then writes it in one pass ("LEN:" name NUL value NUL ... ","), as nginx does.
+ * Decoder: the backend answers CGI style, header lines then a blank line. mg_cgi_parse() is fed
+ * the bytes received so far and says whether the header block is complete, malformed, or needs
+ * more; once complete, the parsed head refers into the caller's buffer. */
+#ifndef MG_SCGI_H
+#define MG_SCGI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+
+typedef struct {
+  const char *name, *value;
+  uint32_t name_len, value_len;
+} mg_var_t;
+
+typedef struct {
+  mg_var_t *v;
+  int n, cap;
+} mg_vars_t;
+
+void mg_vars_init(mg_vars_t *vs);
+void mg_vars_free(mg_vars_t *vs);
+void mg_vars_add(mg_vars_t *vs, const char *name, size_t nl, const char *value, size_t vl);
+/* Replaces the value of `name` in place (keeping its position) or appends it; a NULL value
+ * removes it. Names are compared exactly: SCGI variable names are case-sensitive. */
+void mg_vars_set(mg_vars_t *vs, const char *name, size_t nl, const char *value, size_t vl);
+const mg_var_t *mg_vars_get(const mg_vars_t *vs, const char *name);
+
+/* Appends the netstring for `vs` to out. Returns the number of bytes written. Names or values
+ * holding NUL must have been refused before (the netstring could not carry them). */
+size_t mg_scgi_encode(const mg_vars_t *vs, mg_buf_t *out);
+
+/* Decodes a netstring head: for tests and the fuzzers. Returns bytes consumed, 0 when more
+ * is needed, -1 when malformed. Variables point into `in`. */
+long mg_scgi_decode(const char *in, size_t len, mg_vars_t *out);
+
+#define MG_CGI_MAX_HEADERS 100
+
+typedef struct {
+  const char *name, *value;
+  uint32_t name_len, value_len;
+} mg_header_t;
+
+typedef struct {
+  int status;                 /* 200 when the backend sent no Status */
+  const char *reason;         /* NULL: use the standard reason phrase */
+  uint32_t reason_len;
+  int64_t content_length;     /* -1 when absent */
+  mg_header_t headers[MG_CGI_MAX_HEADERS];
+  int nheaders;               /* end-to-end fields only: Status, hop-by-hop fields dropped */
+  size_t head_len;            /* bytes of the header block, blank line included */
+  const char *error;          /* why the block was refused */
+} mg_cgi_head_t;
+
+enum { MG_CGI_MORE = 0, MG_CGI_DONE = 1, MG_CGI_ERROR = -1 };
+
+/* Parses buf[0..len). Returns MG_CGI_DONE with `h` filled, MG_CGI_MORE when the blank line has
+ * not arrived yet (the caller refuses the response once len exceeds its limit), or
+ * MG_CGI_ERROR with h->error set. */
+int mg_cgi_parse(const char *buf, size_t len, mg_cgi_head_t *h);
+
+int mg_http_is_token(const char *s, size_t n);
+const char *mg_http_reason(int status);
+
+#endif

@@ -1,0 +1,210 @@
+/* server: see server.h.
+ *
+ * Stopping: TERM/INT close the listeners, close idle connections, let busy ones finish their
+ * response, and exit at the latest after shutdown_timeout; QUIT does the same without a
+ * deadline. The listening sockets themselves stay open in the master, so a stopping worker
+ * never refuses a connection another worker could take. */
+#include "server.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "http.h"
+#include "log.h"
+#include "lua_request.h"
+
+int mg_listen_bind(const mg_listen_t *l, int reuseport, char *err, size_t err_len) {
+  int fd;
+  if (l->unix_socket) {
+    struct sockaddr_un un;
+    memset(&un, 0, sizeof un);
+    un.sun_family = AF_UNIX;
+    if (strlen(l->host) >= sizeof un.sun_path) {
+      snprintf(err, err_len, "listen %s: socket path too long", l->text);
+      return -ENAMETOOLONG;
+    }
+    strcpy(un.sun_path, l->host);
+    struct stat st;
+    /* A socket file left by a previous run would make bind fail; replace it, but never
+     * another kind of file. */
+    if (stat(l->host, &st) == 0 && S_ISSOCK(st.st_mode)) unlink(l->host);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&un, sizeof un) < 0 || listen(fd, 511) < 0) {
+      int e = errno;
+      snprintf(err, err_len, "listen %s: %s", l->text, strerror(e));
+      if (fd >= 0) close(fd);
+      return -e;
+    }
+    chmod(l->host, 0666);
+    return fd;
+  }
+  struct addrinfo hints = {0}, *res;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  char port[8];
+  snprintf(port, sizeof port, "%d", l->port);
+  int rc = getaddrinfo(l->host, port, &hints, &res);
+  if (rc != 0) {
+    snprintf(err, err_len, "listen %s: %s", l->text, gai_strerror(rc));
+    return -EINVAL;
+  }
+  fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  int one = 1;
+  if (fd >= 0) {
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (reuseport) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (res->ai_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  }
+  if (fd < 0 || bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 511) < 0) {
+    int e = errno;
+    snprintf(err, err_len, "listen %s: %s", l->text, strerror(e));
+    if (fd >= 0) close(fd);
+    freeaddrinfo(res);
+    return -e;
+  }
+  freeaddrinfo(res);
+  return fd;
+}
+
+void mg_server_conn_opened(mg_server_t *s, mg_conn_t *c) {
+  s->nconns++;
+  mg_conn_link(c, &s->conns);
+}
+
+static void server_maybe_done(mg_server_t *s);
+
+void mg_server_conn_closed(mg_server_t *s, mg_conn_t *c) {
+  s->nconns--;
+  mg_conn_unlink(c, &s->conns);
+  if (s->draining) server_maybe_done(s);
+}
+
+/* Answered to a connection over max_connections, which is then closed. */
+static const char busy[] =
+    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 24\r\nConnection: close\r\n\r\n"
+    "503 Service Unavailable\n";
+
+static void on_busy_closed(uv_handle_t *h) { free(h); }
+
+static void on_connection(uv_stream_t *ls, int status) {
+  mg_listener_t *l = ls->data;
+  mg_server_t *s = l->server;
+  if (status < 0 || s->draining) return;
+  if (s->nconns >= s->cfg->set.max_connections) {
+    uv_tcp_t *t = mg_malloc(sizeof(uv_pipe_t) > sizeof(uv_tcp_t) ? sizeof(uv_pipe_t) : sizeof(uv_tcp_t));
+    if (l->unix_socket) uv_pipe_init(s->loop, (uv_pipe_t *)t, 0);
+    else uv_tcp_init(s->loop, t);
+    if (uv_accept(ls, (uv_stream_t *)t) == 0) {
+      uv_buf_t b = uv_buf_init((char *)busy, sizeof busy - 1);
+      uv_try_write((uv_stream_t *)t, &b, 1);
+      static uint64_t last;
+      uint64_t now = mg_now_ms();
+      if (now - last > 1000) {
+        last = now;
+        mg_log(MG_LOG_WARN, "max_connections (%llu) reached: new connections get 503",
+               (unsigned long long)s->cfg->set.max_connections);
+      }
+    }
+    uv_close((uv_handle_t *)t, on_busy_closed);
+    return;
+  }
+  mg_conn_t *c = mg_conn_new(s);
+  uv_stream_t *st = mg_conn_stream(c);
+  if (l->unix_socket) uv_pipe_init(s->loop, (uv_pipe_t *)st, 0);
+  else uv_tcp_init(s->loop, (uv_tcp_t *)st);
+  st->data = c;
+  mg_server_conn_opened(s, c);
+  if (uv_accept(ls, st) != 0) {
+    mg_conn_drain(c);
+    return;
+  }
+  mg_conn_start(c);
+}
+
+static void on_signal_closed(uv_handle_t *h) { (void)h; }
+
+static void server_maybe_done(mg_server_t *s) {
+  if (s->nconns > 0) return;
+  uv_close((uv_handle_t *)&s->sig_term, on_signal_closed);
+  uv_close((uv_handle_t *)&s->sig_quit, on_signal_closed);
+  uv_close((uv_handle_t *)&s->sig_hup, on_signal_closed);
+  uv_close((uv_handle_t *)&s->sig_int, on_signal_closed);
+  uv_close((uv_handle_t *)&s->shutdown_timer, on_signal_closed);
+  uv_stop(s->loop);
+}
+
+static void on_shutdown_timeout(uv_timer_t *t) {
+  mg_server_t *s = t->data;
+  mg_log(MG_LOG_WARN, "shutdown_timeout: closing %llu connections still open", (unsigned long long)s->nconns);
+  _exit(0);
+}
+
+static void server_drain(mg_server_t *s, uint64_t deadline_ms) {
+  if (!s->draining) {
+    s->draining = 1;
+    for (int i = 0; i < s->nlisteners; i++) uv_close(&s->listeners[i].h.handle, NULL);
+    for (mg_conn_t *c = s->conns, *next; c; c = next) {
+      next = mg_conn_next(c);
+      mg_conn_drain(c);
+    }
+  }
+  if (deadline_ms) uv_timer_start(&s->shutdown_timer, on_shutdown_timeout, deadline_ms, 0);
+  server_maybe_done(s);
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+  mg_server_t *s = h->data;
+  if (signum == SIGHUP) return; /* the master reloads by replacing workers */
+  server_drain(s, signum == SIGQUIT ? 0 : s->cfg->set.shutdown_timeout);
+}
+
+int mg_server_run(mg_config_t *cfg, const int *fds, int slot) {
+  mg_server_t s;
+  memset(&s, 0, sizeof s);
+  s.loop = uv_default_loop();
+  s.cfg = cfg;
+  s.worker_slot = slot;
+  signal(SIGPIPE, SIG_IGN);
+  uv_signal_t *sigs[] = {&s.sig_term, &s.sig_quit, &s.sig_hup, &s.sig_int};
+  int nums[] = {SIGTERM, SIGQUIT, SIGHUP, SIGINT};
+  for (int i = 0; i < 4; i++) {
+    uv_signal_init(s.loop, sigs[i]);
+    sigs[i]->data = &s;
+    uv_signal_start(sigs[i], on_signal, nums[i]);
+  }
+  uv_timer_init(s.loop, &s.shutdown_timer);
+  s.shutdown_timer.data = &s;
+  s.nlisteners = cfg->nlistens;
+  s.listeners = mg_calloc((size_t)s.nlisteners, sizeof(mg_listener_t));
+  for (int i = 0; i < s.nlisteners; i++) {
+    mg_listener_t *l = &s.listeners[i];
+    l->server = &s;
+    l->unix_socket = cfg->listens[i].unix_socket;
+    int rc;
+    if (l->unix_socket) {
+      uv_pipe_init(s.loop, &l->h.pipe, 0);
+      rc = uv_pipe_open(&l->h.pipe, fds[i]);
+    } else {
+      uv_tcp_init(s.loop, &l->h.tcp);
+      rc = uv_tcp_open(&l->h.tcp, fds[i]);
+    }
+    l->h.handle.data = l;
+    if (rc == 0) rc = uv_listen(&l->h.stream, 511, on_connection);
+    if (rc < 0) {
+      mg_log(MG_LOG_ERROR, "cannot serve %s: %s", cfg->listens[i].text, uv_strerror(rc));
+      return 1;
+    }
+  }
+  if (mg_lua_worker_init(cfg, s.loop) < 0) return 1;
+  uv_run(s.loop, UV_RUN_DEFAULT);
+  free(s.listeners);
+  return 0;
+}

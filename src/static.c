@@ -1,0 +1,292 @@
+/* static: see static.h. */
+#include "static.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/sendfile.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "lua_request.h"
+#include "path.h"
+#include "server.h"
+
+#define SEND_PER_TURN (4 * 1024 * 1024)
+
+int mg_static_open_beneath(int root_fd, const char *rel) {
+  struct open_how how;
+  memset(&how, 0, sizeof how);
+  how.flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK;
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+  while (*rel == '/') rel++;
+  if (!*rel) rel = ".";
+  int fd = (int)syscall(SYS_openat2, root_fd, rel, &how, sizeof how);
+  return fd < 0 ? -errno : fd;
+}
+
+/* ---- MIME types from /etc/mime.types, loaded once per worker ---------------------------------- */
+
+typedef struct {
+  char *ext, *type;
+} mime_t;
+static mime_t *mimes;
+static int nmimes = -1;
+
+static void mime_load(void) {
+  nmimes = 0;
+  FILE *f = fopen("/etc/mime.types", "r");
+  if (!f) return;
+  char line[1024];
+  int cap = 0;
+  while (fgets(line, sizeof line, f)) {
+    if (line[0] == '#') continue;
+    char *save, *type = strtok_r(line, " \t\r\n", &save);
+    if (!type) continue;
+    for (char *ext; (ext = strtok_r(NULL, " \t\r\n", &save));) {
+      if (nmimes == cap) cap = cap ? cap * 2 : 512, mimes = mg_realloc(mimes, sizeof(mime_t) * (size_t)cap);
+      mimes[nmimes].ext = mg_strdup(ext);
+      mimes[nmimes].type = mg_strdup(type);
+      nmimes++;
+    }
+  }
+  fclose(f);
+}
+
+const char *mg_mime_type(const char *path) {
+  if (nmimes < 0) mime_load();
+  const char *slash = strrchr(path, '/');
+  const char *dot = strrchr(slash ? slash : path, '.');
+  if (dot) {
+    for (int i = 0; i < nmimes; i++)
+      if (strcasecmp(mimes[i].ext, dot + 1) == 0) return mimes[i].type;
+  }
+  return "application/octet-stream";
+}
+
+/* ---- the file sender ------------------------------------------------------------------------ */
+
+typedef struct {
+  uv_poll_t poll;
+  mg_req_t *req;
+  int fd, sock;
+  off_t off, end;
+  int polling, closed;
+} file_send_t;
+
+static void fs_on_closed(uv_handle_t *h) {
+  file_send_t *fs = h->data;
+  close(fs->sock);
+  free(fs);
+}
+
+static void fs_close(file_send_t *fs) {
+  if (fs->closed) return;
+  fs->closed = 1;
+  if (fs->req) {
+    fs->req->handler_cancel = NULL;
+    fs->req->handler_data = NULL;
+  }
+  fs->req = NULL;
+  close(fs->fd);
+  if (fs->polling) uv_close((uv_handle_t *)&fs->poll, fs_on_closed);
+  else {
+    if (fs->sock >= 0) close(fs->sock);
+    free(fs);
+  }
+}
+
+static void fs_cancel(mg_req_t *req) { fs_close(req->handler_data); }
+
+static void on_writable(uv_poll_t *p, int status, int events) {
+  (void)events;
+  file_send_t *fs = p->data;
+  mg_req_t *req = fs->req;
+  if (!req) return;
+  if (status < 0) {
+    fs_close(fs);
+    mg_req_abort(req, "client socket error during sendfile");
+    return;
+  }
+  size_t budget = SEND_PER_TURN;
+  while (fs->off < fs->end && budget > 0) {
+    size_t want = (size_t)(fs->end - fs->off);
+    if (want > budget) want = budget;
+    off_t before = fs->off;
+    ssize_t n = sendfile(fs->sock, fs->fd, &fs->off, want);
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EINTR) return;
+      char why[128];
+      snprintf(why, sizeof why, "sendfile: %s", strerror(errno));
+      fs_close(fs);
+      mg_req_abort(req, why);
+      return;
+    }
+    if (n == 0) {
+      /* The file shrank under us: the promised length cannot be kept. */
+      fs_close(fs);
+      mg_req_abort(req, "file truncated while being sent");
+      return;
+    }
+    req->bytes_sent += (uint64_t)(fs->off - before);
+    budget -= (size_t)n;
+  }
+  if (fs->off >= fs->end) {
+    fs_close(fs);
+    mg_req_send_end(req);
+  }
+}
+
+/* Starts sendfile once the head and everything before it has left libuv's queue, so the
+ * file's bytes follow them in order on the socket. */
+static void fs_start(mg_req_t *req) {
+  file_send_t *fs = req->handler_data;
+  if (!fs) return;
+  if (mg_req_write_queue(req) > 0) {
+    mg_req_on_drain(req, fs_start);
+    return;
+  }
+  uv_os_fd_t sock;
+  if (uv_fileno((uv_handle_t *)mg_conn_stream(req->conn), &sock) < 0 || (fs->sock = dup(sock)) < 0) {
+    fs_close(fs);
+    mg_req_abort(req, "cannot duplicate the client socket for sendfile");
+    return;
+  }
+  uv_poll_init(req->server->loop, &fs->poll, fs->sock);
+  fs->poll.data = fs;
+  fs->polling = 1;
+  uv_poll_start(&fs->poll, UV_WRITABLE, on_writable);
+}
+
+/* Parses a single "bytes=a-b" range against size. Returns 1 with [*from, *to] set, 0 to
+ * send the whole file (no range, several ranges, or a form we do not serve), -1 for 416. */
+static int parse_range(const char *h, off_t size, off_t *from, off_t *to) {
+  if (!h || strncasecmp(h, "bytes=", 6) != 0) return 0;
+  h += 6;
+  while (*h == ' ') h++;
+  if (strchr(h, ',')) return 0;
+  char *end;
+  if (*h == '-') {
+    long long n = strtoll(h + 1, &end, 10);
+    if (end == h + 1 || *end) return 0;
+    if (n <= 0 || size == 0) return -1;
+    *from = n >= size ? 0 : size - n;
+    *to = size - 1;
+    return 1;
+  }
+  long long a = strtoll(h, &end, 10);
+  if (end == h || *end != '-' || a < 0) return 0;
+  const char *b = end + 1;
+  long long z = size - 1;
+  if (*b) {
+    z = strtoll(b, &end, 10);
+    if (end == b || *end || z < a) return 0;
+    if (z >= size) z = size - 1;
+  }
+  if (a >= size) return -1;
+  *from = a, *to = z;
+  return 1;
+}
+
+static time_t parse_http_date(const char *s) {
+  struct tm tm;
+  memset(&tm, 0, sizeof tm);
+  if (!s || !strptime(s, "%a, %d %b %Y %H:%M:%S GMT", &tm)) return (time_t)-1;
+  return timegm(&tm);
+}
+
+void mg_file_send(mg_req_t *req, int fd, const struct stat *st, int conditional, const char *path_for_type) {
+  mg_pool_t *pool = &req->pool;
+  char buf[64], etag[64];
+  snprintf(etag, sizeof etag, "\"%llx-%llx\"", (unsigned long long)st->st_mtime, (unsigned long long)st->st_size);
+  mg_fields_set(pool, &req->resp_headers, "Last-Modified", mg_http_date(buf, sizeof buf, st->st_mtime));
+  mg_fields_set(pool, &req->resp_headers, "ETag", etag);
+  mg_fields_set(pool, &req->resp_headers, "Accept-Ranges", "bytes");
+  if (path_for_type && !mg_fields_get(&req->resp_headers, "Content-Type"))
+    mg_fields_set(pool, &req->resp_headers, "Content-Type", mg_mime_type(path_for_type));
+  if (conditional) {
+    const char *inm = mg_fields_get(&req->headers, "If-None-Match");
+    time_t ims = parse_http_date(mg_fields_get(&req->headers, "If-Modified-Since"));
+    if ((inm && (strcmp(inm, etag) == 0 || strcmp(inm, "*") == 0 || strstr(inm, etag))) ||
+        (!inm && ims != (time_t)-1 && st->st_mtime <= ims)) {
+      close(fd);
+      req->status = 304;
+      mg_req_send_head(req);
+      mg_req_send_end(req);
+      return;
+    }
+  }
+  off_t from = 0, to = st->st_size - 1;
+  const char *range = req->status == 200 ? mg_fields_get(&req->headers, "Range") : NULL;
+  const char *if_range = mg_fields_get(&req->headers, "If-Range");
+  if (range && if_range && strcmp(if_range, etag) != 0 && parse_http_date(if_range) != st->st_mtime) range = NULL;
+  int rr = parse_range(range, st->st_size, &from, &to);
+  if (rr < 0) {
+    close(fd);
+    snprintf(buf, sizeof buf, "bytes */%lld", (long long)st->st_size);
+    req->resp_headers.n = 0;
+    mg_fields_set(pool, &req->resp_headers, "Content-Range", buf);
+    static const char body[] = "416 Range Not Satisfiable\n";
+    mg_req_respond(req, 416, "text/plain", body, sizeof body - 1);
+    return;
+  }
+  if (rr > 0) {
+    req->status = 206;
+    snprintf(buf, sizeof buf, "bytes %lld-%lld/%lld", (long long)from, (long long)to, (long long)st->st_size);
+    mg_fields_set(pool, &req->resp_headers, "Content-Range", buf);
+  }
+  off_t len = st->st_size ? to - from + 1 : 0;
+  snprintf(buf, sizeof buf, "%lld", (long long)len);
+  mg_fields_set(pool, &req->resp_headers, "Content-Length", buf);
+  mg_req_send_head(req);
+  if (req->is_head || len == 0 || !req->conn) {
+    close(fd);
+    mg_req_send_end(req);
+    return;
+  }
+  file_send_t *fs = mg_calloc(1, sizeof *fs);
+  fs->req = req, fs->fd = fd, fs->sock = -1, fs->off = from, fs->end = from + len;
+  req->handler_data = fs;
+  req->handler_cancel = fs_cancel;
+  fs_start(req);
+}
+
+/* ---- { root = DIR } routes ---------------------------------------------------------------- */
+
+void mg_static_serve(mg_req_t *req) {
+  const mg_route_t *r = req->route;
+  if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0) {
+    mg_fields_set(&req->pool, &req->resp_headers, "Allow", "GET, HEAD");
+    mg_req_error(req, 405, NULL);
+    return;
+  }
+  size_t skip = r->exact ? req->path_len : r->match_len;
+  if (!r->exact && r->match[r->match_len - 1] != '/') skip = r->match_len; /* "/img" + "/a.png" */
+  if (skip > req->path_len) skip = req->path_len;
+  const char *rest = req->path + skip;
+  size_t rl = req->path_len - skip;
+  char *rel = mg_pool_alloc(&req->pool, rl + 2);
+  mg_path_decode(rest, rl, rel);
+  int fd = mg_static_open_beneath(r->root_fd, rel);
+  if (fd < 0) {
+    if (fd == -ENOENT || fd == -ENOTDIR) mg_req_error(req, 404, NULL);
+    else if (fd == -EXDEV || fd == -ELOOP) mg_req_error(req, 403, "static path %s escapes root %s", rel, r->root);
+    else mg_req_error(req, 403, "static file %s/%s: %s", r->root, rel, strerror(-fd));
+    return;
+  }
+  struct stat st;
+  if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+    int dir = S_ISDIR(st.st_mode);
+    close(fd);
+    mg_req_error(req, dir ? 403 : 404, dir ? "directory listing is not served: %s" : "not a regular file: %s", req->path);
+    return;
+  }
+  req->status = 200;
+  mg_file_send(req, fd, &st, 1, rel);
+}

@@ -1,0 +1,142 @@
+/* status: see status.h. */
+#include "status.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/mman.h>
+
+#include "balancer.h"
+#include "buf.h"
+#include "http.h"
+#include "lua_request.h"
+
+#define SLOTS 4096
+
+typedef struct {
+  char key[200]; /* "balancer\tmember-url" */
+  mg_member_stats_t stats;
+} slot_t;
+
+static slot_t *slots;
+
+int mg_status_bind(mg_config_t *cfg) {
+  if (!slots) {
+    void *p = mmap(NULL, sizeof(slot_t) * SLOTS, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return -errno;
+    slots = p;
+  }
+  for (int i = 0; i < cfg->nbalancers; i++) {
+    mg_balancer_t *b = cfg->balancers[i];
+    for (int k = 0; k < b->nmembers; k++) {
+      char key[200];
+      snprintf(key, sizeof key, "%s\t%s", b->name, b->members[k].addr.url);
+      slot_t *free_slot = NULL, *found = NULL;
+      for (int s = 0; s < SLOTS && !found; s++) {
+        if (!slots[s].key[0]) {
+          if (!free_slot) free_slot = &slots[s];
+        } else if (strcmp(slots[s].key, key) == 0) {
+          found = &slots[s];
+        }
+      }
+      if (!found && free_slot) {
+        found = free_slot;
+        memset(found, 0, sizeof *found);
+        snprintf(found->key, sizeof found->key, "%s", key);
+      }
+      b->members[k].shared = found ? &found->stats : NULL;
+      /* Requests in flight belong to workers that no longer exist after a restart. */
+      if (found && found->stats.inflight < 0) found->stats.inflight = 0;
+    }
+  }
+  return 0;
+}
+
+static const char *state_of(const mg_member_t *m, uint64_t now) {
+  if (m->flags & MG_MEMBER_STOPPED) return "stopped";
+  if (m->flags & MG_MEMBER_DISABLED) return "disabled";
+  const mg_member_stats_t *s = m->shared ? m->shared : &m->local;
+  if (s->health_down) return "down";
+  if (!mg_member_usable(m, now)) return "error";
+  if (m->flags & MG_MEMBER_DRAINING) return "draining";
+  if (m->flags & MG_MEMBER_HOT_STANDBY) return "standby";
+  return "ok";
+}
+
+static void json_str(mg_buf_t *b, const char *s) {
+  mg_buf_append(b, "\"", 1);
+  for (; s && *s; s++) {
+    unsigned char c = (unsigned char)*s;
+    if (c == '"' || c == '\\') mg_buf_printf(b, "\\%c", c);
+    else if (c < 0x20) mg_buf_printf(b, "\\u%04x", c);
+    else mg_buf_append(b, s, 1);
+  }
+  mg_buf_append(b, "\"", 1);
+}
+
+static void prom_label(mg_buf_t *b, const char *s) {
+  for (; *s; s++) {
+    if (*s == '"' || *s == '\\') mg_buf_append(b, "\\", 1);
+    if (*s == '\n') mg_buf_puts(b, "\\n");
+    else mg_buf_append(b, s, 1);
+  }
+}
+
+void mg_status_serve(mg_req_t *req) {
+  const mg_config_t *cfg = req->cfg;
+  uint64_t now = mg_now_ms();
+  int prom = req->query && strstr(req->query, "format=prometheus") != NULL;
+  mg_buf_t b;
+  mg_buf_init(&b);
+  if (prom) {
+    static const char *metrics[][2] = {{"requests_total", "counter"}, {"bytes_total", "counter"}, {"inflight", "gauge"},
+                                       {"errors_total", "counter"}, {"up", "gauge"}, {"lbfactor", "gauge"}};
+    for (int mi = 0; mi < 6; mi++) {
+      mg_buf_printf(&b, "# TYPE moongate_member_%s %s\n", metrics[mi][0], metrics[mi][1]);
+      for (int i = 0; i < cfg->nbalancers; i++) {
+        const mg_balancer_t *bl = cfg->balancers[i];
+        for (int k = 0; k < bl->nmembers; k++) {
+          const mg_member_t *m = &bl->members[k];
+          const mg_member_stats_t *s = m->shared ? m->shared : &m->local;
+          mg_buf_printf(&b, "moongate_member_%s{balancer=\"", metrics[mi][0]);
+          prom_label(&b, bl->name);
+          mg_buf_puts(&b, "\",member=\"");
+          prom_label(&b, m->addr.url);
+          uint64_t v = mi == 0 ? s->requests : mi == 1 ? s->bytes : mi == 2 ? (uint64_t)(s->inflight > 0 ? s->inflight : 0)
+                     : mi == 3 ? s->errors : mi == 4 ? (uint64_t)(strcmp(state_of(m, now), "ok") == 0 || strcmp(state_of(m, now), "standby") == 0 || strcmp(state_of(m, now), "draining") == 0)
+                               : (uint64_t)m->lbfactor;
+          mg_buf_printf(&b, "\"} %llu\n", (unsigned long long)v);
+        }
+      }
+    }
+    mg_req_respond(req, 200, "text/plain; version=0.0.4", b.data, b.len);
+  } else {
+    mg_buf_puts(&b, "{\"balancers\":[");
+    for (int i = 0; i < cfg->nbalancers; i++) {
+      const mg_balancer_t *bl = cfg->balancers[i];
+      static const char *methods[] = {"byrequests", "bytraffic", "bybusyness", "lua"};
+      mg_buf_puts(&b, i ? ",{\"name\":" : "{\"name\":");
+      json_str(&b, bl->name);
+      mg_buf_printf(&b, ",\"method\":\"%s\",\"members\":[", methods[bl->method]);
+      for (int k = 0; k < bl->nmembers; k++) {
+        const mg_member_t *m = &bl->members[k];
+        const mg_member_stats_t *s = m->shared ? m->shared : &m->local;
+        mg_buf_puts(&b, k ? ",{\"url\":" : "{\"url\":");
+        json_str(&b, m->addr.url);
+        mg_buf_puts(&b, ",\"route\":");
+        if (m->route) json_str(&b, m->route);
+        else mg_buf_puts(&b, "null");
+        mg_buf_printf(&b, ",\"lbfactor\":%d,\"status\":\"%s\",\"requests\":%llu,\"bytes\":%llu,\"inflight\":%lld,\"errors\":%llu,\"last_error\":",
+                      m->lbfactor, state_of(m, now), (unsigned long long)s->requests, (unsigned long long)s->bytes,
+                      (long long)(s->inflight > 0 ? s->inflight : 0), (unsigned long long)s->errors);
+        json_str(&b, s->last_error);
+        mg_buf_puts(&b, "}");
+      }
+      mg_buf_puts(&b, "]}");
+    }
+    mg_buf_puts(&b, "]}\n");
+    mg_req_respond(req, 200, "application/json", b.data, b.len);
+  }
+  mg_buf_free(&b);
+}

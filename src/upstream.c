@@ -1,0 +1,544 @@
+/* upstream: see upstream.h.
+ *
+ * Lifecycle: an upstream belongs to its request until it is detached (up_close), then lives
+ * on only until its handles' close callbacks have run. up_close is idempotent and is the only
+ * way an upstream ends; after it the request is never touched through the upstream again.
+ *
+ * Request body: bytes that arrive before the connection is up wait in `pending`; after that
+ * they are written as they come. When more than MG_WRITE_HIGH bytes wait for the backend the
+ * client is no longer read. A chunked request body cannot be framed by SCGI, so it is spooled
+ * (memory up to 64 KiB, then an unlinked temporary file) and the backend is connected when its
+ * exact length is known. */
+#include "upstream.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "balancer.h"
+#include "cgi_env.h"
+#include "log.h"
+#include "lua_request.h"
+#include "redirect.h"
+#include "sendfile.h"
+#include "server.h"
+
+#define SPOOL_MEMORY (64 * 1024)
+
+enum { S_WAIT_BODY, S_CONNECTING, S_HEAD, S_BODY, S_DONE };
+
+typedef struct chunk_s {
+  struct chunk_s *next;
+  size_t len;
+  char data[];
+} chunk_t;
+
+struct mg_upstream_s {
+  union {
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+    uv_handle_t handle;
+    uv_stream_t stream;
+  } h;
+  uv_connect_t connect;
+  uv_timer_t timer;
+  mg_req_t *req; /* NULL once closed */
+  const mg_addr_t *addr;
+  mg_balancer_t *balancer;
+  mg_member_t *member;
+  unsigned char *tried;
+  int attempts;
+  int state;
+  char name[80];
+  mg_buf_t head;
+  chunk_t *pending, **pending_tail;
+  size_t pending_bytes;
+  mg_buf_t spool;
+  int spool_fd;
+  uint64_t spool_len;
+  uint64_t bytes_in;
+  uint64_t timeout_ms;
+  int handles_open;
+  unsigned handle_inited : 1, closing : 1, reading : 1, client_paused : 1;
+};
+
+static void up_connect(mg_upstream_t *up);
+static void up_close(mg_upstream_t *up);
+
+/* ---- lifecycle --------------------------------------------------------------------------- */
+
+static void on_handle_closed(uv_handle_t *h) {
+  mg_upstream_t *up = h->data;
+  if (--up->handles_open > 0) return;
+  mg_buf_free(&up->head);
+  mg_buf_free(&up->spool);
+  free(up->tried);
+  free(up);
+}
+
+static void free_pending(mg_upstream_t *up) {
+  while (up->pending) {
+    chunk_t *c = up->pending;
+    up->pending = c->next;
+    free(c);
+  }
+  up->pending_tail = &up->pending;
+  up->pending_bytes = 0;
+}
+
+static void up_close(mg_upstream_t *up) {
+  if (up->closing) return;
+  up->closing = 1;
+  mg_req_t *req = up->req;
+  if (req) {
+    req->up = NULL;
+    req->on_body = NULL;
+    req->on_body_end = NULL;
+    req->handler_cancel = NULL;
+    /* A client paused for this upstream's sake may read again (its body is discarded). */
+    if (up->client_paused) mg_req_resume_body(req);
+    up->req = NULL;
+  }
+  if (up->member && up->state >= S_HEAD) mg_member_done(up->member, up->bytes_in);
+  free_pending(up);
+  if (up->spool_fd >= 0) close(up->spool_fd);
+  up->spool_fd = -1;
+  uv_close((uv_handle_t *)&up->timer, on_handle_closed);
+  if (up->handle_inited) uv_close(&up->h.handle, on_handle_closed);
+}
+
+static void on_cancel(mg_req_t *req) { up_close(req->up); }
+
+/* Ends the request with an error response (or cuts it if the head is out) and closes. */
+static void up_fail(mg_upstream_t *up, int status, const char *fmt, const char *detail) {
+  mg_req_t *req = up->req;
+  up_close(up);
+  if (!req) return;
+  if (req->head_sent) mg_req_abort(req, detail);
+  else mg_req_error(req, status, fmt, detail);
+}
+
+/* ---- request body --------------------------------------------------------------------------- */
+
+typedef struct {
+  uv_write_t w;
+  mg_upstream_t *up;
+  void *mem;
+} up_write_t;
+
+static void check_client_flow(mg_upstream_t *up) {
+  if (!up->req) return;
+  size_t queued = up->pending_bytes + (up->handle_inited ? uv_stream_get_write_queue_size(&up->h.stream) : 0);
+  if (!up->client_paused && queued > MG_WRITE_HIGH) {
+    up->client_paused = 1;
+    mg_req_pause_body(up->req);
+  } else if (up->client_paused && queued < MG_WRITE_LOW) {
+    up->client_paused = 0;
+    mg_req_resume_body(up->req);
+  }
+}
+
+static void on_write(uv_write_t *w, int status) {
+  up_write_t *uw = (up_write_t *)w;
+  mg_upstream_t *up = uw->up;
+  free(uw->mem);
+  free(uw);
+  if (up->closing) return;
+  if (status < 0) {
+    /* The backend stopped reading; it may still answer, so keep reading the response. */
+    mg_log_error(MG_LOG_WARN, up->req ? up->req->id : NULL, "writing to backend %s failed: %s", up->name,
+                 uv_strerror(status));
+    return;
+  }
+  if (up->timeout_ms) uv_timer_again(&up->timer);
+  check_client_flow(up);
+}
+
+/* Writes `mem` (len bytes, owned by the write from here on). */
+static void up_write(mg_upstream_t *up, void *mem, const char *data, size_t len) {
+  up_write_t *uw = mg_malloc(sizeof *uw);
+  uw->up = up, uw->mem = mem;
+  uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+  if (uv_write(&uw->w, &up->h.stream, &b, 1, on_write) < 0) {
+    free(mem);
+    free(uw);
+  }
+}
+
+static int spool_add(mg_upstream_t *up, const char *data, size_t len) {
+  if (up->spool_fd < 0 && up->spool.len + len <= SPOOL_MEMORY) {
+    mg_buf_append(&up->spool, data, len);
+  } else {
+    if (up->spool_fd < 0) {
+      const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+      up->spool_fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+      if (up->spool_fd < 0) return -errno;
+      if (write(up->spool_fd, up->spool.data, up->spool.len) != (ssize_t)up->spool.len) return -EIO;
+      mg_buf_free(&up->spool);
+    }
+    /* A local temporary file: a short synchronous write, bounded by one read block. */
+    if (write(up->spool_fd, data, len) != (ssize_t)len) return -EIO;
+  }
+  up->spool_len += len;
+  return 0;
+}
+
+static void on_body(mg_req_t *req, const char *data, size_t len) {
+  mg_upstream_t *up = req->up;
+  if (req->chunked) {
+    int rc = spool_add(up, data, len);
+    if (rc < 0) up_fail(up, 500, "spooling the chunked request body failed: %s", strerror(-rc));
+    return;
+  }
+  if (up->state >= S_HEAD) {
+    char *copy = mg_malloc(len);
+    memcpy(copy, data, len);
+    up_write(up, copy, copy, len);
+  } else {
+    chunk_t *c = mg_malloc(sizeof *c + len);
+    c->next = NULL, c->len = len;
+    memcpy(c->data, data, len);
+    *up->pending_tail = c;
+    up->pending_tail = &c->next;
+    up->pending_bytes += len;
+  }
+  check_client_flow(up);
+}
+
+static void on_body_end(mg_req_t *req) {
+  mg_upstream_t *up = req->up;
+  if (req->chunked && up->state == S_WAIT_BODY) up_connect(up);
+}
+
+/* Sends the SCGI head, then the body that is already here. */
+static void send_request(mg_upstream_t *up) {
+  mg_req_t *req = up->req;
+  uint64_t clen = req->redirects ? 0 : req->chunked ? up->spool_len : req->content_length > 0 ? (uint64_t)req->content_length : 0;
+  mg_vars_t vars;
+  mg_vars_init(&vars);
+  mg_cgi_env_build(req, clen, &vars);
+  mg_buf_t b;
+  mg_buf_init(&b);
+  size_t inline_body = up->pending_bytes <= 16384 ? up->pending_bytes : 0;
+  mg_buf_reserve(&b, 1024 + inline_body);
+  mg_scgi_encode(&vars, &b);
+  mg_vars_free(&vars);
+  /* A small body goes out in the same write as the head: one syscall for the common POST. */
+  if (inline_body) {
+    for (chunk_t *c = up->pending; c; c = c->next) mg_buf_append(&b, c->data, c->len);
+    free_pending(up);
+  }
+  size_t len = b.len;
+  char *mem = mg_buf_steal(&b);
+  up_write(up, mem, mem, len);
+  while (up->pending) {
+    chunk_t *c = up->pending;
+    up->pending = c->next;
+    up_write(up, c, c->data, c->len);
+  }
+  up->pending_tail = &up->pending;
+  up->pending_bytes = 0;
+  if (req->chunked && !req->redirects) {
+    if (up->spool_fd < 0) {
+      if (up->spool.len) {
+        size_t sl = up->spool.len;
+        char *s = mg_buf_steal(&up->spool);
+        up_write(up, s, s, sl);
+      }
+    } else {
+      /* Stream the spool file back in blocks; libuv queues them, bounded by the file size
+       * the client was allowed to send (client_max_body_size). */
+      off_t off = 0;
+      for (;;) {
+        char *blk = mg_malloc(MG_BLOCK_SIZE);
+        ssize_t n = pread(up->spool_fd, blk, MG_BLOCK_SIZE, off);
+        if (n <= 0) {
+          free(blk);
+          break;
+        }
+        off += n;
+        up_write(up, blk, blk, (size_t)n);
+      }
+      close(up->spool_fd);
+      up->spool_fd = -1;
+    }
+  }
+  check_client_flow(up);
+}
+
+/* ---- response ------------------------------------------------------------------------------ */
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
+  (void)h, (void)hint;
+  buf->base = mg_block_get();
+  buf->len = MG_BLOCK_SIZE;
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+static void on_client_drained(mg_req_t *req) {
+  mg_upstream_t *up = req->up;
+  if (!up || up->closing || up->reading) return;
+  if (uv_read_start(&up->h.stream, on_alloc, on_read) == 0) up->reading = 1;
+}
+
+static void forward_body(mg_upstream_t *up, char *block, const char *data, size_t len) {
+  mg_req_t *req = up->req;
+  up->bytes_in += len;
+  mg_req_send_body(req, block, data, len);
+  if (up->req && mg_req_write_queue(req) > MG_WRITE_HIGH && up->reading) {
+    /* The client is slower than the backend: stop reading until it catches up. */
+    uv_read_stop(&up->h.stream);
+    up->reading = 0;
+    mg_req_on_drain(req, on_client_drained);
+  }
+}
+
+/* The response head is complete: redirect, sendfile, or pass it on. */
+static void on_head(mg_upstream_t *up, const mg_cgi_head_t *h) {
+  mg_req_t *req = up->req;
+  const mg_route_t *r = req->route;
+  if (r->internal_redirect && h->status == 200) {
+    for (int i = 0; i < h->nheaders; i++) {
+      const mg_header_t *f = &h->headers[i];
+      if (strlen(r->internal_redirect) == f->name_len && strncasecmp(f->name, r->internal_redirect, f->name_len) == 0 &&
+          f->value_len > 0 && f->value[0] == '/') {
+        char *location = mg_pool_strndup(&req->pool, f->value, f->value_len);
+        up_close(up);
+        mg_redirect_start(req, location);
+        return;
+      }
+    }
+  }
+  req->status = h->status;
+  req->resp_headers.n = 0;
+  const char *sendfile = NULL;
+  for (int i = 0; i < h->nheaders; i++) {
+    const mg_header_t *f = &h->headers[i];
+    if (r->sendfile && strlen(r->sendfile) == f->name_len && strncasecmp(f->name, r->sendfile, f->name_len) == 0) {
+      sendfile = mg_pool_strndup(&req->pool, f->value, f->value_len);
+      continue;
+    }
+    mg_fields_add(&req->pool, &req->resp_headers, f->name, f->name_len, f->value, f->value_len);
+  }
+  if (sendfile) {
+    up_close(up);
+    mg_sendfile_start(req, sendfile);
+    return;
+  }
+  up->state = S_BODY;
+  mg_req_send_head(req);
+  if (req->is_head || h->status == 204 || h->status == 304) {
+    /* No body will be sent: the backend's is not wanted. */
+    up_close(up);
+    if (!req->finished) mg_req_send_end(req);
+    return;
+  }
+  size_t rest = up->head.len - h->head_len;
+  if (rest) {
+    char *blk = mg_block_get();
+    memcpy(blk, up->head.data + h->head_len, rest);
+    forward_body(up, blk, blk, rest);
+  }
+  mg_buf_free(&up->head);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  mg_upstream_t *up = s->data;
+  if (nread == 0 || up->closing) {
+    mg_block_put(buf->base);
+    return;
+  }
+  mg_req_t *req = up->req;
+  if (nread < 0) {
+    mg_block_put(buf->base);
+    if (up->state == S_HEAD) {
+      up_fail(up, 502, "backend %s", nread == UV_EOF ? "closed the connection before a complete response header" : uv_strerror((int)nread));
+      return;
+    }
+    if (nread != UV_EOF) {
+      char why[160];
+      snprintf(why, sizeof why, "backend %s: %s", up->name, uv_strerror((int)nread));
+      up_close(up);
+      mg_req_abort(req, why);
+      return;
+    }
+    /* EOF is the end of a CGI-style body; a short Content-Length is caught by send_end. */
+    up_close(up);
+    mg_req_send_end(req);
+    return;
+  }
+  if (up->timeout_ms) uv_timer_again(&up->timer);
+  if (up->state == S_BODY) {
+    forward_body(up, buf->base, buf->base, (size_t)nread);
+    return;
+  }
+  mg_buf_append(&up->head, buf->base, (size_t)nread);
+  mg_block_put(buf->base);
+  mg_cgi_head_t *h = mg_malloc(sizeof *h);
+  int rc = mg_cgi_parse(up->head.data, up->head.len, h);
+  if (rc == MG_CGI_ERROR) {
+    char why[160];
+    snprintf(why, sizeof why, "%s: %s", up->name, h->error);
+    free(h);
+    up_fail(up, 502, "malformed response from backend %s", why);
+    return;
+  }
+  if (rc == MG_CGI_DONE && h->head_len > req->cfg->set.max_backend_header_size) rc = MG_CGI_ERROR;
+  if (rc != MG_CGI_DONE && up->head.len > req->cfg->set.max_backend_header_size) rc = MG_CGI_ERROR;
+  if (rc == MG_CGI_ERROR) {
+    free(h);
+    up_fail(up, 502, "response header from backend %s is over max_backend_header_size", up->name);
+    return;
+  }
+  if (rc == MG_CGI_DONE) on_head(up, h);
+  free(h);
+}
+
+/* ---- connecting ------------------------------------------------------------------------------ */
+
+static void on_timeout(uv_timer_t *t) {
+  mg_upstream_t *up = t->data;
+  if (up->state == S_CONNECTING) {
+    if (up->member) mg_member_failed(up->member, mg_now_ms(), "connect timeout");
+    up_fail(up, 503, "connecting to backend %s timed out", up->name);
+  } else {
+    up_fail(up, 504, "backend %s timed out (no data within `timeout`)", up->name);
+  }
+}
+
+static int pick_member(mg_upstream_t *up);
+
+static void on_retry_closed(uv_handle_t *h) {
+  mg_upstream_t *up = h->data;
+  up->handles_open--;
+  up->handle_inited = 0;
+  if (up->closing) {
+    if (up->handles_open == 0) on_handle_closed(h);
+    return;
+  }
+  if (pick_member(up) == 0) up_connect(up);
+}
+
+static void on_connect(uv_connect_t *cr, int status) {
+  mg_upstream_t *up = cr->data;
+  if (up->closing) return;
+  if (status < 0) {
+    char why[160];
+    snprintf(why, sizeof why, "connect() to %s failed: %s", up->name, uv_strerror(status));
+    if (up->member) {
+      mg_member_failed(up->member, mg_now_ms(), uv_strerror(status));
+      mg_log_error(MG_LOG_WARN, up->req->id, "%s; trying another member of balancer %s", why, up->balancer->name);
+      up->tried[up->member->index - 1] = 1;
+      up->member = NULL;
+      if (up->attempts < up->balancer->maxattempts) {
+        uv_timer_stop(&up->timer);
+        uv_close(&up->h.handle, on_retry_closed);
+        return;
+      }
+    }
+    up_fail(up, 503, "%s", why);
+    return;
+  }
+  up->state = S_HEAD;
+  if (up->member) mg_member_start(up->member);
+  up->req->upstream_name = up->name;
+  if (up->timeout_ms) uv_timer_start(&up->timer, on_timeout, up->timeout_ms, up->timeout_ms);
+  else uv_timer_stop(&up->timer);
+  send_request(up);
+  if (uv_read_start(&up->h.stream, on_alloc, on_read) == 0) up->reading = 1;
+}
+
+static void up_connect(mg_upstream_t *up) {
+  mg_req_t *req = up->req;
+  up->state = S_CONNECTING;
+  up->attempts++;
+  mg_addr_format(up->addr, up->name, sizeof up->name);
+  int rc;
+  up->connect.data = up;
+  if (up->addr->sa.ss_family == AF_UNIX) {
+    uv_pipe_init(req->server->loop, &up->h.pipe, 0);
+    up->handle_inited = 1, up->handles_open++;
+    up->h.handle.data = up;
+    uv_pipe_connect(&up->connect, &up->h.pipe, ((const struct sockaddr_un *)&up->addr->sa)->sun_path, on_connect);
+    rc = 0;
+  } else {
+    uv_tcp_init(req->server->loop, &up->h.tcp);
+    up->handle_inited = 1, up->handles_open++;
+    up->h.handle.data = up;
+    uv_tcp_nodelay(&up->h.tcp, 1);
+    rc = uv_tcp_connect(&up->connect, &up->h.tcp, (const struct sockaddr *)&up->addr->sa, on_connect);
+  }
+  if (rc < 0) {
+    /* No callback comes for a failed call: report it the same way. */
+    on_connect(&up->connect, rc);
+    return;
+  }
+  uint64_t ct = up->member && up->member->connect_timeout_ms ? up->member->connect_timeout_ms : req->route->connect_timeout;
+  if (ct) uv_timer_start(&up->timer, on_timeout, ct, 0);
+}
+
+/* Chooses the member for the next attempt. Returns 0, or -1 after answering 503. */
+static int pick_member(mg_upstream_t *up) {
+  mg_req_t *req = up->req;
+  if (!up->balancer) return 0;
+  mg_balancer_t *b = up->balancer;
+  mg_member_t *m = NULL;
+  int idx = mg_lua_has_phase(req, MG_PHASE_BALANCER) || b->method == MG_LB_LUA ? mg_lua_balancer(req, b, 1) : 0;
+  if (idx < 0) {
+    up_close(up);
+    return -1;
+  }
+  if (idx > 0 && !up->tried[idx - 1] && mg_member_usable(&b->members[idx - 1], mg_now_ms())) m = &b->members[idx - 1];
+  if (!m) {
+    const char *route = NULL;
+    size_t rl = mg_balancer_sticky_route(b, mg_fields_join(&req->pool, &req->headers, "Cookie", "; "), req->query, &route);
+    char sticky[64] = "";
+    if (rl && rl < sizeof sticky) memcpy(sticky, route, rl), sticky[rl] = 0;
+    m = mg_balancer_pick(b, rl ? sticky : NULL, mg_now_ms(), up->tried);
+  }
+  if (!m) {
+    up_fail(up, 503, "no usable member in balancer %s", b->name);
+    return -1;
+  }
+  up->member = m;
+  up->addr = &m->addr;
+  return 0;
+}
+
+void mg_upstream_start(mg_req_t *req) {
+  mg_upstream_t *up = mg_calloc(1, sizeof *up);
+  up->req = req;
+  up->spool_fd = -1;
+  up->pending_tail = &up->pending;
+  mg_buf_init(&up->head);
+  mg_buf_init(&up->spool);
+  uv_timer_init(req->server->loop, &up->timer);
+  up->timer.data = up;
+  up->handles_open = 1;
+  up->timeout_ms = req->route->timeout;
+  req->up = up;
+  req->handler_cancel = on_cancel;
+  if (!req->redirects && !req->msg_done) {
+    req->on_body = on_body;
+    req->on_body_end = on_body_end;
+  }
+  if (req->route->kind == MG_TARGET_BALANCER) {
+    up->balancer = req->route->balancer;
+    up->tried = mg_calloc((size_t)up->balancer->nmembers, 1);
+    if (pick_member(up) < 0) return;
+  } else {
+    up->addr = &req->route->addr;
+  }
+  if (!req->redirects) mg_req_continue(req);
+  if (req->chunked && !req->redirects && !req->msg_done) {
+    up->state = S_WAIT_BODY;
+    return;
+  }
+  up_connect(up);
+}

@@ -1,0 +1,10 @@
+/* worker: the master process (see worker.c for the design). */
+#ifndef MG_WORKER_H
+#define MG_WORKER_H
+
+#include "config.h"
+
+/* Runs the master until it is stopped; takes ownership of cfg. Returns the exit status. */
+int mg_master_run(mg_config_t *cfg, const char *pid_file);
+
+#endif
