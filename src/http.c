@@ -57,7 +57,7 @@ struct mg_conn_s {
   uint16_t writes_pending;
   uint8_t event, timer_kind, handles_open;
   uint16_t error_status; /* set by a parser callback that refuses the request */
-  unsigned reading : 1, closing : 1, throttled : 1, lingering : 1, drain : 1;
+  unsigned reading : 1, closing : 1, throttled : 1, lingering : 1, drain : 1, drain_hard : 1;
   int remote_port;
   char remote_addr[INET6_ADDRSTRLEN];
   void (*on_drain)(mg_req_t *req);
@@ -445,7 +445,9 @@ static void req_complete(mg_req_t *req) {
   c->nrequests++;
   c->on_drain = NULL;
   req_free(req);
-  if (!keep || c->server->draining || c->drain) {
+  /* The head already told the client whether the connection stays open; a drain that began
+   * since then is honoured on the next response, except when stopping (drain_hard). */
+  if (!keep || c->drain_hard) {
     /* Lingering close: stop sending, drain the client for a moment, then close. */
     if (c->rbuf) mg_block_put(c->rbuf), c->rbuf = NULL;
     c->lingering = 1;
@@ -910,11 +912,14 @@ void mg_conn_start(mg_conn_t *c) {
   conn_update_reading(c);
 }
 
-void mg_conn_drain(mg_conn_t *c) {
+void mg_conn_drain(mg_conn_t *c, int close_idle) {
   c->drain = 1;
-  /* An idle connection has no request and nothing buffered: close it now. A connection in
-   * the middle of a request closes after its response (req->keepalive is cleared there). */
-  if (!c->req && !c->rbuf && !c->lingering) conn_close(c);
+  if (close_idle) c->drain_hard = 1;
+  /* A connection in the middle of a request closes after its response (with
+   * "Connection: close"). An idle keep-alive connection is closed now only when stopping:
+   * closing it during a reload would race with a request the client is sending on it, so it
+   * stays until its next response or its keepalive_timeout. */
+  if (close_idle && !c->req && !c->rbuf && !c->lingering) conn_close(c);
 }
 
 int mg_conn_local(mg_conn_t *c, char *addr, size_t n, int *port) {

@@ -108,8 +108,9 @@ mg_conn_t *mg_conn_next(mg_conn_t *c);
 /* Local address and port of the connection (SERVER_ADDR, SERVER_PORT); -1 for unix sockets. */
 int mg_conn_local(mg_conn_t *c, char *addr, size_t n, int *port);
 const char *mg_conn_remote(mg_conn_t *c, int *port);
-/* Closes idle keep-alive connections; busy ones close after their response. */
-void mg_conn_drain(mg_conn_t *c);
+/* Makes the connection close after its current response; with close_idle, closes it now
+ * when it is between requests. */
+void mg_conn_drain(mg_conn_t *c, int close_idle);
 
 /* Flow control of the request body: pause reading the client while the backend is slow. */
 void mg_req_pause_body(mg_req_t *req);

@@ -97,7 +97,9 @@ static void on_busy_closed(uv_handle_t *h) { free(h); }
 static void on_connection(uv_stream_t *ls, int status) {
   mg_listener_t *l = ls->data;
   mg_server_t *s = l->server;
-  if (status < 0 || s->draining) return;
+  /* Even while draining, a connection libuv has already accepted is served (once): one that
+   * is left unaccepted would be closed with the listener, unanswered. */
+  if (status < 0) return;
   if (s->nconns >= s->cfg->set.max_connections) {
     uv_tcp_t *t = mg_malloc(sizeof(uv_pipe_t) > sizeof(uv_tcp_t) ? sizeof(uv_pipe_t) : sizeof(uv_tcp_t));
     if (l->unix_socket) uv_pipe_init(s->loop, (uv_pipe_t *)t, 0);
@@ -123,9 +125,10 @@ static void on_connection(uv_stream_t *ls, int status) {
   st->data = c;
   mg_server_conn_opened(s, c);
   if (uv_accept(ls, st) != 0) {
-    mg_conn_drain(c);
+    mg_conn_drain(c, 1);
     return;
   }
+  if (s->draining) mg_conn_drain(c, 0);
   mg_conn_start(c);
 }
 
@@ -147,14 +150,14 @@ static void on_shutdown_timeout(uv_timer_t *t) {
   _exit(0);
 }
 
-static void server_drain(mg_server_t *s, uint64_t deadline_ms) {
+static void server_drain(mg_server_t *s, uint64_t deadline_ms, int close_idle) {
   if (!s->draining) {
     s->draining = 1;
     for (int i = 0; i < s->nlisteners; i++) uv_close(&s->listeners[i].h.handle, NULL);
-    for (mg_conn_t *c = s->conns, *next; c; c = next) {
-      next = mg_conn_next(c);
-      mg_conn_drain(c);
-    }
+  }
+  for (mg_conn_t *c = s->conns, *next; c; c = next) {
+    next = mg_conn_next(c);
+    mg_conn_drain(c, close_idle);
   }
   if (deadline_ms) uv_timer_start(&s->shutdown_timer, on_shutdown_timeout, deadline_ms, 0);
   server_maybe_done(s);
@@ -163,7 +166,9 @@ static void server_drain(mg_server_t *s, uint64_t deadline_ms) {
 static void on_signal(uv_signal_t *h, int signum) {
   mg_server_t *s = h->data;
   if (signum == SIGHUP) return; /* the master reloads by replacing workers */
-  server_drain(s, signum == SIGQUIT ? 0 : s->cfg->set.shutdown_timeout);
+  /* QUIT (also how a reload retires old workers) keeps idle keep-alive connections until
+   * their next request; TERM and INT close them at once. */
+  server_drain(s, signum == SIGQUIT ? 0 : s->cfg->set.shutdown_timeout, signum != SIGQUIT);
 }
 
 int mg_server_run(mg_config_t *cfg, const int *fds, int slot) {
