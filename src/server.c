@@ -17,6 +17,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "health.h"
 #include "http.h"
 #include "log.h"
 #include "lua_request.h"
@@ -209,6 +210,7 @@ int mg_server_run(mg_config_t *cfg, const int *fds, int slot) {
     }
   }
   if (mg_lua_worker_init(cfg, s.loop) < 0) return 1;
+  if (slot == 0) mg_health_start(cfg, s.loop);
   uv_run(s.loop, UV_RUN_DEFAULT);
   free(s.listeners);
   return 0;

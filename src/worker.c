@@ -271,7 +271,7 @@ int mg_master_run(mg_config_t *cfg, const char *pid_file) {
     if (m->stopping && m->nchildren == 0) break;
   }
   if (pid_file) unlink(pid_file);
-  for (int i = 0; i < cfg->nlistens; i++)
+  for (int i = 0; i < m->cfg->nlistens; i++)
     if (m->cfg->listens[i].unix_socket) unlink(m->cfg->listens[i].host);
   mg_config_free(m->cfg);
   free(m->fds);
