@@ -13,6 +13,7 @@ It answers according to the path the gateway sends (SCRIPT_NAME + PATH_INFO):
   /status/NNN       that status
   /redirect?to=URL  200 with Location: URL (internal redirect)
   /xlocation?to=URL 200 with X-Location: URL
+  /loop             200 with Location: /loop (an endless internal redirect)
   /sendfile?path=P  200 with X-Sendfile: P and a body the gateway must discard
   /slow?ms=N        answers after N milliseconds
   anything else     200, text/plain: the variables received, one NAME=value per line,
@@ -76,6 +77,8 @@ def handle(conn):
             out = ("Status: %s Custom\r\nContent-Type: text/plain\r\n\r\nstatus %s\n" % (code, code)).encode()
         elif path.endswith("/redirect"):
             out = ("Location: %s\r\nContent-Type: text/plain\r\n\r\nbody to discard" % to).encode()
+        elif path.endswith("/loop"):
+            out = b"Location: /loop\r\n\r\n"
         elif path.endswith("/xlocation"):
             out = ("X-Location: %s\r\n\r\nbody to discard" % to).encode()
         elif path.endswith("/sendfile"):
