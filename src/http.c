@@ -437,6 +437,31 @@ static void on_shutdown(uv_shutdown_t *sd, int status) {
   free(sd);
 }
 
+/* Lingering close: stop sending, read and drop what the client still sends for a moment,
+ * then close. Closing at once with unread bytes would make the kernel answer with a reset,
+ * which can destroy the response before the client has read it. */
+static void conn_linger(mg_conn_t *c) {
+  if (c->rbuf) mg_block_put(c->rbuf), c->rbuf = NULL;
+  c->lingering = 1;
+  uv_shutdown_t *sd = mg_malloc(sizeof *sd);
+  if (uv_shutdown(sd, &c->h.stream, on_shutdown) < 0) {
+    free(sd);
+    conn_close(c);
+    return;
+  }
+  timer_set(c, T_LINGER, LINGER_MS);
+  conn_update_reading(c);
+}
+
+void mg_conn_reject(mg_conn_t *c) {
+  static char busy[] =
+      "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 24\r\n"
+      "Connection: close\r\n\r\n503 Service Unavailable\n";
+  uv_buf_t b = uv_buf_init(busy, sizeof busy - 1);
+  conn_write(c, &b, 1, NULL, NULL);
+  conn_linger(c);
+}
+
 static void req_complete(mg_req_t *req) {
   mg_conn_t *c = req->conn;
   req_finish(req);
@@ -448,17 +473,7 @@ static void req_complete(mg_req_t *req) {
   /* The head already told the client whether the connection stays open; a drain that began
    * since then is honoured on the next response, except when stopping (drain_hard). */
   if (!keep || c->drain_hard) {
-    /* Lingering close: stop sending, drain the client for a moment, then close. */
-    if (c->rbuf) mg_block_put(c->rbuf), c->rbuf = NULL;
-    c->lingering = 1;
-    uv_shutdown_t *sd = mg_malloc(sizeof *sd);
-    if (uv_shutdown(sd, &c->h.stream, on_shutdown) < 0) {
-      free(sd);
-      conn_close(c);
-      return;
-    }
-    timer_set(c, T_LINGER, LINGER_MS);
-    conn_update_reading(c);
+    conn_linger(c);
     return;
   }
   llhttp_resume(&c->parser);

@@ -101,6 +101,8 @@ struct mg_req_s {
 mg_conn_t *mg_conn_new(mg_server_t *server);
 uv_stream_t *mg_conn_stream(mg_conn_t *c);
 void mg_conn_start(mg_conn_t *c);
+/* Answers 503 (max_connections reached) and closes the connection. */
+void mg_conn_reject(mg_conn_t *c);
 /* The server's list of open connections. */
 void mg_conn_link(mg_conn_t *c, mg_conn_t **head);
 void mg_conn_unlink(mg_conn_t *c, mg_conn_t **head);

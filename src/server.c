@@ -88,37 +88,12 @@ void mg_server_conn_closed(mg_server_t *s, mg_conn_t *c) {
   if (s->draining) server_maybe_done(s);
 }
 
-/* Answered to a connection over max_connections, which is then closed. */
-static const char busy[] =
-    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 24\r\nConnection: close\r\n\r\n"
-    "503 Service Unavailable\n";
-
-static void on_busy_closed(uv_handle_t *h) { free(h); }
-
 static void on_connection(uv_stream_t *ls, int status) {
   mg_listener_t *l = ls->data;
   mg_server_t *s = l->server;
   /* Even while draining, a connection libuv has already accepted is served (once): one that
    * is left unaccepted would be closed with the listener, unanswered. */
   if (status < 0) return;
-  if (s->nconns >= s->cfg->set.max_connections) {
-    uv_tcp_t *t = mg_malloc(sizeof(uv_pipe_t) > sizeof(uv_tcp_t) ? sizeof(uv_pipe_t) : sizeof(uv_tcp_t));
-    if (l->unix_socket) uv_pipe_init(s->loop, (uv_pipe_t *)t, 0);
-    else uv_tcp_init(s->loop, t);
-    if (uv_accept(ls, (uv_stream_t *)t) == 0) {
-      uv_buf_t b = uv_buf_init((char *)busy, sizeof busy - 1);
-      uv_try_write((uv_stream_t *)t, &b, 1);
-      static uint64_t last;
-      uint64_t now = mg_now_ms();
-      if (now - last > 1000) {
-        last = now;
-        mg_log(MG_LOG_WARN, "max_connections (%llu) reached: new connections get 503",
-               (unsigned long long)s->cfg->set.max_connections);
-      }
-    }
-    uv_close((uv_handle_t *)t, on_busy_closed);
-    return;
-  }
   mg_conn_t *c = mg_conn_new(s);
   uv_stream_t *st = mg_conn_stream(c);
   if (l->unix_socket) uv_pipe_init(s->loop, (uv_pipe_t *)st, 0);
@@ -127,6 +102,19 @@ static void on_connection(uv_stream_t *ls, int status) {
   mg_server_conn_opened(s, c);
   if (uv_accept(ls, st) != 0) {
     mg_conn_drain(c, 1);
+    return;
+  }
+  if (s->nconns > s->cfg->set.max_connections) {
+    /* Over the limit: answered with a short 503 and closed; the connections already open
+     * are not disturbed. */
+    static uint64_t last;
+    uint64_t now = mg_now_ms();
+    if (now - last > 1000) {
+      last = now;
+      mg_log(MG_LOG_WARN, "max_connections (%llu) reached: new connections get 503",
+             (unsigned long long)s->cfg->set.max_connections);
+    }
+    mg_conn_reject(c);
     return;
   }
   if (s->draining) mg_conn_drain(c, 0);

@@ -1,0 +1,160 @@
+"""Faults and hostile clients (issues 6 and 7): workers, limits, timeouts, bounded memory."""
+import os
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+from conftest import free_port, raw, read_response, request
+
+BASIC = 'mg.route("/", "scgi://127.0.0.1:{BACKEND}/")\n'
+
+
+def workers_of(g):
+    with open("/proc/%d/task/%d/children" % (g.proc.pid, g.proc.pid)) as f:
+        return [int(p) for p in f.read().split()]
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def fd_count(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def test_workers_share_the_port_and_a_killed_worker_is_replaced(gateway, echo_backend):
+    g = gateway('mg.workers(2)\n' + BASIC, echo_backend)
+    ws = workers_of(g)
+    assert len(ws) == 2
+    os.kill(ws[0], signal.SIGKILL)
+    # The other worker keeps serving while the master replaces the dead one.
+    for _ in range(20):
+        assert request(g.port).status == 200
+    g.wait_log("killed by signal 9; starting a new one")
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        now = workers_of(g)
+        if len(now) == 2 and ws[0] not in now:
+            break
+        time.sleep(0.05)
+    assert len(now) == 2 and ws[0] not in now and ws[1] in now
+
+
+def test_max_connections(gateway, echo_backend):
+    g = gateway('mg.set { max_connections = 3 }\n' + BASIC, echo_backend)
+    held = [socket.create_connection(("127.0.0.1", g.port)) for _ in range(3)]
+    time.sleep(0.2)
+    out = raw(g.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 503")
+    # The connections already open are still served.
+    held[0].sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert read_response(held[0].makefile("rb")).status == 200
+    for s in held:
+        s.close()
+    g.wait_log("max_connections (3) reached")
+
+
+def test_slowloris_gets_408(gateway, echo_backend):
+    g = gateway('mg.set { client_header_timeout = "300ms" }\n' + BASIC, echo_backend)
+    s = socket.create_connection(("127.0.0.1", g.port), timeout=5)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    t0 = time.time()
+    out = b""
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        out += chunk
+    assert out.startswith(b"HTTP/1.1 408") and 0.25 < time.time() - t0 < 3
+
+
+def test_idle_keepalive_closes_after_timeout(gateway, echo_backend):
+    g = gateway('mg.set { keepalive_timeout = "300ms" }\n' + BASIC, echo_backend)
+    s = socket.create_connection(("127.0.0.1", g.port), timeout=5)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    f = s.makefile("rb")
+    assert read_response(f).status == 200
+    assert f.read() == b""  # closed by the server, without a response
+
+
+def test_client_disconnect_mid_upload_closes_backend(gateway):
+    """A raw backend that records when its connection closes."""
+    port = free_port()
+    ls = socket.socket()
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("127.0.0.1", port))
+    ls.listen(4)
+    closed = threading.Event()
+    received = []
+
+    def backend():
+        c, _ = ls.accept()
+        while True:
+            d = c.recv(65536)
+            if not d:
+                break
+            received.append(len(d))
+        closed.set()
+        c.close()
+
+    t = threading.Thread(target=backend, daemon=True)
+    t.start()
+    g = gateway('mg.set { client_max_body_size = "100m" }\nmg.route("/", "scgi://127.0.0.1:%d/")\n' % port)
+    s = socket.create_connection(("127.0.0.1", g.port))
+    s.sendall(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 50000000\r\n\r\n" + b"u" * 200000)
+    time.sleep(0.3)
+    s.close()
+    assert closed.wait(5), "backend connection left open after the client went away"
+    ls.close()
+    assert sum(received) >= 200000
+
+
+def test_slow_client_large_response_memory_bounded(gateway, echo_backend):
+    g = gateway(BASIC, echo_backend)
+    worker = workers_of(g)[0]
+    request(g.port, path="/bytes/1000")
+    before = rss_kib(worker)
+    s = socket.create_connection(("127.0.0.1", g.port))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.sendall(b"GET /bytes/200000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+    time.sleep(1.5)  # the backend can send 200 MB in this time; the client reads nothing
+    during = rss_kib(worker)
+    s.close()
+    assert during - before < 4 * 1024, "worker RSS grew by %d KiB while the client did not read" % (during - before)
+
+
+def test_descriptors_return_to_start(gateway, echo_backend, demo_backend):
+    g = gateway('mg.route("/d/", "scgi://127.0.0.1:%d/", { timeout = "200ms" })\n' % demo_backend + BASIC, echo_backend)
+    worker = workers_of(g)[0]
+    request(g.port)
+    start = fd_count(worker)
+    for path in ["/vars", "/bytes/100000", "/stream/100000", "/d/garbage", "/d/hang", "/d/truncate", "/nonexistent"]:
+        try:
+            request(g.port, path=path)
+        except EOFError:
+            pass
+    s = socket.create_connection(("127.0.0.1", g.port))
+    s.sendall(b"POST /vars HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+    s.close()
+    time.sleep(2.5)  # lingering closes end after 2 s
+    assert fd_count(worker) == start
+
+
+def test_term_finishes_inflight_request(gateway, demo_backend):
+    g = gateway(BASIC, demo_backend)
+    result = []
+    t = threading.Thread(target=lambda: result.append(request(g.port, path="/slow?ms=800")))
+    t.start()
+    time.sleep(0.3)
+    g.signal(signal.SIGTERM)
+    t.join()
+    assert result[0].status == 200 and result[0].body == b"slow\n"
+    g.proc.wait(5)
+    assert g.proc.returncode == 0
