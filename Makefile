@@ -55,7 +55,7 @@ test: build asan
 	@MG_BUILD=$(abspath $(ASAN_BUILD)) MG_SANITIZED=1 $(PYTHON) -m pytest -q tests/e2e
 
 bench: deps-bench build
-	@./bench/run.sh $(BUILD)
+	@./bench/run.sh $(BUILD) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

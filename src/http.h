@@ -94,7 +94,7 @@ struct mg_req_s {
   void *lua_exit;     /* what req:exit()/req:redirect() asked for */
   int filter_failed;  /* a header_filter hook raised an error */
   void (*handler_cancel)(mg_req_t *req); /* stops the handler when the client goes away */
-  const char *upstream_name;
+  const char *upstream_name; /* from the pool: outlives the upstream */
 };
 
 /* Starts serving an accepted stream. Takes ownership of conn (allocated by mg_conn_new). */

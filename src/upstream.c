@@ -447,7 +447,8 @@ static void on_connect(uv_connect_t *cr, int status) {
   }
   up->state = S_HEAD;
   if (up->member) mg_member_start(up->member);
-  up->req->upstream_name = up->name;
+  /* The request outlives its upstream: the access log needs its own copy of the name. */
+  up->req->upstream_name = mg_pool_strdup(&up->req->pool, up->name);
   if (up->timeout_ms) uv_timer_start(&up->timer, on_timeout, up->timeout_ms, up->timeout_ms);
   else uv_timer_stop(&up->timer);
   send_request(up);

@@ -1,0 +1,288 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark: moongate, nginx (scgi_pass), Apache (mod_proxy_scgi) and nginx with
+lua-nginx-module, against the same C SCGI backend, in alternating rounds in one run.
+
+    bench.py BUILD_DIR [--rounds N] [--seconds S] [--quick]
+
+Prints a table of medians and ratios (moongate / the best peer). Only loopback is used and
+every load run is bounded by wrk's duration.
+"""
+import argparse
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+B1, B2 = 19101, 19102  # backend ports
+
+
+def wait_port(port, timeout=10):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("port %d not listening" % port)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+class Server:
+    def __init__(self, name, argv, port, cwd, pidfile=None):
+        self.name, self.port, self.pidfile = name, port, pidfile
+        self.proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     preexec_fn=os.setsid)
+        wait_port(port)
+
+    def pids(self):
+        out = subprocess.run(["pgrep", "-g", str(os.getpgid(self.proc.pid))], capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()]
+
+    def stop(self):
+        try:
+            os.killpg(os.getpgid(self.proc.pid), signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(os.getpgid(self.proc.pid), signal.SIGKILL)
+
+
+def start_moongate(build, d, workers, hooked=False):
+    port = free_port()
+    hooks = ''
+    if hooked:
+        hooks = ', { hooks = { access = function(req) if req.headers["X-Deny"] then req:exit(403) end end, ' \
+                'header_filter = function(req, res) res.headers["X-Gateway"] = "moongate" end } }'
+    lua = '''local mg = require "moongate"
+mg.listen("127.0.0.1:%d")
+mg.workers(%d)
+mg.set { max_connections = 30000, keepalive_requests = 1000000 }
+mg.balancer("two", { members = { "scgi://127.0.0.1:%d", "scgi://127.0.0.1:%d" } })
+mg.route("/bal/", "balancer://two/")
+mg.route("/", "scgi://127.0.0.1:%d/"%s)
+''' % (port, workers, B1, B2, B1, hooks)
+    path = os.path.join(d, "init.lua")
+    with open(path, "w") as f:
+        f.write(lua)
+    return Server("moongate" + ("+hooks" if hooked else ""), [os.path.join(build, "moongate"), "-c", path], port, d)
+
+
+def start_nginx(d, workers, lua=False):
+    port = free_port()
+    modules = ""
+    loc_extra = ""
+    if lua:
+        modules = "load_module /usr/lib/nginx/modules/ndk_http_module.so;\nload_module /usr/lib/nginx/modules/ngx_http_lua_module.so;\n"
+        loc_extra = '''access_by_lua_block { if ngx.req.get_headers()["X-Deny"] then ngx.exit(403) end }
+            header_filter_by_lua_block { ngx.header["X-Gateway"] = "openresty" }'''
+    conf = '''%sworker_processes %d;
+daemon off;
+pid %s/nginx.pid;
+error_log %s/error.log error;
+worker_rlimit_nofile 65536;
+events { worker_connections 30000; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    upstream two { server 127.0.0.1:%d; server 127.0.0.1:%d; }
+    server {
+        listen 127.0.0.1:%d reuseport;
+        location /bal/ { scgi_pass two; include /etc/nginx/scgi_params; }
+        location / { scgi_pass 127.0.0.1:%d; include /etc/nginx/scgi_params; %s }
+    }
+}
+''' % (modules, workers, d, d, B1, B2, port, B1, loc_extra)
+    path = os.path.join(d, "nginx.conf")
+    with open(path, "w") as f:
+        f.write(conf)
+    for sub in ("client_body_temp", "scgi_temp", "proxy_temp", "fastcgi_temp", "uwsgi_temp"):
+        os.makedirs(os.path.join(d, sub), exist_ok=True)
+    return Server("nginx+lua" if lua else "nginx", ["nginx", "-p", d, "-c", path, "-e", os.path.join(d, "error.log")], port, d)
+
+
+def start_apache(d, workers):
+    port = free_port()
+    mods = ["mpm_event", "authz_core", "unixd", "proxy", "proxy_scgi", "proxy_balancer", "slotmem_shm",
+            "lbmethod_byrequests"]
+    load = "\n".join("LoadModule %s_module /usr/lib/apache2/modules/mod_%s.so" % (m, m) for m in mods)
+    conf = '''%s
+ServerRoot "%s"
+Listen 127.0.0.1:%d
+ServerName localhost
+User www-data
+Group www-data
+PidFile %s/httpd.pid
+ErrorLog %s/error.log
+LogLevel error
+DefaultRuntimeDir %s
+StartServers %d
+ServerLimit %d
+ThreadsPerChild 64
+MaxRequestWorkers %d
+MaxKeepAliveRequests 0
+KeepAliveTimeout 75
+<Proxy balancer://two>
+  BalancerMember scgi://127.0.0.1:%d
+  BalancerMember scgi://127.0.0.1:%d
+</Proxy>
+ProxyPass /bal/ balancer://two/
+ProxyPass / scgi://127.0.0.1:%d/
+''' % (load, d, port, d, d, d, workers, workers, 64 * workers, B1, B2, B1)
+    path = os.path.join(d, "httpd.conf")
+    with open(path, "w") as f:
+        f.write(conf)
+    os.chmod(d, 0o755)
+    return Server("apache", ["apache2", "-f", path, "-DFOREGROUND"], port, d)
+
+
+def wrk(port, path, seconds, conns, threads=1):
+    out = subprocess.run(["wrk", "-t%d" % threads, "-c%d" % conns, "-d%ds" % seconds, "--latency",
+                          "http://127.0.0.1:%d%s" % (port, path)], capture_output=True, text=True, timeout=seconds + 30).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    lat = float(p99.group(1)) * scale[p99.group(2)] if p99 else float("nan")
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors or "Socket errors" in out:
+        print("   (wrk reported errors: %s)" % (errors.group(0) if errors else re.search(r"Socket errors.*", out).group(0)))
+    return rps, lat
+
+
+def idle_memory(server, nconn):
+    """Resident memory per idle keep-alive connection (KiB), summed over the server's processes."""
+    def rss():
+        total = 0
+        for pid in server.pids():
+            try:
+                with open("/proc/%d/status" % pid) as f:
+                    total += int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+            except (OSError, AttributeError):
+                pass
+        return total
+    # Warm up, so allocator arenas and pools exist before the baseline.
+    warm = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(50)]
+    for s in warm:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.recv(4096)
+        s.close()
+    time.sleep(0.5)
+    before = rss()
+    socks = []
+    for _ in range(nconn):
+        s = socket.create_connection(("127.0.0.1", server.port))
+        socks.append(s)
+    # Each connection makes one request and then stays idle in keep-alive.
+    for s in socks:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    for s in socks:
+        s.recv(4096)
+    time.sleep(1.0)
+    after = rss()
+    for s in socks:
+        s.close()
+    return (after - before) / nconn
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("build")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="one round of 3 s: a smoke run")
+    args = ap.parse_args()
+    if args.quick:
+        args.rounds, args.seconds = 1, 3
+    build = os.path.abspath(args.build)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+    for tool in ("wrk", "nginx", "apache2"):
+        if not shutil.which(tool):
+            sys.exit("bench: %s is missing: run `make deps-bench`" % tool)
+    backends = [subprocess.Popen([os.path.join(build, "scgi-echo"), "127.0.0.1:%d" % p]) for p in (B1, B2)]
+    for p in (B1, B2):
+        wait_port(p)
+    results = {}  # (scenario, workers, server) -> list of (rps, p99)
+    tmp = tempfile.mkdtemp(prefix="moongate-bench-")
+    os.chmod(tmp, 0o755)
+    scenarios = [
+        ("12-byte responses", "/hello", 50, ["moongate", "nginx", "apache"]),
+        ("two-member balancer", "/bal/hello", 50, ["moongate", "nginx", "apache"]),
+        ("1 MiB responses", "/bytes/1048576", 10, ["moongate", "nginx", "apache"]),
+        ("hooked route", "/hello", 50, ["moongate+hooks", "moongate", "nginx+lua", "nginx"]),
+    ]
+    try:
+        for workers in (1, 2):
+            servers = {}
+            for name, start in [("moongate", lambda d: start_moongate(build, d, workers)),
+                                ("moongate+hooks", lambda d: start_moongate(build, d, workers, hooked=True)),
+                                ("nginx", lambda d: start_nginx(d, workers)),
+                                ("nginx+lua", lambda d: start_nginx(d, workers, lua=True)),
+                                ("apache", lambda d: start_apache(d, workers))]:
+                d = os.path.join(tmp, "%s-%d" % (name, workers))
+                os.makedirs(d, exist_ok=True)
+                os.chmod(d, 0o777)
+                servers[name] = start(d)
+            try:
+                for rnd in range(args.rounds):
+                    for scen, path, conns, names in scenarios:
+                        # Alternate the order each round, so no server always runs first.
+                        order = names if rnd % 2 == 0 else list(reversed(names))
+                        for name in order:
+                            r = wrk(servers[name].port, path, args.seconds, conns, threads=workers)
+                            results.setdefault((scen, workers, name), []).append(r)
+                            print("round %d  %-22s workers=%d  %-15s %10.0f req/s  p99 %7.2f ms" % (rnd + 1, scen, workers, name, r[0], r[1]), flush=True)
+                if workers == 1:
+                    for name in ("moongate", "nginx"):
+                        kib = idle_memory(servers[name], 10000)
+                        results[("idle keep-alive KiB/conn", 1, name)] = [(kib, 0)]
+                        print("idle keep-alive: %-10s %.2f KiB per connection" % (name, kib), flush=True)
+            finally:
+                for s in servers.values():
+                    s.stop()
+    finally:
+        for b in backends:
+            b.terminate()
+    print()
+    print("| scenario | workers | server | req/s (median) | p99 ms (median) | moongate ratio |")
+    print("|---|---|---|---|---|---|")
+    for (scen, workers, name), vals in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0], kv[0][2])):
+        rps = statistics.median(v[0] for v in vals)
+        lat = statistics.median(v[1] for v in vals)
+        mg = results.get((scen, workers, "moongate+hooks" if name == "nginx+lua" else "moongate"))
+        ratio = ""
+        if mg and not name.startswith("moongate"):
+            m = statistics.median(v[0] for v in mg)
+            ratio = "%.2fx" % ((rps / m) if "KiB" in scen else (m / rps))
+        if "KiB" in scen:
+            print("| %s | %d | %s | %.2f KiB | | %s |" % (scen, workers, name, rps, ratio))
+        else:
+            print("| %s | %d | %s | %.0f | %.2f | %s |" % (scen, workers, name, rps, lat, ratio))
+    hooked = results.get(("hooked route", 1, "moongate+hooks"))
+    plain = results.get(("hooked route", 1, "moongate"))
+    if hooked and plain:
+        print("\nhooked route keeps %.1f%% of the unhooked rate (1 worker)" %
+              (100 * statistics.median(v[0] for v in hooked) / statistics.median(v[0] for v in plain)))
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
