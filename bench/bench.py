@@ -121,7 +121,7 @@ http {
 
 def start_apache(d, workers):
     port = free_port()
-    mods = ["mpm_event", "authz_core", "unixd", "proxy", "proxy_scgi", "proxy_balancer", "slotmem_shm",
+    mods = ["mpm_event", "authz_core", "proxy", "proxy_scgi", "proxy_balancer", "slotmem_shm",
             "lbmethod_byrequests"]
     load = "\n".join("LoadModule %s_module /usr/lib/apache2/modules/mod_%s.so" % (m, m) for m in mods)
     conf = '''%s

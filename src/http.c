@@ -676,6 +676,10 @@ static int on_header_value_complete(llhttp_t *p) {
 
 static int on_headers_complete(llhttp_t *p) {
   mg_conn_t *c = p->data;
+  /* The assembly buffer is not needed until the next request head: an idle connection
+   * holds no memory beyond its own struct. */
+  mg_buf_free(&c->scratch);
+  c->scratch_kind = 0;
   c->event = EV_HEADERS;
   return HPE_PAUSED;
 }

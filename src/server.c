@@ -7,6 +7,7 @@
 #include "server.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <stdio.h>
@@ -160,6 +161,17 @@ static void on_signal(uv_signal_t *h, int signum) {
   server_drain(s, signum == SIGQUIT ? 0 : s->cfg->set.shutdown_timeout, signum != SIGQUIT);
 }
 
+/* After a burst of requests the allocator keeps the freed memory of every request that was in
+ * flight at the peak; idle keep-alive connections would then look as if each held kilobytes.
+ * Once a second, if requests ran since the last look, the free pages go back to the kernel. */
+static void on_trim(uv_timer_t *t) {
+  mg_server_t *s = t->data;
+  static uint64_t last_reqs;
+  if (s->nreqs == last_reqs) return;
+  last_reqs = s->nreqs;
+  malloc_trim(0);
+}
+
 int mg_server_run(mg_config_t *cfg, const int *fds, int slot) {
   mg_server_t s;
   memset(&s, 0, sizeof s);
@@ -176,6 +188,11 @@ int mg_server_run(mg_config_t *cfg, const int *fds, int slot) {
   }
   uv_timer_init(s.loop, &s.shutdown_timer);
   s.shutdown_timer.data = &s;
+  uv_timer_t trim;
+  uv_timer_init(s.loop, &trim);
+  trim.data = &s;
+  uv_timer_start(&trim, on_trim, 1000, 1000);
+  uv_unref((uv_handle_t *)&trim);
   s.nlisteners = cfg->nlistens;
   s.listeners = mg_calloc((size_t)s.nlisteners, sizeof(mg_listener_t));
   for (int i = 0; i < s.nlisteners; i++) {

@@ -52,19 +52,22 @@ static void *serve(void *arg) {
   size_t hl = strtoul(len_buf, NULL, 10);
   char *head = malloc(hl + 1);
   if (hl > 1 << 20 || read_full(fd, head, hl + 1) < 0) goto out;
-  const char *script = "", *pinfo = "";
+  const char *script = "", *pinfo = "", *uri = NULL;
   size_t clen = 0;
   for (size_t p = 0; p < hl;) {
     const char *n = head + p, *v = n + strlen(n) + 1;
     if (!strcmp(n, "CONTENT_LENGTH")) clen = strtoul(v, NULL, 10);
     if (!strcmp(n, "SCRIPT_NAME")) script = v;
     if (!strcmp(n, "PATH_INFO")) pinfo = v;
+    if (!strcmp(n, "REQUEST_URI")) uri = v;
     p = (size_t)(v + strlen(v) + 1 - head);
   }
   char *body = malloc(clen + 1);
   if (read_full(fd, body, clen) < 0) goto out2;
   char path[4096];
   snprintf(path, sizeof path, "%s%s", script, pinfo);
+  /* nginx's stock scgi_params send no SCRIPT_NAME: fall back to the request URI's path. */
+  if (!path[0] && uri) snprintf(path, sizeof path, "%.*s", (int)strcspn(uri, "?"), uri);
   if (!strncmp(path, "/vars", 5)) {
     size_t cap = hl * 2 + clen + 256, n = 0;
     char *out = malloc(cap);
