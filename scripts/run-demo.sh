@@ -5,8 +5,8 @@ set -e
 BUILD=${1:-build}
 PORT=${2:-8080}
 cd "$(dirname "$0")/.."
-python3 examples/demo_app.py 127.0.0.1:4000 & APP1=$!
-python3 examples/demo_app.py 127.0.0.1:4001 & APP2=$!
+DEMO_NAME=a python3 examples/demo_app.py 127.0.0.1:4000 & APP1=$!
+DEMO_NAME=b python3 examples/demo_app.py 127.0.0.1:4001 & APP2=$!
 trap 'kill $APP1 $APP2 2>/dev/null; kill $MG 2>/dev/null; wait 2>/dev/null' EXIT INT TERM
 "$BUILD/moongate" -t -c init.lua
 "$BUILD/moongate" -c init.lua & MG=$!

@@ -1,0 +1,170 @@
+"""Every examples/*.lua and the demo init.lua, loaded as written (only addresses and paths are
+substituted) and exercised."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import DEMO_APP, MOONGATE, ROOT, Process, free_port, request, scgi_vars, wait_port
+
+EXAMPLES = os.path.join(ROOT, "examples")
+
+
+@pytest.fixture
+def two_apps():
+    ports = [free_port(), free_port()]
+    procs = [Process([sys.executable, DEMO_APP, "127.0.0.1:%d" % p], p, env=dict(os.environ, DEMO_NAME=n))
+             for p, n in zip(ports, ("a", "b"))]
+    yield ports
+    for p in procs:
+        p.stop()
+
+
+def run_example(tmp_path, name, ports, extra=None):
+    """Copies an example with its addresses moved to free ports; returns (gateway Process, port)."""
+    src = open(os.path.join(EXAMPLES, name) if name != "init.lua" else os.path.join(ROOT, name)).read()
+    port = free_port()
+    text = src.replace("127.0.0.1:8080", "127.0.0.1:%d" % port)
+    text = text.replace("localhost:4000", "127.0.0.1:%d" % ports[0]).replace("localhost:4001", "127.0.0.1:%d" % ports[1])
+    text = text.replace("127.0.0.1:4000", "127.0.0.1:%d" % ports[0]).replace("127.0.0.1:4001", "127.0.0.1:%d" % ports[1])
+    for k, v in (extra or {}).items():
+        text = text.replace(k, v)
+    path = tmp_path / name
+    path.write_text(text)
+    check = subprocess.run([MOONGATE, "-t", "-c", str(path)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    log = open(tmp_path / (name + ".log"), "wb")
+    proc = subprocess.Popen([MOONGATE, "-c", str(path)], stdout=log, stderr=log)
+    wait_port(port, proc)
+    return proc, port, path
+
+
+@pytest.fixture
+def example(tmp_path, two_apps):
+    running = []
+
+    def start(name, extra=None):
+        proc, port, path = run_example(tmp_path, name, two_apps, extra)
+        running.append(proc)
+        return port, path
+
+    yield start
+    for p in running:
+        p.terminate()
+        p.wait(10)
+
+
+def app(resp):
+    return resp.body.split(b"\n", 1)[0].decode()
+
+
+def test_every_example_is_tested():
+    tested = {"simple_gateway.lua", "balanced_gateway.lua", "setenvif_pathinfo.lua", "django_x_location.lua",
+              "x_sendfile.lua", "access_control.lua", "header_rewrite.lua", "lua_health.lua", "custom_balancer.lua",
+              "hot_reload.lua"}
+    assert {f for f in os.listdir(EXAMPLES) if f.endswith(".lua")} == tested
+
+
+def test_demo_init_lua(example):
+    port, _ = example("init.lua")
+    seen = {app(request(port, path="/app/x")) for _ in range(4)}
+    assert seen == {"APP=a", "APP=b"}
+    r = request(port, path="/app/x")
+    assert r.header("X-Served-By") == "moongate"
+    d = dict(scgi_vars(r.body.split(b"\n", 1)[1]))
+    assert d["SCRIPT_NAME"] == "/app" and d["PATH_INFO"] == "/x"
+    assert request(port, path="/health").body == b"ok\n"
+    st = json.loads(request(port, path="/status").body)
+    assert st["balancers"][0]["name"] == "demo"
+
+
+def test_simple_gateway(example):
+    port, _ = example("simple_gateway.lua")
+    d = dict(scgi_vars(request(port, path="/scgi-bin/hello").body.split(b"\n", 1)[1]))
+    assert d["SCRIPT_NAME"] == "/scgi-bin/hello"
+    assert request(port, path="/elsewhere").status == 404
+
+
+def test_balanced_gateway(example):
+    port, _ = example("balanced_gateway.lua")
+    assert [app(request(port, path="/scgi-bin/x")) for _ in range(4)] == ["APP=a", "APP=b", "APP=a", "APP=b"]
+
+
+def test_setenvif_pathinfo(example):
+    port, _ = example("setenvif_pathinfo.lua")
+    d = dict(scgi_vars(request(port, path="/legacy/x/y").body.split(b"\n", 1)[1]))
+    assert d["SCRIPT_NAME"] == "/legacy" and d["PATH_INFO"] == "/x/y"
+    d = dict(scgi_vars(request(port, path="/new/x").body.split(b"\n", 1)[1]))
+    assert d["SCRIPT_NAME"] == "/new/x" and "PATH_INFO" not in d
+
+
+def test_django_x_location(example):
+    port, _ = example("django_x_location.lua")
+    d = dict(scgi_vars(request(port, path="/django/xlocation?to=/django/done").body.split(b"\n", 1)[1]))
+    assert d["SCRIPT_NAME"] == "/django" and d["PATH_INFO"] == "/done" and d["REDIRECT_URL"] == "/django/xlocation"
+
+
+def test_x_sendfile(example, tmp_path):
+    media = tmp_path / "media"
+    media.mkdir()
+    (media / "file.txt").write_text("file body\n")
+    port, _ = example("x_sendfile.lua", {"/srv/media": str(media)})
+    r = request(port, path="/downloads/sendfile?path=%s/file.txt" % media)
+    assert r.body == b"file body\n" and r.header("X-Sendfile") is None
+    r = request(port, path="/assets/sendfile?header=X-Send-Static&path=%s/file.txt" % media)
+    assert r.body == b"file body\n"
+    assert request(port, path="/assets/sendfile?header=X-Send-Static&path=%s/none" % media).status == 404
+    assert request(port, path="/downloads/sendfile?path=/etc/passwd").status == 403
+
+
+def test_access_control(example):
+    port, _ = example("access_control.lua")
+    r = request(port, path="/admin/x")
+    assert r.status == 401 and r.header("WWW-Authenticate") == "Token"
+    r = request(port, path="/admin/x", headers=[("X-Admin-Token", "s3cret")])
+    d = dict(scgi_vars(r.body.split(b"\n", 1)[1]))
+    assert r.status == 200 and d["ADMIN_USER"] == "ops" and "HTTP_X_ADMIN_TOKEN" not in d
+
+
+def test_header_rewrite(example):
+    port, _ = example("header_rewrite.lua")
+    r = request(port, path="/x")
+    assert r.header("X-Content-Type-Options") == "nosniff"
+    d = dict(scgi_vars(r.body.split(b"\n", 1)[1]))
+    assert d["HTTP_X_REQUEST_ID"]
+    r = request(port, path="/status/503")
+    assert r.status == 503 and r.header("Retry-After") == "5"
+
+
+def test_lua_health(example):
+    port, _ = example("lua_health.lua")
+    r = request(port, path="/health")
+    body = json.loads(r.body)
+    assert r.header("Content-Type") == "application/json" and body["status"] == "ok"
+
+
+def test_custom_balancer(example):
+    port, _ = example("custom_balancer.lua")
+    assert app(request(port, path="/x", headers=[("X-Tenant", "green")])) == "APP=b"
+    assert app(request(port, path="/x", headers=[("X-Tenant", "blue")])) == "APP=a"
+    assert request(port, path="/x").status == 200
+
+
+def test_hot_reload_walkthrough(example):
+    port, path = example("hot_reload.lua")
+    assert request(port, path="/hello").body == b"hello from version 1\n"
+    time.sleep(1.1)  # a new modification time
+    path.write_text(path.read_text().replace("version 1", "version 2"))
+    deadline = time.time() + 8
+    while request(port, path="/hello").body != b"hello from version 2\n" and time.time() < deadline:
+        time.sleep(0.1)
+    assert request(port, path="/hello").body == b"hello from version 2\n"
+    time.sleep(1.1)
+    path.write_text(path.read_text().replace('"=/hello"', '"=/hello",'))  # broken
+    time.sleep(2.5)
+    assert request(port, path="/hello").body == b"hello from version 2\n"
+    log = open(str(path) + ".log").read()
+    assert "reload failed, the running configuration stays in force" in log and "hot_reload.lua:" in log
