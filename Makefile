@@ -9,11 +9,15 @@ PORT       ?= 8080
 PYTHON     ?= /usr/bin/python3
 
 # Debian packages: build dependencies, then the real servers the tests run against.
-BUILD_PKGS = cmake gcc make pkg-config libuv1-dev libluajit2-5.1-dev node-llhttp
+BUILD_PKGS = cmake gcc make pkg-config libuv1-dev libluajit2-5.1-dev node-llhttp clang
 TEST_PKGS  = python3 python3-pytest curl uwsgi-core uwsgi-plugin-python3 libscgi-perl python3-django
 BENCH_PKGS = wrk nginx-light libnginx-mod-http-lua apache2
 
-.PHONY: all deps deps-bench build asan run test unit e2e test-asan bench clean
+.PHONY: all deps deps-bench build asan fuzz-build fuzz fuzz-smoke run test unit e2e test-asan bench soak clean
+
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_SECONDS ?= 300
+FUZZ_TARGETS  = fuzz_http fuzz_cgi_parse fuzz_path fuzz_config
 
 all: build
 
@@ -31,6 +35,18 @@ asan: deps
 	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DMG_SANITIZE=ON >/dev/null
 	@cmake --build $(ASAN_BUILD) -j $(JOBS)
 
+fuzz-build: deps
+	@CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMG_FUZZ=ON >/dev/null
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target $(FUZZ_TARGETS)
+
+# Each target for FUZZ_SECONDS, growing its corpus in tests/fuzz/corpus/<name>; a crash stops
+# it and leaves the input as crash-* for a regression test.
+fuzz: fuzz-build
+	@./scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+fuzz-smoke: fuzz-build
+	@./scripts/fuzz.sh $(FUZZ_BUILD) 10 $(FUZZ_TARGETS)
+
 run: build
 	@./scripts/run-demo.sh $(BUILD) $(PORT)
 
@@ -44,7 +60,7 @@ test-asan: asan
 	@cd $(ASAN_BUILD) && ctest --output-on-failure
 	@MG_BUILD=$(abspath $(ASAN_BUILD)) MG_SANITIZED=1 $(PYTHON) -m pytest -q tests/e2e
 
-test: build asan
+test: build asan fuzz-build
 	@echo "== unit tests (release)"
 	@cd $(BUILD) && ctest --output-on-failure
 	@echo "== end-to-end tests (release)"
@@ -53,9 +69,14 @@ test: build asan
 	@cd $(ASAN_BUILD) && ctest --output-on-failure
 	@echo "== end-to-end tests (ASan+UBSan)"
 	@MG_BUILD=$(abspath $(ASAN_BUILD)) MG_SANITIZED=1 $(PYTHON) -m pytest -q tests/e2e
+	@echo "== fuzz smoke (10 s per target)"
+	@./scripts/fuzz.sh $(FUZZ_BUILD) 10 $(FUZZ_TARGETS)
 
 bench: deps-bench build
 	@./bench/run.sh $(BUILD) $(BENCH_ARGS)
 
+soak: build
+	@./scripts/soak.sh $(BUILD)
+
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
