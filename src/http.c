@@ -61,6 +61,9 @@ struct mg_conn_s {
   int remote_port;
   char remote_addr[INET6_ADDRSTRLEN];
   void (*on_drain)(mg_req_t *req);
+  char *head; /* the response head, held back to go out with the first body bytes */
+  uint32_t head_len;
+  const mg_listener_t *listener;
   mg_buf_t scratch; /* the URL or header piece being assembled */
   int scratch_kind; /* 0 none, 1 url, 2 field, 3 value */
   char *pending_field;
@@ -71,6 +74,7 @@ typedef struct {
   mg_conn_t *conn;
   char *block;
   char *heap;
+  char *head; /* a response head sent in the same write */
   char chunk[24];
 } mg_write_t;
 
@@ -154,6 +158,7 @@ static void on_write(uv_write_t *w, int status) {
   mg_conn_t *c = wr->conn;
   mg_block_put(wr->block);
   free(wr->heap);
+  free(wr->head);
   free(wr);
   c->writes_pending--;
   if (status < 0) {
@@ -174,26 +179,55 @@ static void on_write(uv_write_t *w, int status) {
   }
 }
 
-/* Queues bufs; `block` and `heap` are released when the write completes. */
-static void conn_write(mg_conn_t *c, uv_buf_t *bufs, unsigned n, char *block, char *heap) {
+/* Queues bufs (at most 4), preceded by the held-back response head if there is one, in one
+ * write: a small response leaves in one syscall. `block` and `heap` are released when the
+ * write completes; `chunk`, when not NULL, is copied into the write and replaces bufs[0]. */
+static void conn_write_chunk(mg_conn_t *c, uv_buf_t *bufs, unsigned n, char *block, char *heap, const char *chunk,
+                             size_t chunk_len) {
   if (c->closing) {
     mg_block_put(block);
     free(heap);
     return;
   }
   mg_write_t *wr = mg_malloc(sizeof *wr);
-  wr->conn = c, wr->block = block, wr->heap = heap;
+  wr->conn = c, wr->block = block, wr->heap = heap, wr->head = NULL;
+  uv_buf_t all[5];
+  unsigned k = 0;
+  if (c->head) {
+    wr->head = c->head;
+    all[k++] = uv_buf_init(c->head, c->head_len);
+    c->head = NULL;
+  }
+  for (unsigned i = 0; i < n; i++) all[k++] = bufs[i];
+  if (chunk) {
+    memcpy(wr->chunk, chunk, chunk_len);
+    all[k - n] = uv_buf_init(wr->chunk, (unsigned)chunk_len);
+  }
+  if (k == 0) {
+    free(wr);
+    return;
+  }
   c->writes_pending++;
-  int rc = uv_write(&wr->w, &c->h.stream, bufs, n, on_write);
+  int rc = uv_write(&wr->w, &c->h.stream, all, k, on_write);
   if (rc < 0) {
     /* A failed call fires no callback: undo here. */
     c->writes_pending--;
     mg_block_put(block);
     free(heap);
+    free(wr->head);
     free(wr);
     if (c->req) c->req->aborted = 1;
     conn_close(c);
   }
+}
+
+static void conn_write(mg_conn_t *c, uv_buf_t *bufs, unsigned n, char *block, char *heap) {
+  conn_write_chunk(c, bufs, n, block, heap, NULL, 0);
+}
+
+/* Sends the held-back head now (before sendfile, or when there is no body). */
+void mg_req_flush(mg_req_t *req) {
+  if (req->conn->head) conn_write(req->conn, NULL, 0, NULL, NULL);
 }
 
 size_t mg_req_write_queue(mg_req_t *req) { return uv_stream_get_write_queue_size(&req->conn->h.stream); }
@@ -261,8 +295,8 @@ void mg_req_send_head(mg_req_t *req) {
     req->bytes_sent = sizeof failed - 1;
   }
   req->head_bytes = b.len;
-  uv_buf_t ub = uv_buf_init(b.data, (unsigned)b.len);
-  conn_write(c, &ub, 1, NULL, mg_buf_steal(&b));
+  c->head_len = (uint32_t)b.len;
+  c->head = mg_buf_steal(&b);
 }
 
 void mg_req_send_body(mg_req_t *req, char *block, const char *data, size_t len) {
@@ -284,26 +318,10 @@ void mg_req_send_body(mg_req_t *req, char *block, const char *data, size_t len) 
     uv_buf_t bufs[3];
     char hdr[24];
     int hl = snprintf(hdr, sizeof hdr, "%zx\r\n", len);
-    bufs[0] = uv_buf_init(NULL, (unsigned)hl); /* set below to the write's own chunk[] */
+    bufs[0] = uv_buf_init(NULL, 0); /* replaced by the write's own copy of hdr */
     bufs[1] = uv_buf_init((char *)data, (unsigned)len);
     bufs[2] = uv_buf_init("\r\n", 2);
-    mg_conn_t *c = req->conn;
-    if (c->closing) {
-      mg_block_put(block);
-      return;
-    }
-    mg_write_t *wr = mg_malloc(sizeof *wr);
-    wr->conn = c, wr->block = block, wr->heap = NULL;
-    memcpy(wr->chunk, hdr, (size_t)hl);
-    bufs[0].base = wr->chunk;
-    c->writes_pending++;
-    if (uv_write(&wr->w, &c->h.stream, bufs, 3, on_write) < 0) {
-      c->writes_pending--;
-      mg_block_put(block);
-      free(wr);
-      req->aborted = 1;
-      conn_close(c);
-    }
+    conn_write_chunk(req->conn, bufs, 3, block, NULL, hdr, (size_t)hl);
     return;
   }
   uv_buf_t ub = uv_buf_init((char *)data, (unsigned)len);
@@ -322,6 +340,7 @@ void mg_req_send_end(mg_req_t *req) {
     uv_buf_t ub = uv_buf_init("0\r\n\r\n", 5);
     conn_write(c, &ub, 1, NULL, NULL);
   }
+  mg_req_flush(req);
   req->resp_ended = 1;
   if (c->writes_pending == 0 && !c->closing) req_complete(req);
 }
@@ -381,10 +400,13 @@ static mg_req_t *req_new(mg_conn_t *c) {
   req->server = c->server;
   req->cfg = c->server->cfg;
   req->start_ns = uv_hrtime();
-  snprintf(req->id, sizeof req->id, "%x-%llx", (unsigned)getpid(), (unsigned long long)++c->server->nreqs);
+  /* Request ids are "<worker pid>-<counter>"; the pid is read once per worker. */
+  static pid_t pid;
+  if (!pid) pid = getpid();
+  snprintf(req->id, sizeof req->id, "%x-%llx", (unsigned)pid, (unsigned long long)++c->server->nreqs);
   req->content_length = -1;
   req->status = 200;
-  req->env_ref = req->ctx_ref = req->self_ref = LUA_NOREF;
+  req->env_ref = req->ctx_ref = req->self_ref = req->res_ref = req->hdr_ref[0] = req->hdr_ref[1] = LUA_NOREF;
   req->resp_length = -1;
   return req;
 }
@@ -874,6 +896,8 @@ static void conn_close(mg_conn_t *c) {
     req_free(req);
   }
   if (c->rbuf) mg_block_put(c->rbuf), c->rbuf = NULL;
+  free(c->head);
+  c->head = NULL;
   mg_server_conn_closed(c->server, c);
   uv_close((uv_handle_t *)&c->timer, on_close);
   uv_close(&c->h.handle, on_close);
@@ -941,7 +965,15 @@ void mg_conn_drain(mg_conn_t *c, int close_idle) {
   if (close_idle && !c->req && !c->rbuf && !c->lingering) conn_close(c);
 }
 
+void mg_conn_set_listener(mg_conn_t *c, const mg_listener_t *l) { c->listener = l; }
+
 int mg_conn_local(mg_conn_t *c, char *addr, size_t n, int *port) {
+  /* A listener bound to one address knows the answer without a syscall. */
+  if (c->listener && c->listener->addr[0]) {
+    snprintf(addr, n, "%s", c->listener->addr);
+    *port = c->listener->port;
+    return 0;
+  }
   struct sockaddr_storage ss;
   int len = sizeof ss;
   *port = 0;

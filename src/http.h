@@ -73,7 +73,7 @@ struct mg_req_s {
   char *redirect_url, *redirect_query, *redirect_method; /* previous hop */
 
   /* Lua: registry references of req.env, req.ctx and the userdata; LUA_NOREF until used. */
-  int env_ref, ctx_ref, self_ref;
+  int env_ref, ctx_ref, self_ref, res_ref, hdr_ref[2];
   int phase;
 
   /* Body of the request, as the parser delivers it. */
@@ -109,6 +109,8 @@ void mg_conn_unlink(mg_conn_t *c, mg_conn_t **head);
 mg_conn_t *mg_conn_next(mg_conn_t *c);
 /* Local address and port of the connection (SERVER_ADDR, SERVER_PORT); -1 for unix sockets. */
 int mg_conn_local(mg_conn_t *c, char *addr, size_t n, int *port);
+struct mg_listener_s;
+void mg_conn_set_listener(mg_conn_t *c, const struct mg_listener_s *l);
 const char *mg_conn_remote(mg_conn_t *c, int *port);
 /* Makes the connection close after its current response; with close_idle, closes it now
  * when it is between requests. */
@@ -124,7 +126,10 @@ void mg_req_continue(mg_req_t *req);
  * handler. */
 void mg_req_dispatch(mg_req_t *req);
 
+/* Prepares the response head; it leaves with the first body bytes (one write for a small
+ * response), or at mg_req_send_end / mg_req_flush. */
 void mg_req_send_head(mg_req_t *req);
+void mg_req_flush(mg_req_t *req);
 /* Sends len bytes at data; `block` (from mg_block_get, may be NULL when data is static or
  * owned elsewhere until the write completes) is returned to the pool when the write is done. */
 void mg_req_send_body(mg_req_t *req, char *block, const char *data, size_t len);

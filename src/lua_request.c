@@ -116,12 +116,20 @@ static int hdr_newindex(lua_State *L) {
   return 0;
 }
 
-/* pairs(req.headers) is not supported by LuaJIT's __pairs; headers:list() gives a table. */
+/* One proxy per request and list, made on first use and kept in the registry, so repeated
+ * `req.headers[...]` allocate nothing, and so release can detach it from the request. */
 static int hdr_push(lua_State *L, mg_req_t *req, int response) {
+  int *ref = &req->hdr_ref[response];
+  if (*ref != LUA_NOREF) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, *ref);
+    return 1;
+  }
   hdr_box_t *b = lua_newuserdata(L, sizeof *b);
   b->req = req, b->response = response;
   luaL_getmetatable(L, HDR_MT);
   lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
+  *ref = luaL_ref(L, LUA_REGISTRYINDEX);
   return 1;
 }
 
@@ -327,29 +335,43 @@ static void push_req(lua_State *L, mg_req_t *req) {
 }
 
 static void push_res(lua_State *L, mg_req_t *req) {
+  if (req->res_ref != LUA_NOREF) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, req->res_ref);
+    return;
+  }
   req_box_t *b = lua_newuserdata(L, sizeof *b);
   b->req = req;
   luaL_getmetatable(L, RES_MT);
   lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
+  req->res_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+/* Detaches a cached userdata from the request and drops its reference. */
+static void detach(lua_State *L, int *ref) {
+  if (*ref == LUA_NOREF) return;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, *ref);
+  *(void **)lua_touserdata(L, -1) = NULL; /* every box starts with its request pointer */
+  lua_pop(L, 1);
+  luaL_unref(L, LUA_REGISTRYINDEX, *ref);
+  *ref = LUA_NOREF;
 }
 
 void mg_lua_req_release(mg_req_t *req) {
-  if (req->self_ref == LUA_NOREF && req->env_ref == LUA_NOREF && req->ctx_ref == LUA_NOREF) return;
+  if (req->self_ref == LUA_NOREF && req->env_ref == LUA_NOREF && req->ctx_ref == LUA_NOREF && req->res_ref == LUA_NOREF &&
+      req->hdr_ref[0] == LUA_NOREF && req->hdr_ref[1] == LUA_NOREF)
+    return;
   lua_State *L = req->cfg->L;
-  if (req->self_ref != LUA_NOREF) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, req->self_ref);
-    ((req_box_t *)lua_touserdata(L, -1))->req = NULL;
-    lua_pop(L, 1);
-    luaL_unref(L, LUA_REGISTRYINDEX, req->self_ref);
-  }
+  /* A hook that kept req, res or a headers proxy past the request gets an error from it,
+   * never freed memory. */
+  detach(L, &req->self_ref);
+  detach(L, &req->res_ref);
+  detach(L, &req->hdr_ref[0]);
+  detach(L, &req->hdr_ref[1]);
   luaL_unref(L, LUA_REGISTRYINDEX, req->env_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, req->ctx_ref);
-  req->self_ref = req->env_ref = req->ctx_ref = LUA_NOREF;
+  req->env_ref = req->ctx_ref = LUA_NOREF;
 }
-
-/* Header proxies created during a hook keep a raw pointer: they are only valid while the
- * request lives, and req_release cannot reach them, so they are checked through the request's
- * userdata instead. Keeping a headers proxy past its request is documented as an error. */
 
 /* Calls one hook with the request (and the response, for header_filter and log). Returns 0,
  * or -1 after logging the Lua error. */

@@ -25,10 +25,19 @@ static int load_embedded(lua_State *L) {
   return luaL_error(L, "embedded module %s missing", name);
 }
 
+static int traceback(lua_State *L);
+
+/* The traceback handler is created once and kept in the registry: pushing a C function makes
+ * a new closure each time, which every protected call would pay for. */
+static char traceback_key;
+
 lua_State *mg_lua_new(const char *dir) {
   lua_State *L = luaL_newstate();
   if (!L) return NULL;
   luaL_openlibs(L);
+  lua_pushlightuserdata(L, &traceback_key);
+  lua_pushcfunction(L, traceback);
+  lua_rawset(L, LUA_REGISTRYINDEX);
   /* stack: package */
   lua_getglobal(L, "package");
   lua_getfield(L, -1, "preload");
@@ -54,7 +63,8 @@ static int traceback(lua_State *L) {
 
 int mg_lua_call(lua_State *L, int nargs, int nresults, char *err, size_t err_len) {
   int base = lua_gettop(L) - nargs; /* the function's slot */
-  lua_pushcfunction(L, traceback);
+  lua_pushlightuserdata(L, &traceback_key);
+  lua_rawget(L, LUA_REGISTRYINDEX);
   lua_insert(L, base);
   int rc = lua_pcall(L, nargs, nresults, base);
   lua_remove(L, base);

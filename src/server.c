@@ -6,6 +6,7 @@
  * never refuses a connection another worker could take. */
 #include "server.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <malloc.h>
 #include <fcntl.h>
@@ -100,6 +101,7 @@ static void on_connection(uv_stream_t *ls, int status) {
   if (l->unix_socket) uv_pipe_init(s->loop, (uv_pipe_t *)st, 0);
   else uv_tcp_init(s->loop, (uv_tcp_t *)st);
   st->data = c;
+  mg_conn_set_listener(c, l);
   mg_server_conn_opened(s, c);
   if (uv_accept(ls, st) != 0) {
     mg_conn_drain(c, 1);
@@ -208,6 +210,21 @@ int mg_server_run(mg_config_t *cfg, const int *fds, int slot) {
       rc = uv_tcp_open(&l->h.tcp, fds[i]);
     }
     l->h.handle.data = l;
+    if (rc == 0 && !l->unix_socket) {
+      struct sockaddr_storage ss;
+      int len = sizeof ss;
+      if (uv_tcp_getsockname(&l->h.tcp, (struct sockaddr *)&ss, &len) == 0) {
+        if (ss.ss_family == AF_INET) {
+          struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+          l->port = ntohs(in->sin_port);
+          if (in->sin_addr.s_addr != htonl(INADDR_ANY)) inet_ntop(AF_INET, &in->sin_addr, l->addr, sizeof l->addr);
+        } else if (ss.ss_family == AF_INET6) {
+          struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+          l->port = ntohs(in6->sin6_port);
+          if (!IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr)) inet_ntop(AF_INET6, &in6->sin6_addr, l->addr, sizeof l->addr);
+        }
+      }
+    }
     if (rc == 0) rc = uv_listen(&l->h.stream, 511, on_connection);
     if (rc < 0) {
       mg_log(MG_LOG_ERROR, "cannot serve %s: %s", cfg->listens[i].text, uv_strerror(rc));

@@ -13,7 +13,7 @@
 
 typedef struct mg_conn_s mg_conn_t;
 
-typedef struct {
+typedef struct mg_listener_s {
   union {
     uv_tcp_t tcp;
     uv_pipe_t pipe;
@@ -22,7 +22,8 @@ typedef struct {
   } h;
   struct mg_server_s *server;
   int unix_socket;
-  int port;
+  int port;      /* local port */
+  char addr[48]; /* local address when bound to one; "" for a wildcard or unix socket */
 } mg_listener_t;
 
 typedef struct mg_server_s {

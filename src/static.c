@@ -148,6 +148,7 @@ static void on_writable(uv_poll_t *p, int status, int events) {
 static void fs_start(mg_req_t *req) {
   file_send_t *fs = req->handler_data;
   if (!fs) return;
+  mg_req_flush(req);
   if (mg_req_write_queue(req) > 0) {
     mg_req_on_drain(req, fs_start);
     return;

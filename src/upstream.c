@@ -291,6 +291,13 @@ static void forward_body(mg_upstream_t *up, char *block, const char *data, size_
   mg_req_t *req = up->req;
   up->bytes_in += len;
   mg_req_send_body(req, block, data, len);
+  if (!up->req) return; /* the client went away during the write: the request is gone */
+  if (req->resp_length >= 0 && up->bytes_in >= (uint64_t)req->resp_length) {
+    /* The whole promised body is here: no need to wait for the backend to close. */
+    up_close(up);
+    mg_req_send_end(req);
+    return;
+  }
   if (up->req && mg_req_write_queue(req) > MG_WRITE_HIGH && up->reading) {
     /* The client is slower than the backend: stop reading until it catches up. */
     uv_read_stop(&up->h.stream);
@@ -340,12 +347,17 @@ static void on_head(mg_upstream_t *up, const mg_cgi_head_t *h) {
     return;
   }
   size_t rest = up->head.len - h->head_len;
+  mg_buf_t head = up->head;
+  mg_buf_init(&up->head);
   if (rest) {
     char *blk = mg_block_get();
-    memcpy(blk, up->head.data + h->head_len, rest);
+    memcpy(blk, head.data + h->head_len, rest);
     forward_body(up, blk, blk, rest);
+  } else if (req->resp_length == 0) {
+    up_close(up);
+    mg_req_send_end(req);
   }
-  mg_buf_free(&up->head);
+  mg_buf_free(&head);
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
