@@ -10,10 +10,10 @@ PYTHON     ?= /usr/bin/python3
 
 # Debian packages: build dependencies, then the real servers the tests run against.
 BUILD_PKGS = cmake gcc make pkg-config libuv1-dev libluajit2-5.1-dev node-llhttp clang
-TEST_PKGS  = python3 python3-pytest curl uwsgi-core uwsgi-plugin-python3 libscgi-perl python3-django
+TEST_PKGS  = python3 python3-pytest curl valgrind uwsgi-core uwsgi-plugin-python3 libscgi-perl python3-django
 BENCH_PKGS = wrk nginx-light libnginx-mod-http-lua apache2
 
-.PHONY: all deps deps-bench build asan fuzz-build fuzz fuzz-smoke run test unit e2e test-asan bench soak clean
+.PHONY: all deps deps-bench build asan fuzz-build fuzz fuzz-smoke run test unit e2e test-asan bench soak valgrind clean
 
 FUZZ_BUILD   ?= build-fuzz
 FUZZ_SECONDS ?= 300
@@ -74,6 +74,12 @@ test: build asan fuzz-build
 
 bench: deps-bench build
 	@./bench/run.sh $(BUILD) $(BENCH_ARGS)
+
+# The end-to-end core cases under valgrind memcheck; fails on any error or definite leak.
+valgrind: build
+	@rm -rf $(BUILD)/valgrind && mkdir -p $(BUILD)/valgrind
+	@MG_BUILD=$(abspath $(BUILD)) MG_VALGRIND=$(abspath $(BUILD))/valgrind $(PYTHON) -m pytest -q tests/e2e/test_core.py
+	@./scripts/valgrind-check.sh $(BUILD)/valgrind
 
 soak: build
 	@./scripts/soak.sh $(BUILD)

@@ -195,7 +195,7 @@ def idle_memory(server, nconn):
         s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     for s in socks:
         s.recv(4096)
-    time.sleep(1.0)
+    time.sleep(3.0)  # let each server settle (moongate returns freed memory after a quiet second)
     after = rss()
     for s in socks:
         s.close()

@@ -5,4 +5,5 @@ set -e
 BUILD=${1:-build}
 shift || true
 ulimit -n 65536 2>/dev/null || true
-exec /usr/bin/python3 "$(dirname "$0")/bench.py" "$BUILD" "$@"
+/usr/bin/python3 "$(dirname "$0")/bench.py" "$BUILD" "$@"
+/usr/bin/python3 "$(dirname "$0")/sendfile.py" "$BUILD"

@@ -88,12 +88,19 @@ static char *pool[POOL_MAX];
 static int pool_len;
 
 char *mg_block_get(void) {
+#ifndef MG_NO_POOLS
   if (pool_len > 0) return pool[--pool_len];
+#endif
   return mg_malloc(MG_BLOCK_SIZE);
 }
 
 void mg_block_put(char *block) {
   if (!block) return;
-  if (pool_len < POOL_MAX) pool[pool_len++] = block;
-  else free(block);
+#ifndef MG_NO_POOLS
+  if (pool_len < POOL_MAX) {
+    pool[pool_len++] = block;
+    return;
+  }
+#endif
+  free(block);
 }

@@ -13,6 +13,16 @@
 
 #define MG_BLOCK_SIZE (64 * 1024)
 
+/* Under AddressSanitizer the free lists (I/O blocks, connection slab) are bypassed, so a use
+ * after free is caught instead of hidden by reuse. */
+#if defined(__SANITIZE_ADDRESS__)
+#define MG_NO_POOLS 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define MG_NO_POOLS 1
+#endif
+#endif
+
 typedef struct {
   char *data;
   size_t len, cap;

@@ -82,7 +82,7 @@ void mg_cgi_env_build(mg_req_t *req, uint64_t content_length, mg_vars_t *v) {
   add(v, "SERVER_PORT", mg_pool_strdup(pool, num));
   add(v, "SERVER_ADDR", mg_pool_strdup(pool, addr));
   add(v, "SERVER_SOFTWARE", "moongate/" MG_VERSION);
-  const char *remote = mg_conn_remote(req->conn, &port);
+  const char *remote = mg_req_remote(req, &port);
   add(v, "REMOTE_ADDR", remote);
   snprintf(num, sizeof num, "%d", port);
   add(v, "REMOTE_PORT", mg_pool_strdup(pool, num));

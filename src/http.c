@@ -40,34 +40,32 @@ enum { EV_NONE, EV_HEADERS, EV_MESSAGE };
 enum { T_NONE, T_HEADER, T_BODY, T_KEEPALIVE, T_LINGER };
 
 struct mg_conn_s {
+  llhttp_t parser;
+  mg_server_t *server;
+  mg_conn_t *tnext, *tprev; /* the server's timeout queue this connection waits in */
+  mg_req_t *req;
+  char *rbuf; /* block holding unparsed bytes, or NULL */
+  uint32_t rbuf_off, rbuf_len;
+  uint32_t nrequests;
+  uint32_t deadline; /* loop time (ms, modulo 2^32) at which its timeout fires */
+  uint16_t writes_pending;
+  uint16_t error_status; /* set by a parser callback that refuses the request */
+  uint16_t remote_port;
+  uint8_t remote_family; /* AF_INET, AF_INET6, or 0 for a unix socket */
+  uint8_t listener;      /* index in server->listeners, NO_LISTENER when none */
+  uint8_t event, timer_kind, handles_open;
+  uint8_t reading : 1, closing : 1, throttled : 1, lingering : 1;
+  uint8_t remote[16]; /* the peer's address, formatted per request */
+  /* Last: a TCP connection's struct is allocated without the extra bytes of uv_pipe_t. */
   union {
     uv_tcp_t tcp;
     uv_pipe_t pipe;
     uv_handle_t handle;
     uv_stream_t stream;
   } h;
-  uv_timer_t timer;
-  llhttp_t parser;
-  mg_server_t *server;
-  mg_conn_t *next, *prev;
-  mg_req_t *req;
-  char *rbuf; /* block holding unparsed bytes, or NULL */
-  uint32_t rbuf_off, rbuf_len;
-  uint32_t nrequests;
-  uint16_t writes_pending;
-  uint8_t event, timer_kind, handles_open;
-  uint16_t error_status; /* set by a parser callback that refuses the request */
-  unsigned reading : 1, closing : 1, throttled : 1, lingering : 1, drain : 1, drain_hard : 1;
-  int remote_port;
-  char remote_addr[INET6_ADDRSTRLEN];
-  void (*on_drain)(mg_req_t *req);
-  char *head; /* the response head, held back to go out with the first body bytes */
-  uint32_t head_len;
-  const mg_listener_t *listener;
-  mg_buf_t scratch; /* the URL or header piece being assembled */
-  int scratch_kind; /* 0 none, 1 url, 2 field, 3 value */
-  char *pending_field;
 };
+
+#define NO_LISTENER 255
 
 typedef struct {
   uv_write_t w;
@@ -172,9 +170,9 @@ static void on_write(uv_write_t *w, int status) {
     req_complete(req);
     return;
   }
-  if (c->on_drain && req && uv_stream_get_write_queue_size(&c->h.stream) < MG_WRITE_LOW) {
-    void (*cb)(mg_req_t *) = c->on_drain;
-    c->on_drain = NULL;
+  if (req && req->on_drain && uv_stream_get_write_queue_size(&c->h.stream) < MG_WRITE_LOW) {
+    void (*cb)(mg_req_t *) = req->on_drain;
+    req->on_drain = NULL;
     cb(req);
   }
 }
@@ -193,10 +191,11 @@ static void conn_write_chunk(mg_conn_t *c, uv_buf_t *bufs, unsigned n, char *blo
   wr->conn = c, wr->block = block, wr->heap = heap, wr->head = NULL;
   uv_buf_t all[5];
   unsigned k = 0;
-  if (c->head) {
-    wr->head = c->head;
-    all[k++] = uv_buf_init(c->head, c->head_len);
-    c->head = NULL;
+  mg_req_t *req = c->req;
+  if (req && req->head) {
+    wr->head = req->head;
+    all[k++] = uv_buf_init(req->head, req->head_len);
+    req->head = NULL;
   }
   for (unsigned i = 0; i < n; i++) all[k++] = bufs[i];
   if (chunk) {
@@ -227,12 +226,12 @@ static void conn_write(mg_conn_t *c, uv_buf_t *bufs, unsigned n, char *block, ch
 
 /* Sends the held-back head now (before sendfile, or when there is no body). */
 void mg_req_flush(mg_req_t *req) {
-  if (req->conn->head) conn_write(req->conn, NULL, 0, NULL, NULL);
+  if (req->head) conn_write(req->conn, NULL, 0, NULL, NULL);
 }
 
 size_t mg_req_write_queue(mg_req_t *req) { return uv_stream_get_write_queue_size(&req->conn->h.stream); }
 
-void mg_req_on_drain(mg_req_t *req, void (*cb)(mg_req_t *req)) { req->conn->on_drain = cb; }
+void mg_req_on_drain(mg_req_t *req, void (*cb)(mg_req_t *req)) { req->on_drain = cb; }
 
 static int status_has_body(int status) { return !(status < 200 || status == 204 || status == 304); }
 
@@ -252,7 +251,7 @@ void mg_req_send_head(mg_req_t *req) {
   }
   req->head_sent = 1;
   const mg_settings_t *s = &req->cfg->set;
-  if (c->nrequests + 1 >= s->keepalive_requests || req->server->draining || c->drain) req->keepalive = 0;
+  if (c->nrequests + 1 >= s->keepalive_requests || req->server->draining) req->keepalive = 0;
   int body = status_has_body(req->status);
   const char *cl = mg_fields_get(&req->resp_headers, "Content-Length");
   req->resp_length = -1;
@@ -295,8 +294,8 @@ void mg_req_send_head(mg_req_t *req) {
     req->bytes_sent = sizeof failed - 1;
   }
   req->head_bytes = b.len;
-  c->head_len = (uint32_t)b.len;
-  c->head = mg_buf_steal(&b);
+  req->head_len = (uint32_t)b.len;
+  req->head = mg_buf_steal(&b);
 }
 
 void mg_req_send_body(mg_req_t *req, char *block, const char *data, size_t len) {
@@ -346,7 +345,7 @@ void mg_req_send_end(mg_req_t *req) {
 }
 
 void mg_req_abort(mg_req_t *req, const char *why) {
-  if (why) mg_log_error(MG_LOG_ERROR, req->id, "response aborted: %s, client %s", why, req->conn->remote_addr);
+  if (why) mg_log_error(MG_LOG_ERROR, req->id, "response aborted: %s, client %s", why, req->remote);
   req->aborted = 1;
   conn_close(req->conn);
 }
@@ -376,7 +375,7 @@ void mg_req_error(mg_req_t *req, int status, const char *fmt, ...) {
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     mg_log_error(status >= 500 ? MG_LOG_ERROR : MG_LOG_INFO, req->id, "%s, client %s, request \"%s %s\"", msg,
-                 req->conn->remote_addr, req->orig_method ? req->orig_method : "-", req->target ? req->target : "-");
+                 req->remote, req->orig_method ? req->orig_method : "-", req->target ? req->target : "-");
   }
   if (req->head_sent) {
     mg_req_abort(req, NULL);
@@ -408,11 +407,17 @@ static mg_req_t *req_new(mg_conn_t *c) {
   req->status = 200;
   req->env_ref = req->ctx_ref = req->self_ref = req->res_ref = req->hdr_ref[0] = req->hdr_ref[1] = LUA_NOREF;
   req->resp_length = -1;
+  char addr[INET6_ADDRSTRLEN] = "unix:";
+  if (c->remote_family) inet_ntop(c->remote_family, c->remote, addr, sizeof addr);
+  req->remote = mg_pool_strdup(&req->pool, addr);
+  mg_buf_init(&req->scratch);
   return req;
 }
 
 static void req_free(mg_req_t *req) {
   mg_lua_req_release(req);
+  mg_buf_free(&req->scratch);
+  free(req->head);
   mg_pool_free(&req->pool);
   free(req);
 }
@@ -431,7 +436,7 @@ static void access_log(mg_req_t *req) {
   char version[16];
   snprintf(version, sizeof version, "HTTP/%d.%d", req->http_major, req->http_minor);
   mg_access_entry_t e = {
-      .remote_addr = req->conn->remote_addr,
+      .remote_addr = req->remote,
       .request_line_method = req->orig_method,
       .request_line_uri = req->target,
       .http_version = version,
@@ -449,6 +454,7 @@ static void access_log(mg_req_t *req) {
 static void req_finish(mg_req_t *req) {
   if (req->finished) return;
   req->finished = 1;
+  req->server->nfinished++;
   req_cancel_handler(req);
   if (mg_lua_has_phase(req, MG_PHASE_LOG)) mg_lua_log_phase(req);
   if (req->target) access_log(req);
@@ -490,11 +496,10 @@ static void req_complete(mg_req_t *req) {
   int keep = req->keepalive && req->msg_done && !req->aborted;
   c->req = NULL;
   c->nrequests++;
-  c->on_drain = NULL;
   req_free(req);
   /* The head already told the client whether the connection stays open; a drain that began
-   * since then is honoured on the next response, except when stopping (drain_hard). */
-  if (!keep || c->drain_hard) {
+   * since then is honoured on the next response, except when stopping. */
+  if (!keep || c->server->stopping) {
     conn_linger(c);
     return;
   }
@@ -633,17 +638,16 @@ static int refuse(mg_conn_t *c, int status, const char *why) {
 static int on_message_begin(llhttp_t *p) {
   mg_conn_t *c = p->data;
   c->req = req_new(c);
-  c->scratch.len = 0;
-  c->scratch_kind = 0;
   timer_set(c, T_HEADER, c->server->cfg->set.client_header_timeout);
   return 0;
 }
 
 static int scratch_add(mg_conn_t *c, int kind, const char *at, size_t len, uint64_t limit, int status,
                        const char *why) {
-  if (c->scratch_kind != kind) c->scratch.len = 0, c->scratch_kind = kind;
-  if (c->scratch.len + len > limit) return refuse(c, status, why);
-  mg_buf_append(&c->scratch, at, len);
+  mg_req_t *req = c->req;
+  if (req->scratch_kind != kind) req->scratch.len = 0, req->scratch_kind = kind;
+  if (req->scratch.len + len > limit) return refuse(c, status, why);
+  mg_buf_append(&req->scratch, at, len);
   return 0;
 }
 
@@ -654,8 +658,9 @@ static int on_url(llhttp_t *p, const char *at, size_t len) {
 
 static int on_url_complete(llhttp_t *p) {
   mg_conn_t *c = p->data;
-  c->req->target = mg_pool_strndup(&c->req->pool, c->scratch.data ? c->scratch.data : "", c->scratch.len);
-  c->scratch_kind = 0;
+  mg_req_t *req = c->req;
+  req->target = mg_pool_strndup(&req->pool, req->scratch.data ? req->scratch.data : "", req->scratch.len);
+  req->scratch_kind = 0;
   return 0;
 }
 
@@ -667,8 +672,9 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len) {
 static int on_header_field_complete(llhttp_t *p) {
   mg_conn_t *c = p->data;
   if ((uint64_t)c->req->headers.n >= c->server->cfg->set.max_headers) return refuse(c, 431, "too many header fields");
-  c->pending_field = mg_pool_strndup(&c->req->pool, c->scratch.data, c->scratch.len);
-  c->scratch_kind = 0;
+  mg_req_t *req = c->req;
+  req->pending_field = mg_pool_strndup(&req->pool, req->scratch.data ? req->scratch.data : "", req->scratch.len);
+  req->scratch_kind = 0;
   return 0;
 }
 
@@ -680,8 +686,12 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len) {
 static int on_header_value_complete(llhttp_t *p) {
   mg_conn_t *c = p->data;
   mg_req_t *req = c->req;
-  const char *v = c->scratch_kind == 3 ? c->scratch.data : "";
-  size_t vl = c->scratch_kind == 3 ? c->scratch.len : 0;
+  const char *v = req->scratch_kind == 3 ? req->scratch.data : "";
+  size_t vl = req->scratch_kind == 3 ? req->scratch.len : 0;
+  /* llhttp passes an obs-fold continuation through inside the value; RFC 9112 lets a server
+   * refuse it, and a gateway should: the next hop may read the fold differently. */
+  for (size_t i = 0; i < vl; i++)
+    if (v[i] == '\r' || v[i] == '\n' || v[i] == 0) return refuse(c, 400, "obsolete line folding or control character in a header value");
   while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t')) vl--;
   if (req->headers.n == req->headers.cap) {
     int cap = req->headers.cap ? req->headers.cap * 2 : 16;
@@ -689,19 +699,17 @@ static int on_header_value_complete(llhttp_t *p) {
     if (req->headers.n) memcpy(nv, req->headers.v, sizeof(mg_field_t) * (size_t)req->headers.n);
     req->headers.v = nv, req->headers.cap = cap;
   }
-  req->headers.v[req->headers.n].name = c->pending_field;
+  req->headers.v[req->headers.n].name = req->pending_field;
   req->headers.v[req->headers.n].value = mg_pool_strndup(&req->pool, v, vl);
   req->headers.n++;
-  c->scratch_kind = 0;
+  req->scratch_kind = 0;
   return 0;
 }
 
 static int on_headers_complete(llhttp_t *p) {
   mg_conn_t *c = p->data;
-  /* The assembly buffer is not needed until the next request head: an idle connection
-   * holds no memory beyond its own struct. */
-  mg_buf_free(&c->scratch);
-  c->scratch_kind = 0;
+  mg_buf_free(&c->req->scratch); /* only needed while the head is parsed */
+  c->req->scratch_kind = 0;
   c->event = EV_HEADERS;
   return HPE_PAUSED;
 }
@@ -739,10 +747,11 @@ static const llhttp_settings_t parser_settings = {
 
 /* ---- the connection ---------------------------------------------------------------------- */
 
-static void on_timer(uv_timer_t *t) {
-  mg_conn_t *c = t->data;
-  int kind = c->timer_kind;
-  c->timer_kind = T_NONE;
+/* Timeouts: instead of a libuv timer per connection (152 bytes each), the server keeps one
+ * FIFO queue per kind of timeout. Every entry of a queue has the same duration, so appending
+ * keeps a queue sorted by deadline, and one timer per worker, set to the earliest head, serves
+ * them all (the scheme of h2o's timeout lists). */
+static void conn_timeout(mg_conn_t *c, int kind) {
   mg_req_t *req = c->req;
   if (kind == T_HEADER && req && !req->head_sent) {
     req->keepalive = 0;
@@ -756,11 +765,71 @@ static void on_timer(uv_timer_t *t) {
   }
 }
 
+static void tq_unlink(mg_conn_t *c) {
+  mg_server_t *s = c->server;
+  int q = c->timer_kind - 1;
+  if (c->tprev) c->tprev->tnext = c->tnext;
+  else s->tq_head[q] = c->tnext;
+  if (c->tnext) c->tnext->tprev = c->tprev;
+  else s->tq_tail[q] = c->tprev;
+  c->tnext = c->tprev = NULL;
+  c->timer_kind = T_NONE;
+}
+
+static void tq_schedule(mg_server_t *s);
+
+static void on_conn_timer(uv_timer_t *t) {
+  mg_server_t *s = t->data;
+  uint64_t now = uv_now(s->loop);
+  for (int q = 0; q < MG_TIMEOUT_QUEUES; q++) {
+    mg_conn_t *c;
+    while ((c = s->tq_head[q]) && (int32_t)(c->deadline - (uint32_t)now) <= 0) {
+      tq_unlink(c);
+      conn_timeout(c, q + 1);
+    }
+  }
+  tq_schedule(s);
+}
+
+static void tq_schedule(mg_server_t *s) {
+  /* Deadlines are kept modulo 2^32 ms; timeouts are far shorter than 24 days, so the signed
+   * difference orders them. */
+  uint64_t now = uv_now(s->loop);
+  int64_t wait = INT64_MAX;
+  for (int q = 0; q < MG_TIMEOUT_QUEUES; q++)
+    if (s->tq_head[q]) {
+      int32_t d = (int32_t)(s->tq_head[q]->deadline - (uint32_t)now);
+      if (d < wait) wait = d;
+    }
+  if (wait == INT64_MAX) {
+    uv_timer_stop(&s->conn_timer);
+    return;
+  }
+  uint64_t due = now + (uint64_t)(wait > 0 ? wait : 0);
+  if (uv_is_active((uv_handle_t *)&s->conn_timer) && s->conn_timer_due <= due) return;
+  s->conn_timer_due = due;
+  uv_timer_start(&s->conn_timer, on_conn_timer, due - now, 0);
+}
+
 static void timer_set(mg_conn_t *c, int kind, uint64_t ms) {
-  if (c->closing) return;
+  mg_server_t *s = c->server;
+  if (c->timer_kind != T_NONE) tq_unlink(c);
+  if (c->closing || kind == T_NONE || ms == 0) return;
+  if (!s->conn_timer_inited) {
+    uv_timer_init(s->loop, &s->conn_timer);
+    s->conn_timer.data = s;
+    uv_unref((uv_handle_t *)&s->conn_timer);
+    s->conn_timer_inited = 1;
+  }
+  int q = kind - 1;
   c->timer_kind = (uint8_t)kind;
-  if (kind == T_NONE || ms == 0) uv_timer_stop(&c->timer);
-  else uv_timer_start(&c->timer, on_timer, ms, 0);
+  c->deadline = (uint32_t)(uv_now(s->loop) + ms);
+  c->tprev = s->tq_tail[q];
+  c->tnext = NULL;
+  if (s->tq_tail[q]) s->tq_tail[q]->tnext = c;
+  else s->tq_head[q] = c;
+  s->tq_tail[q] = c;
+  tq_schedule(s);
 }
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
@@ -783,7 +852,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
       c->req->aborted = 1;
       if (!c->req->msg_done)
         mg_log_error(MG_LOG_INFO, c->req->id, "client %s closed the connection before the request was complete",
-                     c->remote_addr);
+                     c->req->remote);
     }
     conn_close(c);
     return;
@@ -878,16 +947,56 @@ static void conn_process(mg_conn_t *c) {
   conn_update_reading(c);
 }
 
+/* Connections come from their own slab, not from malloc: long-lived connection structs
+ * interleaved with short-lived request memory would pin the pages of every request that was in
+ * flight at a peak, and idle connections would look kilobytes large. The slab only grows, to
+ * the peak number of connections; freed structs are reused first. */
+#define SLAB_CHUNK (64 * 1024)
+static void *conn_free_list[2]; /* [0]: TCP, [1]: unix socket */
+
+static size_t conn_size(int pipe) {
+  size_t handle = pipe ? sizeof(uv_pipe_t) : sizeof(uv_tcp_t);
+  return (offsetof(mg_conn_t, h) + handle + 15) & ~(size_t)15;
+}
+
+static mg_conn_t *conn_alloc(int pipe) {
+#ifdef MG_NO_POOLS
+  return mg_calloc(1, sizeof(mg_conn_t));
+#endif
+  size_t size = conn_size(pipe);
+  if (!conn_free_list[pipe]) {
+    char *chunk = mg_malloc(SLAB_CHUNK);
+    for (size_t off = 0; off + size <= SLAB_CHUNK; off += size) {
+      *(void **)(chunk + off) = conn_free_list[pipe];
+      conn_free_list[pipe] = chunk + off;
+    }
+  }
+  mg_conn_t *c = conn_free_list[pipe];
+  conn_free_list[pipe] = *(void **)c;
+  memset(c, 0, size);
+  return c;
+}
+
+static void conn_release(mg_conn_t *c, int pipe) {
+#ifdef MG_NO_POOLS
+  (void)pipe;
+  free(c);
+  return;
+#endif
+  *(void **)c = conn_free_list[pipe];
+  conn_free_list[pipe] = c;
+}
+
 static void on_close(uv_handle_t *h) {
   mg_conn_t *c = h->data;
   if (--c->handles_open > 0) return;
-  mg_buf_free(&c->scratch);
-  free(c);
+  conn_release(c, h->type == UV_NAMED_PIPE);
 }
 
 static void conn_close(mg_conn_t *c) {
   if (c->closing) return;
   c->closing = 1;
+  if (c->timer_kind != T_NONE) tq_unlink(c);
   if (c->req) {
     mg_req_t *req = c->req;
     c->req = NULL;
@@ -896,82 +1005,61 @@ static void conn_close(mg_conn_t *c) {
     req_free(req);
   }
   if (c->rbuf) mg_block_put(c->rbuf), c->rbuf = NULL;
-  free(c->head);
-  c->head = NULL;
   mg_server_conn_closed(c->server, c);
-  uv_close((uv_handle_t *)&c->timer, on_close);
   uv_close(&c->h.handle, on_close);
 }
 
-mg_conn_t *mg_conn_new(mg_server_t *server) {
-  mg_conn_t *c = mg_calloc(1, sizeof *c);
+mg_conn_t *mg_conn_new(mg_server_t *server, int unix_socket) {
+  mg_conn_t *c = conn_alloc(unix_socket);
   c->server = server;
+  c->listener = NO_LISTENER;
+  if (unix_socket) uv_pipe_init(server->loop, &c->h.pipe, 0);
+  else uv_tcp_init(server->loop, &c->h.tcp);
   c->h.handle.data = c;
-  c->timer.data = c;
-  c->handles_open = 2;
-  uv_timer_init(server->loop, &c->timer);
+  c->handles_open = 1;
   llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
   c->parser.data = c;
-  mg_buf_init(&c->scratch);
   return c;
 }
 
 uv_stream_t *mg_conn_stream(mg_conn_t *c) { return &c->h.stream; }
 
-void mg_conn_link(mg_conn_t *c, mg_conn_t **head) {
-  c->next = *head;
-  c->prev = NULL;
-  if (*head) (*head)->prev = c;
-  *head = c;
-}
-
-void mg_conn_unlink(mg_conn_t *c, mg_conn_t **head) {
-  if (c->prev) c->prev->next = c->next;
-  else if (*head == c) *head = c->next;
-  if (c->next) c->next->prev = c->prev;
-  c->next = c->prev = NULL;
-}
-
-mg_conn_t *mg_conn_next(mg_conn_t *c) { return c->next; }
-
 void mg_conn_start(mg_conn_t *c) {
   struct sockaddr_storage ss;
   int len = sizeof ss;
   if (c->h.handle.type == UV_TCP && uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&ss, &len) == 0) {
+    c->remote_family = (uint8_t)ss.ss_family;
     if (ss.ss_family == AF_INET) {
       struct sockaddr_in *in = (struct sockaddr_in *)&ss;
-      inet_ntop(AF_INET, &in->sin_addr, c->remote_addr, sizeof c->remote_addr);
+      memcpy(c->remote, &in->sin_addr, 4);
       c->remote_port = ntohs(in->sin_port);
     } else {
       struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-      inet_ntop(AF_INET6, &in6->sin6_addr, c->remote_addr, sizeof c->remote_addr);
+      memcpy(c->remote, &in6->sin6_addr, 16);
       c->remote_port = ntohs(in6->sin6_port);
     }
     uv_tcp_nodelay(&c->h.tcp, 1);
-  } else {
-    strcpy(c->remote_addr, "unix:");
   }
   timer_set(c, T_HEADER, c->server->cfg->set.client_header_timeout);
   conn_update_reading(c);
 }
 
-void mg_conn_drain(mg_conn_t *c, int close_idle) {
-  c->drain = 1;
-  if (close_idle) c->drain_hard = 1;
-  /* A connection in the middle of a request closes after its response (with
-   * "Connection: close"). An idle keep-alive connection is closed now only when stopping:
-   * closing it during a reload would race with a request the client is sending on it, so it
-   * stays until its next response or its keepalive_timeout. */
-  if (close_idle && !c->req && !c->rbuf && !c->lingering) conn_close(c);
+void mg_server_close_idle(mg_server_t *s) {
+  /* Idle keep-alive connections are exactly the ones waiting in the keep-alive queue. */
+  mg_conn_t *c;
+  while ((c = s->tq_head[T_KEEPALIVE - 1])) conn_close(c);
 }
 
-void mg_conn_set_listener(mg_conn_t *c, const mg_listener_t *l) { c->listener = l; }
+void mg_conn_close(mg_conn_t *c) { conn_close(c); }
+
+void mg_conn_set_listener(mg_conn_t *c, int index) { c->listener = (uint8_t)index; }
 
 int mg_conn_local(mg_conn_t *c, char *addr, size_t n, int *port) {
   /* A listener bound to one address knows the answer without a syscall. */
-  if (c->listener && c->listener->addr[0]) {
-    snprintf(addr, n, "%s", c->listener->addr);
-    *port = c->listener->port;
+  const mg_listener_t *l = c->listener == NO_LISTENER ? NULL : &c->server->listeners[c->listener];
+  if (l && l->addr[0]) {
+    snprintf(addr, n, "%s", l->addr);
+    *port = l->port;
     return 0;
   }
   struct sockaddr_storage ss;
@@ -991,7 +1079,7 @@ int mg_conn_local(mg_conn_t *c, char *addr, size_t n, int *port) {
   return 0;
 }
 
-const char *mg_conn_remote(mg_conn_t *c, int *port) {
-  *port = c->remote_port;
-  return c->remote_addr;
+const char *mg_req_remote(mg_req_t *req, int *port) {
+  *port = req->conn->remote_port;
+  return req->remote;
 }

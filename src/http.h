@@ -92,29 +92,34 @@ struct mg_req_s {
   mg_upstream_t *up;
   void *handler_data; /* static/sendfile state */
   void *lua_exit;     /* what req:exit()/req:redirect() asked for */
+  char *remote;       /* the client's address, formatted */
+  char *head;         /* the response head, held back to go out with the first body bytes */
+  uint32_t head_len;
+  void (*on_drain)(mg_req_t *req);
+  mg_buf_t scratch;   /* the URL or header piece being assembled by the parser */
+  int scratch_kind;   /* 0 none, 1 url, 2 field, 3 value */
+  char *pending_field;
   int filter_failed;  /* a header_filter hook raised an error */
   void (*handler_cancel)(mg_req_t *req); /* stops the handler when the client goes away */
   const char *upstream_name; /* from the pool: outlives the upstream */
 };
 
 /* Starts serving an accepted stream. Takes ownership of conn (allocated by mg_conn_new). */
-mg_conn_t *mg_conn_new(mg_server_t *server);
+/* A new connection with its stream handle initialized (TCP, or a unix socket). */
+mg_conn_t *mg_conn_new(mg_server_t *server, int unix_socket);
 uv_stream_t *mg_conn_stream(mg_conn_t *c);
 void mg_conn_start(mg_conn_t *c);
 /* Answers 503 (max_connections reached) and closes the connection. */
 void mg_conn_reject(mg_conn_t *c);
-/* The server's list of open connections. */
-void mg_conn_link(mg_conn_t *c, mg_conn_t **head);
-void mg_conn_unlink(mg_conn_t *c, mg_conn_t **head);
-mg_conn_t *mg_conn_next(mg_conn_t *c);
 /* Local address and port of the connection (SERVER_ADDR, SERVER_PORT); -1 for unix sockets. */
 int mg_conn_local(mg_conn_t *c, char *addr, size_t n, int *port);
-struct mg_listener_s;
-void mg_conn_set_listener(mg_conn_t *c, const struct mg_listener_s *l);
-const char *mg_conn_remote(mg_conn_t *c, int *port);
-/* Makes the connection close after its current response; with close_idle, closes it now
- * when it is between requests. */
-void mg_conn_drain(mg_conn_t *c, int close_idle);
+/* The index of the listener the connection came from, in server->listeners. */
+void mg_conn_set_listener(mg_conn_t *c, int index);
+void mg_conn_close(mg_conn_t *c);
+/* Closes every connection that is between requests (stop). */
+void mg_server_close_idle(mg_server_t *s);
+const char *mg_req_remote(mg_req_t *req, int *port);
+
 
 /* Flow control of the request body: pause reading the client while the backend is slow. */
 void mg_req_pause_body(mg_req_t *req);

@@ -178,8 +178,8 @@ static int req_index(lua_State *L) {
       break;
     case 'r':
       if (strcmp(k, "raw_uri") == 0) return lua_pushstring(L, req->target), 1;
-      if (strcmp(k, "remote_addr") == 0) return lua_pushstring(L, mg_conn_remote(req->conn, &port)), 1;
-      if (strcmp(k, "remote_port") == 0) return mg_conn_remote(req->conn, &port), lua_pushinteger(L, port), 1;
+      if (strcmp(k, "remote_addr") == 0) return lua_pushstring(L, mg_req_remote(req, &port)), 1;
+      if (strcmp(k, "remote_port") == 0) return mg_req_remote(req, &port), lua_pushinteger(L, port), 1;
       if (strcmp(k, "route") == 0) return req->route ? lua_pushstring(L, req->route->match) : lua_pushnil(L), 1;
       if (strcmp(k, "redirect") == 0) return lua_pushcfunction(L, req_redirect), 1;
       break;

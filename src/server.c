@@ -78,15 +78,15 @@ int mg_listen_bind(const mg_listen_t *l, int reuseport, char *err, size_t err_le
 }
 
 void mg_server_conn_opened(mg_server_t *s, mg_conn_t *c) {
+  (void)c;
   s->nconns++;
-  mg_conn_link(c, &s->conns);
 }
 
 static void server_maybe_done(mg_server_t *s);
 
 void mg_server_conn_closed(mg_server_t *s, mg_conn_t *c) {
+  (void)c;
   s->nconns--;
-  mg_conn_unlink(c, &s->conns);
   if (s->draining) server_maybe_done(s);
 }
 
@@ -96,15 +96,12 @@ static void on_connection(uv_stream_t *ls, int status) {
   /* Even while draining, a connection libuv has already accepted is served (once): one that
    * is left unaccepted would be closed with the listener, unanswered. */
   if (status < 0) return;
-  mg_conn_t *c = mg_conn_new(s);
+  mg_conn_t *c = mg_conn_new(s, l->unix_socket);
   uv_stream_t *st = mg_conn_stream(c);
-  if (l->unix_socket) uv_pipe_init(s->loop, (uv_pipe_t *)st, 0);
-  else uv_tcp_init(s->loop, (uv_tcp_t *)st);
-  st->data = c;
-  mg_conn_set_listener(c, l);
+  mg_conn_set_listener(c, (int)(l - s->listeners));
   mg_server_conn_opened(s, c);
   if (uv_accept(ls, st) != 0) {
-    mg_conn_drain(c, 1);
+    mg_conn_close(c);
     return;
   }
   if (s->nconns > s->cfg->set.max_connections) {
@@ -120,7 +117,6 @@ static void on_connection(uv_stream_t *ls, int status) {
     mg_conn_reject(c);
     return;
   }
-  if (s->draining) mg_conn_drain(c, 0);
   mg_conn_start(c);
 }
 
@@ -133,6 +129,7 @@ static void server_maybe_done(mg_server_t *s) {
   uv_close((uv_handle_t *)&s->sig_hup, on_signal_closed);
   uv_close((uv_handle_t *)&s->sig_int, on_signal_closed);
   uv_close((uv_handle_t *)&s->shutdown_timer, on_signal_closed);
+  if (s->conn_timer_inited) uv_close((uv_handle_t *)&s->conn_timer, on_signal_closed);
   uv_stop(s->loop);
 }
 
@@ -147,9 +144,12 @@ static void server_drain(mg_server_t *s, uint64_t deadline_ms, int close_idle) {
     s->draining = 1;
     for (int i = 0; i < s->nlisteners; i++) uv_close(&s->listeners[i].h.handle, NULL);
   }
-  for (mg_conn_t *c = s->conns, *next; c; c = next) {
-    next = mg_conn_next(c);
-    mg_conn_drain(c, close_idle);
+  /* Busy connections see `draining` when their response head is made and close after it.
+   * When stopping, idle keep-alive connections close now; on QUIT (a reload) they stay until
+   * their next request, since closing them would race with a request the client is sending. */
+  if (close_idle) {
+    s->stopping = 1;
+    mg_server_close_idle(s);
   }
   if (deadline_ms) uv_timer_start(&s->shutdown_timer, on_shutdown_timeout, deadline_ms, 0);
   server_maybe_done(s);
@@ -165,12 +165,13 @@ static void on_signal(uv_signal_t *h, int signum) {
 
 /* After a burst of requests the allocator keeps the freed memory of every request that was in
  * flight at the peak; idle keep-alive connections would then look as if each held kilobytes.
- * Once a second, if requests ran since the last look, the free pages go back to the kernel. */
+ * Once a second, when requests have finished since the last look and none is in flight, the
+ * free pages go back to the kernel. */
 static void on_trim(uv_timer_t *t) {
   mg_server_t *s = t->data;
-  static uint64_t last_reqs;
-  if (s->nreqs == last_reqs) return;
-  last_reqs = s->nreqs;
+  static uint64_t last_trimmed;
+  if (s->nfinished == last_trimmed || s->nfinished != s->nreqs) return;
+  last_trimmed = s->nfinished;
   malloc_trim(0);
 }
 

@@ -32,13 +32,20 @@ typedef struct mg_server_s {
   mg_listener_t *listeners;
   int nlisteners;
   uint64_t nconns;
-  uint64_t nreqs; /* requests started: request ids */
-  mg_conn_t *conns; /* every open connection, for drain */
-  int draining;
+  uint64_t nreqs;     /* requests started: request ids */
+  uint64_t nfinished; /* requests finished */
+  int draining; /* no new connections; each connection closes after its next response */
+  int stopping; /* TERM/INT: idle connections close at once, and busy ones after their response */
   uv_timer_t *timers;
   uv_signal_t sig_term, sig_quit, sig_hup, sig_int;
   uv_timer_t shutdown_timer;
   int worker_slot;
+  /* Connection timeouts (http.c): one FIFO queue per kind, one timer for all. */
+#define MG_TIMEOUT_QUEUES 4
+  mg_conn_t *tq_head[MG_TIMEOUT_QUEUES], *tq_tail[MG_TIMEOUT_QUEUES];
+  uv_timer_t conn_timer;
+  uint64_t conn_timer_due;
+  int conn_timer_inited;
 } mg_server_t;
 
 /* Binds a listener: TCP with SO_REUSEADDR (and SO_REUSEPORT when reuseport), or a unix

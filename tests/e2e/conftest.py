@@ -18,6 +18,8 @@ MOONGATE = os.path.join(BUILD, "moongate")
 SCGI_ECHO = os.path.join(BUILD, "scgi-echo")
 DEMO_APP = os.path.join(ROOT, "examples", "demo_app.py")
 SANITIZED = os.environ.get("MG_SANITIZED") == "1"
+# MG_VALGRIND=DIR runs every gateway under valgrind's memcheck, one log per process in DIR.
+VALGRIND = os.environ.get("MG_VALGRIND")
 
 
 def free_port():
@@ -80,8 +82,13 @@ class Gateway:
         self.errlog = open(self.log_path, "wb")
         env = dict(os.environ)
         env["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=0"
-        self.proc = subprocess.Popen([MOONGATE, "-c", self.config], stdout=self.errlog, stderr=self.errlog, env=env)
-        wait_port(self.port, self.proc)
+        argv = [MOONGATE, "-c", self.config]
+        if VALGRIND:
+            argv = ["valgrind", "--tool=memcheck", "--leak-check=full", "--errors-for-leak-kinds=definite",
+                    "--suppressions=" + os.path.join(ROOT, "tests", "valgrind.supp"),
+                    "--log-file=" + os.path.join(VALGRIND, "vg.%p.log")] + argv
+        self.proc = subprocess.Popen(argv, stdout=self.errlog, stderr=self.errlog, env=env)
+        wait_port(self.port, self.proc, timeout=60 if VALGRIND else 10)
 
     def log(self):
         with open(self.log_path, "rb") as f:

@@ -49,10 +49,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) < 0) return 0;
-  mg_conn_t *c = mg_conn_new(&server);
+  mg_conn_t *c = mg_conn_new(&server, 1);
   uv_pipe_t *p = (uv_pipe_t *)mg_conn_stream(c);
-  uv_pipe_init(&loop, p, 0);
-  p->data = c;
   uv_pipe_open(p, sv[0]);
   mg_server_conn_opened(&server, c);
   mg_conn_start(c);
@@ -76,7 +74,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   close(sv[1]);
   /* The connection sees the peer gone and closes; run until every handle is closed. */
   for (int i = 0; i < 100 && server.nconns > 0; i++) uv_run(&loop, UV_RUN_NOWAIT);
-  if (server.nconns > 0) mg_conn_drain(server.conns, 1);
-  uv_run(&loop, UV_RUN_NOWAIT);
+  if (server.nconns > 0) mg_conn_close(c);
+  for (int i = 0; i < 10; i++) uv_run(&loop, UV_RUN_NOWAIT);
   return 0;
 }
