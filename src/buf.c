@@ -83,9 +83,11 @@ char *mg_buf_steal(mg_buf_t *b) {
 }
 
 /* The free list is per process; each worker is single-threaded. */
+#ifndef MG_NO_POOLS
 #define POOL_MAX 64
 static char *pool[POOL_MAX];
 static int pool_len;
+#endif
 
 char *mg_block_get(void) {
 #ifndef MG_NO_POOLS
