@@ -58,6 +58,8 @@ def handle(conn):
             return
         order, body = rest
         path = env.get("SCRIPT_NAME", "") + env.get("PATH_INFO", "")
+        if not path:  # nginx's stock scgi_params send neither
+            path = env.get("REQUEST_URI", "").split("?", 1)[0]
         query = urllib.parse.parse_qs(env.get("QUERY_STRING", ""))
         to = query.get("to", [""])[0]
         out = None

@@ -16,14 +16,10 @@
 #include "buf.h"
 #include "log.h"
 #include "scgi.h"
+#include "stream.h"
 
 typedef struct {
-  union {
-    uv_tcp_t tcp;
-    uv_pipe_t pipe;
-    uv_handle_t handle;
-    uv_stream_t stream;
-  } h;
+  mg_stream_t h;
   uv_connect_t connect;
   uv_timer_t timer;
   uv_write_t write;

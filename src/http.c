@@ -32,6 +32,7 @@
 #include "path.h"
 #include "route.h"
 #include "server.h"
+#include "stream.h"
 #include "upstream.h"
 
 #define LINGER_MS 2000
@@ -57,12 +58,7 @@ struct mg_conn_s {
   uint8_t reading : 1, closing : 1, throttled : 1, lingering : 1;
   uint8_t remote[16]; /* the peer's address, formatted per request */
   /* Last: a TCP connection's struct is allocated without the extra bytes of uv_pipe_t. */
-  union {
-    uv_tcp_t tcp;
-    uv_pipe_t pipe;
-    uv_handle_t handle;
-    uv_stream_t stream;
-  } h;
+  mg_stream_t h;
 };
 
 #define NO_LISTENER 255

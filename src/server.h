@@ -10,16 +10,12 @@
 #include <uv.h>
 
 #include "config.h"
+#include "stream.h"
 
 typedef struct mg_conn_s mg_conn_t;
 
 typedef struct mg_listener_s {
-  union {
-    uv_tcp_t tcp;
-    uv_pipe_t pipe;
-    uv_handle_t handle;
-    uv_stream_t stream;
-  } h;
+  mg_stream_t h;
   struct mg_server_s *server;
   int unix_socket;
   int port;      /* local port */

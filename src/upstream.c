@@ -26,6 +26,7 @@
 #include "lua_request.h"
 #include "redirect.h"
 #include "sendfile.h"
+#include "stream.h"
 #include "server.h"
 
 #define SPOOL_MEMORY (64 * 1024)
@@ -39,12 +40,7 @@ typedef struct chunk_s {
 } chunk_t;
 
 struct mg_upstream_s {
-  union {
-    uv_tcp_t tcp;
-    uv_pipe_t pipe;
-    uv_handle_t handle;
-    uv_stream_t stream;
-  } h;
+  mg_stream_t h;
   uv_connect_t connect;
   uv_timer_t timer;
   mg_req_t *req; /* NULL once closed */
