@@ -205,7 +205,7 @@ static int req_newindex(lua_State *L) {
     if (mg_target_split(uri, len, &path, &pl, &query, &ql) < 0 || uri[0] != '/')
       return luaL_error(L, "req.uri must be a local path starting with '/', got '%s'", uri);
     char *norm = mg_pool_alloc(&req->pool, pl + 2);
-    int n = mg_path_normalize(path, pl, norm, 1);
+    int n = mg_path_normalize(path, pl, norm, req->cfg->set.allow_encoded_slashes);
     if (n < 0) return luaL_error(L, "req.uri '%s' is not a valid path", uri);
     req->path = norm, req->path_len = (size_t)n;
     if (query) req->query = mg_pool_strndup(&req->pool, query, ql);

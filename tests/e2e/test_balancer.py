@@ -237,3 +237,30 @@ def test_balancer_config_errors(tmp_path):
         cfg.write_text('local mg = require "moongate"\nmg.listen("127.0.0.1:1")\n%s\n' % lua)
         p = subprocess.run([MOONGATE, "-t", "-c", str(cfg)], capture_output=True, text=True)
         assert p.returncode == 1 and "init.lua:3:" in p.stderr and msg in p.stderr, (lua, p.stderr)
+
+
+def test_counters_carry_over_reload(gateway, apps):
+    import signal as sig
+    ports = apps("a", "b")
+    base = 'mg.balancer("c", { members = { %s } })\nmg.route("/", "balancer://c/")\nmg.route("=/status", mg.status_handler())\n'
+    g = gateway(base % members(ports))
+    for _ in range(6):
+        request(g.port, path="/x")
+    def counts():
+        st = json.loads(request(g.port, path="/status").body)
+        return {m["url"]: m["requests"] for m in st["balancers"][0]["members"]}
+    before = counts()
+    assert sum(before.values()) == 6
+    # Reload with member b replaced by a new URL: a's counter carries over, the new one starts at 0.
+    new_port = free_port()
+    with open(g.config, "w") as f:
+        f.write('local mg = require "moongate"\nmg.listen("127.0.0.1:%d")\n' % g.port +
+                base % ('{ "scgi://127.0.0.1:%d" }, { "scgi://127.0.0.1:%d" }' % (ports[0], new_port)))
+    g.signal(sig.SIGHUP)
+    deadline = time.time() + 5
+    while time.time() < deadline and "scgi://127.0.0.1:%d" % new_port not in counts():
+        time.sleep(0.1)
+    after = counts()
+    a = "scgi://127.0.0.1:%d" % ports[0]
+    assert after[a] == before[a]
+    assert after["scgi://127.0.0.1:%d" % new_port] == 0

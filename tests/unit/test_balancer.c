@@ -50,6 +50,12 @@ int main(void) {
   CHECK(rl == 1 && route[0] == 'b');
   CHECK(mg_balancer_sticky_route(b, "ROUTEID=nodot", NULL, &route) == 0);
 
+  /* A draining member (+N) takes only sticky requests. */
+  b->members[1].flags = MG_MEMBER_DRAINING;
+  for (int i = 0; i < 10; i++) CHECK(mg_balancer_pick(b, NULL, 100000, NULL)->index != 2);
+  CHECK(mg_balancer_pick(b, "b", 100000, NULL)->index == 2);
+  b->members[1].flags = 0;
+
   /* Hot standby only when nothing else is usable; all tried: NULL. */
   b->members[2].flags = MG_MEMBER_HOT_STANDBY;
   unsigned char tried[3] = {1, 1, 0};
