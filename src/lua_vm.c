@@ -61,7 +61,10 @@ static int traceback(lua_State *L) {
   return 1;
 }
 
+uint64_t mg_lua_calls;
+
 int mg_lua_call(lua_State *L, int nargs, int nresults, char *err, size_t err_len) {
+  mg_lua_calls++;
   int base = lua_gettop(L) - nargs; /* the function's slot */
   lua_pushlightuserdata(L, &traceback_key);
   lua_rawget(L, LUA_REGISTRYINDEX);

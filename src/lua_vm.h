@@ -8,6 +8,11 @@
 
 #include <lua.h>
 #include <stddef.h>
+#include <stdint.h>
+
+/* Protected calls made by this process: the status page reports it, so a user can see that a
+ * route without hooks never enters Lua. */
+extern uint64_t mg_lua_calls;
 
 /* A new state with package.path starting at `dir`. Returns NULL when out of memory. */
 lua_State *mg_lua_new(const char *dir);

@@ -11,6 +11,9 @@
 #include "buf.h"
 #include "http.h"
 #include "lua_request.h"
+#include "lua_vm.h"
+#include "server.h"
+#include <unistd.h>
 
 #define SLOTS 4096
 
@@ -135,7 +138,9 @@ void mg_status_serve(mg_req_t *req) {
       }
       mg_buf_puts(&b, "]}");
     }
-    mg_buf_puts(&b, "]}\n");
+    mg_buf_printf(&b, "],\"worker\":{\"pid\":%d,\"requests\":%llu,\"connections\":%llu,\"lua_calls\":%llu}}\n",
+                  (int)getpid(), (unsigned long long)req->server->nreqs, (unsigned long long)req->server->nconns,
+                  (unsigned long long)mg_lua_calls);
     mg_req_respond(req, 200, "application/json", b.data, b.len);
   }
   mg_buf_free(&b);

@@ -197,3 +197,19 @@ def test_reload_under_load_loses_nothing(gateway, echo_backend):
             t.join()
     assert not failures, failures[:5]
     assert counts["ok"] > 100
+
+
+def test_route_without_hooks_never_enters_lua(gateway, echo_backend):
+    """The status page counts this worker's Lua calls: plain requests add none."""
+    import json
+    lua = ('mg.route("/hooked", "scgi://127.0.0.1:{BACKEND}/", { hooks = { access = function(req) end } })\n'
+           'mg.route("=/status", mg.status_handler())\n' + UP % "")
+    g = gateway(lua, echo_backend)
+    calls = lambda: json.loads(request(g.port, path="/status").body)["worker"]["lua_calls"]
+    start = calls()
+    for _ in range(20):
+        assert request(g.port, path="/plain").status == 200
+    assert calls() == start
+    for _ in range(3):
+        request(g.port, path="/hooked")
+    assert calls() == start + 3
