@@ -56,7 +56,7 @@ struct mg_upstream_s {
   size_t pending_bytes;
   mg_buf_t spool;
   int spool_fd;
-  uint64_t spool_len;
+  uint64_t spool_len, spool_off;
   uint64_t bytes_in;
   uint64_t timeout_ms;
   int handles_open;
@@ -65,6 +65,7 @@ struct mg_upstream_s {
 
 static void up_connect(mg_upstream_t *up);
 static void up_close(mg_upstream_t *up);
+static void spool_pump(mg_upstream_t *up);
 
 /* ---- lifecycle --------------------------------------------------------------------------- */
 
@@ -152,6 +153,7 @@ static void on_write(uv_write_t *w, int status) {
     return;
   }
   if (up->timeout_ms) uv_timer_again(&up->timer);
+  if (up->spool_fd >= 0 && up->state >= S_HEAD) spool_pump(up);
   check_client_flow(up);
 }
 
@@ -211,6 +213,24 @@ static void on_body_end(mg_req_t *req) {
   if (req->chunked && up->state == S_WAIT_BODY) up_connect(up);
 }
 
+/* Sends the spooled body file a block at a time: a block is read only when the backend has
+ * taken the previous ones (fewer than MG_WRITE_LOW bytes queued), so a large chunked upload
+ * never sits in memory whole. */
+static void spool_pump(mg_upstream_t *up) {
+  while (up->spool_fd >= 0 && uv_stream_get_write_queue_size(&up->h.stream) < MG_WRITE_LOW) {
+    char *blk = mg_malloc(MG_BLOCK_SIZE);
+    ssize_t n = pread(up->spool_fd, blk, MG_BLOCK_SIZE, (off_t)up->spool_off);
+    if (n <= 0) {
+      free(blk);
+      close(up->spool_fd);
+      up->spool_fd = -1;
+      return;
+    }
+    up->spool_off += (uint64_t)n;
+    up_write(up, blk, blk, (size_t)n);
+  }
+}
+
 /* Sends the SCGI head, then the body that is already here. */
 static void send_request(mg_upstream_t *up) {
   mg_req_t *req = up->req;
@@ -247,21 +267,7 @@ static void send_request(mg_upstream_t *up) {
         up_write(up, s, s, sl);
       }
     } else {
-      /* Stream the spool file back in blocks; libuv queues them, bounded by the file size
-       * the client was allowed to send (client_max_body_size). */
-      off_t off = 0;
-      for (;;) {
-        char *blk = mg_malloc(MG_BLOCK_SIZE);
-        ssize_t n = pread(up->spool_fd, blk, MG_BLOCK_SIZE, off);
-        if (n <= 0) {
-          free(blk);
-          break;
-        }
-        off += n;
-        up_write(up, blk, blk, (size_t)n);
-      }
-      close(up->spool_fd);
-      up->spool_fd = -1;
+      spool_pump(up);
     }
   }
   check_client_flow(up);

@@ -170,3 +170,27 @@ def test_term_finishes_inflight_request(gateway, demo_backend):
     assert result[0].status == 200 and result[0].body == b"slow\n"
     g.proc.wait(5)
     assert g.proc.returncode == 0
+
+
+def test_large_chunked_upload_is_spooled_not_held(gateway, echo_backend):
+    """A chunked body goes to a temporary file and back out a block at a time: the worker's
+    memory does not grow with the upload."""
+    import hashlib
+    g = gateway('mg.set { client_max_body_size = "100m" }\n' + BASIC, echo_backend)
+    worker = workers_of(g)[0]
+    request(g.port, path="/bytes/10")
+    before = rss_kib(worker)
+    part = os.urandom(1024 * 1024)
+    s = socket.create_connection(("127.0.0.1", g.port), timeout=30)
+    s.sendall(b"POST /bytes/3 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+    peak = 0
+    for i in range(40):
+        s.sendall(b"%x\r\n" % len(part) + part + b"\r\n")
+        if i % 10 == 9:
+            peak = max(peak, rss_kib(worker))
+    s.sendall(b"0\r\n\r\n")
+    r = read_response(s.makefile("rb"))
+    s.close()
+    assert r.status == 200 and r.body == b"xxx"
+    limit = 8 * 1024 + (6 * 1024 if SANITIZED else 0)
+    assert peak - before < limit, "worker RSS grew by %d KiB during a 40 MiB chunked upload" % (peak - before)
