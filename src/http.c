@@ -55,7 +55,7 @@ struct mg_conn_s {
   uint8_t remote_family; /* AF_INET, AF_INET6, or 0 for a unix socket */
   uint8_t listener;      /* index in server->listeners, NO_LISTENER when none */
   uint8_t event, timer_kind, handles_open;
-  uint8_t reading : 1, closing : 1, throttled : 1, lingering : 1;
+  uint8_t reading : 1, closing : 1, throttled : 1, lingering : 1, peer_eof : 1;
   uint8_t remote[16]; /* the peer's address, formatted per request */
   /* Last: a TCP connection's struct is allocated without the extra bytes of uv_pipe_t. */
   mg_stream_t h;
@@ -843,6 +843,14 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
       conn_close(c);
       return;
     }
+    /* A client that half-closes after a complete request (allowed to HTTP/1.0 clients) still
+     * gets its response; the connection closes after it. */
+    if (nread == UV_EOF && c->req && c->req->msg_done && !c->req->finished && !c->rbuf) {
+      c->peer_eof = 1;
+      c->req->keepalive = 0;
+      conn_update_reading(c);
+      return;
+    }
     /* The client went away. A request still in progress is cut off. */
     if (c->req && !c->req->finished) {
       c->req->aborted = 1;
@@ -865,7 +873,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 
 static void conn_update_reading(mg_conn_t *c) {
   if (c->closing) return;
-  int want = c->lingering || (!c->rbuf && !c->throttled && !(c->req && c->req->msg_done));
+  /* The socket stays in the read set while a request is served (stopping and restarting
+   * would cost two epoll_ctl calls per request); bytes that arrive meanwhile (a pipelined
+   * request) wait in rbuf, and reading stops only then. */
+  int want = c->lingering || (!c->rbuf && !c->throttled && !c->peer_eof);
   if (want && !c->reading) {
     if (uv_read_start(&c->h.stream, on_alloc, on_read) == 0) c->reading = 1;
   } else if (!want && c->reading) {
