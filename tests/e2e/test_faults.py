@@ -12,9 +12,16 @@ from conftest import SANITIZED, free_port, raw, read_response, request
 BASIC = 'mg.route("/", "scgi://127.0.0.1:{BACKEND}/")\n'
 
 
-def workers_of(g):
-    with open("/proc/%d/task/%d/children" % (g.proc.pid, g.proc.pid)) as f:
-        return [int(p) for p in f.read().split()]
+def workers_of(g, count=1):
+    """The master's worker pids, once `count` of them run (the port answers as soon as the
+    master has bound it, which is before it forks the workers)."""
+    deadline = time.time() + 5
+    while True:
+        with open("/proc/%d/task/%d/children" % (g.proc.pid, g.proc.pid)) as f:
+            pids = [int(p) for p in f.read().split()]
+        if len(pids) >= count or time.time() > deadline:
+            return pids
+        time.sleep(0.02)
 
 
 def rss_kib(pid):
@@ -31,7 +38,7 @@ def fd_count(pid):
 
 def test_workers_share_the_port_and_a_killed_worker_is_replaced(gateway, echo_backend):
     g = gateway('mg.workers(2)\n' + BASIC, echo_backend)
-    ws = workers_of(g)
+    ws = workers_of(g, 2)
     assert len(ws) == 2
     os.kill(ws[0], signal.SIGKILL)
     # The other worker keeps serving while the master replaces the dead one.
@@ -40,7 +47,7 @@ def test_workers_share_the_port_and_a_killed_worker_is_replaced(gateway, echo_ba
     g.wait_log("killed by signal 9; starting a new one")
     deadline = time.time() + 5
     while time.time() < deadline:
-        now = workers_of(g)
+        now = workers_of(g, 2)
         if len(now) == 2 and ws[0] not in now:
             break
         time.sleep(0.05)
