@@ -55,8 +55,6 @@ void mg_log_close(void) {
   access_fd = -1;
 }
 
-int mg_log_enabled(mg_log_level_t level) { return level >= min_level; }
-
 static size_t format_time(char *out, size_t n, const char *fmt) {
   time_t now = time(NULL);
   struct tm tm;

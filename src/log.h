@@ -18,7 +18,6 @@ typedef enum { MG_LOG_DEBUG, MG_LOG_INFO, MG_LOG_NOTICE, MG_LOG_WARN, MG_LOG_ERR
 int mg_log_open(const char *error_log, const char *access_log, const char *level);
 void mg_log_close(void);
 int mg_log_level_parse(const char *name);
-int mg_log_enabled(mg_log_level_t level);
 
 /* `reqid` may be NULL for events outside a request. */
 void mg_log_error(mg_log_level_t level, const char *reqid, const char *fmt, ...)

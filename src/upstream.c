@@ -372,7 +372,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   if (nread < 0) {
     mg_block_put(buf->base);
     if (up->state == S_HEAD) {
-      up_fail(up, 502, "backend %s", nread == UV_EOF ? "closed the connection before a complete response header" : uv_strerror((int)nread));
+      char why[160];
+      snprintf(why, sizeof why, "%s: %s", up->name,
+               nread == UV_EOF ? "closed the connection before a complete response header" : uv_strerror((int)nread));
+      up_fail(up, 502, "backend %s", why);
       return;
     }
     if (nread != UV_EOF) {
