@@ -7,6 +7,7 @@ end-to-end tests. Standard library only; one thread per connection.
 It answers according to the path the gateway sends (SCRIPT_NAME + PATH_INFO):
   /garbage          a response header without a colon (the gateway must answer 502)
   /hang             accepts the request and never answers (504 after `timeout`)
+  /close            closes the connection without answering (502)
   /truncate         promises Content-Length 100, sends 50 bytes, closes
   /crlf             a header value holding a bare CR (502)
   /bigheader        a header block over 64 KiB (502)
@@ -65,6 +66,8 @@ def handle(conn):
         out = None
         if path.endswith("/garbage"):
             out = b"this is not a header\r\n\r\nbody"
+        elif path.endswith("/close"):
+            return  # closes without answering
         elif path.endswith("/hang"):
             time.sleep(30)
             return

@@ -210,6 +210,7 @@ def test_head_has_no_body(gateway, echo_backend):
     ("/crlf", 502, "CR or NUL"),
     ("/bigheader", 502, "max_backend_header_size"),
     ("/hang", 504, "timed out"),
+    ("/close", 502, "closed the connection before a complete response header"),
     ("/status/418", 418, None),
 ])
 def test_backend_errors(gateway, demo_backend, path, status, log):
