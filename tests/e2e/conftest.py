@@ -91,6 +91,51 @@ class Gateway:
                     "--log-file=" + os.path.join(VALGRIND, "vg.%p.log")] + argv
         self.proc = subprocess.Popen(argv, stdout=self.errlog, stderr=self.errlog, env=env)
         wait_port(self.port, self.proc, timeout=60 if VALGRIND else 10)
+        self.fd_baseline = self._worker_fds()
+
+    def workers(self):
+        try:
+            with open("/proc/%d/task/%d/children" % (self.proc.pid, self.proc.pid)) as f:
+                return [int(p) for p in f.read().split()]
+        except OSError:
+            return []
+
+    def _worker_fds(self):
+        """Descriptor counts of the workers once they run (the port answers before the fork)."""
+        deadline = time.time() + 5
+        while not self.workers() and time.time() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.05)
+        counts = {}
+        for pid in self.workers():
+            try:
+                counts[pid] = len(os.listdir("/proc/%d/fd" % pid))
+            except OSError:
+                pass
+        return counts
+
+    def check_descriptors(self):
+        """Every worker that ran since the start is back to its starting descriptor count
+        (lingering closes take up to 2 s): nothing a test did leaked a descriptor."""
+        if VALGRIND:
+            return
+        for pid, start in self.fd_baseline.items():
+            deadline = time.time() + 4
+            while True:
+                try:
+                    now = len(os.listdir("/proc/%d/fd" % pid))
+                except OSError:
+                    break  # the worker is gone (a reload or a kill in the test)
+                if now <= start or time.time() > deadline:
+                    break
+                time.sleep(0.05)
+            try:
+                now = len(os.listdir("/proc/%d/fd" % pid))
+            except OSError:
+                continue
+            if now > start:
+                fds = sorted(os.readlink("/proc/%d/fd/%s" % (pid, fd)) for fd in os.listdir("/proc/%d/fd" % pid))
+                raise AssertionError("worker %d holds %d descriptors, %d at its start: %s" % (pid, now, start, fds))
 
     def log(self):
         with open(self.log_path, "rb") as f:
@@ -115,7 +160,12 @@ class Gateway:
         self.proc.send_signal(sig)
 
     def stop(self):
+        leak = None
         if self.proc.poll() is None:
+            try:
+                self.check_descriptors()
+            except AssertionError as e:
+                leak = e
             self.proc.terminate()
             try:
                 self.proc.wait(15)
@@ -126,6 +176,8 @@ class Gateway:
         log = self.log()
         for marker in ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer"):
             assert marker not in log, "sanitizer report in the error log:\n" + log
+        if leak:
+            raise leak
 
 
 @pytest.fixture
