@@ -22,12 +22,8 @@ SANITIZED = os.environ.get("MG_SANITIZED") == "1"
 VALGRIND = os.environ.get("MG_VALGRIND")
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+from common import free_port  # noqa: E402,F401  (shared with the benchmark and soak scripts)
 
 
 def wait_port(port, proc=None, timeout=10.0):

@@ -18,20 +18,19 @@ def start_uwsgi(module_file, port):
                     "--chdir", APPS, "--pythonpath", APPS, "--processes", "1", "--disable-logging", "--die-on-term"], port)
 
 
-@pytest.fixture
-def uwsgi_uri_app():
-    port = free_port()
-    p = start_uwsgi(os.path.join(APPS, "wsgi_uri.py"), port)
-    yield port
-    p.stop()
+def uwsgi_app(module):
+    """A fixture running tests/e2e/apps/<module> under uWSGI's SCGI socket."""
+    @pytest.fixture
+    def fixture():
+        port = free_port()
+        p = start_uwsgi(os.path.join(APPS, module), port)
+        yield port
+        p.stop()
+    return fixture
 
 
-@pytest.fixture
-def uwsgi_django():
-    port = free_port()
-    p = start_uwsgi(os.path.join(APPS, "django_app.py"), port)
-    yield port
-    p.stop()
+uwsgi_uri_app = uwsgi_app("wsgi_uri.py")
+uwsgi_django = uwsgi_app("django_app.py")
 
 
 def fields(body):
