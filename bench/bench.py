@@ -200,6 +200,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="one round of 3 s: a smoke run")
+    ap.add_argument("--only", help="run only the scenarios whose name contains this text")
+    ap.add_argument("--workers", type=int, nargs="*", default=[1, 2], help="worker counts to run")
     args = ap.parse_args()
     if args.quick:
         args.rounds, args.seconds = 1, 3
@@ -224,8 +226,10 @@ def main():
         # the server, so the p99 compares latency at the same load, not at saturation.
         ("p99 at ~2k req/s", "/hello", 20, ["moongate", "nginx", "apache"]),
     ]
+    if args.only:
+        scenarios = [sc for sc in scenarios if args.only in sc[0]]
     try:
-        for workers in (1, 2):
+        for workers in args.workers:
             servers = {}
             for name, start in [("moongate", lambda d: start_moongate(build, d, workers)),
                                 ("moongate+hooks", lambda d: start_moongate(build, d, workers, hooked=True)),
@@ -246,7 +250,7 @@ def main():
                                     paced=scen.startswith("p99"))
                             results.setdefault((scen, workers, name), []).append(r)
                             print("round %d  %-22s workers=%d  %-15s %10.0f req/s  p99 %7.2f ms" % (rnd + 1, scen, workers, name, r[0], r[1]), flush=True)
-                if workers == 1:
+                if workers == 1 and (not args.only or args.only in "idle keep-alive"):
                     for name in ("moongate", "nginx"):
                         kib = idle_memory(servers[name], 10000)
                         results[("idle keep-alive KiB/conn", 1, name)] = [(kib, 0)]

@@ -97,8 +97,9 @@ static void up_close(mg_upstream_t *up) {
     req->on_body = NULL;
     req->on_body_end = NULL;
     req->handler_cancel = NULL;
-    /* A client paused for this upstream's sake may read again (its body is discarded). */
-    if (up->client_paused) mg_req_resume_body(req);
+    /* A client paused for this upstream's sake stays paused: resuming here would parse in the
+     * middle of the caller's work. Its unread body makes the connection close after the
+     * response (lingering close reads and drops it). */
     up->req = NULL;
   }
   if (up->member && up->state >= S_HEAD) mg_member_done(up->member, up->bytes_in);
