@@ -8,6 +8,7 @@ It answers according to the path the gateway sends (SCRIPT_NAME + PATH_INFO):
   /garbage          a response header without a colon (the gateway must answer 502)
   /hang             accepts the request and never answers (504 after `timeout`)
   /close            closes the connection without answering (502)
+  /splithead        a response head sent in three pieces, the body in the last one
   /truncate         promises Content-Length 100, sends 50 bytes, closes
   /crlf             a header value holding a bare CR (502)
   /bigheader        a header block over 64 KiB (502)
@@ -66,6 +67,13 @@ def handle(conn):
         out = None
         if path.endswith("/garbage"):
             out = b"this is not a header\r\n\r\nbody"
+        elif path.endswith("/splithead"):
+            # The head in three writes, the body starting in the last one.
+            conn.sendall(b"Status: 201 Made\r\nX-Part: 1\r\n")
+            time.sleep(0.05)
+            conn.sendall(b"Content-Type: text/plain\r\nContent-Length: 10\r")
+            time.sleep(0.05)
+            out = b"\n\r\n0123456789"
         elif path.endswith("/close"):
             return  # closes without answering
         elif path.endswith("/hang"):

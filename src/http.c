@@ -289,7 +289,6 @@ void mg_req_send_head(mg_req_t *req) {
     mg_buf_append(&b, failed, sizeof failed - 1);
     req->bytes_sent = sizeof failed - 1;
   }
-  req->head_bytes = b.len;
   req->head_len = (uint32_t)b.len;
   req->head = mg_buf_steal(&b);
 }
@@ -604,7 +603,7 @@ void mg_req_dispatch(mg_req_t *req) {
 }
 
 void mg_req_continue(mg_req_t *req) {
-  if (!req->expect_continue || req->continue_sent || req->body_done) return;
+  if (!req->expect_continue || req->continue_sent || req->msg_done) return;
   req->continue_sent = 1;
   static char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
   uv_buf_t ub = uv_buf_init(cont, sizeof cont - 1);
@@ -931,7 +930,6 @@ static void conn_process(mg_conn_t *c) {
     if (ev == EV_MESSAGE) {
       /* Stay paused: the next pipelined request waits until this response is complete. */
       req->msg_done = 1;
-      req->body_done = 1;
       if (c->timer_kind == T_BODY || c->timer_kind == T_HEADER) timer_set(c, T_NONE, 0);
       if (req->on_body_end && !req->finished) req->on_body_end(req);
       if (c->closing) return;
@@ -1012,7 +1010,7 @@ static void conn_close(mg_conn_t *c) {
     req_free(req);
   }
   if (c->rbuf) mg_block_put(c->rbuf), c->rbuf = NULL;
-  mg_server_conn_closed(c->server, c);
+  mg_server_conn_closed(c->server);
   uv_close(&c->h.handle, on_close);
 }
 

@@ -80,7 +80,7 @@ struct mg_req_s {
   mg_body_cb on_body;         /* NULL: discard */
   void (*on_body_end)(mg_req_t *req);
   uint64_t body_received;
-  unsigned body_done : 1, msg_done : 1;
+  unsigned msg_done : 1; /* the whole request, body included, has been read */
 
   /* The response. */
   int status;
@@ -88,7 +88,6 @@ struct mg_req_s {
   int64_t resp_length; /* Content-Length being sent, -1: chunked or close-delimited */
   unsigned head_sent : 1, resp_chunked : 1, resp_close : 1, resp_ended : 1, aborted : 1, finished : 1;
   uint64_t bytes_sent; /* body bytes */
-  uint64_t head_bytes;
   mg_upstream_t *up;
   void *handler_data; /* static/sendfile state */
   void *lua_exit;     /* what req:exit()/req:redirect() asked for */

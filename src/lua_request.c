@@ -410,45 +410,55 @@ static int take_exit(mg_req_t *req) {
   return 1;
 }
 
-static int run_phase(mg_req_t *req, int phase, int phase_bit) {
+/* Calls visit() for each hook of `phase`, the global ones first, then the route's; stops at
+ * the first nonzero return and gives it back (0 when every hook ran). */
+static int each_hook(mg_req_t *req, int phase, int (*visit)(mg_req_t *req, int ref, void *arg), void *arg) {
   const mg_hooks_t *lists[2] = {&req->cfg->hooks[phase], req->route ? &req->route->hooks[phase] : NULL};
-  for (int l = 0; l < 2; l++) {
-    if (!lists[l]) continue;
-    for (int i = 0; i < lists[l]->n; i++) {
-      if (call_hook(req, lists[l]->refs[i], phase_bit, 0) < 0) {
-        req->lua_exit = NULL;
-        mg_req_error(req, 500, NULL);
-        return 1;
-      }
-      if (take_exit(req)) return 1;
+  for (int l = 0; l < 2; l++)
+    for (int i = 0; lists[l] && i < lists[l]->n; i++) {
+      int rc = visit(req, lists[l]->refs[i], arg);
+      if (rc) return rc;
     }
-  }
   return 0;
+}
+
+/* rewrite and access: an error ends the request with 500; req:exit ends the chain. */
+static int visit_request_hook(mg_req_t *req, int ref, void *arg) {
+  if (call_hook(req, ref, *(int *)arg, 0) < 0) {
+    req->lua_exit = NULL;
+    mg_req_error(req, 500, NULL);
+    return 1;
+  }
+  return take_exit(req);
+}
+
+static int run_phase(mg_req_t *req, int phase, int phase_bit) {
+  return each_hook(req, phase, visit_request_hook, &phase_bit);
 }
 
 int mg_lua_rewrite(mg_req_t *req) { return run_phase(req, MG_PHASE_REWRITE, PH_REWRITE); }
 
 int mg_lua_access(mg_req_t *req) { return run_phase(req, MG_PHASE_ACCESS, PH_ACCESS); }
 
-void mg_lua_header_filter(mg_req_t *req) {
-  const mg_hooks_t *lists[2] = {&req->cfg->hooks[MG_PHASE_HEADER_FILTER], req->route ? &req->route->hooks[MG_PHASE_HEADER_FILTER] : NULL};
-  for (int l = 0; l < 2; l++) {
-    if (!lists[l]) continue;
-    for (int i = 0; i < lists[l]->n; i++) {
-      if (call_hook(req, lists[l]->refs[i], PH_HEADER_FILTER, 1) < 0) {
-        /* The head is not out yet: http.c replaces the response with a 500 page. */
-        req->filter_failed = 1;
-        return;
-      }
-    }
+static int visit_header_filter(mg_req_t *req, int ref, void *arg) {
+  (void)arg;
+  if (call_hook(req, ref, PH_HEADER_FILTER, 1) < 0) {
+    /* The head is not out yet: http.c replaces the response with a 500 page. */
+    req->filter_failed = 1;
+    return 1;
   }
+  return 0;
 }
 
-void mg_lua_log_phase(mg_req_t *req) {
-  const mg_hooks_t *lists[2] = {&req->cfg->hooks[MG_PHASE_LOG], req->route ? &req->route->hooks[MG_PHASE_LOG] : NULL};
-  for (int l = 0; l < 2; l++)
-    for (int i = 0; lists[l] && i < lists[l]->n; i++) call_hook(req, lists[l]->refs[i], PH_LOG, 1);
+void mg_lua_header_filter(mg_req_t *req) { each_hook(req, MG_PHASE_HEADER_FILTER, visit_header_filter, NULL); }
+
+static int visit_log(mg_req_t *req, int ref, void *arg) {
+  (void)arg;
+  call_hook(req, ref, PH_LOG, 1); /* an error is logged; the response is already complete */
+  return 0;
 }
+
+void mg_lua_log_phase(mg_req_t *req) { each_hook(req, MG_PHASE_LOG, visit_log, NULL); }
 
 /* ---- balancer ------------------------------------------------------------------------------------- */
 
@@ -524,13 +534,13 @@ static int call_chooser(mg_req_t *req, mg_balancer_t *b, int ref, const char *wh
   return idx;
 }
 
+static int visit_balancer_hook(mg_req_t *req, int ref, void *arg) {
+  return call_chooser(req, arg, ref, "balancer hook");
+}
+
 int mg_lua_balancer(mg_req_t *req, mg_balancer_t *b, int method) {
-  const mg_hooks_t *lists[2] = {&req->cfg->hooks[MG_PHASE_BALANCER], req->route ? &req->route->hooks[MG_PHASE_BALANCER] : NULL};
-  for (int l = 0; l < 2; l++)
-    for (int i = 0; lists[l] && i < lists[l]->n; i++) {
-      int idx = call_chooser(req, b, lists[l]->refs[i], "balancer hook");
-      if (idx != 0) return idx;
-    }
+  int idx = each_hook(req, MG_PHASE_BALANCER, visit_balancer_hook, b);
+  if (idx != 0) return idx;
   if (method && b->method == MG_LB_LUA) return call_chooser(req, b, b->method_ref, "method");
   return 0;
 }

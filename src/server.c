@@ -77,15 +77,11 @@ int mg_listen_bind(const mg_listen_t *l, int reuseport, char *err, size_t err_le
   return fd;
 }
 
-void mg_server_conn_opened(mg_server_t *s, mg_conn_t *c) {
-  (void)c;
-  s->nconns++;
-}
+void mg_server_conn_opened(mg_server_t *s) { s->nconns++; }
 
 static void server_maybe_done(mg_server_t *s);
 
-void mg_server_conn_closed(mg_server_t *s, mg_conn_t *c) {
-  (void)c;
+void mg_server_conn_closed(mg_server_t *s) {
   s->nconns--;
   if (s->draining) server_maybe_done(s);
 }
@@ -99,7 +95,7 @@ static void on_connection(uv_stream_t *ls, int status) {
   mg_conn_t *c = mg_conn_new(s, l->unix_socket);
   uv_stream_t *st = mg_conn_stream(c);
   mg_conn_set_listener(c, (int)(l - s->listeners));
-  mg_server_conn_opened(s, c);
+  mg_server_conn_opened(s);
   if (uv_accept(ls, st) != 0) {
     mg_conn_close(c);
     return;
@@ -180,7 +176,6 @@ int mg_server_run(mg_config_t *cfg, const int *fds, int slot) {
   memset(&s, 0, sizeof s);
   s.loop = uv_default_loop();
   s.cfg = cfg;
-  s.worker_slot = slot;
   signal(SIGPIPE, SIG_IGN);
   uv_signal_t *sigs[] = {&s.sig_term, &s.sig_quit, &s.sig_hup, &s.sig_int};
   int nums[] = {SIGTERM, SIGQUIT, SIGHUP, SIGINT};

@@ -32,10 +32,8 @@ typedef struct mg_server_s {
   uint64_t nfinished; /* requests finished */
   int draining; /* no new connections; each connection closes after its next response */
   int stopping; /* TERM/INT: idle connections close at once, and busy ones after their response */
-  uv_timer_t *timers;
   uv_signal_t sig_term, sig_quit, sig_hup, sig_int;
   uv_timer_t shutdown_timer;
-  int worker_slot;
   /* Connection timeouts (http.c): one FIFO queue per kind, one timer for all. */
 #define MG_TIMEOUT_QUEUES 4
   mg_conn_t *tq_head[MG_TIMEOUT_QUEUES], *tq_tail[MG_TIMEOUT_QUEUES];
@@ -54,7 +52,7 @@ int mg_listen_bind(const mg_listen_t *l, int reuseport, char *err, size_t err_le
 int mg_server_run(mg_config_t *cfg, const int *fds, int slot);
 
 /* Connection bookkeeping, called by http.c. */
-void mg_server_conn_opened(mg_server_t *s, mg_conn_t *c);
-void mg_server_conn_closed(mg_server_t *s, mg_conn_t *c);
+void mg_server_conn_opened(mg_server_t *s);
+void mg_server_conn_closed(mg_server_t *s);
 
 #endif

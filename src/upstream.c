@@ -51,7 +51,8 @@ struct mg_upstream_s {
   int attempts;
   int state;
   char name[80];
-  mg_buf_t head;
+  mg_buf_t head;         /* a response head that arrived in several reads */
+  mg_cgi_head_t parsed;  /* the response head, once complete */
   chunk_t *pending, **pending_tail;
   size_t pending_bytes;
   mg_buf_t spool;
@@ -310,7 +311,9 @@ static void forward_body(mg_upstream_t *up, char *block, const char *data, size_
 }
 
 /* The response head is complete: redirect, sendfile, or pass it on. */
-static void on_head(mg_upstream_t *up, const mg_cgi_head_t *h) {
+/* `data` holds the head and possibly the first body bytes; `block`, when not NULL, is the read
+ * block data lives in, owned from here on. */
+static void on_head(mg_upstream_t *up, const mg_cgi_head_t *h, char *block, const char *data, size_t len) {
   mg_req_t *req = up->req;
   const mg_route_t *r = req->route;
   if (r->internal_redirect && h->status == 200) {
@@ -319,6 +322,7 @@ static void on_head(mg_upstream_t *up, const mg_cgi_head_t *h) {
       if (strlen(r->internal_redirect) == f->name_len && strncasecmp(f->name, r->internal_redirect, f->name_len) == 0 &&
           f->value_len > 0 && f->value[0] == '/') {
         char *location = mg_pool_strndup(&req->pool, f->value, f->value_len);
+        mg_block_put(block);
         up_close(up);
         mg_redirect_start(req, location);
         return;
@@ -337,6 +341,7 @@ static void on_head(mg_upstream_t *up, const mg_cgi_head_t *h) {
     mg_fields_add(&req->pool, &req->resp_headers, f->name, f->name_len, f->value, f->value_len);
   }
   if (sendfile) {
+    mg_block_put(block);
     up_close(up);
     mg_sendfile_start(req, sendfile);
     return;
@@ -345,22 +350,28 @@ static void on_head(mg_upstream_t *up, const mg_cgi_head_t *h) {
   mg_req_send_head(req);
   if (req->is_head || h->status == 204 || h->status == 304) {
     /* No body will be sent: the backend's is not wanted. */
+    mg_block_put(block);
     up_close(up);
     if (!req->finished) mg_req_send_end(req);
     return;
   }
-  size_t rest = up->head.len - h->head_len;
-  mg_buf_t head = up->head;
-  mg_buf_init(&up->head);
-  if (rest) {
-    char *blk = mg_block_get();
-    memcpy(blk, head.data + h->head_len, rest);
-    forward_body(up, blk, blk, rest);
-  } else if (req->resp_length == 0) {
-    up_close(up);
-    mg_req_send_end(req);
+  size_t rest = len - h->head_len;
+  const char *body = data + h->head_len;
+  if (rest && !block) {
+    /* The head came in several reads and was assembled in up->head: copy the body bytes out. */
+    block = mg_block_get();
+    memcpy(block, body, rest);
+    body = block;
   }
-  mg_buf_free(&head);
+  if (rest) {
+    forward_body(up, block, body, rest);
+  } else {
+    mg_block_put(block);
+    if (req->resp_length == 0) {
+      up_close(up);
+      mg_req_send_end(req);
+    }
+  }
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
@@ -396,26 +407,40 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     forward_body(up, buf->base, buf->base, (size_t)nread);
     return;
   }
-  mg_buf_append(&up->head, buf->base, (size_t)nread);
-  mg_block_put(buf->base);
-  mg_cgi_head_t *h = mg_malloc(sizeof *h);
-  int rc = mg_cgi_parse(up->head.data, up->head.len, h);
+  /* Usually the whole head arrives in the first read: parse it in the read block, whose body
+   * bytes are then forwarded without a copy. Otherwise the pieces are assembled in up->head. */
+  char *block = buf->base;
+  const char *data = block;
+  size_t len = (size_t)nread;
+  if (up->head.len) {
+    mg_buf_append(&up->head, block, len);
+    mg_block_put(block);
+    block = NULL;
+    data = up->head.data, len = up->head.len;
+  }
+  mg_cgi_head_t *h = &up->parsed;
+  int rc = mg_cgi_parse(data, len, h);
+  size_t limit = req->cfg->set.max_backend_header_size;
   if (rc == MG_CGI_ERROR) {
     char why[160];
     snprintf(why, sizeof why, "%s: %s", up->name, h->error);
-    free(h);
+    mg_block_put(block);
     up_fail(up, 502, "malformed response from backend %s", why);
     return;
   }
-  if (rc == MG_CGI_DONE && h->head_len > req->cfg->set.max_backend_header_size) rc = MG_CGI_ERROR;
-  if (rc != MG_CGI_DONE && up->head.len > req->cfg->set.max_backend_header_size) rc = MG_CGI_ERROR;
-  if (rc == MG_CGI_ERROR) {
-    free(h);
+  if ((rc == MG_CGI_DONE && h->head_len > limit) || (rc == MG_CGI_MORE && len > limit)) {
+    mg_block_put(block);
     up_fail(up, 502, "response header from backend %s is over max_backend_header_size", up->name);
     return;
   }
-  if (rc == MG_CGI_DONE) on_head(up, h);
-  free(h);
+  if (rc == MG_CGI_DONE) {
+    on_head(up, h, block, data, len);
+    return;
+  }
+  if (block) {
+    mg_buf_append(&up->head, block, len);
+    mg_block_put(block);
+  }
 }
 
 /* ---- connecting ------------------------------------------------------------------------------ */
@@ -516,7 +541,9 @@ static int pick_member(mg_upstream_t *up) {
   if (idx > 0 && !up->tried[idx - 1] && mg_member_usable(&b->members[idx - 1], mg_now_ms())) m = &b->members[idx - 1];
   if (!m) {
     const char *route = NULL;
-    size_t rl = mg_balancer_sticky_route(b, mg_fields_join(&req->pool, &req->headers, "Cookie", "; "), req->query, &route);
+    size_t rl = 0;
+    if (b->stickysession)
+      rl = mg_balancer_sticky_route(b, mg_fields_join(&req->pool, &req->headers, "Cookie", "; "), req->query, &route);
     char sticky[64] = "";
     if (rl && rl < sizeof sticky) memcpy(sticky, route, rl), sticky[rl] = 0;
     m = mg_balancer_pick(b, rl ? sticky : NULL, mg_now_ms(), up->tried);

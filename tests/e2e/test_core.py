@@ -226,6 +226,12 @@ def test_backend_errors(gateway, demo_backend, path, status, log):
         assert r.header("Status") is None
 
 
+def test_response_head_in_several_reads(gateway, demo_backend):
+    g = gateway(BASIC, demo_backend)
+    r = request(g.port, path="/splithead")
+    assert r.status == 201 and r.header("X-Part") == "1" and r.body == b"0123456789"
+
+
 def test_connect_refused_is_503(gateway):
     from conftest import free_port
     dead = free_port()

@@ -55,7 +55,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   mg_conn_t *c = mg_conn_new(&server, 1);
   uv_pipe_t *p = (uv_pipe_t *)mg_conn_stream(c);
   uv_pipe_open(p, sv[0]);
-  mg_server_conn_opened(&server, c);
+  mg_server_conn_opened(&server);
   mg_conn_start(c);
   size_t off = 0;
   /* Feed in two pieces so requests also arrive split across reads. */
