@@ -51,11 +51,16 @@ struct mg_conn_s {
   uint32_t deadline; /* loop time (ms, modulo 2^32) at which its timeout fires */
   uint16_t writes_pending;
   uint16_t error_status; /* set by a parser callback that refuses the request */
+  const char *error_reason; /* and why (llhttp keeps its own reason for *_complete callbacks) */
   uint16_t remote_port;
   uint8_t remote_family; /* AF_INET, AF_INET6, or 0 for a unix socket */
   uint8_t listener;      /* index in server->listeners, NO_LISTENER when none */
   uint8_t event, timer_kind, handles_open;
   uint8_t reading : 1, closing : 1, throttled : 1, lingering : 1, peer_eof : 1;
+  /* The last byte other than SP/HT that the parser consumed before the buffer it is
+   * executing now (exec_start): how an obs-fold is told from a value split across reads. */
+  char last_nonws;
+  const char *exec_start;
   uint8_t remote[16]; /* the peer's address, formatted per request */
   /* Last: a TCP connection's struct is allocated without the extra bytes of uv_pipe_t. */
   mg_stream_t h;
@@ -526,6 +531,13 @@ static void req_begin(mg_req_t *req) {
     mg_req_error(req, 405, "CONNECT refused: moongate is not a forward proxy");
     return;
   }
+  if (req->http_minor == 0 && mg_fields_get(&req->headers, "Transfer-Encoding")) {
+    /* RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing; the body's
+     * length cannot be trusted, so the connection closes after the answer. */
+    req->keepalive = 0;
+    mg_req_error(req, 400, "Transfer-Encoding in an HTTP/1.0 request");
+    return;
+  }
   int nhost = 0;
   for (int i = 0; i < req->headers.n; i++)
     if (strcasecmp(req->headers.v[i].name, "Host") == 0) nhost++;
@@ -626,6 +638,7 @@ void mg_req_resume_body(mg_req_t *req) {
 
 static int refuse(mg_conn_t *c, int status, const char *why) {
   c->error_status = (uint16_t)status;
+  c->error_reason = why;
   llhttp_set_error_reason(&c->parser, why);
   return HPE_USER;
 }
@@ -666,15 +679,35 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len) {
 
 static int on_header_field_complete(llhttp_t *p) {
   mg_conn_t *c = p->data;
-  if ((uint64_t)c->req->headers.n >= c->server->cfg->set.max_headers) return refuse(c, 431, "too many header fields");
   mg_req_t *req = c->req;
+  if ((uint64_t)req->headers.n + req->ntrailers >= c->server->cfg->set.max_headers)
+    return refuse(c, 431, req->head_done ? "too many header and trailer fields" : "too many header fields");
+  /* A trailer field is counted against the limits, then dropped (on_header_value_complete). */
+  if (req->head_done) req->ntrailers++;
   req->pending_field = mg_pool_strndup(&req->pool, req->scratch.data ? req->scratch.data : "", req->scratch.len);
   req->scratch_kind = 0;
   return 0;
 }
 
+/* True when the value piece at `at` follows a line break: an obs-fold continuation. llhttp
+ * joins those into the value; whatever precedes a value piece is otherwise the colon, optional
+ * white space, or (for a value split across reads) the value's own previous byte. */
+static int follows_line_break(const mg_conn_t *c, const char *at) {
+  const char *q = at;
+  while (q > c->exec_start && (q[-1] == ' ' || q[-1] == '\t')) q--;
+  return (q > c->exec_start ? q[-1] : c->last_nonws) == '\n';
+}
+
 static int on_header_value(llhttp_t *p, const char *at, size_t len) {
   mg_conn_t *c = p->data;
+  mg_req_t *req = c->req;
+  if (follows_line_break(c, at)) {
+    /* A fold, read differently by different hops, is a smuggling vector (on
+     * Transfer-Encoding above all): refused as nginx and Apache's strict mode do. */
+    char why[128];
+    snprintf(why, sizeof why, "obsolete line folding in header \"%.64s\"", req->pending_field ? req->pending_field : "-");
+    return refuse(c, 400, mg_pool_strdup(&req->pool, why));
+  }
   return scratch_add(c, 3, at, len, c->server->cfg->set.max_header_size, 431, "header field too large");
 }
 
@@ -687,6 +720,13 @@ static int on_header_value_complete(llhttp_t *p) {
    * refuse it, and a gateway should: the next hop may read the fold differently. */
   for (size_t i = 0; i < vl; i++)
     if (v[i] == '\r' || v[i] == '\n' || v[i] == 0) return refuse(c, 400, "obsolete line folding or control character in a header value");
+  if (req->head_done) {
+    /* Trailer fields are never merged into the request's fields (RFC 9110 6.5.1): the hooks
+     * have already decided on the head, and nothing sent after it may change what the backend
+     * receives. nginx drops them too. */
+    req->scratch_kind = 0;
+    return 0;
+  }
   while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t')) vl--;
   if (req->headers.n == req->headers.cap) {
     int cap = req->headers.cap ? req->headers.cap * 2 : 16;
@@ -703,8 +743,11 @@ static int on_header_value_complete(llhttp_t *p) {
 
 static int on_headers_complete(llhttp_t *p) {
   mg_conn_t *c = p->data;
-  mg_buf_free(&c->req->scratch); /* only needed while the head is parsed */
+  /* The head is frozen from here on: fields that follow the body (trailers) are dropped. The
+   * scratch buffer is kept only when trailers may still come. */
+  if (!(p->flags & F_CHUNKED)) mg_buf_free(&c->req->scratch);
   c->req->scratch_kind = 0;
+  c->req->head_done = 1;
   c->event = EV_HEADERS;
   return HPE_PAUSED;
 }
@@ -892,20 +935,30 @@ static void parse_error(mg_conn_t *c, llhttp_errno_t err) {
   if (!req->orig_method) req->orig_method = "-";
   req->keepalive = 0;
   if (c->rbuf) mg_block_put(c->rbuf), c->rbuf = NULL;
+  const char *why = c->error_reason ? c->error_reason : llhttp_get_error_reason(&c->parser);
   if (req->head_sent) {
-    mg_req_abort(req, llhttp_get_error_reason(&c->parser));
+    mg_req_abort(req, why);
     return;
   }
   req_cancel_handler(req);
   req->msg_done = 1;
-  mg_req_error(req, status, "bad request: %s (%s)", llhttp_get_error_reason(&c->parser), llhttp_errno_name(err));
+  mg_req_error(req, status, "bad request: %s (%s)", why, llhttp_errno_name(err));
+}
+
+/* Remembers the last byte other than SP/HT that the parser consumed (see follows_line_break). */
+static void note_last_byte(mg_conn_t *c, const char *start, const char *end) {
+  if (!end || end < start) return;
+  while (end > start && (end[-1] == ' ' || end[-1] == '\t')) end--;
+  if (end > start) c->last_nonws = end[-1];
 }
 
 /* Feeds buffered bytes to the parser for as long as the current request lets it. */
 static void conn_process(mg_conn_t *c) {
   while (c->rbuf && !c->closing && !c->throttled && !(c->req && c->req->msg_done)) {
     const char *start = c->rbuf + c->rbuf_off;
+    c->exec_start = start;
     llhttp_errno_t err = llhttp_execute(&c->parser, start, c->rbuf_len - c->rbuf_off);
+    note_last_byte(c, start, err == HPE_OK ? c->rbuf + c->rbuf_len : llhttp_get_error_pos(&c->parser));
     if (err == HPE_OK) {
       mg_block_put(c->rbuf);
       c->rbuf = NULL;

@@ -63,6 +63,8 @@ struct mg_req_s {
   char *host;        /* Host without port, lower case; NULL when absent */
   int64_t content_length; /* -1: none */
   unsigned chunked : 1, expect_continue : 1, keepalive : 1, is_head : 1, continue_sent : 1;
+  unsigned head_done : 1; /* the head is parsed: fields from here on are trailers, dropped */
+  uint32_t ntrailers;     /* trailer fields seen (they count against max_headers) */
 
   /* The path being served: normalized (req.uri) and its query; change on internal redirect. */
   char *path;

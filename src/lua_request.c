@@ -149,6 +149,45 @@ static int push_ref_table(lua_State *L, int *ref) {
 static int req_exit(lua_State *L);
 static int req_redirect(lua_State *L);
 
+/* req:headers() / res:headers(): a new plain table, lowercase names, a list for a repeated
+ * field (SPEC 14). A copy: changing it changes nothing; req.headers is the way to edit. */
+static int push_fields_table(lua_State *L, const mg_fields_t *f) {
+  lua_createtable(L, 0, f->n);
+  for (int i = 0; i < f->n; i++) {
+    /* Field names can be as long as max_header_size: lower-case them through a Lua buffer. */
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (const char *c = f->v[i].name; *c; c++) luaL_addchar(&b, (char)(*c >= 'A' && *c <= 'Z' ? *c + 32 : *c));
+    luaL_pushresult(&b);                  /* t name */
+    lua_pushvalue(L, -1);                 /* t name name */
+    lua_rawget(L, -3);                    /* t name old */
+    if (lua_isnil(L, -1)) {
+      lua_pop(L, 1);
+      lua_pushstring(L, f->v[i].value);   /* t name value */
+      lua_rawset(L, -3);
+    } else if (lua_type(L, -1) == LUA_TSTRING) {
+      lua_createtable(L, 2, 0);           /* t name old list */
+      lua_insert(L, -2);                  /* t name list old */
+      lua_rawseti(L, -2, 1);
+      lua_pushstring(L, f->v[i].value);
+      lua_rawseti(L, -2, 2);              /* t name list */
+      lua_rawset(L, -3);
+    } else {
+      lua_pushstring(L, f->v[i].value);   /* t name list value */
+      lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
+      lua_pop(L, 2);
+    }
+  }
+  return 1;
+}
+
+/* `req:headers()` is `req.headers(req)`: the proxy's __call gives the plain copy. */
+static int hdr_call(lua_State *L) {
+  hdr_box_t *b;
+  mg_fields_t *f = hdr_fields(L, &b);
+  return push_fields_table(L, f);
+}
+
 static int req_index(lua_State *L) {
   mg_req_t *req = check_req(L, 1);
   size_t kl;
@@ -308,6 +347,8 @@ static void ensure_metatables(lua_State *L) {
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, hdr_newindex);
     lua_setfield(L, -2, "__newindex");
+    lua_pushcfunction(L, hdr_call);
+    lua_setfield(L, -2, "__call");
   }
   lua_pop(L, 1);
   if (luaL_newmetatable(L, RES_MT)) {

@@ -1,5 +1,8 @@
 """Security cases (issue 7): request smuggling shapes (RFC 9112 section 6 and llhttp's
 strict mode), header injection from the backend, spoofing, never an open proxy."""
+import socket
+import time
+
 import pytest
 
 from conftest import raw, request, scgi_vars
@@ -41,12 +44,108 @@ def test_smuggling_shapes_are_refused(gateway, echo_backend, req):
     assert b"Connection: close" in out
 
 
-def test_obs_fold_becomes_one_line(gateway, echo_backend):
-    """RFC 9112 5.2: a server replaces an obs-fold with SP (or refuses it); the next hop never
-    sees the line break."""
+@pytest.mark.parametrize("head,name", [
+    (b"GET /vars HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\nConnection: close\r\n\r\n", "X-A"),
+    (b"GET /vars HTTP/1.1\r\nHost: x\r\nX-A:\r\n\tb\r\nConnection: close\r\n\r\n", "X-A"),
+    (b"POST /vars HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n chunked\r\n\r\n0\r\n\r\n",
+     "Transfer-Encoding"),
+    (b"POST /vars HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n", "Transfer-Encoding"),
+])
+def test_obs_fold_is_refused(gateway, echo_backend, head, name):
+    """RFC 9112 5.2 lets a server refuse obs-fold; a front end that folds differently from the
+    hop behind it is a smuggling vector, so moongate refuses it as nginx and Apache do."""
     g = gateway(BASIC, echo_backend)
-    out = raw(g.port, b"GET /vars HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\nConnection: close\r\n\r\n")
-    assert b"HTTP_X_A=a b\n" in out
+    out = raw(g.port, head)
+    assert out.startswith(b"HTTP/1.1 400 ") and out.count(b"HTTP/1.1 ") == 1, out[:200]
+    assert b"Connection: close" in out
+    g.wait_log('obsolete line folding in header "%s"' % name)
+
+
+def test_obs_fold_split_across_reads_is_refused(gateway, echo_backend):
+    """The fold is found whatever the read boundaries: here the line break ends one read and
+    the continuation starts the next."""
+    g = gateway(BASIC, echo_backend)
+    s = socket.create_connection(("127.0.0.1", g.port), timeout=5)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for piece in [b"GET /vars HTTP/1.1\r\nHost: x\r\nX-A: a", b"\r\n", b" ", b"b\r\n\r\n"]:
+        s.sendall(piece)
+        time.sleep(0.05)  # separate reads on the server side
+    out = s.recv(65536)
+    s.close()
+    assert out.startswith(b"HTTP/1.1 400 "), out[:200]
+
+
+def test_value_split_across_reads_is_not_a_fold(gateway, echo_backend):
+    g = gateway(BASIC, echo_backend)
+    s = socket.create_connection(("127.0.0.1", g.port), timeout=5)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for piece in [b"GET /vars HTTP/1.1\r\nHost: x\r\nX-A: a ", b" ", b"b", b"\r\nConnection: close\r\n\r\n"]:
+        s.sendall(piece)
+        time.sleep(0.05)
+    out = b""
+    while True:
+        c = s.recv(65536)
+        if not c:
+            break
+        out += c
+    s.close()
+    assert out.startswith(b"HTTP/1.1 200 ") and b"HTTP_X_A=a  b\n" in out, out[:300]
+
+
+def test_transfer_encoding_in_http10_is_refused_and_closes(gateway, echo_backend):
+    """RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 message means faulty framing."""
+    g = gateway(BASIC, echo_backend)
+    out = raw(g.port, b"POST /vars HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      b"5\r\nhello\r\n0\r\n\r\nGET /vars/smuggled HTTP/1.0\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 400 ") and out.count(b"HTTP/1.1 ") == 1, out[:200]
+    assert b"Connection: close" in out and b"smuggled" not in out
+    g.wait_log("Transfer-Encoding in an HTTP/1.0 request")
+
+
+# ---- request trailers (issue 16): never merged, never seen by hooks -------------------------
+
+IDENTITY = """
+mg.route("/", "scgi://127.0.0.1:{BACKEND}/", { hooks = { access = function(req)
+  req.headers["X-User"] = "alice"
+  req.headers["Authorization"] = nil
+end } })
+"""
+
+
+def test_trailers_cannot_override_what_the_access_hook_decided(gateway, echo_backend):
+    g = gateway(IDENTITY, echo_backend)
+    out = raw(g.port, b"POST /vars HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                      b"5\r\nhello\r\n6\r\n world\r\n0\r\nX-User: mallory\r\nAuthorization: Basic bWFsbG9yeTp4\r\n"
+                      b"X-Trailer-Only: 1\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200 "), out[:200]
+    body = out.split(b"\r\n\r\n", 1)[1]
+    d = dict(scgi_vars(body))
+    assert d["HTTP_X_USER"] == "alice"
+    assert "HTTP_AUTHORIZATION" not in d and "HTTP_X_TRAILER_ONLY" not in d
+    assert d["CONTENT_LENGTH"] == "11" and b"BODY=hello world" in body
+
+
+def test_trailers_are_invisible_to_later_hooks(gateway, echo_backend):
+    """Even a hook that runs after the body was read (header_filter, log) sees the head only."""
+    g = gateway("""
+mg.route("/", "scgi://127.0.0.1:{BACKEND}/", { hooks = {
+  header_filter = function(req, res) res.headers["X-Seen"] = tostring(req.headers["X-Late"]) end } })
+""", echo_backend)
+    out = raw(g.port, b"POST /vars HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                      b"1\r\na\r\n0\r\nX-Late: yes\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200 ") and b"X-Seen: nil\r\n" in out, out[:300]
+
+
+def test_trailers_count_against_header_limits(gateway, echo_backend):
+    g = gateway('mg.set { max_headers = 6, max_header_size = "100" }\n' + BASIC, echo_backend)
+    head = b"POST /vars HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nA: 1\r\n\r\n1\r\na\r\n0\r\n"
+    ok = raw(g.port, head + b"T1: 1\r\nT2: 2\r\n\r\n")
+    assert ok.startswith(b"HTTP/1.1 200 "), ok[:200]
+    many = raw(g.port, head + b"".join(b"T%d: x\r\n" % i for i in range(4)) + b"\r\n")
+    assert many.startswith(b"HTTP/1.1 431 ") and b"Connection: close" in many, many[:200]
+    big = raw(g.port, head + b"T: " + b"v" * 200 + b"\r\n\r\n")
+    assert big.startswith(b"HTTP/1.1 431 "), big[:200]
+    g.wait_log("too many header and trailer fields")
 
 
 def test_http09_request_line_is_refused(gateway, echo_backend):
