@@ -87,6 +87,8 @@ local settings = {
   watch = { "bool", false },
   pid = { "string", false },
   sendfile_missing = { "status", 500 },
+  subrequest_max_body = { "size", "1m" },
+  lua_body_max = { "size", "1m" },
 }
 M._settings = settings
 
@@ -189,7 +191,7 @@ local phases = { rewrite = true, access = true, balancer = true, header_filter =
 local route_keys = {
   host = true, internal_redirect = true, sendfile = true, sendfile_roots = true, sendfile_missing = true,
   pathinfo = true, env = true, hooks = true, connect_timeout = true, timeout = true,
-  client_max_body_size = true, pass_authorization = true,
+  client_max_body_size = true, pass_authorization = true, internal = true,
 }
 
 local status_marker = {}
@@ -249,6 +251,7 @@ function M.route(match, target, opts)
   end
   if opts.sendfile_missing ~= nil then r.sendfile_missing = parse_setting(at, "sendfile_missing", "status", opts.sendfile_missing) end
   if opts.pathinfo ~= nil then r.pathinfo = parse_bool(at, "pathinfo", opts.pathinfo) end
+  if opts.internal ~= nil then r.internal = parse_bool(at, "internal", opts.internal) end
   if opts.pass_authorization ~= nil then r.pass_authorization = parse_bool(at, "pass_authorization", opts.pass_authorization) end
   if opts.connect_timeout ~= nil then r.connect_timeout = parse_time(at, "connect_timeout", opts.connect_timeout) end
   if opts.timeout ~= nil then r.timeout = parse_time(at, "timeout", opts.timeout) end

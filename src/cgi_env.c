@@ -5,7 +5,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include "lua_request.h"
 #include "path.h"
 
 int mg_cgi_header_name(const char *field, char *out) {
@@ -65,7 +64,7 @@ void mg_cgi_env_build(mg_req_t *req, uint64_t content_length, mg_vars_t *v) {
   add(v, "REQUEST_METHOD", req->method);
   add(v, "REQUEST_URI", req->target);
   add(v, "QUERY_STRING", req->query ? req->query : "");
-  int pathinfo = r->pathinfo || mg_lua_env_pathinfo(req);
+  int pathinfo = r->pathinfo || req->env_pathinfo;
   const char *script_name, *path_info;
   mg_cgi_split_path(pool, req->path, req->path_len, r->match, r->match_len, pathinfo && !r->exact, &script_name,
                     &path_info);
@@ -115,7 +114,11 @@ void mg_cgi_env_build(mg_req_t *req, uint64_t content_length, mg_vars_t *v) {
     const mg_kv_t *kv = &r->env[i];
     mg_vars_set(v, kv->name, strlen(kv->name), kv->value, kv->value ? strlen(kv->value) : 0);
   }
-  mg_lua_apply_env(req, v);
+  /* req.env, exported by the hooks' side as plain data (lua_request.c) */
+  for (int i = 0; i < req->nenv_list; i++) {
+    const mg_kv_t *kv = &req->env_list[i];
+    mg_vars_set(v, kv->name, strlen(kv->name), kv->value, kv->value ? strlen(kv->value) : 0);
+  }
   /* proxy-scgi-pathinfo is an instruction to the gateway, not a variable for the app. */
   mg_vars_set(v, "proxy-scgi-pathinfo", 19, NULL, 0);
 }

@@ -35,6 +35,7 @@ typedef struct {
 } mg_hooks_t;
 
 typedef struct mg_balancer_s mg_balancer_t;
+typedef struct mg_handler_s mg_handler_t; /* http.h */
 
 typedef struct {
   char *match;
@@ -42,6 +43,8 @@ typedef struct {
   int exact;
   char *host; /* lower case; NULL for every host */
   mg_target_kind_t kind;
+  const mg_handler_t *handler; /* what serves the route (one per kind) */
+  int internal;            /* answers only subrequests and internal redirects (404 otherwise) */
   mg_addr_t addr;          /* MG_TARGET_SCGI */
   mg_balancer_t *balancer; /* MG_TARGET_BALANCER */
   char *root;              /* MG_TARGET_STATIC */
@@ -84,6 +87,7 @@ typedef struct {
   char *access_log, *error_log, *log_level, *pid;
   int pass_authorization, allow_encoded_slashes, watch;
   int sendfile_missing;
+  uint64_t subrequest_max_body, lua_body_max;
 } mg_settings_t;
 
 typedef struct {

@@ -30,10 +30,9 @@
 #include "log.h"
 #include "lua_request.h"
 #include "path.h"
-#include "route.h"
+#include "phase.h"
 #include "server.h"
 #include "stream.h"
-#include "upstream.h"
 
 #define LINGER_MS 2000
 
@@ -227,10 +226,12 @@ static void conn_write(mg_conn_t *c, uv_buf_t *bufs, unsigned n, char *block, ch
 
 /* Sends the held-back head now (before sendfile, or when there is no body). */
 void mg_req_flush(mg_req_t *req) {
-  if (req->head) conn_write(req->conn, NULL, 0, NULL, NULL);
+  if (req->head && !req->sink) conn_write(req->conn, NULL, 0, NULL, NULL);
 }
 
-size_t mg_req_write_queue(mg_req_t *req) { return uv_stream_get_write_queue_size(&req->conn->h.stream); }
+size_t mg_req_write_queue(mg_req_t *req) {
+  return req->sink ? 0 : uv_stream_get_write_queue_size(&req->conn->h.stream);
+}
 
 void mg_req_on_drain(mg_req_t *req, void (*cb)(mg_req_t *req)) { req->on_drain = cb; }
 
@@ -257,6 +258,16 @@ void mg_req_send_head(mg_req_t *req) {
   const char *cl = mg_fields_get(&req->resp_headers, "Content-Length");
   req->resp_length = -1;
   if (cl) req->resp_length = strtoll(cl, NULL, 10);
+  if (req->sink) {
+    /* A captured response (subrequest) has no framing of its own. */
+    if (!body) req->resp_length = 0;
+    req->sink->head(req);
+    if (req->filter_failed && !req->is_head) {
+      req->bytes_sent = sizeof failed - 1;
+      req->sink->body(req, NULL, failed, sizeof failed - 1);
+    }
+    return;
+  }
   if (!body) {
     mg_fields_set(&req->pool, &req->resp_headers, "Content-Length", NULL);
     req->resp_length = 0;
@@ -313,6 +324,10 @@ void mg_req_send_body(mg_req_t *req, char *block, const char *data, size_t len) 
     }
   }
   req->bytes_sent += len;
+  if (req->sink) {
+    req->sink->body(req, block, data, len);
+    return;
+  }
   if (req->resp_chunked) {
     uv_buf_t bufs[3];
     char hdr[24];
@@ -335,6 +350,11 @@ void mg_req_send_end(mg_req_t *req) {
     mg_req_abort(req, "response shorter than its Content-Length");
     return;
   }
+  if (req->sink) {
+    req->resp_ended = 1;
+    req->sink->end(req);
+    return;
+  }
   if (req->resp_chunked && !req->is_head) {
     uv_buf_t ub = uv_buf_init("0\r\n\r\n", 5);
     conn_write(c, &ub, 1, NULL, NULL);
@@ -347,6 +367,10 @@ void mg_req_send_end(mg_req_t *req) {
 void mg_req_abort(mg_req_t *req, const char *why) {
   if (why) mg_log_error(MG_LOG_ERROR, req->id, "response aborted: %s, client %s", why, req->remote);
   req->aborted = 1;
+  if (req->sink) {
+    req->sink->abort(req);
+    return;
+  }
   conn_close(req->conn);
 }
 
@@ -357,6 +381,14 @@ void mg_req_respond(mg_req_t *req, int status, const char *content_type, const c
   if (content_type) mg_fields_set(&req->pool, &req->resp_headers, "Content-Type", content_type);
   mg_fields_set(&req->pool, &req->resp_headers, "Content-Length", lenstr);
   mg_req_send_head(req);
+  if (req->sink) {
+    if (len && !req->is_head && !req->filter_failed && status_has_body(req->status)) {
+      req->bytes_sent += len;
+      req->sink->body(req, NULL, body, len);
+    }
+    mg_req_send_end(req);
+    return;
+  }
   if (len && !req->is_head && !req->filter_failed && status_has_body(req->status)) {
     char *copy = mg_malloc(len);
     memcpy(copy, body, len);
@@ -407,6 +439,7 @@ static mg_req_t *req_new(mg_conn_t *c) {
   req->status = 200;
   req->env_ref = req->ctx_ref = req->self_ref = req->res_ref = req->hdr_ref[0] = req->hdr_ref[1] = LUA_NOREF;
   req->resp_length = -1;
+  mg_body_init(&req->body);
   char addr[INET6_ADDRSTRLEN] = "unix:";
   if (c->remote_family) inet_ntop(c->remote_family, c->remote, addr, sizeof addr);
   req->remote = mg_pool_strdup(&req->pool, addr);
@@ -416,6 +449,7 @@ static mg_req_t *req_new(mg_conn_t *c) {
 
 static void req_free(mg_req_t *req) {
   mg_lua_req_release(req);
+  mg_body_reset(&req->body);
   mg_buf_free(&req->scratch);
   free(req->head);
   mg_pool_free(&req->pool);
@@ -455,6 +489,7 @@ static void req_finish(mg_req_t *req) {
   if (req->finished) return;
   req->finished = 1;
   req->server->nfinished++;
+  mg_phase_abort(req);
   req_cancel_handler(req);
   if (mg_lua_has_phase(req, MG_PHASE_LOG)) mg_lua_log_phase(req);
   if (req->target) access_log(req);
@@ -586,36 +621,31 @@ static void req_begin(mg_req_t *req) {
     timer_set(c, T_BODY, s->client_body_timeout);
   else
     timer_set(c, T_NONE, 0);
-  if (mg_lua_has_phase(req, MG_PHASE_REWRITE) && mg_lua_rewrite(req) != 0) return;
-  mg_req_dispatch(req);
+  mg_phase_start(req);
 }
 
-void mg_req_dispatch(mg_req_t *req) {
-  req->route = mg_route_find(req->cfg, req->host, req->path, req->path_len);
-  if (!req->route) {
-    mg_req_error(req, 404, NULL);
-    return;
-  }
-  const mg_route_t *r = req->route;
-  uint64_t limit = r->client_max_body_size;
-  if (limit && req->content_length > 0 && (uint64_t)req->content_length > limit) {
-    req->keepalive = 0;
-    mg_req_error(req, 413, "request body of %lld bytes exceeds client_max_body_size %llu of route %s",
-                 (long long)req->content_length, (unsigned long long)limit, r->match);
-    return;
-  }
-  if (mg_lua_has_phase(req, MG_PHASE_ACCESS) && mg_lua_access(req) != 0) return;
-  switch (r->kind) {
-    case MG_TARGET_SCGI:
-    case MG_TARGET_BALANCER: mg_upstream_start(req); break;
-    case MG_TARGET_LUA: mg_lua_content(req); break;
-    case MG_TARGET_STATIC: mg_static_serve(req); break;
-    case MG_TARGET_STATUS: mg_status_serve(req); break;
-  }
+mg_req_t *mg_req_new_child(mg_req_t *parent) {
+  mg_req_t *req = req_new(parent->conn);
+  req->is_subrequest = 1;
+  req->parent = parent;
+  req->depth = parent->depth + 1;
+  req->http_major = parent->http_major, req->http_minor = parent->http_minor;
+  req->host = parent->host ? mg_pool_strdup(&req->pool, parent->host) : NULL;
+  req->head_done = 1, req->msg_done = 1;
+  mg_buf_free(&req->scratch);
+  return req;
+}
+
+void mg_req_stop(mg_req_t *req) { req_cancel_handler(req); }
+
+void mg_req_release(mg_req_t *req) {
+  req_cancel_handler(req);
+  mg_phase_abort(req);
+  req_free(req);
 }
 
 void mg_req_continue(mg_req_t *req) {
-  if (!req->expect_continue || req->continue_sent || req->msg_done) return;
+  if (req->sink || !req->expect_continue || req->continue_sent || req->msg_done) return;
   req->continue_sent = 1;
   static char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
   uv_buf_t ub = uv_buf_init(cont, sizeof cont - 1);
@@ -623,15 +653,34 @@ void mg_req_continue(mg_req_t *req) {
 }
 
 void mg_req_pause_body(mg_req_t *req) {
+  if (req->sink) return;
   req->conn->throttled = 1;
   conn_update_reading(req->conn);
 }
 
 void mg_req_resume_body(mg_req_t *req) {
+  if (req->sink) return;
   mg_conn_t *c = req->conn;
   if (!c->throttled) return;
   c->throttled = 0;
   conn_process(c);
+}
+
+void mg_conn_kick(mg_conn_t *c) {
+  if (c->closing) return;
+  mg_req_t *req = c->req;
+  if (!c->rbuf && req && req->head_done && !req->msg_done && !req->hold_body) {
+    /* A message without a body completes without another byte: run the parser on nothing. */
+    c->rbuf = mg_block_get();
+    c->rbuf_off = c->rbuf_len = 0;
+  }
+  conn_process(c);
+}
+
+void mg_req_read_body(mg_req_t *req) {
+  req->hold_body = 0;
+  mg_req_continue(req);
+  mg_conn_kick(req->conn);
 }
 
 /* ---- parser callbacks ------------------------------------------------------------------ */
@@ -954,7 +1003,7 @@ static void note_last_byte(mg_conn_t *c, const char *start, const char *end) {
 
 /* Feeds buffered bytes to the parser for as long as the current request lets it. */
 static void conn_process(mg_conn_t *c) {
-  while (c->rbuf && !c->closing && !c->throttled && !(c->req && c->req->msg_done)) {
+  while (c->rbuf && !c->closing && !c->throttled && !(c->req && (c->req->msg_done || c->req->hold_body))) {
     const char *start = c->rbuf + c->rbuf_off;
     c->exec_start = start;
     llhttp_errno_t err = llhttp_execute(&c->parser, start, c->rbuf_len - c->rbuf_off);

@@ -46,6 +46,35 @@ void mg_fields_set(mg_pool_t *p, mg_fields_t *f, const char *name, const char *v
 
 typedef void (*mg_body_cb)(mg_req_t *req, const char *data, size_t len);
 
+/* A request body held whole by the gateway: in memory up to 64 KiB, beyond that in an unlinked
+ * temporary file (req:read_body(), req:set_body(), a subrequest's body). */
+typedef struct {
+  mg_buf_t mem;
+  int fd; /* -1: in memory */
+  uint64_t len;
+} mg_body_t;
+
+/* Where a response goes. NULL (the default) is the client connection; a subrequest's is a
+ * capture that collects status, headers and body for the Lua code that asked (subrequest.c). */
+typedef struct {
+  void (*head)(mg_req_t *req);
+  void (*body)(mg_req_t *req, char *block, const char *data, size_t len);
+  void (*end)(mg_req_t *req);
+  void (*abort)(mg_req_t *req);
+} mg_sink_t;
+
+/* The routes' handlers (SPEC 3 target kinds) behind one interface: the engine starts the
+ * route's handler and never names a kind. */
+struct mg_handler_s {
+  const char *name;
+  void (*start)(mg_req_t *req);
+};
+
+/* Body helpers: 0 or -errno. */
+void mg_body_init(mg_body_t *b);
+int mg_body_add(mg_body_t *b, const char *data, size_t len);
+void mg_body_reset(mg_body_t *b);
+
 struct mg_req_s {
   mg_conn_t *conn;
   mg_server_t *server;
@@ -77,6 +106,24 @@ struct mg_req_s {
   /* Lua: registry references of req.env, req.ctx and the userdata; LUA_NOREF until used. */
   int env_ref, ctx_ref, self_ref, res_ref, hdr_ref[2];
   int phase;
+
+  /* The phase engine (phase.c): where the request is in its life, and the Lua thread it waits
+   * on, if any. While a hook waits before the handler has started, the client's body is held
+   * (not parsed) so that no byte of it is lost. */
+  uint8_t stage;
+  uint16_t hook_i;
+  unsigned hold_body : 1, handler_started : 1, is_subrequest : 1, body_ready : 1, body_reading : 1;
+  void *thread;       /* the suspended mg_thread_t of a hook or content handler */
+  void *sockets;      /* cosockets the request's Lua code opened (lua_socket.c) */
+  mg_kv_t *env_list;  /* req.env as plain data, for cgi_env.c (exported before the SCGI head) */
+  int nenv_list;
+  int env_pathinfo;   /* req.env["proxy-scgi-pathinfo"] was set */
+  mg_body_t body;     /* valid when body_ready */
+  const mg_sink_t *sink;
+  void *body_waiter;  /* the thread waiting in req:read_body() */
+  mg_req_t *parent;   /* a subrequest's parent */
+  void *capture;      /* a subrequest's capture state */
+  int depth;          /* subrequest depth */
 
   /* Body of the request, as the parser delivers it. */
   mg_body_cb on_body;         /* NULL: discard */
@@ -128,9 +175,20 @@ void mg_req_resume_body(mg_req_t *req);
 /* Sends "100 Continue" if the client asked for it and has not been answered yet. */
 void mg_req_continue(mg_req_t *req);
 
-/* Routes the request (again, after a rewrite or an internal redirect) and starts its
- * handler. */
-void mg_req_dispatch(mg_req_t *req);
+/* Parses what the connection holds for its request (after the engine held the body). Safe
+ * to call when the request has already ended: the connection outlives this call. */
+void mg_conn_kick(mg_conn_t *c);
+/* The engine waits no longer: the client's body may be parsed again (see hold_body). */
+void mg_req_release_body(mg_req_t *req);
+/* The parser may go on for this request's body (req:read_body()). */
+void mg_req_read_body(mg_req_t *req);
+/* A request created for a subrequest: pool, id, addresses of parent's connection. Released
+ * with mg_req_release. */
+mg_req_t *mg_req_new_child(mg_req_t *parent);
+void mg_req_release(mg_req_t *req);
+/* Stops the handler producing the response (its cancel function), e.g. a capture that has
+ * seen enough. */
+void mg_req_stop(mg_req_t *req);
 
 /* Prepares the response head; it leaves with the first body bytes (one write for a small
  * response), or at mg_req_send_end / mg_req_flush. */

@@ -22,6 +22,8 @@
 #include "balancer.h"
 #include "buf.h"
 #include "config.h"
+#include "handler.h"
+#include "lua_api.h"
 #include "lua_vm.h"
 
 typedef struct {
@@ -138,6 +140,8 @@ static int load_settings(loader_t *ld) {
   s->allow_encoded_slashes = get_bool(L, "allow_encoded_slashes", 0);
   s->watch = get_bool(L, "watch", 0);
   s->sendfile_missing = (int)get_num(L, "sendfile_missing", 500);
+  s->subrequest_max_body = (uint64_t)get_num(L, "subrequest_max_body", 1 << 20);
+  s->lua_body_max = (uint64_t)get_num(L, "lua_body_max", 1 << 20);
   /* Log files named relative to init.lua live beside it. */
   char **paths[] = {&s->access_log, &s->error_log, &s->pid};
   for (int i = 0; i < 3; i++) {
@@ -266,26 +270,31 @@ static int load_route(loader_t *ld, mg_route_t *r) {
   int rc = 0;
   if (strcmp(kind, "scgi") == 0) {
     r->kind = MG_TARGET_SCGI;
+    r->handler = &mg_handler_scgi;
     lua_getfield(L, -1, "backend");
     rc = backend_addr(ld, r->decl, &r->addr);
     lua_pop(L, 1);
   } else if (strcmp(kind, "balancer") == 0) {
     r->kind = MG_TARGET_BALANCER;
+    r->handler = &mg_handler_scgi;
     char *name = get_str(L, "balancer");
     r->balancer = find_balancer(cfg, name);
     free(name);
   } else if (strcmp(kind, "static") == 0) {
     r->kind = MG_TARGET_STATIC;
+    r->handler = &mg_handler_static;
     char *root = get_str(L, "root");
     r->root = resolve_path(cfg, root);
     free(root);
     rc = open_dir(ld, r->decl, "static root", r->root, &r->root_fd);
   } else if (strcmp(kind, "lua") == 0) {
     r->kind = MG_TARGET_LUA;
+    r->handler = &mg_handler_lua;
     lua_getfield(L, -1, "handler");
     r->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   } else {
     r->kind = MG_TARGET_STATUS;
+    r->handler = &mg_handler_status;
   }
   free(kind);
   if (rc < 0) return -1;
@@ -293,6 +302,7 @@ static int load_route(loader_t *ld, mg_route_t *r) {
   r->sendfile = get_str(L, "sendfile");
   r->sendfile_missing = (int)get_num(L, "sendfile_missing", cfg->set.sendfile_missing);
   r->pathinfo = get_bool(L, "pathinfo", 0);
+  r->internal = get_bool(L, "internal", 0);
   r->pass_authorization = get_bool(L, "pass_authorization", cfg->set.pass_authorization);
   r->connect_timeout = (uint64_t)get_num(L, "connect_timeout", (int64_t)cfg->set.connect_timeout);
   r->timeout = (uint64_t)get_num(L, "timeout", (int64_t)cfg->set.timeout);
@@ -429,6 +439,13 @@ mg_config_t *mg_config_load(const char *file, char *err, size_t err_len) {
   lua_State *L = cfg->L = mg_lua_new(cfg->dir);
   if (!L) return fail(&ld, NULL, "cannot create a Lua state"), mg_config_free(cfg), NULL;
   ld.L = L;
+  /* The request-time API (mg.sleep, mg.socket, ...) is in the module before init.lua runs, so
+   * a script may keep a local reference to it. */
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "moongate");
+  lua_call(L, 1, 1);
+  mg_lua_api_open(L);
+  lua_pop(L, 1);
   if (luaL_loadfile(L, cfg->file) != 0) {
     /* Syntax errors already carry file:line; a missing file does not. */
     snprintf(err, err_len, "%s", lua_tostring(L, -1));

@@ -15,16 +15,21 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "balancer.h"
 #include "log.h"
+#include "lua_socket.h"
 #include "lua_vm.h"
 #include "path.h"
-#include "redirect.h"
 #include "server.h"
 
-enum { PH_REWRITE = 1, PH_ACCESS = 2, PH_BALANCER = 4, PH_HEADER_FILTER = 8, PH_LOG = 16, PH_CONTENT = 32, PH_TIMER = 64 };
-static const char *phase_label[] = {"rewrite", "access", "balancer", "header_filter", "log", "content", "timer"};
+#define PH_REWRITE MG_PH_REWRITE
+#define PH_ACCESS MG_PH_ACCESS
+#define PH_BALANCER MG_PH_BALANCER
+#define PH_HEADER_FILTER MG_PH_HEADER_FILTER
+#define PH_LOG MG_PH_LOG
+#define PH_CONTENT MG_PH_CONTENT
 
 #define REQ_MT "moongate.req"
 #define HDR_MT "moongate.headers"
@@ -53,11 +58,7 @@ static exit_t *exit_of(mg_req_t *req) {
   return req->lua_exit;
 }
 
-static const char *phase_name(int ph) {
-  for (int i = 0; i < 7; i++)
-    if (ph == 1 << i) return phase_label[i];
-  return "init";
-}
+#define phase_name mg_lua_phase_name
 
 static mg_req_t *check_req(lua_State *L, int idx) {
   req_box_t *b = luaL_checkudata(L, idx, REQ_MT);
@@ -70,8 +71,18 @@ static void check_phase(lua_State *L, mg_req_t *req, int allowed, const char *wh
 }
 
 int mg_lua_has_phase(const mg_req_t *req, int phase) {
-  if (req->cfg->hooks[phase].n) return 1;
+  /* Global hooks (mg.on) are for client requests; a subrequest runs its route's hooks only. */
+  if (req->cfg->hooks[phase].n && !req->is_subrequest) return 1;
   return req->route && req->route->hooks[phase].n;
+}
+
+int mg_lua_hook_at(const mg_req_t *req, int phase, int i) {
+  const mg_hooks_t *g = req->is_subrequest ? NULL : &req->cfg->hooks[phase];
+  int ng = g ? g->n : 0;
+  if (i < ng) return g->refs[i];
+  const mg_hooks_t *r = req->route ? &req->route->hooks[phase] : NULL;
+  if (r && i - ng < r->n) return r->refs[i - ng];
+  return LUA_NOREF;
 }
 
 /* ---- headers proxy ----------------------------------------------------------------------- */
@@ -148,6 +159,12 @@ static int push_ref_table(lua_State *L, int *ref) {
 
 static int req_exit(lua_State *L);
 static int req_redirect(lua_State *L);
+static int req_read_body(lua_State *L);
+static int req_body(lua_State *L);
+static int req_set_body(lua_State *L);
+static lua_CFunction subrequest_fn;
+
+void mg_lua_set_subrequest(lua_CFunction fn) { subrequest_fn = fn; }
 
 /* req:headers() / res:headers(): a new plain table, lowercase names, a list for a repeated
  * field (SPEC 14). A copy: changing it changes nothing; req.headers is the way to edit. */
@@ -181,6 +198,10 @@ static int push_fields_table(lua_State *L, const mg_fields_t *f) {
   return 1;
 }
 
+void mg_lua_push_fields(lua_State *L, const mg_fields_t *f) { push_fields_table(L, f); }
+
+mg_req_t *mg_lua_check_req(lua_State *L, int idx) { return check_req(L, idx); }
+
 /* `req:headers()` is `req.headers(req)`: the proxy's __call gives the plain copy. */
 static int hdr_call(lua_State *L) {
   hdr_box_t *b;
@@ -208,6 +229,10 @@ static int req_index(lua_State *L) {
       break;
     case 'i':
       if (strcmp(k, "id") == 0) return lua_pushstring(L, req->id), 1;
+      if (strcmp(k, "is_subrequest") == 0) return lua_pushboolean(L, req->is_subrequest), 1;
+      break;
+    case 'b':
+      if (strcmp(k, "body") == 0) return lua_pushcfunction(L, req_body), 1;
       break;
     case 'm':
       if (strcmp(k, "method") == 0) return lua_pushstring(L, req->method), 1;
@@ -221,9 +246,12 @@ static int req_index(lua_State *L) {
       if (strcmp(k, "remote_port") == 0) return mg_req_remote(req, &port), lua_pushinteger(L, port), 1;
       if (strcmp(k, "route") == 0) return req->route ? lua_pushstring(L, req->route->match) : lua_pushnil(L), 1;
       if (strcmp(k, "redirect") == 0) return lua_pushcfunction(L, req_redirect), 1;
+      if (strcmp(k, "read_body") == 0) return lua_pushcfunction(L, req_read_body), 1;
       break;
     case 's':
       if (strcmp(k, "scheme") == 0) return lua_pushliteral(L, "http"), 1;
+      if (strcmp(k, "set_body") == 0) return lua_pushcfunction(L, req_set_body), 1;
+      if (strcmp(k, "subrequest") == 0 && subrequest_fn) return lua_pushcfunction(L, subrequest_fn), 1;
       break;
     case 'u':
       if (strcmp(k, "uri") == 0) return lua_pushlstring(L, req->path, req->path_len), 1;
@@ -303,6 +331,115 @@ static int req_redirect(lua_State *L) {
   exit_t *e = exit_of(req);
   e->redirect = 1;
   e->location = mg_pool_strdup(&req->pool, uri);
+  return 0;
+}
+
+/* ---- the request body in Lua (SPEC 12) ------------------------------------------------------------ */
+
+static uint64_t body_limit(const mg_req_t *req) {
+  return req->route ? req->route->client_max_body_size : req->cfg->set.client_max_body_size;
+}
+
+static void on_body_collect(mg_req_t *req, const char *data, size_t len) {
+  uint64_t limit = body_limit(req);
+  if (req->body_reading == 0) return;
+  if (limit && req->body.len + len > limit) {
+    req->body_reading = 0;
+    req->keepalive = 0;
+    mg_req_error(req, 413, "request body exceeds client_max_body_size %llu (req:read_body)", (unsigned long long)limit);
+    return;
+  }
+  int rc = mg_body_add(&req->body, data, len);
+  if (rc < 0) {
+    req->body_reading = 0;
+    mg_req_error(req, 500, "spooling the request body failed: %s", strerror(-rc));
+  }
+}
+
+static void on_body_collected(mg_req_t *req) {
+  req->on_body = NULL, req->on_body_end = NULL;
+  if (!req->body_reading) return;
+  req->body_reading = 0;
+  req->body_ready = 1;
+  mg_thread_t *t = req->body_waiter;
+  req->body_waiter = NULL;
+  if (t) mg_thread_wake(t, 0); /* inside the parser: the thread runs on the next turn */
+}
+
+static void read_body_cancel(mg_thread_t *t) {
+  if (t->req) t->req->body_waiter = NULL;
+}
+
+/* req:read_body(): reads the whole request body before the backend is contacted. */
+static int req_read_body(lua_State *L) {
+  mg_req_t *req = check_req(L, 1);
+  check_phase(L, req, PH_REWRITE | PH_ACCESS | PH_CONTENT, "req:read_body");
+  if (req->body_ready) return 0;
+  if (req->redirects || req->msg_done || (req->content_length <= 0 && !req->chunked)) {
+    /* No body, or it was dropped (internal redirect) or already went by. */
+    req->body_ready = 1;
+    return 0;
+  }
+  if (req->on_body) return luaL_error(L, "req:read_body: the body is already being streamed to the backend");
+  mg_thread_t *t = mg_thread_check(L, "req:read_body");
+  uint64_t limit = body_limit(req);
+  if (limit && req->content_length > 0 && (uint64_t)req->content_length > limit) {
+    req->keepalive = 0;
+    lua_pushnil(L);
+    lua_pushliteral(L, "request body too large");
+    return 2;
+  }
+  req->on_body = on_body_collect;
+  req->on_body_end = on_body_collected;
+  req->body_reading = 1;
+  mg_req_read_body(req); /* may read all of it at once */
+  if (req->body_ready) return 0;
+  req->body_waiter = t;
+  return mg_thread_wait(L, t, read_body_cancel, NULL);
+}
+
+/* req:body() → the body read by req:read_body(), nil and "in file" beyond lua_body_max. */
+static int req_body(lua_State *L) {
+  mg_req_t *req = check_req(L, 1);
+  if (!req->body_ready) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "body not read (call req:read_body() first)");
+    return 2;
+  }
+  mg_body_t *b = &req->body;
+  if (b->fd < 0) {
+    lua_pushlstring(L, b->mem.data ? b->mem.data : "", b->mem.len);
+    return 1;
+  }
+  if (b->len > req->cfg->set.lua_body_max) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "in file");
+    return 2;
+  }
+  luaL_Buffer lb;
+  luaL_buffinit(L, &lb);
+  char chunk[16384];
+  uint64_t off = 0;
+  while (off < b->len) {
+    ssize_t n = pread(b->fd, chunk, sizeof chunk, (off_t)off);
+    if (n <= 0) return luaL_error(L, "req:body: reading the spooled body failed");
+    luaL_addlstring(&lb, chunk, (size_t)n);
+    off += (uint64_t)n;
+  }
+  luaL_pushresult(&lb);
+  return 1;
+}
+
+/* req:set_body(str): the backend receives str instead (CONTENT_LENGTH follows). */
+static int req_set_body(lua_State *L) {
+  mg_req_t *req = check_req(L, 1);
+  check_phase(L, req, PH_REWRITE | PH_ACCESS | PH_CONTENT, "req:set_body");
+  size_t len;
+  const char *s = luaL_checklstring(L, 2, &len);
+  if (!req->body_ready) return luaL_error(L, "req:set_body: call req:read_body() first");
+  mg_body_reset(&req->body);
+  int rc = mg_body_add(&req->body, s, len);
+  if (rc < 0) return luaL_error(L, "req:set_body: %s", strerror(-rc));
   return 0;
 }
 
@@ -399,6 +536,12 @@ static void detach(lua_State *L, int *ref) {
 }
 
 void mg_lua_req_release(mg_req_t *req) {
+  mg_socket_close_owned(&req->sockets);
+  if (req->thread) {
+    mg_thread_t *t = req->thread;
+    req->thread = NULL;
+    mg_thread_abort(t);
+  }
   if (req->self_ref == LUA_NOREF && req->env_ref == LUA_NOREF && req->ctx_ref == LUA_NOREF && req->res_ref == LUA_NOREF &&
       req->hdr_ref[0] == LUA_NOREF && req->hdr_ref[1] == LUA_NOREF)
     return;
@@ -422,24 +565,24 @@ static int call_hook(mg_req_t *req, int ref, int phase_bit, int with_res) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
   push_req(L, req);
   if (with_res) push_res(L, req);
-  req->phase = phase_bit;
+  int saved = req->phase, saved_now = mg_lua_phase_now;
+  req->phase = mg_lua_phase_now = phase_bit;
   char err[2048];
   int rc = mg_lua_call(L, with_res ? 2 : 1, 0, err, sizeof err);
-  req->phase = 0;
+  req->phase = saved, mg_lua_phase_now = saved_now;
   if (rc < 0) mg_log_error(MG_LOG_ERROR, req->id, "Lua error in %s hook: %s", phase_name(phase_bit), err);
   assert(lua_gettop(L) == top);
   (void)top;
   return rc;
 }
 
-/* Acts on req:exit / req:redirect. Returns 1 when the request was ended or redirected. */
-static int take_exit(mg_req_t *req) {
+int mg_lua_take_exit(mg_req_t *req, const char **redirect) {
   exit_t *e = req->lua_exit;
-  if (!e || (!e->status && !e->redirect)) return 0;
+  if (!e || (!e->status && !e->redirect)) return MG_LUA_EXIT_NONE;
   req->lua_exit = NULL;
   if (e->redirect) {
-    mg_redirect_start(req, e->location);
-    return 1;
+    *redirect = e->location;
+    return MG_LUA_EXIT_REDIRECT;
   }
   if (e->body) {
     mg_req_respond(req, e->status, mg_fields_get(&req->resp_headers, "Content-Type") ? NULL : "text/plain", e->body, e->body_len);
@@ -448,38 +591,30 @@ static int take_exit(mg_req_t *req) {
     if (e->status >= 400) mg_req_error(req, e->status, NULL);
     else mg_req_respond(req, e->status, NULL, "", 0);
   }
-  return 1;
+  return MG_LUA_EXIT_RESPONDED;
+}
+
+void mg_lua_exit_clear(mg_req_t *req) { req->lua_exit = NULL; }
+
+void mg_lua_push_req(lua_State *L, mg_req_t *req) { push_req(L, req); }
+
+mg_thread_t *mg_lua_hook_thread(mg_req_t *req, int ref, int phase_bit) {
+  mg_thread_t *t = mg_thread_new(req->cfg->L, req, phase_bit);
+  lua_rawgeti(t->co, LUA_REGISTRYINDEX, ref); /* co: fn */
+  push_req(t->co, req);                       /* co: fn req */
+  return t;
 }
 
 /* Calls visit() for each hook of `phase`, the global ones first, then the route's; stops at
  * the first nonzero return and gives it back (0 when every hook ran). */
 static int each_hook(mg_req_t *req, int phase, int (*visit)(mg_req_t *req, int ref, void *arg), void *arg) {
-  const mg_hooks_t *lists[2] = {&req->cfg->hooks[phase], req->route ? &req->route->hooks[phase] : NULL};
-  for (int l = 0; l < 2; l++)
-    for (int i = 0; lists[l] && i < lists[l]->n; i++) {
-      int rc = visit(req, lists[l]->refs[i], arg);
-      if (rc) return rc;
-    }
+  int ref;
+  for (int i = 0; (ref = mg_lua_hook_at(req, phase, i)) != LUA_NOREF; i++) {
+    int rc = visit(req, ref, arg);
+    if (rc) return rc;
+  }
   return 0;
 }
-
-/* rewrite and access: an error ends the request with 500; req:exit ends the chain. */
-static int visit_request_hook(mg_req_t *req, int ref, void *arg) {
-  if (call_hook(req, ref, *(int *)arg, 0) < 0) {
-    req->lua_exit = NULL;
-    mg_req_error(req, 500, NULL);
-    return 1;
-  }
-  return take_exit(req);
-}
-
-static int run_phase(mg_req_t *req, int phase, int phase_bit) {
-  return each_hook(req, phase, visit_request_hook, &phase_bit);
-}
-
-int mg_lua_rewrite(mg_req_t *req) { return run_phase(req, MG_PHASE_REWRITE, PH_REWRITE); }
-
-int mg_lua_access(mg_req_t *req) { return run_phase(req, MG_PHASE_ACCESS, PH_ACCESS); }
 
 static int visit_header_filter(mg_req_t *req, int ref, void *arg) {
   (void)arg;
@@ -559,10 +694,11 @@ static int call_chooser(mg_req_t *req, mg_balancer_t *b, int ref, const char *wh
   lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
   push_req(L, req);
   push_members(L, b);
-  req->phase = PH_BALANCER;
+  int saved_now = mg_lua_phase_now;
+  req->phase = mg_lua_phase_now = PH_BALANCER;
   char err[2048];
   int rc = mg_lua_call(L, 2, 1, err, sizeof err);
-  req->phase = 0;
+  req->phase = 0, mg_lua_phase_now = saved_now;
   if (rc < 0) {
     mg_log_error(MG_LOG_ERROR, req->id, "Lua error in %s of balancer %s: %s", what, b->name, err);
     mg_req_error(req, 500, NULL);
@@ -571,7 +707,8 @@ static int call_chooser(mg_req_t *req, mg_balancer_t *b, int ref, const char *wh
   int idx = member_choice(L, b);
   assert(lua_gettop(L) == top);
   (void)top;
-  if (take_exit(req)) return -1;
+  const char *unused;
+  if (mg_lua_take_exit(req, &unused) != MG_LUA_EXIT_NONE) return -1;
   return idx;
 }
 
@@ -586,85 +723,35 @@ int mg_lua_balancer(mg_req_t *req, mg_balancer_t *b, int method) {
   return 0;
 }
 
-/* ---- content handler ---------------------------------------------------------------------------- */
+/* ---- req.env as plain data ---------------------------------------------------------------------- */
 
-void mg_lua_content(mg_req_t *req) {
-  lua_State *L = req->cfg->L;
-  int top = lua_gettop(L);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, req->route->handler_ref);
-  push_req(L, req);
-  req->phase = PH_CONTENT;
-  char err[2048];
-  int rc = mg_lua_call(L, 1, 3, err, sizeof err);
-  req->phase = 0;
-  if (rc < 0) {
-    mg_log_error(MG_LOG_ERROR, req->id, "Lua error in content handler of route %s: %s", req->route->decl, err);
-    req->lua_exit = NULL;
-    mg_req_error(req, 500, NULL);
-    return;
-  }
-  if (take_exit(req)) {
-    lua_settop(L, top);
-    return;
-  }
-  int status = lua_isnil(L, -3) ? 200 : (int)lua_tointeger(L, -3);
-  if (status < 100 || status > 599) {
-    lua_settop(L, top);
-    mg_log_error(MG_LOG_ERROR, req->id, "content handler of route %s returned a bad status", req->route->decl);
-    mg_req_error(req, 500, NULL);
-    return;
-  }
-  if (lua_istable(L, -1)) {
-    lua_pushnil(L);
-    while (lua_next(L, -2)) {
-      size_t nl, vl;
-      const char *n = lua_tolstring(L, -2, &nl);
-      const char *v = lua_tolstring(L, -1, &vl);
-      if (n && v && mg_http_is_token(n, nl) && !strpbrk(v, "\r\n") && strlen(v) == vl)
-        mg_fields_set(&req->pool, &req->resp_headers, n, v);
-      else
-        mg_log_error(MG_LOG_WARN, req->id, "content handler of route %s returned a bad header; dropped", req->route->decl);
-      lua_pop(L, 1);
-    }
-  }
-  size_t bl = 0;
-  const char *body = lua_tolstring(L, -2, &bl);
-  char *copy = body ? mg_pool_strndup(&req->pool, body, bl) : NULL;
-  lua_settop(L, top);
-  const char *ct = mg_fields_get(&req->resp_headers, "Content-Type") ? NULL : "text/plain";
-  mg_req_respond(req, status, ct, copy ? copy : "", bl);
-}
-
-/* ---- req.env --------------------------------------------------------------------------------------- */
-
-int mg_lua_env_pathinfo(mg_req_t *req) {
-  if (req->env_ref == LUA_NOREF) return 0;
-  lua_State *L = req->cfg->L;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, req->env_ref);
-  lua_getfield(L, -1, "proxy-scgi-pathinfo");
-  int on = !lua_isnil(L, -1) && !(lua_isboolean(L, -1) && !lua_toboolean(L, -1));
-  lua_pop(L, 2);
-  return on;
-}
-
-void mg_lua_apply_env(mg_req_t *req, mg_vars_t *vars) {
+void mg_lua_env_export(mg_req_t *req) {
+  req->nenv_list = 0;
+  req->env_pathinfo = 0;
   if (req->env_ref == LUA_NOREF) return;
   lua_State *L = req->cfg->L;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, req->env_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, req->env_ref); /* env */
+  int n = 0;
   lua_pushnil(L);
-  while (lua_next(L, -2)) {
-    size_t nl, vl = 0;
-    const char *n = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &nl) : NULL;
+  while (lua_next(L, -2)) n++, lua_pop(L, 1);
+  req->env_list = mg_pool_alloc(&req->pool, sizeof(mg_kv_t) * (size_t)(n ? n : 1));
+  lua_pushnil(L);
+  while (lua_next(L, -2)) { /* env key value */
+    size_t nl = 0, vl = 0;
+    const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &nl) : NULL;
     int remove = lua_isboolean(L, -1) && !lua_toboolean(L, -1);
-    const char *v = remove ? NULL : lua_tolstring(L, -1, &vl);
-    if (!n || (!v && !remove) || memchr(n, 0, nl) || (v && memchr(v, 0, vl)) || nl == 0) {
+    int t = lua_type(L, -1);
+    const char *v = remove ? NULL : (t == LUA_TSTRING || t == LUA_TNUMBER) ? lua_tolstring(L, -1, &vl) : NULL;
+    if (k && strcmp(k, "proxy-scgi-pathinfo") == 0) {
+      req->env_pathinfo = !remove && t != LUA_TNIL;
+    } else if (!k || (!v && !remove) || memchr(k, 0, nl) || (v && memchr(v, 0, vl)) || nl == 0) {
       mg_log_error(MG_LOG_WARN, req->id, "req.env: entries must be name = string, number or false; one dropped");
-    } else if (strcmp(n, "CONTENT_LENGTH") == 0 || strcmp(n, "SCGI") == 0) {
-      mg_log_error(MG_LOG_WARN, req->id, "req.env: %s cannot be overridden", n);
+    } else if (strcmp(k, "CONTENT_LENGTH") == 0 || strcmp(k, "SCGI") == 0) {
+      mg_log_error(MG_LOG_WARN, req->id, "req.env: %s cannot be overridden", k);
     } else {
-      const char *pn = mg_pool_strndup(&req->pool, n, nl);
-      const char *pv = v ? mg_pool_strndup(&req->pool, v, vl) : NULL;
-      mg_vars_set(vars, pn, nl, pv, vl);
+      mg_kv_t *kv = &req->env_list[req->nenv_list++];
+      kv->name = mg_pool_strndup(&req->pool, k, nl);
+      kv->value = v ? mg_pool_strndup(&req->pool, v, vl) : NULL;
     }
     lua_pop(L, 1);
   }
@@ -677,26 +764,50 @@ typedef struct {
   uv_timer_t t;
   mg_config_t *cfg;
   int ref;
+  mg_thread_t *running; /* a run that still waits: the next tick is skipped */
 } lua_timer_t;
 
-static void on_lua_timer(uv_timer_t *t) {
-  lua_timer_t *lt = (lua_timer_t *)t;
-  lua_State *L = lt->cfg->L;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, lt->ref);
-  char err[2048];
-  if (mg_lua_call(L, 0, 0, err, sizeof err) < 0) mg_log_error(MG_LOG_ERROR, NULL, "Lua error in timer: %s", err);
+static void on_timer_done(mg_thread_t *t, int rc) {
+  if (rc == MG_THREAD_ERROR) mg_log_error(MG_LOG_ERROR, NULL, "Lua error in timer: %s", t->error);
+  lua_timer_t *lt = t->data;
+  if (lt) lt->running = NULL;
+  mg_thread_release(t);
+}
+
+static void on_lua_timer(uv_timer_t *tm) {
+  lua_timer_t *lt = (lua_timer_t *)tm;
+  if (lt->running) return;
+  mg_thread_t *t = mg_thread_new(lt->cfg->L, NULL, MG_PH_TIMER);
+  lua_rawgeti(t->co, LUA_REGISTRYINDEX, lt->ref);
+  t->on_done = on_timer_done;
+  t->data = lt;
+  int rc = mg_thread_start(t, 0);
+  if (rc == MG_THREAD_WAIT) lt->running = t;
+  else on_timer_done(t, rc);
+}
+
+static void on_init_worker_done(mg_thread_t *t, int rc) {
+  if (rc == MG_THREAD_ERROR) mg_log_error(MG_LOG_ERROR, NULL, "Lua error in init_worker: %s", t->error);
+  mg_thread_release(t);
 }
 
 int mg_lua_worker_init(mg_config_t *cfg, uv_loop_t *loop) {
   lua_State *L = cfg->L;
   ensure_metatables(L);
+  mg_thread_init(loop);
   for (int i = 0; i < cfg->init_worker.n; i++) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, cfg->init_worker.refs[i]);
-    char err[2048];
-    if (mg_lua_call(L, 0, 0, err, sizeof err) < 0) {
-      mg_log_error(MG_LOG_ERROR, NULL, "Lua error in init_worker: %s", err);
+    /* An init_worker hook may wait (a cosocket to prime a cache); the worker serves
+     * meanwhile. One that fails before it waits fails the worker, as before. */
+    mg_thread_t *t = mg_thread_new(L, NULL, MG_PH_INIT_WORKER);
+    lua_rawgeti(t->co, LUA_REGISTRYINDEX, cfg->init_worker.refs[i]);
+    t->on_done = on_init_worker_done;
+    int rc = mg_thread_start(t, 0);
+    if (rc == MG_THREAD_ERROR) {
+      mg_log_error(MG_LOG_ERROR, NULL, "Lua error in init_worker: %s", t->error);
+      mg_thread_release(t);
       return -1;
     }
+    if (rc == MG_THREAD_DONE) mg_thread_release(t);
   }
   for (int i = 0; i < cfg->ntimers; i++) {
     lua_timer_t *lt = mg_calloc(1, sizeof *lt);

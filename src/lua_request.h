@@ -1,37 +1,48 @@
 /* lua_request: the request phases run in Lua, and the `req` and `res` objects (SPEC 4).
  *
- * A request enters Lua only when a hook or handler is configured for it: http.c asks
- * mg_lua_has_phase() first, which reads two counters and touches no Lua state. Each phase
- * runs the global hooks, then the route's, in one protected call per hook; req:exit() ends the
- * chain. A Lua error ends the request with 500 (or cuts the connection when the head is
- * already sent) and logs the traceback; the worker goes on. */
+ * A request enters Lua only when a hook or handler is configured for it: the engine asks
+ * mg_lua_has_phase() first, which reads two counters and touches no Lua state. rewrite and
+ * access hooks run in Lua threads started by the engine (phase.c), so they may wait;
+ * balancer, header_filter and log hooks run here in one protected call each and cannot. A Lua
+ * error ends the request with 500 (or cuts the connection when the head is already sent) and
+ * logs the traceback; the worker goes on. */
 #ifndef MG_LUA_REQUEST_H
 #define MG_LUA_REQUEST_H
 
+#include <lua.h>
+
 #include "http.h"
+#include "lua_thread.h"
 
 int mg_lua_has_phase(const mg_req_t *req, int phase);
-/* These return 0 when the request goes on, 1 when a hook ended it (a response is under way). */
-int mg_lua_rewrite(mg_req_t *req);
-int mg_lua_access(mg_req_t *req);
+/* The registry reference of the i-th hook of `phase` for req (global hooks, then the route's;
+ * a subrequest runs only its route's), or LUA_NOREF past the last. */
+int mg_lua_hook_at(const mg_req_t *req, int phase, int i);
+/* A Lua thread ready to run hook `ref` as fn(req) in phase `phase_bit` (MG_PH_*). */
+mg_thread_t *mg_lua_hook_thread(mg_req_t *req, int ref, int phase_bit);
+/* What req:exit()/req:redirect() asked for, once the hook or handler has returned:
+ * MG_LUA_EXIT_NONE; MG_LUA_EXIT_RESPONDED (the response is under way); MG_LUA_EXIT_REDIRECT
+ * with the local URI in *redirect (the caller restarts the request). */
+enum { MG_LUA_EXIT_NONE, MG_LUA_EXIT_RESPONDED, MG_LUA_EXIT_REDIRECT };
+int mg_lua_take_exit(mg_req_t *req, const char **redirect);
+void mg_lua_exit_clear(mg_req_t *req);
+void mg_lua_push_req(lua_State *L, mg_req_t *req);
+/* A plain table of header fields (lowercase names, lists for repeats), as req:headers(). */
+void mg_lua_push_fields(lua_State *L, const mg_fields_t *f);
+/* The request behind the req userdata at idx; raises when it has ended. */
+mg_req_t *mg_lua_check_req(lua_State *L, int idx);
 void mg_lua_header_filter(mg_req_t *req);
 void mg_lua_log_phase(mg_req_t *req);
 /* Runs the balancer hooks and a Lua method. Returns the chosen 1-based member index, 0 to
  * leave the choice to the balancer, or -1 when the request was ended. */
 int mg_lua_balancer(mg_req_t *req, mg_balancer_t *b, int method);
-/* The route's Lua content handler. */
-void mg_lua_content(mg_req_t *req);
-/* Applies req.env to the SCGI variables (see cgi_env.c). Strings stay valid until the
- * request is released. */
-void mg_lua_apply_env(mg_req_t *req, mg_vars_t *vars);
-int mg_lua_env_pathinfo(mg_req_t *req);
-/* Drops the request's Lua references. */
+/* Copies req.env into req->env_list / req->env_pathinfo, the plain data cgi_env.c reads. */
+void mg_lua_env_export(mg_req_t *req);
+/* Drops the request's Lua references, closes its cosockets, abandons a waiting thread. */
 void mg_lua_req_release(mg_req_t *req);
 /* Runs init_worker hooks and starts mg.timer timers in a worker's loop. */
 int mg_lua_worker_init(mg_config_t *cfg, uv_loop_t *loop);
-
-/* Route kinds implemented elsewhere, dispatched by http.c. */
-void mg_static_serve(mg_req_t *req);
-void mg_status_serve(mg_req_t *req);
+/* req:subrequest is implemented in subrequest.c. */
+void mg_lua_set_subrequest(lua_CFunction fn);
 
 #endif

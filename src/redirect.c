@@ -1,29 +1,28 @@
-/* redirect: see redirect.h. Also used by req:redirect() from Lua. */
+/* redirect: see redirect.h. */
 #include "redirect.h"
 
 #include <string.h>
 
-#include "lua_request.h"
 #include "path.h"
 
-void mg_redirect_start(mg_req_t *req, const char *location) {
+int mg_redirect_prepare(mg_req_t *req, const char *location) {
   const mg_settings_t *s = &req->cfg->set;
   if ((uint64_t)req->redirects >= s->internal_redirect_limit) {
     mg_req_error(req, 500, "internal redirect to \"%s\" exceeds internal_redirect_limit (%llu)", location,
                  (unsigned long long)s->internal_redirect_limit);
-    return;
+    return -1;
   }
   const char *path, *query;
   size_t path_len, query_len;
   if (mg_target_split(location, strlen(location), &path, &path_len, &query, &query_len) < 0 || location[0] != '/') {
     mg_req_error(req, 500, "internal redirect to a bad location \"%s\"", location);
-    return;
+    return -1;
   }
   char *norm = mg_pool_alloc(&req->pool, path_len + 2);
   int n = mg_path_normalize(path, path_len, norm, s->allow_encoded_slashes);
   if (n < 0) {
     mg_req_error(req, 500, "internal redirect to a bad location \"%s\"", location);
-    return;
+    return -1;
   }
   req->redirect_url = req->path;
   req->redirect_query = req->query;
@@ -40,6 +39,8 @@ void mg_redirect_start(mg_req_t *req, const char *location) {
   req->resp_headers.n = 0;
   req->route = NULL;
   req->upstream_name = NULL;
-  if (mg_lua_has_phase(req, MG_PHASE_REWRITE) && mg_lua_rewrite(req) != 0) return;
-  mg_req_dispatch(req);
+  /* A body read whole by req:read_body() belongs to the first hop only. */
+  req->body_ready = 0;
+  mg_body_reset(&req->body);
+  return 0;
 }

@@ -10,6 +10,9 @@
 #include "http.h"
 
 /* `location` starts with '/' and lives in the request's pool. */
-void mg_redirect_start(mg_req_t *req, const char *location);
+/* The REDIRECT_* bookkeeping of a restart at `location` (SPEC 7): the method becomes GET (HEAD
+ * stays HEAD), the body is dropped, the route is forgotten. Returns 0, or -1 after answering
+ * 500 (bad location, internal_redirect_limit reached). phase.c then runs the request again. */
+int mg_redirect_prepare(mg_req_t *req, const char *location);
 
 #endif

@@ -13,8 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "handler.h"
 #include "log.h"
-#include "lua_request.h"
 #include "path.h"
 #include "server.h"
 
@@ -251,6 +251,24 @@ void mg_file_send(mg_req_t *req, int fd, const struct stat *st, int conditional,
     mg_req_send_end(req);
     return;
   }
+  if (req->sink) {
+    /* A subrequest captures the body: there is no socket to sendfile to, so read it; the
+     * capture stops it at subrequest_max_body. */
+    for (off_t off = from; off < from + len && !req->resp_ended && !req->aborted;) {
+      char *blk = mg_block_get();
+      size_t want = (size_t)(from + len - off) < MG_BLOCK_SIZE ? (size_t)(from + len - off) : MG_BLOCK_SIZE;
+      ssize_t n = pread(fd, blk, want, off);
+      if (n <= 0) {
+        mg_block_put(blk);
+        break;
+      }
+      off += n;
+      mg_req_send_body(req, blk, blk, (size_t)n);
+    }
+    close(fd);
+    if (!req->resp_ended && !req->aborted) mg_req_send_end(req);
+    return;
+  }
   file_send_t *fs = mg_calloc(1, sizeof *fs);
   fs->req = req, fs->fd = fd, fs->sock = -1, fs->off = from, fs->end = from + len;
   req->handler_data = fs;
@@ -291,3 +309,5 @@ void mg_static_serve(mg_req_t *req) {
   req->status = 200;
   mg_file_send(req, fd, &st, 1, rel);
 }
+
+const mg_handler_t mg_handler_static = {"static", mg_static_serve};

@@ -25,4 +25,7 @@ void mg_file_send(mg_req_t *req, int fd, const struct stat *st, int conditional,
 
 const char *mg_mime_type(const char *path);
 
+/* The { root = DIR } route handler's start. */
+void mg_static_serve(mg_req_t *req);
+
 #endif

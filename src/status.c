@@ -9,8 +9,8 @@
 
 #include "balancer.h"
 #include "buf.h"
+#include "handler.h"
 #include "http.h"
-#include "lua_request.h"
 #include "lua_vm.h"
 #include "server.h"
 #include <unistd.h>
@@ -145,3 +145,5 @@ void mg_status_serve(mg_req_t *req) {
   }
   mg_buf_free(&b);
 }
+
+const mg_handler_t mg_handler_status = {"status", mg_status_serve};

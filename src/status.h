@@ -7,10 +7,15 @@
 #ifndef MG_STATUS_H
 #define MG_STATUS_H
 
+#include "http.h"
+
 #include "config.h"
 
 /* Maps the region (once, in the master) and binds every member of cfg to its slot.
  * Returns 0 or -errno. */
 int mg_status_bind(mg_config_t *cfg);
+
+/* The mg.status_handler() route handler's start. */
+void mg_status_serve(mg_req_t *req);
 
 #endif

@@ -7,12 +7,15 @@
  * Request body: bytes that arrive before the connection is up wait in `pending`; after that
  * they are written as they come. When more than MG_WRITE_HIGH bytes wait for the backend the
  * client is no longer read. A chunked request body cannot be framed by SCGI, so it is spooled
- * (memory up to 64 KiB, then an unlinked temporary file) and the backend is connected when its
- * exact length is known. */
+ * into req->body (memory up to 64 KiB, then an unlinked temporary file) and the backend is
+ * connected when its exact length is known. A body held whole (spooled, read by
+ * req:read_body(), replaced by req:set_body(), a subrequest's) is sent with its exact length:
+ * from memory, or from the file a block at a time as the backend takes it. */
 #include "upstream.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <lauxlib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,14 +25,13 @@
 
 #include "balancer.h"
 #include "cgi_env.h"
+#include "handler.h"
 #include "log.h"
 #include "lua_request.h"
-#include "redirect.h"
+#include "phase.h"
 #include "sendfile.h"
 #include "stream.h"
 #include "server.h"
-
-#define SPOOL_MEMORY (64 * 1024)
 
 enum { S_WAIT_BODY, S_CONNECTING, S_HEAD, S_BODY, S_DONE };
 
@@ -55,9 +57,8 @@ struct mg_upstream_s {
   mg_cgi_head_t parsed;  /* the response head, once complete */
   chunk_t *pending, **pending_tail;
   size_t pending_bytes;
-  mg_buf_t spool;
-  int spool_fd;
-  uint64_t spool_len, spool_off;
+  int spool_fd; /* a duplicate of req->body.fd being sent */
+  uint64_t spool_off;
   uint64_t bytes_in;
   uint64_t timeout_ms;
   int handles_open;
@@ -74,7 +75,6 @@ static void on_handle_closed(uv_handle_t *h) {
   mg_upstream_t *up = h->data;
   if (--up->handles_open > 0) return;
   mg_buf_free(&up->head);
-  mg_buf_free(&up->spool);
   free(up->tried);
   free(up);
 }
@@ -170,28 +170,10 @@ static void up_write(mg_upstream_t *up, void *mem, const char *data, size_t len)
   }
 }
 
-static int spool_add(mg_upstream_t *up, const char *data, size_t len) {
-  if (up->spool_fd < 0 && up->spool.len + len <= SPOOL_MEMORY) {
-    mg_buf_append(&up->spool, data, len);
-  } else {
-    if (up->spool_fd < 0) {
-      const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-      up->spool_fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-      if (up->spool_fd < 0) return -errno;
-      if (write(up->spool_fd, up->spool.data, up->spool.len) != (ssize_t)up->spool.len) return -EIO;
-      mg_buf_free(&up->spool);
-    }
-    /* A local temporary file: a short synchronous write, bounded by one read block. */
-    if (write(up->spool_fd, data, len) != (ssize_t)len) return -EIO;
-  }
-  up->spool_len += len;
-  return 0;
-}
-
 static void on_body(mg_req_t *req, const char *data, size_t len) {
   mg_upstream_t *up = req->up;
   if (req->chunked) {
-    int rc = spool_add(up, data, len);
+    int rc = mg_body_add(&req->body, data, len);
     if (rc < 0) up_fail(up, 500, "spooling the chunked request body failed: %s", strerror(-rc));
     return;
   }
@@ -212,7 +194,9 @@ static void on_body(mg_req_t *req, const char *data, size_t len) {
 
 static void on_body_end(mg_req_t *req) {
   mg_upstream_t *up = req->up;
-  if (req->chunked && up->state == S_WAIT_BODY) up_connect(up);
+  if (!req->chunked) return;
+  req->body_ready = 1;
+  if (up->state == S_WAIT_BODY) up_connect(up);
 }
 
 /* Sends the spooled body file a block at a time: a block is read only when the backend has
@@ -236,18 +220,23 @@ static void spool_pump(mg_upstream_t *up) {
 /* Sends the SCGI head, then the body that is already here. */
 static void send_request(mg_upstream_t *up) {
   mg_req_t *req = up->req;
-  uint64_t clen = req->redirects ? 0 : req->chunked ? up->spool_len : req->content_length > 0 ? (uint64_t)req->content_length : 0;
+  int held = req->body_ready && !req->redirects;
+  uint64_t clen = req->redirects ? 0 : held ? req->body.len : req->content_length > 0 ? (uint64_t)req->content_length : 0;
   mg_vars_t vars;
   mg_vars_init(&vars);
+  if (req->env_ref != LUA_NOREF) mg_lua_env_export(req);
   mg_cgi_env_build(req, clen, &vars);
   mg_buf_t b;
   mg_buf_init(&b);
   size_t inline_body = up->pending_bytes <= 16384 ? up->pending_bytes : 0;
+  if (held) inline_body = req->body.fd < 0 && req->body.mem.len <= 16384 ? req->body.mem.len : 0;
   mg_buf_reserve(&b, 1024 + inline_body);
   mg_scgi_encode(&vars, &b);
   mg_vars_free(&vars);
   /* A small body goes out in the same write as the head: one syscall for the common POST. */
-  if (inline_body) {
+  if (inline_body && held) {
+    mg_buf_append(&b, req->body.mem.data, req->body.mem.len);
+  } else if (inline_body) {
     for (chunk_t *c = up->pending; c; c = c->next) mg_buf_append(&b, c->data, c->len);
     free_pending(up);
   }
@@ -261,14 +250,18 @@ static void send_request(mg_upstream_t *up) {
   }
   up->pending_tail = &up->pending;
   up->pending_bytes = 0;
-  if (req->chunked && !req->redirects) {
-    if (up->spool_fd < 0) {
-      if (up->spool.len) {
-        size_t sl = up->spool.len;
-        char *s = mg_buf_steal(&up->spool);
-        up_write(up, s, s, sl);
-      }
+  if (held && !inline_body && req->body.len) {
+    if (req->body.fd < 0) {
+      char *copy = mg_malloc(req->body.mem.len);
+      memcpy(copy, req->body.mem.data, req->body.mem.len);
+      up_write(up, copy, copy, req->body.mem.len);
     } else {
+      up->spool_fd = dup(req->body.fd);
+      up->spool_off = 0;
+      if (up->spool_fd < 0) {
+        up_fail(up, 500, "sending the request body failed: %s", strerror(errno));
+        return;
+      }
       spool_pump(up);
     }
   }
@@ -324,7 +317,7 @@ static void on_head(mg_upstream_t *up, const mg_cgi_head_t *h, char *block, cons
         char *location = mg_pool_strndup(&req->pool, f->value, f->value_len);
         mg_block_put(block);
         up_close(up);
-        mg_redirect_start(req, location);
+        mg_phase_restart(req, location);
         return;
       }
     }
@@ -495,6 +488,7 @@ static void on_connect(uv_connect_t *cr, int status) {
   if (up->timeout_ms) uv_timer_start(&up->timer, on_timeout, up->timeout_ms, up->timeout_ms);
   else uv_timer_stop(&up->timer);
   send_request(up);
+  if (up->closing) return;
   if (uv_read_start(&up->h.stream, on_alloc, on_read) == 0) up->reading = 1;
 }
 
@@ -563,14 +557,13 @@ void mg_upstream_start(mg_req_t *req) {
   up->spool_fd = -1;
   up->pending_tail = &up->pending;
   mg_buf_init(&up->head);
-  mg_buf_init(&up->spool);
   uv_timer_init(req->server->loop, &up->timer);
   up->timer.data = up;
   up->handles_open = 1;
   up->timeout_ms = req->route->timeout;
   req->up = up;
   req->handler_cancel = on_cancel;
-  if (!req->redirects && !req->msg_done) {
+  if (!req->redirects && !req->msg_done && !req->body_ready) {
     req->on_body = on_body;
     req->on_body_end = on_body_end;
   }
@@ -582,9 +575,11 @@ void mg_upstream_start(mg_req_t *req) {
     up->addr = &req->route->addr;
   }
   if (!req->redirects) mg_req_continue(req);
-  if (req->chunked && !req->redirects && !req->msg_done) {
+  if (req->chunked && !req->redirects && !req->msg_done && !req->body_ready) {
     up->state = S_WAIT_BODY;
     return;
   }
   up_connect(up);
 }
+
+const mg_handler_t mg_handler_scgi = {"scgi", mg_upstream_start};

@@ -1,0 +1,83 @@
+/* lua_content: the Lua content handler, a route whose target is a function (SPEC 3, 12).
+ *
+ * The function runs in a Lua thread as fn(req) and may wait; it answers by returning
+ * `status, body, headers` or through req:exit / req:redirect. A Lua error is a 500 with the
+ * traceback in the error log. */
+#include <lauxlib.h>
+#include <lua.h>
+#include <string.h>
+
+#include "handler.h"
+#include "log.h"
+#include "lua_request.h"
+#include "lua_thread.h"
+#include "phase.h"
+
+static void respond(mg_req_t *req, lua_State *co) {
+  lua_settop(co, 3); /* status body headers */
+  int status = lua_isnil(co, 1) ? 200 : (int)lua_tointeger(co, 1);
+  if (status < 100 || status > 599) {
+    mg_log_error(MG_LOG_ERROR, req->id, "content handler of route %s returned a bad status", req->route->decl);
+    mg_req_error(req, 500, NULL);
+    return;
+  }
+  if (lua_istable(co, 3)) {
+    lua_pushnil(co);
+    while (lua_next(co, 3)) {
+      size_t nl, vl;
+      const char *n = lua_type(co, -2) == LUA_TSTRING ? lua_tolstring(co, -2, &nl) : NULL;
+      const char *v = lua_tolstring(co, -1, &vl);
+      if (n && v && mg_http_is_token(n, nl) && !strpbrk(v, "\r\n") && strlen(v) == vl)
+        mg_fields_set(&req->pool, &req->resp_headers, n, v);
+      else
+        mg_log_error(MG_LOG_WARN, req->id, "content handler of route %s returned a bad header; dropped", req->route->decl);
+      lua_pop(co, 1);
+    }
+  }
+  size_t bl = 0;
+  const char *body = lua_tolstring(co, 2, &bl);
+  char *copy = body ? mg_pool_strndup(&req->pool, body, bl) : NULL;
+  const char *ct = mg_fields_get(&req->resp_headers, "Content-Type") ? NULL : "text/plain";
+  mg_req_respond(req, status, ct, copy ? copy : "", bl);
+}
+
+static void finish(mg_req_t *req, mg_thread_t *t, int rc) {
+  if (rc == MG_THREAD_ERROR) {
+    mg_log_error(MG_LOG_ERROR, req->id, "Lua error in content handler of route %s: %s", req->route->decl, t->error);
+    mg_thread_release(t);
+    mg_lua_exit_clear(req);
+    mg_req_error(req, 500, NULL);
+    return;
+  }
+  const char *location = NULL;
+  int e = mg_lua_take_exit(req, &location);
+  if (e != MG_LUA_EXIT_NONE) {
+    mg_thread_release(t);
+    if (e == MG_LUA_EXIT_REDIRECT) mg_phase_restart(req, location);
+    return;
+  }
+  /* The results are copied into the request before the coroutine goes back to the pool. */
+  respond(req, t->co);
+  mg_thread_release(t);
+}
+
+static void on_done(mg_thread_t *t, int rc) {
+  mg_req_t *req = t->req;
+  req->thread = NULL;
+  finish(req, t, rc);
+}
+
+static void lua_start(mg_req_t *req) {
+  mg_thread_t *t = mg_thread_new(req->cfg->L, req, MG_PH_CONTENT);
+  lua_rawgeti(t->co, LUA_REGISTRYINDEX, req->route->handler_ref); /* co: fn */
+  mg_lua_push_req(t->co, req);                                     /* co: fn req */
+  t->on_done = on_done;
+  int rc = mg_thread_start(t, 1);
+  if (rc == MG_THREAD_WAIT) {
+    req->thread = t;
+    return;
+  }
+  finish(req, t, rc);
+}
+
+const mg_handler_t mg_handler_lua = {"lua", lua_start};

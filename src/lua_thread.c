@@ -1,0 +1,335 @@
+/* lua_thread: see lua_thread.h.
+ *
+ * The coroutine pool: lua_newthread costs an allocation and a registry slot, so a coroutine
+ * that returned normally is kept (its stack emptied) and handed to the next hook. LuaJIT lets a
+ * coroutine whose function returned be started again with a new function; one that failed, or
+ * was abandoned while suspended, is dropped and collected. The pool is per Lua state, so per
+ * worker (a reload makes new workers). */
+#include "lua_thread.h"
+
+#include <lauxlib.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "lua_vm.h"
+
+#define POOL_MAX 256
+#define THREAD_MT "moongate.thread"
+
+int mg_lua_phase_now;
+
+static const char *phase_labels[] = {"rewrite", "access", "balancer", "header_filter", "log",
+                                     "content", "timer",  "body_filter", "init_worker"};
+
+const char *mg_lua_phase_name(int phase) {
+  for (int i = 0; i < 9; i++)
+    if (phase == 1 << i) return phase_labels[i];
+  return "init";
+}
+
+static uv_loop_t *loop;
+static mg_thread_t *running;
+static struct {
+  lua_State *L;
+  lua_State *co[POOL_MAX];
+  int ref[POOL_MAX];
+  int n;
+} pool;
+static mg_thread_t *qhead, *qtail;
+static uv_timer_t wake_timer;
+static int wake_timer_inited;
+
+/* Set by lua_socket.c: closes the cosockets a thread without a request owned. */
+void (*mg_thread_release_hook)(mg_thread_t *t);
+
+void mg_thread_init(uv_loop_t *l) { loop = l; }
+
+uv_loop_t *mg_thread_loop(void) { return loop; }
+
+mg_thread_t *mg_thread_current(void) { return running; }
+
+mg_thread_t *mg_thread_new(lua_State *L, mg_req_t *req, int phase) {
+  mg_thread_t *t = mg_calloc(1, sizeof *t);
+  t->L = L, t->req = req, t->phase = phase;
+  t->handle_ref = LUA_NOREF;
+  if (pool.L == L && pool.n > 0) {
+    pool.n--;
+    t->co = pool.co[pool.n], t->ref = pool.ref[pool.n];
+  } else {
+    t->co = lua_newthread(L);        /* L: co */
+    t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  return t;
+}
+
+/* Runs the coroutine until it returns, fails or waits. */
+static int thread_run(mg_thread_t *t, int nargs) {
+  mg_thread_t *saved = running;
+  int saved_phase = mg_lua_phase_now;
+  int saved_req_phase = t->req ? t->req->phase : 0;
+  running = t;
+  mg_lua_phase_now = t->phase;
+  if (t->req) t->req->phase = t->phase;
+  t->cancel = NULL, t->wait = NULL, t->waiting = 0;
+  mg_lua_calls++;
+  int rc = lua_resume(t->co, nargs);
+  running = saved;
+  mg_lua_phase_now = saved_phase;
+  if (t->req) t->req->phase = saved_req_phase;
+  if (rc == LUA_YIELD) {
+    if (t->waiting) return MG_THREAD_WAIT;
+    /* A bare coroutine.yield() in a hook: nothing would ever resume it. */
+    t->error = mg_strdup("coroutine.yield() called outside a waiting call (use mg.sleep, cosockets, mg.wait)");
+    t->failed = 1;
+    return MG_THREAD_ERROR;
+  }
+  if (rc == 0) {
+    t->done = 1;
+    return MG_THREAD_DONE;
+  }
+  const char *msg = lua_tostring(t->co, -1);
+  luaL_traceback(t->L, t->co, msg ? msg : "(error object is not a string)", 0);
+  t->error = mg_strdup(lua_tostring(t->L, -1));
+  lua_pop(t->L, 1);
+  t->done = 1, t->failed = 1;
+  return MG_THREAD_ERROR;
+}
+
+int mg_thread_start(mg_thread_t *t, int nargs) { return thread_run(t, nargs); }
+
+void mg_thread_resume(mg_thread_t *t, int nargs) {
+  int rc = thread_run(t, nargs);
+  if (rc != MG_THREAD_WAIT) t->on_done(t, rc);
+}
+
+static void unqueue(mg_thread_t *t) {
+  mg_thread_t **pp = &qhead, *prev = NULL;
+  while (*pp && *pp != t) prev = *pp, pp = &(*pp)->qnext;
+  if (!*pp) return;
+  *pp = t->qnext;
+  if (qtail == t) qtail = prev;
+  t->queued = 0;
+}
+
+static void on_wake_timer(uv_timer_t *tm) {
+  (void)tm;
+  /* Threads woken while this runs wait for the next turn: a thread that keeps waking itself
+   * (mg.sleep(0) in a loop) cannot starve the loop. */
+  mg_thread_t *last = qtail;
+  while (qhead) {
+    mg_thread_t *t = qhead;
+    qhead = t->qnext;
+    if (!qhead) qtail = NULL;
+    t->queued = 0;
+    mg_thread_resume(t, t->wake_nargs);
+    if (t == last) break;
+  }
+  if (qhead) uv_timer_start(&wake_timer, on_wake_timer, 0, 0);
+}
+
+void mg_thread_wake(mg_thread_t *t, int nargs) {
+  t->wake_nargs = nargs;
+  t->cancel = NULL, t->wait = NULL;
+  t->queued = 1;
+  t->qnext = NULL;
+  if (qtail) qtail->qnext = t;
+  else qhead = t;
+  qtail = t;
+  if (!wake_timer_inited) {
+    uv_timer_init(loop, &wake_timer);
+    uv_unref((uv_handle_t *)&wake_timer);
+    wake_timer_inited = 1;
+  }
+  if (!uv_is_active((uv_handle_t *)&wake_timer)) uv_timer_start(&wake_timer, on_wake_timer, 0, 0);
+}
+
+static void detach_child(mg_thread_t *c) {
+  if (!c->parent) return;
+  mg_thread_t **pp = &c->parent->children;
+  while (*pp && *pp != c) pp = &(*pp)->sibling;
+  if (*pp) *pp = c->sibling;
+  c->parent = NULL;
+}
+
+void mg_thread_release(mg_thread_t *t) {
+  if (t->released) return;
+  t->released = 1;
+  /* Light threads not waited for end with the thread that spawned them. */
+  while (t->children) {
+    mg_thread_t *c = t->children;
+    detach_child(c);
+    mg_thread_release(c);
+  }
+  if (t->waiting && t->cancel) t->cancel(t);
+  t->cancel = NULL;
+  if (t->queued) unqueue(t);
+  if (t->parent) detach_child(t);
+  if (t->handle_ref != LUA_NOREF) {
+    lua_rawgeti(t->L, LUA_REGISTRYINDEX, t->handle_ref);
+    *(mg_thread_t **)lua_touserdata(t->L, -1) = NULL;
+    lua_pop(t->L, 1);
+    luaL_unref(t->L, LUA_REGISTRYINDEX, t->handle_ref);
+  }
+  if (mg_thread_release_hook) mg_thread_release_hook(t);
+  if (t->done && !t->failed && lua_status(t->co) == 0 && pool.n < POOL_MAX && (pool.L == t->L || pool.n == 0)) {
+    lua_settop(t->co, 0);
+    pool.L = t->L;
+    pool.co[pool.n] = t->co, pool.ref[pool.n] = t->ref;
+    pool.n++;
+  } else {
+    luaL_unref(t->L, LUA_REGISTRYINDEX, t->ref);
+  }
+  free(t->error);
+  free(t);
+}
+
+void mg_thread_abort(mg_thread_t *t) { mg_thread_release(t); }
+
+mg_thread_t *mg_thread_check(lua_State *L, const char *what) {
+  mg_thread_t *t = running;
+  if (!t || !(mg_lua_phase_now & MG_PH_WAITABLE))
+    luaL_error(L, "API disabled in the context of %s: %s", mg_lua_phase_name(mg_lua_phase_now), what);
+  if (t->co != L) luaL_error(L, "%s: cannot wait inside a coroutine the script created itself", what);
+  return t;
+}
+
+int mg_thread_wait(lua_State *L, mg_thread_t *t, void (*cancel)(mg_thread_t *t), void *w) {
+  t->cancel = cancel, t->wait = w, t->waiting = 1;
+  return lua_yield(L, 0);
+}
+
+/* ---- mg.sleep --------------------------------------------------------------------------------- */
+
+typedef struct {
+  uv_timer_t timer;
+  mg_thread_t *t;
+} sleep_t;
+
+static void on_sleep_closed(uv_handle_t *h) { free(h->data); }
+
+static void on_sleep(uv_timer_t *tm) {
+  sleep_t *s = tm->data;
+  mg_thread_t *t = s->t;
+  uv_close((uv_handle_t *)tm, on_sleep_closed);
+  mg_thread_resume(t, 0);
+}
+
+static void sleep_cancel(mg_thread_t *t) {
+  sleep_t *s = t->wait;
+  uv_close((uv_handle_t *)&s->timer, on_sleep_closed);
+}
+
+/* mg.sleep(seconds): waits without blocking the worker; 0 yields to the loop once. */
+static int l_sleep(lua_State *L) {
+  double sec = luaL_checknumber(L, 1);
+  if (!(sec >= 0) || sec > 1e7) return luaL_argerror(L, 1, "seconds must be a number from 0");
+  mg_thread_t *t = mg_thread_check(L, "mg.sleep");
+  sleep_t *s = mg_malloc(sizeof *s);
+  uv_timer_init(loop, &s->timer);
+  s->timer.data = s;
+  s->t = t;
+  uv_timer_start(&s->timer, on_sleep, (uint64_t)llround(sec * 1000), 0);
+  return mg_thread_wait(L, t, sleep_cancel, s);
+}
+
+/* ---- mg.spawn / mg.wait ---------------------------------------------------------------------- */
+
+/* Pushes `true, results...` or `false, err` of a finished light thread onto L and releases it. */
+static int take_result(lua_State *L, mg_thread_t *c) {
+  int n;
+  if (c->failed) {
+    lua_pushboolean(L, 0);
+    lua_pushstring(L, c->error ? c->error : "failed");
+    n = 2;
+  } else {
+    int nres = lua_gettop(c->co);
+    lua_pushboolean(L, 1);
+    lua_xmove(c->co, L, nres);
+    n = nres + 1;
+  }
+  detach_child(c);
+  mg_thread_release(c);
+  return n;
+}
+
+static void clear_waiters(mg_thread_t *w) {
+  for (mg_thread_t *c = w->children; c; c = c->sibling)
+    if (c->waiter == w) c->waiter = NULL;
+}
+
+static void on_child_done(mg_thread_t *c, int rc) {
+  if (rc == MG_THREAD_ERROR)
+    mg_log_error(MG_LOG_ERROR, c->req ? c->req->id : NULL, "Lua error in a light thread: %s", c->error);
+  mg_thread_t *w = c->waiter;
+  if (!w) return; /* kept until mg.wait takes its result, or its parent ends */
+  clear_waiters(w);
+  int n = take_result(w->co, c);
+  /* Inside the child's resume: the waiter runs on the next loop turn. */
+  mg_thread_wake(w, n);
+}
+
+static mg_thread_t *check_handle(lua_State *L, int idx) {
+  mg_thread_t **b = luaL_checkudata(L, idx, THREAD_MT);
+  if (!*b) luaL_argerror(L, idx, "a light thread that was already waited for");
+  return *b;
+}
+
+/* mg.spawn(fn, ...) → a light thread running fn(...) in a new coroutine of the same request.
+ * It runs at once, until it first waits. */
+static int l_spawn(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  mg_thread_t *p = mg_thread_check(L, "mg.spawn");
+  int n = lua_gettop(L);
+  mg_thread_t *c = mg_thread_new(p->L, p->req, p->phase);
+  c->parent = p;
+  c->sibling = p->children;
+  p->children = c;
+  c->on_done = on_child_done;
+  lua_xmove(L, c->co, n); /* L: (empty); co: fn args... */
+  mg_thread_t **box = lua_newuserdata(L, sizeof *box);
+  *box = c;
+  luaL_getmetatable(L, THREAD_MT);
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
+  c->handle_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  int rc = mg_thread_start(c, n - 1);
+  if (rc != MG_THREAD_WAIT) on_child_done(c, rc);
+  return 1;
+}
+
+static void wait_cancel(mg_thread_t *w) { clear_waiters(w); }
+
+/* mg.wait(t1[, t2, ...]) → true, results... of the first to finish, or false, err. */
+static int l_wait(lua_State *L) {
+  mg_thread_t *w = mg_thread_check(L, "mg.wait");
+  int n = lua_gettop(L);
+  if (n == 0) return luaL_argerror(L, 1, "a light thread from mg.spawn expected");
+  for (int i = 1; i <= n; i++)
+    if (check_handle(L, i)->parent != w) return luaL_argerror(L, i, "only the thread that spawned it can wait for it");
+  for (int i = 1; i <= n; i++) {
+    mg_thread_t *c = check_handle(L, i);
+    if (c->done) {
+      lua_settop(L, 0);
+      return take_result(L, c);
+    }
+  }
+  for (int i = 1; i <= n; i++) check_handle(L, i)->waiter = w;
+  lua_settop(L, 0);
+  return mg_thread_wait(L, w, wait_cancel, NULL);
+}
+
+void mg_thread_open(lua_State *L) {
+  if (luaL_newmetatable(L, THREAD_MT)) {
+    lua_pushliteral(L, "light thread");
+    lua_setfield(L, -2, "__metatable");
+  }
+  lua_pop(L, 1);
+  lua_pushcfunction(L, l_sleep);
+  lua_setfield(L, -2, "sleep");
+  lua_pushcfunction(L, l_spawn);
+  lua_setfield(L, -2, "spawn");
+  lua_pushcfunction(L, l_wait);
+  lua_setfield(L, -2, "wait");
+}

@@ -1,0 +1,225 @@
+/* subrequest: see subrequest.h.
+ *
+ * The child is released on a zero timer after its response is complete, never inside the
+ * handler call that completed it (the handler's frames are still on the stack). */
+#include "subrequest.h"
+
+#include <lauxlib.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "log.h"
+#include "lua_request.h"
+#include "lua_thread.h"
+#include "path.h"
+#include "phase.h"
+
+#define MAX_DEPTH 10
+
+typedef struct {
+  mg_req_t *child;
+  mg_thread_t *t; /* the thread waiting for the result */
+  mg_buf_t body;
+  uv_timer_t reaper;
+  unsigned done : 1, too_large : 1, aborted : 1, abandoned : 1;
+} capture_t;
+
+static void on_reaper_closed(uv_handle_t *h) {
+  capture_t *c = h->data;
+  mg_buf_free(&c->body);
+  free(c);
+}
+
+static void on_reap(uv_timer_t *tm) {
+  capture_t *c = tm->data;
+  if (c->child) mg_req_release(c->child);
+  c->child = NULL;
+  uv_close((uv_handle_t *)tm, on_reaper_closed);
+}
+
+/* Pushes the result onto L: the response table, or nil and why. */
+static int push_result(lua_State *L, capture_t *c) {
+  mg_req_t *r = c->child;
+  if (c->too_large || c->aborted) {
+    lua_pushnil(L);
+    lua_pushstring(L, c->too_large ? "body too large" : "response aborted");
+    return 2;
+  }
+  lua_createtable(L, 0, 3);
+  lua_pushinteger(L, r->status);
+  lua_setfield(L, -2, "status");
+  mg_lua_push_fields(L, &r->resp_headers);
+  lua_setfield(L, -2, "headers");
+  lua_pushlstring(L, c->body.data ? c->body.data : "", c->body.len);
+  lua_setfield(L, -2, "body");
+  return 1;
+}
+
+static void complete(capture_t *c) {
+  if (c->done) return;
+  c->done = 1;
+  if (c->t) {
+    mg_thread_t *t = c->t;
+    c->t = NULL;
+    int n = push_result(t->co, c);
+    mg_thread_wake(t, n); /* inside the child's handler: the parent runs on the next turn */
+  }
+  uv_timer_start(&c->reaper, on_reap, 0, 0);
+}
+
+static void cap_head(mg_req_t *req) { (void)req; }
+
+static void cap_body(mg_req_t *req, char *block, const char *data, size_t len) {
+  capture_t *c = req->capture;
+  if (!c->done) {
+    if (c->body.len + len > req->cfg->set.subrequest_max_body) {
+      c->too_large = 1;
+      mg_block_put(block);
+      mg_req_stop(req);
+      complete(c);
+      return;
+    }
+    mg_buf_append(&c->body, data, len);
+  }
+  mg_block_put(block);
+}
+
+static void cap_end(mg_req_t *req) { complete(req->capture); }
+
+static void cap_abort(mg_req_t *req) {
+  capture_t *c = req->capture;
+  if (c->done) return;
+  c->aborted = 1;
+  mg_req_stop(req);
+  complete(c);
+}
+
+static const mg_sink_t capture_sink = {cap_head, cap_body, cap_end, cap_abort};
+
+static void sub_cancel(mg_thread_t *t) {
+  capture_t *c = t->wait;
+  c->t = NULL;
+  if (c->done) return; /* the reaper frees it */
+  /* The parent is gone: stop the child and everything it holds now. */
+  c->done = 1;
+  mg_req_release(c->child);
+  c->child = NULL;
+  uv_close((uv_handle_t *)&c->reaper, on_reaper_closed);
+}
+
+static int bad(lua_State *L, const char *err) {
+  lua_pushnil(L);
+  lua_pushstring(L, err);
+  return 2;
+}
+
+static int is_body_header(const char *name) {
+  return strcasecmp(name, "Content-Length") == 0 || strcasecmp(name, "Content-Type") == 0 ||
+         strcasecmp(name, "Transfer-Encoding") == 0 || strcasecmp(name, "Expect") == 0;
+}
+
+/* req:subrequest(uri[, { method =, body =, query =, headers =, env = }]) */
+int mg_subrequest_lua(lua_State *L) {
+  mg_req_t *parent = mg_lua_check_req(L, 1);
+  size_t ul;
+  const char *uri = luaL_checklstring(L, 2, &ul);
+  if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
+  mg_thread_t *t = mg_thread_check(L, "req:subrequest");
+  if (uri[0] != '/') return luaL_argerror(L, 2, "a local URI starting with '/'");
+  if (parent->depth >= MAX_DEPTH) return bad(L, "subrequest depth limit (10) reached");
+  lua_settop(L, 3);
+  const char *method = "GET", *body = NULL, *query = NULL;
+  size_t bl = 0;
+  if (lua_istable(L, 3)) {
+    lua_getfield(L, 3, "method");
+    if (!lua_isnil(L, -1)) method = luaL_checkstring(L, -1);
+    lua_getfield(L, 3, "body");
+    if (!lua_isnil(L, -1)) body = luaL_checklstring(L, -1, &bl);
+    lua_getfield(L, 3, "query");
+    if (!lua_isnil(L, -1)) query = luaL_checkstring(L, -1);
+    lua_pop(L, 3);
+  }
+  if (!mg_http_is_token(method, strlen(method))) return luaL_error(L, "req:subrequest: method must be an HTTP token");
+  mg_req_t *child = mg_req_new_child(parent);
+  mg_pool_t *pool = &child->pool;
+  child->method = child->orig_method = mg_pool_strdup(pool, method);
+  child->is_head = strcmp(method, "HEAD") == 0;
+  /* The target: the URI, its query replaced by opts.query when given. */
+  const char *path, *q;
+  size_t pl, ql;
+  if (mg_target_split(uri, ul, &path, &pl, &q, &ql) < 0) {
+    mg_req_release(child);
+    return bad(L, "bad uri");
+  }
+  if (query) q = query, ql = strlen(query);
+  size_t tl = pl + (q ? ql + 1 : 0);
+  char *target = mg_pool_alloc(pool, tl + 1);
+  memcpy(target, path, pl);
+  if (q) target[pl] = '?', memcpy(target + pl + 1, q, ql);
+  target[tl] = 0;
+  child->target = target;
+  child->path = mg_pool_alloc(pool, pl + 2);
+  int n = mg_path_normalize(path, pl, child->path, child->cfg->set.allow_encoded_slashes);
+  if (n < 0) {
+    mg_req_release(child);
+    return bad(L, "bad uri");
+  }
+  child->path_len = (size_t)n;
+  child->query = q ? mg_pool_strndup(pool, q, ql) : NULL;
+  /* Headers: opts.headers, or the parent's without those that describe its body. */
+  if (lua_istable(L, 3)) lua_getfield(L, 3, "headers");
+  else lua_pushnil(L);
+  if (lua_istable(L, -1)) {
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+      size_t kl, vl;
+      const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &kl) : NULL;
+      const char *v = lua_tolstring(L, -1, &vl);
+      if (!k || !v || !mg_http_is_token(k, kl) || strpbrk(v, "\r\n") || strlen(v) != vl) {
+        mg_req_release(child);
+        return luaL_error(L, "req:subrequest: headers must be name = value (a token and a value without CR/LF)");
+      }
+      mg_fields_add(pool, &child->headers, k, kl, v, vl);
+      lua_pop(L, 1);
+    }
+  } else {
+    for (int i = 0; i < parent->headers.n; i++) {
+      const mg_field_t *f = &parent->headers.v[i];
+      if (!is_body_header(f->name))
+        mg_fields_add(pool, &child->headers, f->name, strlen(f->name), f->value, strlen(f->value));
+    }
+  }
+  lua_pop(L, 1);
+  if (body) {
+    mg_body_add(&child->body, body, bl);
+    child->content_length = (int64_t)bl;
+  }
+  child->body_ready = 1;
+  /* opts.env becomes the child's req.env. */
+  if (lua_istable(L, 3)) {
+    lua_getfield(L, 3, "env");
+    if (lua_istable(L, -1)) {
+      lua_newtable(L);
+      lua_pushnil(L);
+      while (lua_next(L, -3)) {
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);
+        lua_rawset(L, -4);
+      }
+      child->env_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    lua_pop(L, 1);
+  }
+  capture_t *c = mg_calloc(1, sizeof *c);
+  mg_buf_init(&c->body);
+  c->child = child;
+  uv_timer_init(mg_thread_loop(), &c->reaper);
+  c->reaper.data = c;
+  child->sink = &capture_sink;
+  child->capture = c;
+  mg_phase_start(child);
+  if (c->done) return push_result(L, c);
+  c->t = t;
+  return mg_thread_wait(L, t, sub_cancel, c);
+}
