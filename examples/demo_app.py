@@ -18,6 +18,9 @@ It answers according to the path the gateway sends (SCRIPT_NAME + PATH_INFO):
   /loop             200 with Location: /loop (an endless internal redirect)
   /sendfile?path=P  200 with X-Sendfile: P and a body the gateway must discard
   /slow?ms=N        answers after N milliseconds
+  /auth..., /_auth... an auth service: 200 with X-User: NAME when the request carries
+                    Authorization: Bearer TOKEN for a known token (DEMO_TOKENS, default
+                    "alice:letmein,bob:hunter2"), 403 for an unknown token, 401 without one
   anything else     200, text/plain: the variables received, one NAME=value per line,
                     then BODY= and the request body
 """
@@ -29,6 +32,7 @@ import time
 import urllib.parse
 
 NAME = os.environ.get("DEMO_NAME", "")
+TOKENS = dict(reversed(t.split(":", 1)) for t in os.environ.get("DEMO_TOKENS", "alice:letmein,bob:hunter2").split(","))
 
 
 def read_request(conn):
@@ -98,6 +102,15 @@ def handle(conn):
             p = query.get("path", [""])[0]
             hdr = query.get("header", ["X-Sendfile"])[0]
             out = ("%s: %s\r\nContent-Type: application/x-test\r\nX-Kept: yes\r\n\r\nbackend body" % (hdr, p)).encode()
+        elif path.startswith(("/auth", "/_auth")):
+            auth = env.get("HTTP_AUTHORIZATION", "")
+            token = auth[7:] if auth.startswith("Bearer ") else None
+            if token is None:
+                out = b"Status: 401 Unauthorized\r\nContent-Type: text/plain\r\n\r\nno token\n"
+            elif token in TOKENS:
+                out = ("Status: 200 OK\r\nX-User: %s\r\nContent-Type: text/plain\r\n\r\nok\n" % TOKENS[token]).encode()
+            else:
+                out = b"Status: 403 Forbidden\r\nContent-Type: text/plain\r\n\r\nunknown token\n"
         elif path.endswith("/slow"):
             time.sleep(int(query.get("ms", ["100"])[0]) / 1000.0)
             out = b"Content-Type: text/plain\r\n\r\nslow\n"

@@ -51,7 +51,8 @@ static int run_hooks(mg_req_t *req, int phase, int bit) {
     int rc = mg_thread_start(t, 1);
     if (rc == MG_THREAD_WAIT) {
       req->thread = t;
-      if (!req->handler_started && !req->is_subrequest) req->hold_body = 1;
+      /* Hold the client's body while the hook waits, unless it waits for that body. */
+      if (!req->handler_started && !req->is_subrequest && !req->body_reading) req->hold_body = 1;
       return -1;
     }
     if (hook_result(req, t, rc)) return 1;

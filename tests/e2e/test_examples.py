@@ -2,6 +2,7 @@
 substituted) and exercised."""
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -64,7 +65,7 @@ def app(resp):
 def test_every_example_is_tested():
     tested = {"simple_gateway.lua", "balanced_gateway.lua", "setenvif_pathinfo.lua", "django_x_location.lua",
               "x_sendfile.lua", "access_control.lua", "header_rewrite.lua", "lua_health.lua", "custom_balancer.lua",
-              "hot_reload.lua"}
+              "hot_reload.lua", "auth_request.lua", "redis_denylist.lua"}
     assert {f for f in os.listdir(EXAMPLES) if f.endswith(".lua")} == tested
 
 
@@ -168,3 +169,50 @@ def test_hot_reload_walkthrough(example):
     assert request(port, path="/hello").body == b"hello from version 2\n"
     log = open(str(path) + ".log").read()
     assert "reload failed, the running configuration stays in force" in log and "hot_reload.lua:" in log
+
+
+def test_auth_request(example):
+    """An access hook asks the auth service (demo_app.py /auth, on the second app) through a
+    subrequest to an internal route; the application sees the user it names."""
+    port, _ = example("auth_request.lua")
+    ok = request(port, path="/app/hello", headers=[("Authorization", "Bearer letmein"), ("X-User", "mallory")])
+    assert ok.status == 200
+    d = dict(scgi_vars(ok.body.split(b"\n", 1)[1]))
+    assert d["HTTP_X_USER"] == "alice" and "HTTP_AUTHORIZATION" not in d and d["PATH_INFO"] == "/hello"
+    missing = request(port, path="/app/hello")
+    assert missing.status == 401 and missing.header("WWW-Authenticate") == 'Bearer realm="app"'
+    assert request(port, path="/app/hello", headers=[("Authorization", "Bearer wrong")]).status == 403
+    assert request(port, path="/_auth/check", headers=[("Authorization", "Bearer letmein")]).status == 404
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    port = free_port()
+    proc = Process(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                    "--dir", str(tmp_path)], port)
+    yield port
+    proc.stop()
+
+
+def redis_cmd(port, *args):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(("*%d\r\n" % len(args) + "".join("$%d\r\n%s\r\n" % (len(a), a) for a in args)).encode())
+    reply = s.recv(65536).decode()
+    s.close()
+    return reply
+
+
+def test_redis_denylist(example, redis_server):
+    assert redis_cmd(redis_server, "SADD", "denylist", "stolen-key").startswith(":")
+    port, _ = example("redis_denylist.lua", {"REDIS_HOST, REDIS_PORT = \"127.0.0.1\", 6379":
+                                            "REDIS_HOST, REDIS_PORT = \"127.0.0.1\", %d" % redis_server})
+    assert request(port, path="/api/x", headers=[("X-Api-Key", "stolen-key")]).status == 403
+    for _ in range(20):
+        assert request(port, path="/api/x", headers=[("X-Api-Key", "good-key")]).status == 200
+    assert request(port, path="/api/x").status == 401
+    # The pooled cosocket: 21 lookups from one worker over one Redis connection (plus ours).
+    clients = int(redis_cmd(redis_server, "INFO", "clients").split("connected_clients:")[1].split()[0])
+    assert clients == 2, "expected the gateway's one pooled connection and this one, got %d" % clients
+    # A key added now is refused at once: the denylist is read on every request.
+    redis_cmd(redis_server, "SADD", "denylist", "good-key")
+    assert request(port, path="/api/x", headers=[("X-Api-Key", "good-key")]).status == 403
