@@ -163,7 +163,8 @@ def test_descriptors_return_to_start(gateway, echo_backend, demo_backend):
     deadline = time.time() + 8
     while fd_count(worker) != start and time.time() < deadline:
         time.sleep(0.1)
-    assert fd_count(worker) == start
+    held = sorted(os.readlink("/proc/%d/fd/%s" % (worker, fd)) for fd in os.listdir("/proc/%d/fd" % worker))
+    assert fd_count(worker) == start, "descriptors held: %s" % held
 
 
 def test_term_finishes_inflight_request(gateway, demo_backend):
