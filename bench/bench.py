@@ -26,6 +26,20 @@ from common import free_port, wait_port  # noqa: E402
 
 ROOT = os.path.dirname(HERE)
 B1, B2 = 19101, 19102  # backend ports
+RP = 19103  # redis-server: the local TCP service of the yielding-hook scenario
+
+# The yielding hook: one round trip to a local TCP service per request over a pooled
+# cosocket, the same code for moongate and for nginx + lua-nginx-module.
+COSOCKET_HOOK = """
+  local s = %(mod)s.socket.tcp()
+  s:settimeout(1000)
+  local ok, err = s:connect("127.0.0.1", %(port)d)
+  if not ok then return %(exit)s(502) end
+  s:send("PING\\r\\n")
+  local line = s:receive()
+  if line ~= "+PONG" then return %(exit)s(502) end
+  s:setkeepalive(10000, 64)
+"""
 
 
 
@@ -66,8 +80,9 @@ mg.workers(%d)
 mg.set { max_connections = 30000, keepalive_requests = 1000000 }
 mg.balancer("two", { members = { "scgi://127.0.0.1:%d", "scgi://127.0.0.1:%d" } })
 mg.route("/bal/", "balancer://two/")
+mg.route("/co/", "scgi://127.0.0.1:%d/", { hooks = { access = function(req) %s end } })
 mg.route("/", "scgi://127.0.0.1:%d/"%s)
-''' % (port, workers, B1, B2, B1, hooks)
+''' % (port, workers, B1, B2, B1, COSOCKET_HOOK % {"mod": "mg", "port": RP, "exit": "req:exit"}, B1, hooks)
     path = os.path.join(d, "init.lua")
     with open(path, "w") as f:
         f.write(lua)
@@ -77,8 +92,9 @@ mg.route("/", "scgi://127.0.0.1:%d/"%s)
 def start_nginx(d, workers, lua=False):
     port = free_port()
     modules = ""
-    loc_extra = ""
+    loc_extra = co_extra = ""
     if lua:
+        co_extra = "access_by_lua_block {%s}" % (COSOCKET_HOOK % {"mod": "ngx", "port": RP, "exit": "ngx.exit"})
         modules = "load_module /usr/lib/nginx/modules/ndk_http_module.so;\nload_module /usr/lib/nginx/modules/ngx_http_lua_module.so;\n"
         loc_extra = '''access_by_lua_block { if ngx.req.get_headers()["X-Deny"] then ngx.exit(403) end }
             header_filter_by_lua_block { ngx.header["X-Gateway"] = "openresty" }'''
@@ -95,10 +111,11 @@ http {
     server {
         listen 127.0.0.1:%d reuseport;
         location /bal/ { scgi_pass two; include /etc/nginx/scgi_params; }
+        location /co/ { scgi_pass 127.0.0.1:%d; include /etc/nginx/scgi_params; %s }
         location / { scgi_pass 127.0.0.1:%d; include /etc/nginx/scgi_params; %s }
     }
 }
-''' % (modules, workers, d, d, B1, B2, port, B1, loc_extra)
+''' % (modules, workers, d, d, B1, B2, port, B1, co_extra, B1, loc_extra)
     path = os.path.join(d, "nginx.conf")
     with open(path, "w") as f:
         f.write(conf)
@@ -156,7 +173,21 @@ def wrk(port, path, seconds, conns, threads=1, paced=False):
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors or "Socket errors" in out:
         print("   (wrk reported errors: %s)" % (errors.group(0) if errors else re.search(r"Socket errors.*", out).group(0)))
-    return rps, lat
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    return rps, lat, total
+
+
+def cpu_seconds(pids):
+    """User + system CPU time of processes so far (seconds)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def idle_memory(server, nconn):
@@ -208,11 +239,13 @@ def main():
     build = os.path.abspath(args.build)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
-    for tool in ("wrk", "nginx", "apache2"):
+    for tool in ("wrk", "nginx", "apache2", "redis-server"):
         if not shutil.which(tool):
             sys.exit("bench: %s is missing: run `make deps-bench`" % tool)
     backends = [subprocess.Popen([os.path.join(build, "scgi-echo"), "127.0.0.1:%d" % p]) for p in (B1, B2)]
-    for p in (B1, B2):
+    backends.append(subprocess.Popen(["redis-server", "--port", str(RP), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no"], stdout=subprocess.DEVNULL))
+    for p in (B1, B2, RP):
         wait_port(p)
     results = {}  # (scenario, workers, server) -> list of (rps, p99)
     tmp = tempfile.mkdtemp(prefix="moongate-bench-")
@@ -222,6 +255,8 @@ def main():
         ("two-member balancer", "/bal/hello", 50, ["moongate", "nginx", "apache"]),
         ("1 MiB responses", "/bytes/1048576", 10, ["moongate", "nginx", "apache"]),
         ("hooked route", "/hello", 50, ["moongate+hooks", "moongate", "nginx+lua", "nginx"]),
+        # An access hook that waits: a pooled cosocket round trip to redis-server per request.
+        ("yielding hook", "/co/hello", 50, ["moongate", "nginx+lua"]),
         # 20 connections, each pausing 10 ms after every response: about 2,000 req/s whatever
         # the server, so the p99 compares latency at the same load, not at saturation.
         ("p99 at ~2k req/s", "/hello", 20, ["moongate", "nginx", "apache"]),
@@ -246,14 +281,18 @@ def main():
                         # Alternate the order each round, so no server always runs first.
                         order = names if rnd % 2 == 0 else list(reversed(names))
                         for name in order:
-                            r = wrk(servers[name].port, path, args.seconds, conns, threads=workers,
-                                    paced=scen.startswith("p99"))
+                            pids = servers[name].pids()
+                            cpu0 = cpu_seconds(pids)
+                            rps, lat, total = wrk(servers[name].port, path, args.seconds, conns, threads=workers,
+                                                  paced=scen.startswith("p99"))
+                            us = (cpu_seconds(pids) - cpu0) * 1e6 / max(total, 1)
+                            r = (rps, lat, us)
                             results.setdefault((scen, workers, name), []).append(r)
-                            print("round %d  %-22s workers=%d  %-15s %10.0f req/s  p99 %7.2f ms" % (rnd + 1, scen, workers, name, r[0], r[1]), flush=True)
+                            print("round %d  %-22s workers=%d  %-15s %10.0f req/s  p99 %7.2f ms  %6.1f us CPU/req" % (rnd + 1, scen, workers, name, rps, lat, us), flush=True)
                 if workers == 1 and (not args.only or args.only in "idle keep-alive"):
                     for name in ("moongate", "nginx"):
                         kib = idle_memory(servers[name], 10000)
-                        results[("idle keep-alive KiB/conn", 1, name)] = [(kib, 0)]
+                        results[("idle keep-alive KiB/conn", 1, name)] = [(kib, 0, 0)]
                         print("idle keep-alive: %-10s %.2f KiB per connection" % (name, kib), flush=True)
             finally:
                 for s in servers.values():
@@ -262,20 +301,25 @@ def main():
         for b in backends:
             b.terminate()
     print()
-    print("| scenario | workers | server | req/s (median) | p99 ms (median) | moongate ratio |")
-    print("|---|---|---|---|---|---|")
+    print("| scenario | workers | server | req/s (median) | p99 ms (median) | CPU us/req (median) | moongate ratio (rate) | moongate CPU/req ratio |")
+    print("|---|---|---|---|---|---|---|---|")
     for (scen, workers, name), vals in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0], kv[0][2])):
         rps = statistics.median(v[0] for v in vals)
         lat = statistics.median(v[1] for v in vals)
-        mg = results.get((scen, workers, "moongate+hooks" if name == "nginx+lua" else "moongate"))
-        ratio = ""
+        cpu = statistics.median(v[2] for v in vals)
+        mine = "moongate+hooks" if name == "nginx+lua" and scen == "hooked route" else "moongate"
+        mg = results.get((scen, workers, mine))
+        ratio = cpu_ratio = ""
         if mg and not name.startswith("moongate"):
             m = statistics.median(v[0] for v in mg)
             ratio = "%.2fx" % ((rps / m) if "KiB" in scen else (m / rps))
+            mc = statistics.median(v[2] for v in mg)
+            if cpu:
+                cpu_ratio = "%.2fx" % (mc / cpu)
         if "KiB" in scen:
-            print("| %s | %d | %s | %.2f KiB | | %s |" % (scen, workers, name, rps, ratio))
+            print("| %s | %d | %s | %.2f KiB | | | %s | |" % (scen, workers, name, rps, ratio))
         else:
-            print("| %s | %d | %s | %.0f | %.2f | %s |" % (scen, workers, name, rps, lat, ratio))
+            print("| %s | %d | %s | %.0f | %.2f | %.1f | %s | %s |" % (scen, workers, name, rps, lat, cpu, ratio, cpu_ratio))
     hooked = results.get(("hooked route", 1, "moongate+hooks"))
     plain = results.get(("hooked route", 1, "moongate"))
     if hooked and plain:

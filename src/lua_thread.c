@@ -38,6 +38,9 @@ static struct {
   int n;
 } pool;
 static mg_thread_t *qhead, *qtail;
+/* Released thread structs, reused: a hook that does not wait allocates nothing. */
+static mg_thread_t *free_threads;
+static int nfree_threads;
 static uv_timer_t wake_timer;
 static int wake_timer_inited;
 
@@ -51,7 +54,14 @@ uv_loop_t *mg_thread_loop(void) { return loop; }
 mg_thread_t *mg_thread_current(void) { return running; }
 
 mg_thread_t *mg_thread_new(lua_State *L, mg_req_t *req, int phase) {
-  mg_thread_t *t = mg_calloc(1, sizeof *t);
+  mg_thread_t *t = free_threads;
+  if (t) {
+    free_threads = t->qnext;
+    nfree_threads--;
+    memset(t, 0, sizeof *t);
+  } else {
+    t = mg_calloc(1, sizeof *t);
+  }
   t->L = L, t->req = req, t->phase = phase;
   t->handle_ref = LUA_NOREF;
   if (pool.L == L && pool.n > 0) {
@@ -182,6 +192,14 @@ void mg_thread_release(mg_thread_t *t) {
     luaL_unref(t->L, LUA_REGISTRYINDEX, t->ref);
   }
   free(t->error);
+#ifndef MG_NO_POOLS
+  if (nfree_threads < POOL_MAX) {
+    t->qnext = free_threads;
+    free_threads = t;
+    nfree_threads++;
+    return;
+  }
+#endif
   free(t);
 }
 
