@@ -61,6 +61,8 @@ test-asan: asan
 	@MG_BUILD=$(abspath $(ASAN_BUILD)) MG_SANITIZED=1 $(PYTHON) -m pytest -q tests/e2e
 
 test: build asan fuzz-build
+	@echo "== layering (include graph of src/ has no cycle)"
+	@$(PYTHON) scripts/include-cycles.py
 	@echo "== unit tests (release)"
 	@cd $(BUILD) && ctest --output-on-failure
 	@echo "== end-to-end tests (release)"

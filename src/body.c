@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "http.h"
+#include "request.h"
 
 #define BODY_MEMORY (64 * 1024)
 

@@ -7,7 +7,7 @@
 #ifndef MG_CGI_ENV_H
 #define MG_CGI_ENV_H
 
-#include "http.h"
+#include "request.h"
 #include "scgi.h"
 
 /* Fills vars for req with a body of content_length bytes. Strings live in req's pool. */

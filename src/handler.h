@@ -8,7 +8,7 @@
 #ifndef MG_HANDLER_H
 #define MG_HANDLER_H
 
-#include "http.h"
+#include "request.h"
 
 extern const mg_handler_t mg_handler_scgi;   /* scgi:// and balancer:// (upstream.c) */
 extern const mg_handler_t mg_handler_static; /* { root = DIR } (static.c) */

@@ -31,7 +31,7 @@
 #include "lua_request.h"
 #include "path.h"
 #include "phase.h"
-#include "server.h"
+#include "loop.h"
 #include "stream.h"
 
 #define LINGER_MS 2000
@@ -1130,6 +1130,12 @@ mg_conn_t *mg_conn_new(mg_server_t *server, int unix_socket) {
 }
 
 uv_stream_t *mg_conn_stream(mg_conn_t *c) { return &c->h.stream; }
+
+int mg_req_socket_fd(mg_req_t *req) {
+  uv_os_fd_t fd;
+  if (req->sink || uv_fileno(&req->conn->h.handle, &fd) < 0) return -1;
+  return fd;
+}
 
 void mg_conn_start(mg_conn_t *c) {
   struct sockaddr_storage ss;

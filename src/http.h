@@ -1,156 +1,18 @@
-/* http: the client connection and the request it carries.
+/* http: the client connection, HTTP/1.1 (SPEC 6).
  *
- * A connection owns its libuv stream, its llhttp parser and its timer; it carries one request
- * at a time. Pipelined requests wait in the read block: the parser is paused at the end of
- * each message and resumed when the response is complete. The request is what every handler
- * works on: routing, hooks, the SCGI upstream, static files, Lua content handlers. It owns a
- * pool for its strings and is freed when its response is complete.
- *
- * The response API is the same for every handler: mg_req_send_head() once, then
- * mg_req_send_body() any number of times, then mg_req_send_end(); or mg_req_abort() to cut the
- * connection so that a truncated body is never passed off as whole. mg_req_error() sends a
- * short text response with a status and writes the error-log line. */
+ * A connection owns its libuv stream, its llhttp parser and its place in the timeout queues;
+ * it carries one request at a time. Pipelined requests wait in the read block: the parser is
+ * paused at the end of each message and resumed when the response is complete. It implements
+ * the response API of request.h (framing, backpressure, lingering close) and hands each parsed
+ * head to the engine (phase.h). Only the worker's listener code (server.c) uses this header. */
 #ifndef MG_HTTP_H
 #define MG_HTTP_H
 
 #include <llhttp.h>
-#include <stdint.h>
 #include <uv.h>
 
-#include "buf.h"
-#include "config.h"
-#include "pool.h"
-#include "scgi.h"
-
-typedef struct mg_server_s mg_server_t;
-typedef struct mg_conn_s mg_conn_t;
-typedef struct mg_req_s mg_req_t;
-typedef struct mg_upstream_s mg_upstream_t;
-
-typedef struct {
-  char *name, *value;
-} mg_field_t;
-
-typedef struct {
-  mg_field_t *v;
-  int n, cap;
-} mg_fields_t;
-
-/* Case-insensitive header lists; strings come from the request's pool. */
-const char *mg_fields_get(const mg_fields_t *f, const char *name);
-/* Value of every field named `name` joined with `sep`, from the pool; NULL when absent. */
-const char *mg_fields_join(mg_pool_t *p, const mg_fields_t *f, const char *name, const char *sep);
-void mg_fields_add(mg_pool_t *p, mg_fields_t *f, const char *name, size_t nl, const char *value, size_t vl);
-/* Removes every field named `name`; with a value, adds one field with it. */
-void mg_fields_set(mg_pool_t *p, mg_fields_t *f, const char *name, const char *value);
-
-typedef void (*mg_body_cb)(mg_req_t *req, const char *data, size_t len);
-
-/* A request body held whole by the gateway: in memory up to 64 KiB, beyond that in an unlinked
- * temporary file (req:read_body(), req:set_body(), a subrequest's body). */
-typedef struct {
-  mg_buf_t mem;
-  int fd; /* -1: in memory */
-  uint64_t len;
-} mg_body_t;
-
-/* Where a response goes. NULL (the default) is the client connection; a subrequest's is a
- * capture that collects status, headers and body for the Lua code that asked (subrequest.c). */
-typedef struct {
-  void (*head)(mg_req_t *req);
-  void (*body)(mg_req_t *req, char *block, const char *data, size_t len);
-  void (*end)(mg_req_t *req);
-  void (*abort)(mg_req_t *req);
-} mg_sink_t;
-
-/* The routes' handlers (SPEC 3 target kinds) behind one interface: the engine starts the
- * route's handler and never names a kind. */
-struct mg_handler_s {
-  const char *name;
-  void (*start)(mg_req_t *req);
-};
-
-/* Body helpers: 0 or -errno. */
-void mg_body_init(mg_body_t *b);
-int mg_body_add(mg_body_t *b, const char *data, size_t len);
-void mg_body_reset(mg_body_t *b);
-
-struct mg_req_s {
-  mg_conn_t *conn;
-  mg_server_t *server;
-  const mg_config_t *cfg;
-  mg_pool_t pool;
-  char id[24];
-  uint64_t start_ns;
-
-  /* The request as received. */
-  const char *method; /* "GET" ... (may be changed to GET by an internal redirect) */
-  int http_major, http_minor;
-  char *target;      /* request target as received: REQUEST_URI, raw_uri */
-  char *orig_method; /* for the access log */
-  mg_fields_t headers;
-  char *host;        /* Host without port, lower case; NULL when absent */
-  int64_t content_length; /* -1: none */
-  unsigned chunked : 1, expect_continue : 1, keepalive : 1, is_head : 1, continue_sent : 1;
-  unsigned head_done : 1; /* the head is parsed: fields from here on are trailers, dropped */
-  uint32_t ntrailers;     /* trailer fields seen (they count against max_headers) */
-
-  /* The path being served: normalized (req.uri) and its query; change on internal redirect. */
-  char *path;
-  size_t path_len;
-  char *query; /* NULL: no '?' */
-  const mg_route_t *route;
-  int redirects;
-  char *redirect_url, *redirect_query, *redirect_method; /* previous hop */
-
-  /* Lua: registry references of req.env, req.ctx and the userdata; LUA_NOREF until used. */
-  int env_ref, ctx_ref, self_ref, res_ref, hdr_ref[2];
-  int phase;
-
-  /* The phase engine (phase.c): where the request is in its life, and the Lua thread it waits
-   * on, if any. While a hook waits before the handler has started, the client's body is held
-   * (not parsed) so that no byte of it is lost. */
-  uint8_t stage;
-  uint16_t hook_i;
-  unsigned hold_body : 1, handler_started : 1, is_subrequest : 1, body_ready : 1, body_reading : 1;
-  void *thread;       /* the suspended mg_thread_t of a hook or content handler */
-  void *sockets;      /* cosockets the request's Lua code opened (lua_socket.c) */
-  mg_kv_t *env_list;  /* req.env as plain data, for cgi_env.c (exported before the SCGI head) */
-  int nenv_list;
-  int env_pathinfo;   /* req.env["proxy-scgi-pathinfo"] was set */
-  mg_body_t body;     /* valid when body_ready */
-  const mg_sink_t *sink;
-  void *body_waiter;  /* the thread waiting in req:read_body() */
-  mg_req_t *parent;   /* a subrequest's parent */
-  void *capture;      /* a subrequest's capture state */
-  int depth;          /* subrequest depth */
-
-  /* Body of the request, as the parser delivers it. */
-  mg_body_cb on_body;         /* NULL: discard */
-  void (*on_body_end)(mg_req_t *req);
-  uint64_t body_received;
-  unsigned msg_done : 1; /* the whole request, body included, has been read */
-
-  /* The response. */
-  int status;
-  mg_fields_t resp_headers;
-  int64_t resp_length; /* Content-Length being sent, -1: chunked or close-delimited */
-  unsigned head_sent : 1, resp_chunked : 1, resp_close : 1, resp_ended : 1, aborted : 1, finished : 1;
-  uint64_t bytes_sent; /* body bytes */
-  mg_upstream_t *up;
-  void *handler_data; /* static/sendfile state */
-  void *lua_exit;     /* what req:exit()/req:redirect() asked for */
-  char *remote;       /* the client's address, formatted */
-  char *head;         /* the response head, held back to go out with the first body bytes */
-  uint32_t head_len;
-  void (*on_drain)(mg_req_t *req);
-  mg_buf_t scratch;   /* the URL or header piece being assembled by the parser */
-  int scratch_kind;   /* 0 none, 1 url, 2 field, 3 value */
-  char *pending_field;
-  int filter_failed;  /* a header_filter hook raised an error */
-  void (*handler_cancel)(mg_req_t *req); /* stops the handler when the client goes away */
-  const char *upstream_name; /* from the pool: outlives the upstream */
-};
+#include "loop.h"
+#include "request.h"
 
 /* Starts serving an accepted stream. Takes ownership of conn (allocated by mg_conn_new). */
 /* A new connection with its stream handle initialized (TCP, or a unix socket). */
@@ -159,59 +21,10 @@ uv_stream_t *mg_conn_stream(mg_conn_t *c);
 void mg_conn_start(mg_conn_t *c);
 /* Answers 503 (max_connections reached) and closes the connection. */
 void mg_conn_reject(mg_conn_t *c);
-/* Local address and port of the connection (SERVER_ADDR, SERVER_PORT); -1 for unix sockets. */
-int mg_conn_local(mg_conn_t *c, char *addr, size_t n, int *port);
 /* The index of the listener the connection came from, in server->listeners. */
 void mg_conn_set_listener(mg_conn_t *c, int index);
 void mg_conn_close(mg_conn_t *c);
 /* Closes every connection that is between requests (stop). */
 void mg_server_close_idle(mg_server_t *s);
-const char *mg_req_remote(mg_req_t *req, int *port);
-
-
-/* Flow control of the request body: pause reading the client while the backend is slow. */
-void mg_req_pause_body(mg_req_t *req);
-void mg_req_resume_body(mg_req_t *req);
-/* Sends "100 Continue" if the client asked for it and has not been answered yet. */
-void mg_req_continue(mg_req_t *req);
-
-/* Parses what the connection holds for its request (after the engine held the body). Safe
- * to call when the request has already ended: the connection outlives this call. */
-void mg_conn_kick(mg_conn_t *c);
-/* The engine waits no longer: the client's body may be parsed again (see hold_body). */
-void mg_req_release_body(mg_req_t *req);
-/* The parser may go on for this request's body (req:read_body()). */
-void mg_req_read_body(mg_req_t *req);
-/* A request created for a subrequest: pool, id, addresses of parent's connection. Released
- * with mg_req_release. */
-mg_req_t *mg_req_new_child(mg_req_t *parent);
-void mg_req_release(mg_req_t *req);
-/* Stops the handler producing the response (its cancel function), e.g. a capture that has
- * seen enough. */
-void mg_req_stop(mg_req_t *req);
-
-/* Prepares the response head; it leaves with the first body bytes (one write for a small
- * response), or at mg_req_send_end / mg_req_flush. */
-void mg_req_send_head(mg_req_t *req);
-void mg_req_flush(mg_req_t *req);
-/* Sends len bytes at data; `block` (from mg_block_get, may be NULL when data is static or
- * owned elsewhere until the write completes) is returned to the pool when the write is done. */
-void mg_req_send_body(mg_req_t *req, char *block, const char *data, size_t len);
-void mg_req_send_end(mg_req_t *req);
-void mg_req_abort(mg_req_t *req, const char *why);
-/* A complete short response: status, text body, error-log line `fmt` (NULL for none). */
-void mg_req_error(mg_req_t *req, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-/* A complete response with a body from memory (copied). */
-void mg_req_respond(mg_req_t *req, int status, const char *content_type, const char *body, size_t len);
-/* Bytes queued for the client and not yet written: handlers stop reading their source above
- * MG_WRITE_HIGH and resume from the callback passed to mg_req_on_drain. */
-size_t mg_req_write_queue(mg_req_t *req);
-void mg_req_on_drain(mg_req_t *req, void (*cb)(mg_req_t *req));
-
-#define MG_WRITE_HIGH (256 * 1024)
-#define MG_WRITE_LOW (64 * 1024)
-
-uint64_t mg_now_ms(void);
-const char *mg_http_date(char *out, size_t n, int64_t t);
 
 #endif

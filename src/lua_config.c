@@ -485,3 +485,41 @@ mg_config_t *mg_config_load(const char *file, char *err, size_t err_len) {
   mg_lua_lock_globals(L);
   return cfg;
 }
+
+static void hooks_free(mg_hooks_t *h) {
+  free(h->refs);
+  h->refs = NULL, h->n = 0;
+}
+
+void mg_config_free(mg_config_t *cfg) {
+  if (!cfg) return;
+  for (int i = 0; i < cfg->nroutes; i++) {
+    mg_route_t *r = &cfg->routes[i];
+    free(r->match), free(r->host), free(r->addr.url), free(r->root), free(r->internal_redirect);
+    free(r->sendfile), free(r->decl);
+    if (r->root_fd >= 0) close(r->root_fd);
+    for (int k = 0; k < r->nsendfile_roots; k++) {
+      free(r->sendfile_roots[k]);
+      if (r->sendfile_root_fds[k] >= 0) close(r->sendfile_root_fds[k]);
+    }
+    free(r->sendfile_roots), free(r->sendfile_root_fds);
+    for (int k = 0; k < r->nenv; k++) free(r->env[k].name), free(r->env[k].value);
+    free(r->env);
+    for (int p = 0; p < MG_PHASE_COUNT; p++) hooks_free(&r->hooks[p]);
+  }
+  free(cfg->routes);
+  for (int i = 0; i < cfg->nbalancers; i++) mg_balancer_free(cfg->balancers[i]);
+  free(cfg->balancers);
+  for (int i = 0; i < cfg->nlistens; i++) free(cfg->listens[i].host), free(cfg->listens[i].text);
+  free(cfg->listens);
+  for (int p = 0; p < MG_PHASE_COUNT; p++) hooks_free(&cfg->hooks[p]);
+  hooks_free(&cfg->init_worker);
+  free(cfg->timers);
+  for (int i = 0; i < cfg->nwatched; i++) free(cfg->watched[i]);
+  free(cfg->watched);
+  mg_settings_t *s = &cfg->set;
+  free(s->server_name), free(s->access_log), free(s->error_log), free(s->log_level), free(s->pid);
+  if (cfg->L) lua_close(cfg->L);
+  free(cfg->file), free(cfg->dir);
+  free(cfg);
+}

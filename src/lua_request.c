@@ -22,7 +22,7 @@
 #include "lua_socket.h"
 #include "lua_vm.h"
 #include "path.h"
-#include "server.h"
+#include "loop.h"
 
 #define PH_REWRITE MG_PH_REWRITE
 #define PH_ACCESS MG_PH_ACCESS

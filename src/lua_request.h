@@ -11,7 +11,7 @@
 
 #include <lua.h>
 
-#include "http.h"
+#include "request.h"
 #include "lua_thread.h"
 
 int mg_lua_has_phase(const mg_req_t *req, int phase);

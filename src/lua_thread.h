@@ -22,7 +22,7 @@
 #include <lua.h>
 #include <uv.h>
 
-#include "http.h"
+#include "request.h"
 
 enum {
   MG_PH_REWRITE = 1,

@@ -13,7 +13,7 @@
 #ifndef MG_PHASE_H
 #define MG_PHASE_H
 
-#include "http.h"
+#include "request.h"
 
 /* The head is parsed and checked: run the request. */
 void mg_phase_start(mg_req_t *req);

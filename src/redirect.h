@@ -7,7 +7,7 @@
 #ifndef MG_REDIRECT_H
 #define MG_REDIRECT_H
 
-#include "http.h"
+#include "request.h"
 
 /* `location` starts with '/' and lives in the request's pool. */
 /* The REDIRECT_* bookkeeping of a restart at `location` (SPEC 7): the method becomes GET (HEAD

@@ -8,7 +8,7 @@
 #ifndef MG_SENDFILE_H
 #define MG_SENDFILE_H
 
-#include "http.h"
+#include "request.h"
 
 void mg_sendfile_start(mg_req_t *req, const char *path);
 

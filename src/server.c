@@ -77,12 +77,9 @@ int mg_listen_bind(const mg_listen_t *l, int reuseport, char *err, size_t err_le
   return fd;
 }
 
-void mg_server_conn_opened(mg_server_t *s) { s->nconns++; }
-
 static void server_maybe_done(mg_server_t *s);
 
-void mg_server_conn_closed(mg_server_t *s) {
-  s->nconns--;
+static void on_conn_closed(mg_server_t *s) {
   if (s->draining) server_maybe_done(s);
 }
 
@@ -174,6 +171,7 @@ static void on_trim(uv_timer_t *t) {
 int mg_server_run(mg_config_t *cfg, const int *fds, int slot) {
   mg_server_t s;
   memset(&s, 0, sizeof s);
+  s.on_conn_closed = on_conn_closed;
   s.loop = uv_default_loop();
   s.cfg = cfg;
   signal(SIGPIPE, SIG_IGN);

@@ -16,7 +16,7 @@
 #include "handler.h"
 #include "log.h"
 #include "path.h"
-#include "server.h"
+#include "loop.h"
 
 #define SEND_PER_TURN (4 * 1024 * 1024)
 
@@ -153,8 +153,8 @@ static void fs_start(mg_req_t *req) {
     mg_req_on_drain(req, fs_start);
     return;
   }
-  uv_os_fd_t sock;
-  if (uv_fileno((uv_handle_t *)mg_conn_stream(req->conn), &sock) < 0 || (fs->sock = dup(sock)) < 0) {
+  int sock = mg_req_socket_fd(req);
+  if (sock < 0 || (fs->sock = dup(sock)) < 0) {
     fs_close(fs);
     mg_req_abort(req, "cannot duplicate the client socket for sendfile");
     return;

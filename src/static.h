@@ -11,7 +11,7 @@
 
 #include <sys/stat.h>
 
-#include "http.h"
+#include "request.h"
 
 /* Opens `rel` below `root_fd`. Returns the fd, or -errno (-EXDEV / -ELOOP: would escape). */
 int mg_static_open_beneath(int root_fd, const char *rel);

@@ -10,9 +10,9 @@
 #include "balancer.h"
 #include "buf.h"
 #include "handler.h"
-#include "http.h"
+#include "request.h"
 #include "lua_vm.h"
-#include "server.h"
+#include "loop.h"
 #include <unistd.h>
 
 #define SLOTS 4096

@@ -7,7 +7,7 @@
 #ifndef MG_STATUS_H
 #define MG_STATUS_H
 
-#include "http.h"
+#include "request.h"
 
 #include "config.h"
 

@@ -31,7 +31,7 @@
 #include "phase.h"
 #include "sendfile.h"
 #include "stream.h"
-#include "server.h"
+#include "loop.h"
 
 enum { S_WAIT_BODY, S_CONNECTING, S_HEAD, S_BODY, S_DONE };
 

@@ -10,7 +10,7 @@
 #ifndef MG_UPSTREAM_H
 #define MG_UPSTREAM_H
 
-#include "http.h"
+#include "request.h"
 
 void mg_upstream_start(mg_req_t *req);
 

@@ -1,0 +1,54 @@
+/* loop: the state of one worker's event loop that its listeners and connections share.
+ *
+ * server.c owns it (listeners, signals, drain); http.c reads it (the loop, the configuration,
+ * the timeout queues, the drain flags). It is a header of its own so that the connection
+ * code does not depend on the listener code that creates connections. */
+#ifndef MG_LOOP_H
+#define MG_LOOP_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "config.h"
+#include "stream.h"
+
+typedef struct mg_conn_s mg_conn_t;
+
+typedef struct mg_listener_s {
+  mg_stream_t h;
+  struct mg_server_s *server;
+  int unix_socket;
+  int port;      /* local port */
+  char addr[48]; /* local address when bound to one; "" for a wildcard or unix socket */
+} mg_listener_t;
+
+typedef struct mg_server_s {
+  uv_loop_t *loop;
+  mg_config_t *cfg;
+  mg_listener_t *listeners;
+  int nlisteners;
+  uint64_t nconns;
+  uint64_t nreqs;     /* requests started: request ids */
+  uint64_t nfinished; /* requests finished */
+  int draining; /* no new connections; each connection closes after its next response */
+  int stopping; /* TERM/INT: idle connections close at once, and busy ones after their response */
+  uv_signal_t sig_term, sig_quit, sig_hup, sig_int;
+  uv_timer_t shutdown_timer;
+  /* Connection timeouts (http.c): one FIFO queue per kind, one timer for all. */
+#define MG_TIMEOUT_QUEUES 4
+  mg_conn_t *tq_head[MG_TIMEOUT_QUEUES], *tq_tail[MG_TIMEOUT_QUEUES];
+  uv_timer_t conn_timer;
+  uint64_t conn_timer_due;
+  int conn_timer_inited;
+  void (*on_conn_closed)(struct mg_server_s *s); /* server.c: a drain ends with the last one */
+} mg_server_t;
+
+/* Connection bookkeeping, called by http.c. */
+static inline void mg_server_conn_opened(mg_server_t *s) { s->nconns++; }
+static inline void mg_server_conn_closed(mg_server_t *s) {
+  s->nconns--;
+  if (s->on_conn_closed) s->on_conn_closed(s);
+}
+
+
+#endif
