@@ -25,6 +25,7 @@
 #include "handler.h"
 #include "lua_api.h"
 #include "lua_vm.h"
+#include "shdict.h"
 
 typedef struct {
   mg_config_t *cfg;
@@ -452,7 +453,10 @@ mg_config_t *mg_config_load(const char *file, char *err, size_t err_len) {
     mg_config_free(cfg);
     return NULL;
   }
-  if (mg_lua_call(L, 0, 0, err, err_len) < 0) {
+  mg_lua_shdict_declaring = 1;
+  int ran = mg_lua_call(L, 0, 0, err, err_len);
+  mg_lua_shdict_declaring = 0;
+  if (ran < 0) {
     /* Keep the first line: the message with file:line; the traceback is noise here. */
     char *nl = strstr(err, "\nstack traceback:");
     if (nl) *nl = 0;
@@ -519,7 +523,7 @@ void mg_config_free(mg_config_t *cfg) {
   free(cfg->watched);
   mg_settings_t *s = &cfg->set;
   free(s->server_name), free(s->access_log), free(s->error_log), free(s->log_level), free(s->pid);
-  if (cfg->L) lua_close(cfg->L);
+  if (cfg->L) mg_shdict_release_all(cfg->L), lua_close(cfg->L);
   free(cfg->file), free(cfg->dir);
   free(cfg);
 }

@@ -50,6 +50,11 @@ lua_State *mg_lua_new(const char *dir) {
   lua_getfield(L, -1, "path");
   lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", dir, dir, lua_tostring(L, -1));
   lua_setfield(L, -3, "path");
+  lua_pop(L, 1);
+  /* C modules: Debian's (require "cjson" from lua-cjson) after LuaJIT's own places. */
+  lua_getfield(L, -1, "cpath");
+  lua_pushfstring(L, "%s;%s/?.so", lua_tostring(L, -1), MG_LUA_CDIR);
+  lua_setfield(L, -3, "cpath");
   lua_pop(L, 2);
   return L;
 }

@@ -21,7 +21,7 @@ typedef struct {
   mg_req_t *child;
   mg_thread_t *t; /* the thread waiting for the result */
   mg_buf_t body;
-  uv_timer_t reaper;
+  uv_timer_t reaper; /* the timeout while waiting, then the zero timer that releases the child */
   unsigned done : 1, too_large : 1, aborted : 1, abandoned : 1;
 } capture_t;
 
@@ -54,6 +54,24 @@ static int push_result(lua_State *L, capture_t *c) {
   lua_pushlstring(L, c->body.data ? c->body.data : "", c->body.len);
   lua_setfield(L, -2, "body");
   return 1;
+}
+
+/* opts.timeout passed: the child is stopped with what it holds, the caller gets nil, "timeout". */
+static void on_timeout(uv_timer_t *tm) {
+  capture_t *c = tm->data;
+  mg_thread_t *t = c->t;
+  c->t = NULL;
+  c->done = 1;
+  mg_log_error(MG_LOG_WARN, c->child->parent ? c->child->parent->id : NULL, "subrequest to %s timed out",
+               c->child->target);
+  mg_req_release(c->child);
+  c->child = NULL;
+  uv_close((uv_handle_t *)tm, on_reaper_closed);
+  if (t) {
+    lua_pushnil(t->co);
+    lua_pushliteral(t->co, "timeout");
+    mg_thread_resume(t, 2);
+  }
 }
 
 static void complete(capture_t *c) {
@@ -119,7 +137,7 @@ static int is_body_header(const char *name) {
          strcasecmp(name, "Transfer-Encoding") == 0 || strcasecmp(name, "Expect") == 0;
 }
 
-/* req:subrequest(uri[, { method =, body =, query =, headers =, env = }]) */
+/* req:subrequest(uri[, { method =, body =, query =, headers =, env =, timeout = }]) */
 int mg_subrequest_lua(lua_State *L) {
   mg_req_t *parent = mg_lua_check_req(L, 1);
   size_t ul;
@@ -131,7 +149,12 @@ int mg_subrequest_lua(lua_State *L) {
   lua_settop(L, 3);
   const char *method = "GET", *body = NULL, *query = NULL;
   size_t bl = 0;
+  double timeout = (double)parent->cfg->set.timeout / 1000;
   if (lua_istable(L, 3)) {
+    lua_getfield(L, 3, "timeout");
+    if (!lua_isnil(L, -1)) timeout = luaL_checknumber(L, -1);
+    if (!(timeout > 0)) return luaL_error(L, "req:subrequest: timeout must be a positive number of seconds");
+    lua_pop(L, 1);
     lua_getfield(L, 3, "method");
     if (!lua_isnil(L, -1)) method = luaL_checkstring(L, -1);
     lua_getfield(L, 3, "body");
@@ -221,5 +244,6 @@ int mg_subrequest_lua(lua_State *L) {
   mg_phase_start(child);
   if (c->done) return push_result(L, c);
   c->t = t;
+  uv_timer_start(&c->reaper, on_timeout, (uint64_t)(timeout * 1000), 0);
   return mg_thread_wait(L, t, sub_cancel, c);
 }

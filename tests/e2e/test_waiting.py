@@ -275,6 +275,20 @@ end)
     assert request(g.port, path="/get?5000").body == b"error: body too large"
 
 
+def test_subrequest_timeout(gateway):
+    g = gateway("""
+mg.route("/stuck", function(req) mg.sleep(30) return 200, "late" end, { internal = true })
+mg.route("/ask", function(req)
+  local r, err = req:subrequest("/stuck", { timeout = 0.3 })
+  return 200, tostring(r) .. " " .. tostring(err)
+end)
+""")
+    t0 = time.time()
+    assert request(g.port, path="/ask").body == b"nil timeout"
+    assert time.time() - t0 < 1.5
+    g.wait_log("subrequest to /stuck timed out")
+
+
 def test_spawn_and_wait_results(gateway):
     g = gateway("""
 mg.route("/t", function(req)
