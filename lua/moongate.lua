@@ -14,7 +14,7 @@ local state = {
   routes = {},
   balancers = {},
   balancer_order = {},
-  hooks = { rewrite = {}, access = {}, balancer = {}, header_filter = {}, log = {}, init_worker = {} },
+  hooks = { rewrite = {}, access = {}, balancer = {}, header_filter = {}, body_filter = {}, log = {}, init_worker = {} },
   timers = {},
   workers = 1,
 }
@@ -186,7 +186,7 @@ local function header_option(at, key, v, default_header)
   fail(at, "%s: expected true/\"On\", false/\"Off\" or a header name, got %s", key, tostring(v))
 end
 
-local phases = { rewrite = true, access = true, balancer = true, header_filter = true, log = true }
+local phases = { rewrite = true, access = true, balancer = true, header_filter = true, body_filter = true, log = true }
 
 local route_keys = {
   host = true, internal_redirect = true, sendfile = true, sendfile_roots = true, sendfile_missing = true,
@@ -275,7 +275,7 @@ function M.route(match, target, opts)
     if type(opts.hooks) ~= "table" then fail(at, "hooks: expected a table of phase = function") end
     r.hooks = {}
     for phase, fn in pairs(opts.hooks) do
-      if not phases[phase] then fail(at, "hooks: unknown phase %q (rewrite, access, balancer, header_filter, log)", tostring(phase)) end
+      if not phases[phase] then fail(at, "hooks: unknown phase %q (access, balancer, header_filter, body_filter, log)", tostring(phase)) end
       if phase == "rewrite" then fail(at, "hooks: a route cannot have a rewrite hook, rewrite runs before routing; use mg.on(\"rewrite\", fn)") end
       if type(fn) ~= "function" then fail(at, "hooks.%s: expected a function, got %s", phase, type(fn)) end
       r.hooks[phase] = fn
@@ -354,7 +354,7 @@ end
 function M.on(phase, fn)
   local at = caller(2)
   if not phases[phase] and phase ~= "init_worker" then
-    fail(at, "mg.on: unknown phase %q (rewrite, access, balancer, header_filter, log, init_worker)", tostring(phase))
+    fail(at, "mg.on: unknown phase %q (rewrite, access, balancer, header_filter, body_filter, log, init_worker)", tostring(phase))
   end
   if type(fn) ~= "function" then fail(at, "mg.on: argument #2 must be a function, got %s", type(fn)) end
   local list = state.hooks[phase]

@@ -80,6 +80,7 @@ static void conn_process(mg_conn_t *c);
 static void conn_close(mg_conn_t *c);
 static void conn_update_reading(mg_conn_t *c);
 static void req_complete(mg_req_t *req);
+static void req_cancel_handler(mg_req_t *req);
 static void timer_set(mg_conn_t *c, int kind, uint64_t ms);
 
 /* ---- small helpers ------------------------------------------------------------------- */
@@ -252,6 +253,12 @@ void mg_req_send_head(mg_req_t *req) {
     req->keepalive = 0;
   }
   req->head_sent = 1;
+  if (!req->filter_failed && !req->body_filter_off && !req->is_head && status_has_body(req->status) &&
+      mg_lua_has_phase(req, MG_PHASE_BODY_FILTER)) {
+    /* The filters may change the body's length: the response is chunked (or close-delimited). */
+    req->body_filtered = 1;
+    mg_fields_set(&req->pool, &req->resp_headers, "Content-Length", NULL);
+  }
   const mg_settings_t *s = &req->cfg->set;
   if (c->nrequests + 1 >= s->keepalive_requests || req->server->draining) req->keepalive = 0;
   int body = status_has_body(req->status);
@@ -309,23 +316,22 @@ void mg_req_send_head(mg_req_t *req) {
   req->head = mg_buf_steal(&b);
 }
 
-void mg_req_send_body(mg_req_t *req, char *block, const char *data, size_t len) {
-  if (!req->head_sent) mg_req_send_head(req);
-  if (req->is_head || !status_has_body(req->status) || len == 0) {
-    mg_block_put(block);
-    return;
-  }
+/* Sends len bytes at data, owned by `block` (a pooled block) or `heap` (malloc'd), either
+ * released when the write is done. */
+static void body_out(mg_req_t *req, char *block, char *heap, const char *data, size_t len) {
   if (req->resp_length >= 0 && req->bytes_sent + len > (uint64_t)req->resp_length) {
     /* More than the Content-Length promised: the excess cannot be framed; drop it. */
     len = (size_t)((uint64_t)req->resp_length - req->bytes_sent);
     if (len == 0) {
       mg_block_put(block);
+      free(heap);
       return;
     }
   }
   req->bytes_sent += len;
   if (req->sink) {
     req->sink->body(req, block, data, len);
+    free(heap);
     return;
   }
   if (req->resp_chunked) {
@@ -335,16 +341,60 @@ void mg_req_send_body(mg_req_t *req, char *block, const char *data, size_t len) 
     bufs[0] = uv_buf_init(NULL, 0); /* replaced by the write's own copy of hdr */
     bufs[1] = uv_buf_init((char *)data, (unsigned)len);
     bufs[2] = uv_buf_init("\r\n", 2);
-    conn_write_chunk(req->conn, bufs, 3, block, NULL, hdr, (size_t)hl);
+    conn_write_chunk(req->conn, bufs, 3, block, heap, hdr, (size_t)hl);
     return;
   }
   uv_buf_t ub = uv_buf_init((char *)data, (unsigned)len);
-  conn_write(req->conn, &ub, 1, block, NULL);
+  conn_write(req->conn, &ub, 1, block, heap);
+}
+
+/* A body piece through the body_filter hooks (eof on the last call). Returns -1 when a hook
+ * failed: the response is cut (its head is out). */
+static int filtered_out(mg_req_t *req, const char *data, size_t len, int eof) {
+  char *out;
+  size_t ol;
+  if (mg_lua_body_filter(req, data, len, eof, &out, &ol) < 0) {
+    if (req->head && req->bytes_sent == 0 && !req->sink) {
+      /* Nothing is on the wire yet (the head waits for the first bytes): the handler stops
+       * and the client gets a clean 500, as for any Lua error before the head is sent. */
+      free(req->head);
+      req->head = NULL;
+      req->head_sent = 0, req->body_filtered = 0, req->body_filter_off = 1;
+      req_cancel_handler(req);
+      req->keepalive = 0;
+      mg_req_error(req, 500, NULL);
+      return -1;
+    }
+    mg_req_abort(req, "body_filter hook failed");
+    return -1;
+  }
+  if (ol) body_out(req, NULL, out, out, ol);
+  else free(out);
+  return 0;
+}
+
+void mg_req_send_body(mg_req_t *req, char *block, const char *data, size_t len) {
+  if (!req->head_sent) mg_req_send_head(req);
+  if (req->is_head || !status_has_body(req->status) || len == 0 || req->aborted) {
+    mg_block_put(block);
+    return;
+  }
+  if (req->body_filtered) {
+    filtered_out(req, data, len, 0);
+    mg_block_put(block);
+    return;
+  }
+  body_out(req, block, NULL, data, len);
 }
 
 void mg_req_send_end(mg_req_t *req) {
   mg_conn_t *c = req->conn;
   if (!req->head_sent) mg_req_send_head(req);
+  if (req->body_filtered) {
+    /* The last call, with eof: a filter may still add its tail. */
+    req->body_filtered = 0;
+    if (filtered_out(req, "", 0, 1) < 0) return;
+  }
   if (req->resp_length >= 0 && !req->is_head && status_has_body(req->status) &&
       req->bytes_sent < (uint64_t)req->resp_length) {
     mg_req_abort(req, "response shorter than its Content-Length");
@@ -381,6 +431,11 @@ void mg_req_respond(mg_req_t *req, int status, const char *content_type, const c
   if (content_type) mg_fields_set(&req->pool, &req->resp_headers, "Content-Type", content_type);
   mg_fields_set(&req->pool, &req->resp_headers, "Content-Length", lenstr);
   mg_req_send_head(req);
+  if (req->body_filtered) {
+    if (len && filtered_out(req, body, len, 0) < 0) return;
+    mg_req_send_end(req);
+    return;
+  }
   if (req->sink) {
     if (len && !req->is_head && !req->filter_failed && status_has_body(req->status)) {
       req->bytes_sent += len;

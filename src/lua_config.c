@@ -102,7 +102,7 @@ static void hooks_add(lua_State *L, mg_hooks_t *h) {
   h->refs[h->n++] = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
-static const char *phase_names[MG_PHASE_COUNT] = {"rewrite", "access", "balancer", "header_filter", "log"};
+static const char *phase_names[MG_PHASE_COUNT] = {"rewrite", "access", "balancer", "header_filter", "log", "body_filter"};
 
 static int open_dir(loader_t *ld, const char *at, const char *what, const char *path, int *fd) {
   *fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);

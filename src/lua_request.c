@@ -636,6 +636,41 @@ static int visit_log(mg_req_t *req, int ref, void *arg) {
 
 void mg_lua_log_phase(mg_req_t *req) { each_hook(req, MG_PHASE_LOG, visit_log, NULL); }
 
+/* body_filter: every hook sees the chunk the previous one left; a string return replaces it. */
+int mg_lua_body_filter(mg_req_t *req, const char *data, size_t len, int eof, char **out, size_t *out_len) {
+  lua_State *L = req->cfg->L;
+  int top = lua_gettop(L);
+  lua_pushlstring(L, data, len); /* the current chunk */
+  int ref, rc = 0;
+  int saved = req->phase, saved_now = mg_lua_phase_now;
+  for (int i = 0; (ref = mg_lua_hook_at(req, MG_PHASE_BODY_FILTER, i)) != LUA_NOREF; i++) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+    push_req(L, req);
+    push_res(L, req);
+    lua_pushvalue(L, top + 1);
+    lua_pushboolean(L, eof);
+    req->phase = mg_lua_phase_now = MG_PH_BODY_FILTER;
+    char err[2048];
+    rc = mg_lua_call(L, 4, 1, err, sizeof err);
+    req->phase = saved, mg_lua_phase_now = saved_now;
+    if (rc < 0) {
+      mg_log_error(MG_LOG_ERROR, req->id, "Lua error in body_filter hook: %s", err);
+      break;
+    }
+    if (lua_type(L, -1) == LUA_TSTRING) lua_replace(L, top + 1);
+    else lua_pop(L, 1);
+  }
+  if (rc == 0) {
+    size_t n;
+    const char *s = lua_tolstring(L, top + 1, &n);
+    *out = mg_malloc(n ? n : 1);
+    memcpy(*out, s, n);
+    *out_len = n;
+  }
+  lua_settop(L, top);
+  return rc;
+}
+
 /* ---- balancer ------------------------------------------------------------------------------------- */
 
 static void push_members(lua_State *L, mg_balancer_t *b) {

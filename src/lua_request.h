@@ -33,6 +33,9 @@ void mg_lua_push_fields(lua_State *L, const mg_fields_t *f);
 mg_req_t *mg_lua_check_req(lua_State *L, int idx);
 void mg_lua_header_filter(mg_req_t *req);
 void mg_lua_log_phase(mg_req_t *req);
+/* Runs the body_filter hooks on a chunk (eof on the last call). Returns 0 with the chunk to
+ * send in *out (malloc'd, owned by the caller), or -1 after logging a Lua error. */
+int mg_lua_body_filter(mg_req_t *req, const char *data, size_t len, int eof, char **out, size_t *out_len);
 /* Runs the balancer hooks and a Lua method. Returns the chosen 1-based member index, 0 to
  * leave the choice to the balancer, or -1 when the request was ended. */
 int mg_lua_balancer(mg_req_t *req, mg_balancer_t *b, int method);

@@ -136,6 +136,7 @@ struct mg_req_s {
   mg_fields_t resp_headers;
   int64_t resp_length; /* Content-Length being sent, -1: chunked or close-delimited */
   unsigned head_sent : 1, resp_chunked : 1, resp_close : 1, resp_ended : 1, aborted : 1, finished : 1;
+  unsigned body_filtered : 1, body_filter_off : 1; /* the body goes through body_filter hooks */
   uint64_t bytes_sent; /* body bytes */
   mg_upstream_t *up;
   void *handler_data; /* static/sendfile state */

@@ -104,6 +104,33 @@ static void fs_close(file_send_t *fs) {
 
 static void fs_cancel(mg_req_t *req) { fs_close(req->handler_data); }
 
+/* The file read a block at a time into the response (no sendfile), pausing while more than
+ * MG_WRITE_HIGH bytes wait for the client: for captures and body_filter hooks. */
+static void fs_read_pump(mg_req_t *req) {
+  file_send_t *fs = req->handler_data;
+  while (fs && fs->off < fs->end) {
+    if (mg_req_write_queue(req) > MG_WRITE_HIGH) {
+      mg_req_on_drain(req, fs_read_pump);
+      return;
+    }
+    char *blk = mg_block_get();
+    size_t want = (size_t)(fs->end - fs->off) < MG_BLOCK_SIZE ? (size_t)(fs->end - fs->off) : MG_BLOCK_SIZE;
+    ssize_t n = pread(fs->fd, blk, want, fs->off);
+    if (n <= 0) {
+      mg_block_put(blk);
+      fs_close(fs);
+      mg_req_abort(req, "file truncated while being sent");
+      return;
+    }
+    fs->off += n;
+    mg_req_send_body(req, blk, blk, (size_t)n);
+    if (req->handler_data != fs || req->aborted || req->resp_ended) return; /* cancelled meanwhile */
+  }
+  if (!fs) return;
+  fs_close(fs);
+  mg_req_send_end(req);
+}
+
 static void on_writable(uv_poll_t *p, int status, int events) {
   (void)events;
   file_send_t *fs = p->data;
@@ -251,30 +278,18 @@ void mg_file_send(mg_req_t *req, int fd, const struct stat *st, int conditional,
     mg_req_send_end(req);
     return;
   }
-  if (req->sink) {
-    /* A subrequest captures the body: there is no socket to sendfile to, so read it; the
-     * capture stops it at subrequest_max_body. */
-    for (off_t off = from; off < from + len && !req->resp_ended && !req->aborted;) {
-      char *blk = mg_block_get();
-      size_t want = (size_t)(from + len - off) < MG_BLOCK_SIZE ? (size_t)(from + len - off) : MG_BLOCK_SIZE;
-      ssize_t n = pread(fd, blk, want, off);
-      if (n <= 0) {
-        mg_block_put(blk);
-        break;
-      }
-      off += n;
-      mg_req_send_body(req, blk, blk, (size_t)n);
-    }
-    close(fd);
-    if (!req->resp_ended && !req->aborted) mg_req_send_end(req);
-    return;
-  }
   file_send_t *fs = mg_calloc(1, sizeof *fs);
   fs->req = req, fs->fd = fd, fs->sock = -1, fs->off = from, fs->end = from + len;
   req->handler_data = fs;
   req->handler_cancel = fs_cancel;
+  if (req->sink || req->body_filtered) {
+    /* A subrequest captures the body, or body_filter hooks must see it: no sendfile(2). */
+    fs_read_pump(req);
+    return;
+  }
   fs_start(req);
 }
+
 
 /* ---- { root = DIR } routes ---------------------------------------------------------------- */
 

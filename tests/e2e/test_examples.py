@@ -1,11 +1,14 @@
 """Every examples/*.lua and the demo init.lua, loaded as written (only addresses and paths are
 substituted) and exercised."""
+import hashlib
+import hmac
 import json
 import os
 import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -65,7 +68,8 @@ def app(resp):
 def test_every_example_is_tested():
     tested = {"simple_gateway.lua", "balanced_gateway.lua", "setenvif_pathinfo.lua", "django_x_location.lua",
               "x_sendfile.lua", "access_control.lua", "header_rewrite.lua", "lua_health.lua", "custom_balancer.lua",
-              "hot_reload.lua", "auth_request.lua", "redis_denylist.lua"}
+              "hot_reload.lua", "auth_request.lua", "redis_denylist.lua", "rate_limit.lua", "canary.lua",
+              "signed_urls.lua", "json_errors.lua"}
     assert {f for f in os.listdir(EXAMPLES) if f.endswith(".lua")} == tested
 
 
@@ -216,3 +220,66 @@ def test_redis_denylist(example, redis_server):
     # A key added now is refused at once: the denylist is read on every request.
     redis_cmd(redis_server, "SADD", "denylist", "good-key")
     assert request(port, path="/api/x", headers=[("X-Api-Key", "good-key")]).status == 403
+
+
+def test_rate_limit(example):
+    """5 r/s with a burst of 10: of 20 requests sent at once, 11 are admitted (the burst ones
+    delayed to the rate, so the last answers about 2 s later) and 9 get 429; another key is
+    not affected."""
+    port, _ = example("rate_limit.lua")
+    t0 = time.time()
+    with ThreadPoolExecutor(max_workers=20) as ex:
+        out = list(ex.map(lambda i: request(port, path="/api/x", headers=[("X-Api-Key", "k1")]), range(20)))
+    took = time.time() - t0
+    codes = sorted(r.status for r in out)
+    assert codes.count(200) == 11 and codes.count(429) == 9, codes
+    assert [r for r in out if r.status == 429][0].header("Retry-After") == "1"
+    assert 1.6 < took < 4.0, "the burst should be spread at 5 r/s (about 2 s), took %.2f s" % took
+    assert request(port, path="/api/x", headers=[("X-Api-Key", "k2")]).status == 200
+
+
+def test_canary(example):
+    """One new visitor in ten goes to the canary (app b), exactly, across two workers; a
+    visitor's cookie keeps them where they were sent."""
+    port, _ = example("canary.lua")
+    apps, cookies = [], []
+    for _ in range(30):
+        r = request(port, path="/x")
+        apps.append(app(r))
+        cookies.append(r.header("Set-Cookie"))
+    assert apps.count("APP=b") == 3 and apps.count("APP=a") == 27
+    canary_cookie = cookies[apps.index("APP=b")].split(";")[0]
+    stable_cookie = cookies[apps.index("APP=a")].split(";")[0]
+    assert canary_cookie == "canary=yes" and stable_cookie == "canary=no"
+    for _ in range(5):
+        assert app(request(port, path="/y", headers=[("Cookie", canary_cookie)])) == "APP=b"
+        assert app(request(port, path="/y", headers=[("Cookie", stable_cookie)])) == "APP=a"
+
+
+def signed(path, expires, secret=b"change-me"):
+    sig = hmac.new(secret, (path + str(expires)).encode(), hashlib.sha256).hexdigest()
+    return "%s?expires=%d&sig=%s" % (path, expires, sig)
+
+
+def test_signed_urls(example):
+    port, _ = example("signed_urls.lua")
+    good = request(port, path=signed("/files/report.pdf", int(time.time()) + 60))
+    assert good.status == 200 and dict(scgi_vars(good.body.split(b"\n", 1)[1]))["SCRIPT_NAME"] == "/files/report.pdf"
+    assert request(port, path=signed("/files/report.pdf", int(time.time()) - 1)).status == 410
+    assert request(port, path=signed("/files/other.pdf", int(time.time()) + 60).replace("other", "report")).status == 403
+    assert request(port, path=signed("/files/report.pdf", int(time.time()) + 60, b"wrong")).status == 403
+    assert request(port, path="/files/report.pdf").status == 403
+
+
+def test_json_errors(example):
+    port, _ = example("json_errors.lua")
+    auth = [("Authorization", "Bearer x")]
+    ok = request(port, path="/api/vars", headers=auth)
+    assert ok.status == 200 and ok.header("Content-Type").startswith("text/plain") and b"REQUEST_URI=/api/vars" in ok.body
+    for path, headers, status, message in [("/api/x", [], 401, "unauthorized"),
+                                           ("/api/status/502", auth, 502, "bad gateway"),
+                                           ("/api/status/404", auth, 404, "not found"),
+                                           ("/elsewhere", [], 404, "not found")]:
+        r = request(port, path=path, headers=headers)
+        assert r.status == status and r.header("Content-Type") == "application/json", (path, r.status)
+        assert json.loads(r.body) == {"error": {"status": status, "message": message}}, r.body
