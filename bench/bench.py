@@ -81,8 +81,14 @@ mg.set { max_connections = 30000, keepalive_requests = 1000000 }
 mg.balancer("two", { members = { "scgi://127.0.0.1:%d", "scgi://127.0.0.1:%d" } })
 mg.route("/bal/", "balancer://two/")
 mg.route("/co/", "scgi://127.0.0.1:%d/", { hooks = { access = function(req) %s end } })
+local hits = mg.shared("hits", "10m")
+mg.route("/shd/", "scgi://127.0.0.1:%d/", { hooks = { access = function(req) hits:incr("hits", 1, 0) end } })
+local lim = mg.limit_req("lim", { rate = "1000000r/s", burst = 1000000, size = "10m" })
+mg.route("/lim/", "scgi://127.0.0.1:%d/", { hooks = { access = function(req)
+  if not lim:incoming(req.remote_addr, true) then return req:exit(429) end
+end } })
 mg.route("/", "scgi://127.0.0.1:%d/"%s)
-''' % (port, workers, B1, B2, B1, COSOCKET_HOOK % {"mod": "mg", "port": RP, "exit": "req:exit"}, B1, hooks)
+''' % (port, workers, B1, B2, B1, COSOCKET_HOOK % {"mod": "mg", "port": RP, "exit": "req:exit"}, B1, B1, B1, hooks)
     path = os.path.join(d, "init.lua")
     with open(path, "w") as f:
         f.write(lua)
@@ -92,8 +98,10 @@ mg.route("/", "scgi://127.0.0.1:%d/"%s)
 def start_nginx(d, workers, lua=False):
     port = free_port()
     modules = ""
-    loc_extra = co_extra = ""
+    loc_extra = co_extra = shd_extra = shdict = ""
     if lua:
+        shdict = "lua_shared_dict hits 10m;"
+        shd_extra = 'access_by_lua_block { ngx.shared.hits:incr("hits", 1, 0) }'
         co_extra = "access_by_lua_block {%s}" % (COSOCKET_HOOK % {"mod": "ngx", "port": RP, "exit": "ngx.exit"})
         modules = "load_module /usr/lib/nginx/modules/ndk_http_module.so;\nload_module /usr/lib/nginx/modules/ngx_http_lua_module.so;\n"
         loc_extra = '''access_by_lua_block { if ngx.req.get_headers()["X-Deny"] then ngx.exit(403) end }
@@ -108,14 +116,18 @@ http {
     access_log off;
     keepalive_requests 1000000;
     upstream two { server 127.0.0.1:%d; server 127.0.0.1:%d; }
+    limit_req_zone $binary_remote_addr zone=lim:10m rate=1000000r/s;
+    %s
     server {
         listen 127.0.0.1:%d reuseport;
         location /bal/ { scgi_pass two; include /etc/nginx/scgi_params; }
         location /co/ { scgi_pass 127.0.0.1:%d; include /etc/nginx/scgi_params; %s }
+        location /shd/ { scgi_pass 127.0.0.1:%d; include /etc/nginx/scgi_params; %s }
+        location /lim/ { limit_req zone=lim burst=1000000 nodelay; scgi_pass 127.0.0.1:%d; include /etc/nginx/scgi_params; }
         location / { scgi_pass 127.0.0.1:%d; include /etc/nginx/scgi_params; %s }
     }
 }
-''' % (modules, workers, d, d, B1, B2, port, B1, co_extra, B1, loc_extra)
+''' % (modules, workers, d, d, B1, B2, shdict, port, B1, co_extra, B1, shd_extra, B1, B1, loc_extra)
     path = os.path.join(d, "nginx.conf")
     with open(path, "w") as f:
         f.write(conf)
@@ -257,6 +269,9 @@ def main():
         ("hooked route", "/hello", 50, ["moongate+hooks", "moongate", "nginx+lua", "nginx"]),
         # An access hook that waits: a pooled cosocket round trip to redis-server per request.
         ("yielding hook", "/co/hello", 50, ["moongate", "nginx+lua"]),
+        # State shared by workers: one shared-dict incr per request; a limit_req never reached.
+        ("shared-dict incr hook", "/shd/hello", 50, ["moongate", "nginx+lua"]),
+        ("limit_req not reached", "/lim/hello", 50, ["moongate", "nginx+lua"]),
         # 20 connections, each pausing 10 ms after every response: about 2,000 req/s whatever
         # the server, so the p99 compares latency at the same load, not at saturation.
         ("p99 at ~2k req/s", "/hello", 20, ["moongate", "nginx", "apache"]),
