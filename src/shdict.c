@@ -351,15 +351,33 @@ static void push_value(lua_State *L, const entry_t *e) {
   }
 }
 
-/* d:get(key) → value or nil */
-static int l_get(lua_State *L) {
-  zone_hdr_t *z = check_dict(L);
+/* The start of an operation on one key: the zone locked, the live entry (or NULL). */
+typedef struct {
+  zone_hdr_t *z;
+  double now;
+} keyop_t;
+
+static entry_t *key_begin(lua_State *L, keyop_t *o) {
+  o->z = check_dict(L);
   size_t kl;
   const char *k = check_key(L, &kl);
   uint32_t h = hash_key(k, kl);
-  lock_zone(z);
-  z->dirty = 1;
-  entry_t *e = entry_find(z, k, kl, h, now_s());
+  o->now = now_s();
+  lock_zone(o->z);
+  o->z->dirty = 1;
+  return entry_find(o->z, k, kl, h, o->now);
+}
+
+static void key_end(keyop_t *o) {
+  o->z->dirty = 0;
+  unlock_zone(o->z);
+}
+
+/* d:get(key) → value or nil */
+static int l_get(lua_State *L) {
+  keyop_t o;
+  entry_t *e = key_begin(L, &o);
+  zone_hdr_t *z = o.z;
   if (e) {
     lru_unlink(z, e);
     lru_push(z, e);
@@ -367,8 +385,7 @@ static int l_get(lua_State *L) {
   } else {
     lua_pushnil(L);
   }
-  z->dirty = 0;
-  unlock_zone(z);
+  key_end(&o);
   return 1;
 }
 
@@ -494,33 +511,20 @@ static int l_incr(lua_State *L) {
 }
 
 static int l_delete(lua_State *L) {
-  zone_hdr_t *z = check_dict(L);
-  size_t kl;
-  const char *k = check_key(L, &kl);
-  uint32_t h = hash_key(k, kl);
-  lock_zone(z);
-  z->dirty = 1;
-  entry_t *e = entry_find(z, k, kl, h, now_s());
-  if (e) entry_delete(z, e);
-  z->dirty = 0;
-  unlock_zone(z);
+  keyop_t o;
+  entry_t *e = key_begin(L, &o);
+  if (e) entry_delete(o.z, e);
+  key_end(&o);
   lua_pushboolean(L, 1);
   return 1;
 }
 
 /* d:ttl(key) → seconds left (0: no expiry), or nil, "not found" */
 static int l_ttl(lua_State *L) {
-  zone_hdr_t *z = check_dict(L);
-  size_t kl;
-  const char *k = check_key(L, &kl);
-  uint32_t h = hash_key(k, kl);
-  double now = now_s();
-  lock_zone(z);
-  z->dirty = 1;
-  entry_t *e = entry_find(z, k, kl, h, now);
-  double left = e ? (e->expires ? e->expires - now : 0) : -1;
-  z->dirty = 0;
-  unlock_zone(z);
+  keyop_t o;
+  entry_t *e = key_begin(L, &o);
+  double left = e ? (e->expires ? e->expires - o.now : 0) : -1;
+  key_end(&o);
   if (left < 0) {
     lua_pushnil(L);
     lua_pushliteral(L, "not found");
@@ -532,18 +536,11 @@ static int l_ttl(lua_State *L) {
 
 /* d:expire(key, ttl) → true, or nil, "not found" */
 static int l_expire(lua_State *L) {
-  zone_hdr_t *z = check_dict(L);
-  size_t kl;
-  const char *k = check_key(L, &kl);
   double ttl = check_ttl(L, 3);
-  uint32_t h = hash_key(k, kl);
-  double now = now_s();
-  lock_zone(z);
-  z->dirty = 1;
-  entry_t *e = entry_find(z, k, kl, h, now);
-  if (e) e->expires = ttl > 0 ? now + ttl : 0;
-  z->dirty = 0;
-  unlock_zone(z);
+  keyop_t o;
+  entry_t *e = key_begin(L, &o);
+  if (e) e->expires = ttl > 0 ? o.now + ttl : 0;
+  key_end(&o);
   if (!e) {
     lua_pushnil(L);
     lua_pushliteral(L, "not found");

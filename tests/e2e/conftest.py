@@ -231,6 +231,18 @@ def raw(port, data, timeout=5.0, read_until_close=True):
     return out
 
 
+def read_all(sock):
+    """Everything the server sends on sock until it closes; closes sock."""
+    out = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        out += chunk
+    sock.close()
+    return out
+
+
 class Response:
     def __init__(self, status, headers, body, raw_head):
         self.status, self.headers, self.body, self.raw_head = status, headers, body, raw_head

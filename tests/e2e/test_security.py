@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from conftest import raw, request, scgi_vars
+from conftest import raw, read_all, request, scgi_vars
 
 BASIC = 'mg.route("/", "scgi://127.0.0.1:{BACKEND}/")\n'
 
@@ -82,13 +82,7 @@ def test_value_split_across_reads_is_not_a_fold(gateway, echo_backend):
     for piece in [b"GET /vars HTTP/1.1\r\nHost: x\r\nX-A: a ", b" ", b"b", b"\r\nConnection: close\r\n\r\n"]:
         s.sendall(piece)
         time.sleep(0.05)
-    out = b""
-    while True:
-        c = s.recv(65536)
-        if not c:
-            break
-        out += c
-    s.close()
+    out = read_all(s)
     assert out.startswith(b"HTTP/1.1 200 ") and b"HTTP_X_A=a  b\n" in out, out[:300]
 
 

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import request, scgi_vars
+from conftest import read_all, request, scgi_vars
 
 from test_faults import rss_kib, workers_of
 
@@ -345,13 +345,7 @@ def test_read_body_of_a_chunked_request(gateway, echo_backend):
               b"3\r\nabc\r\n")
     time.sleep(0.1)  # the rest arrives while the hook waits for it
     s.sendall(b"2\r\nde\r\n0\r\n\r\n")
-    out = b""
-    while True:
-        c = s.recv(65536)
-        if not c:
-            break
-        out += c
-    s.close()
+    out = read_all(s)
     assert b"CONTENT_LENGTH=15\n" in out and b"BODY=rewritten:ABCDE" in out
 
 
