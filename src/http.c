@@ -188,24 +188,49 @@ static void conn_write_chunk(mg_conn_t *c, uv_buf_t *bufs, unsigned n, char *blo
     free(heap);
     return;
   }
-  mg_write_t *wr = mg_malloc(sizeof *wr);
-  wr->conn = c, wr->block = block, wr->heap = heap, wr->head = NULL;
   uv_buf_t all[5];
   unsigned k = 0;
+  char *head = NULL, chunk_hdr[24];
   mg_req_t *req = c->req;
   if (req && req->head) {
-    wr->head = req->head;
+    head = req->head;
     all[k++] = uv_buf_init(req->head, req->head_len);
     req->head = NULL;
   }
   for (unsigned i = 0; i < n; i++) all[k++] = bufs[i];
   if (chunk) {
-    memcpy(wr->chunk, chunk, chunk_len);
-    all[k - n] = uv_buf_init(wr->chunk, (unsigned)chunk_len);
+    memcpy(chunk_hdr, chunk, chunk_len);
+    all[k - n] = uv_buf_init(chunk_hdr, (unsigned)chunk_len);
   }
-  if (k == 0) {
-    free(wr);
-    return;
+  if (k == 0) return;
+  if (c->writes_pending == 0) {
+    /* Nothing queued: try to write it all now. What leaves in this call needs no write
+     * request, so nothing is allocated for it and libuv does not re-arm the socket (a
+     * uv_write that completes at once still costs an EPOLL_CTL_MOD when it drains). An error
+     * falls through to uv_write, which reports it from its callback, never inline. */
+    int w = uv_try_write(&c->h.stream, all, k);
+    if (w > 0) {
+      size_t done = (size_t)w;
+      unsigned i = 0;
+      while (i < k && done >= all[i].len) done -= all[i].len, i++;
+      if (i == k) {
+        mg_block_put(block);
+        free(heap);
+        free(head);
+        return;
+      }
+      all[i].base += done, all[i].len -= (unsigned)done;
+      memmove(all, all + i, (k - i) * sizeof *all);
+      k -= i;
+    }
+  }
+  mg_write_t *wr = mg_malloc(sizeof *wr);
+  wr->conn = c, wr->block = block, wr->heap = heap, wr->head = head;
+  if (chunk) {
+    /* The chunk header, if still unsent, must live as long as the write. */
+    memcpy(wr->chunk, chunk_hdr, chunk_len);
+    for (unsigned i = 0; i < k; i++)
+      if (all[i].base >= chunk_hdr && all[i].base < chunk_hdr + chunk_len) all[i].base = wr->chunk + (all[i].base - chunk_hdr);
   }
   c->writes_pending++;
   int rc = uv_write(&wr->w, &c->h.stream, all, k, on_write);
@@ -411,7 +436,10 @@ void mg_req_send_end(mg_req_t *req) {
   }
   mg_req_flush(req);
   req->resp_ended = 1;
-  if (c->writes_pending == 0 && !c->closing) req_complete(req);
+  /* Complete now, unless the request's own message is still being parsed (a response that
+   * left at once, before the parser reached the end of the request that asked for it): then
+   * the end of the message completes it (conn_process), and keep-alive holds. */
+  if (c->writes_pending == 0 && !c->closing && (req->msg_done || !req->keepalive)) req_complete(req);
 }
 
 void mg_req_abort(mg_req_t *req, const char *why) {
