@@ -276,7 +276,9 @@ static void on_sock_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
 static void update_reading(mg_socket_t *s) {
   if (s->closing || !s->connected) return;
   if (s->roff && s->roff == s->rbuf.len) s->rbuf.len = s->roff = 0;
-  int want = !s->eof && s->rbuf.len - s->roff < READ_CAP;
+  /* The cap bounds what nobody has asked for yet; a waiting receive reads on (a reply larger
+   * than the cap, receive(n) with a large n, "*a" to the end). */
+  int want = !s->eof && (s->op == OP_RECEIVE || s->rbuf.len - s->roff < READ_CAP);
   if (want && !s->reading) {
     if (s->roff > READ_CAP) {
       memmove(s->rbuf.data, s->rbuf.data + s->roff, s->rbuf.len - s->roff);

@@ -161,6 +161,24 @@ def test_cosocket_peer_closes_mid_line(gateway, line_server):
     assert request(g3.port, path="/c?until").body == b"until:part one:nil:closed:part tw"
 
 
+def test_cosocket_receives_more_than_its_buffer_holds(gateway, line_server):
+    """Replies larger than the 64 KiB a socket buffers unasked: "*a" to the end, and n bytes."""
+    srv = line_server(lambda conn: conn.sendall(b"z" * 300000))
+    g = gateway("""
+mg.route("/big", function(req)
+  local s = mg.socket.tcp()
+  s:settimeout(2000)
+  assert(s:connect("127.0.0.1", %d))
+  local first = assert(s:receive(100000))
+  local rest = assert(s:receive("*a"))
+  return 200, #first .. " " .. #rest
+end)
+""" % srv.port)
+    t0 = time.time()
+    assert request(g.port, path="/big").body == b"100000 200000"
+    assert time.time() - t0 < 1.5
+
+
 def test_cosocket_over_a_unix_socket(gateway, tmp_path):
     path = str(tmp_path / "svc.sock")
     srv = socket.socket(socket.AF_UNIX)
