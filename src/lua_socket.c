@@ -65,6 +65,13 @@ struct mg_socket_s {
   char key[128];
 };
 
+/* A name being resolved: libuv's request outlives the socket if the socket closes first. */
+typedef struct {
+  uv_getaddrinfo_t req;
+  mg_socket_t *s; /* NULL when the socket gave up waiting or closed */
+  int port;
+} resolve_t;
+
 static mg_socket_t *pool_head;
 extern void (*mg_thread_release_hook)(mg_thread_t *t);
 
@@ -106,6 +113,11 @@ static void pool_unlink(mg_socket_t *s) {
 static void sock_close(mg_socket_t *s) {
   if (s->closing) return;
   s->closing = 1;
+  if (s->op == OP_RESOLVE && s->wbuf) {
+    /* The resolver's callback frees its request and must not touch this socket. */
+    ((resolve_t *)s->wbuf)->s = NULL;
+    s->wbuf = NULL;
+  }
   owner_unlink(s);
   if (s->pooled) pool_unlink(s);
   if (s->box) s->box->s = NULL, s->box = NULL;
@@ -438,11 +450,6 @@ static void on_connected(uv_connect_t *cr, int status) {
   finish_op(s, 1);
 }
 
-typedef struct {
-  uv_getaddrinfo_t req;
-  mg_socket_t *s; /* NULL when the wait was given up */
-  int port;
-} resolve_t;
 
 static int start_connect(mg_socket_t *s, const struct sockaddr *sa) {
   s->connect.data = s;

@@ -179,6 +179,22 @@ end)
     assert time.time() - t0 < 1.5
 
 
+def test_cosocket_connects_by_name(gateway, line_server):
+    srv = line_server(slow_echo(0))
+    g = gateway("""
+mg.route("/n", function(req)
+  local s = mg.socket.tcp()
+  s:settimeout(2000)
+  local ok, err = s:connect("localhost", %d)
+  if not ok then return 200, err end
+  s:send("by name\\n")
+  return 200, (s:receive())
+end)
+""" % srv.port)
+    # "localhost" goes through libuv's resolver (answered from /etc/hosts: no query leaves).
+    assert request(g.port, path="/n").body == b"echo by name"
+
+
 def test_cosocket_over_a_unix_socket(gateway, tmp_path):
     path = str(tmp_path / "svc.sock")
     srv = socket.socket(socket.AF_UNIX)
