@@ -120,9 +120,11 @@ const char *mg_fields_join(mg_pool_t *p, const mg_fields_t *f, const char *name,
     }
   if (count <= 1) return first;
   char *out = mg_pool_alloc(p, total + 1), *o = out;
+  size_t joined = 0;
   for (int i = 0; i < f->n; i++)
     if (strcasecmp(f->v[i].name, name) == 0) {
-      if (o != out) memcpy(o, sep, sl), o += sl;
+      /* Counted, not inferred from the output so far: empty values keep their separators. */
+      if (joined++) memcpy(o, sep, sl), o += sl;
       size_t l = strlen(f->v[i].value);
       memcpy(o, f->v[i].value, l), o += l;
     }
@@ -833,7 +835,8 @@ static int follows_line_break(const mg_conn_t *c, const char *at) {
 static int on_header_value(llhttp_t *p, const char *at, size_t len) {
   mg_conn_t *c = p->data;
   mg_req_t *req = c->req;
-  if (follows_line_break(c, at)) {
+  /* An empty value is reported as a zero-length piece after its line break: not a fold. */
+  if (len > 0 && follows_line_break(c, at)) {
     /* A fold, read differently by different hops, is a smuggling vector (on
      * Transfer-Encoding above all): refused as nginx and Apache's strict mode do. */
     char why[128];

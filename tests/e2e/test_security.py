@@ -75,6 +75,12 @@ def test_obs_fold_split_across_reads_is_refused(gateway, echo_backend):
     assert out.startswith(b"HTTP/1.1 400 "), out[:200]
 
 
+def test_empty_values_are_not_folds(gateway, echo_backend):
+    g = gateway(BASIC, echo_backend)
+    out = raw(g.port, b"GET /vars HTTP/1.1\r\nHost: x\r\nX-A: \r\nX-A:\r\nX-A: z\r\nX-B:\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200 ") and b"HTTP_X_A=, , z\n" in out and b"HTTP_X_B=\n" in out, out[:400]
+
+
 def test_value_split_across_reads_is_not_a_fold(gateway, echo_backend):
     g = gateway(BASIC, echo_backend)
     s = socket.create_connection(("127.0.0.1", g.port), timeout=5)

@@ -18,6 +18,7 @@
 #include "config.h"
 #include "http.h"
 #include "log.h"
+#include "lua_request.h"
 #include "scgi.h"
 #include "server.h"
 
@@ -37,7 +38,16 @@ static const char config_src[] =
     "mg.route('/static/', { root = '/usr/share/doc' })\n"
     "mg.route('=/err', function(req) error('boom') end)\n"
     "mg.route('/go', function(req) req:redirect('/lua') end)\n"
+    "mg.route('/wait', function(req)\n"
+    "  mg.sleep(0)\n"
+    "  local r = req:subrequest('/lua', { body = 'b' })\n"
+    "  req:read_body()\n"
+    "  local t = mg.spawn(function() mg.sleep(0) return 1 end)\n"
+    "  mg.wait(t)\n"
+    "  return 200, tostring(r and r.status) .. tostring(req:body())\n"
+    "end)\n"
     "mg.on('access', function(req)\n"
+    "  if req.headers['w'] then mg.sleep(0) end\n" /* waits: the body is held, aborts land mid-wait */
     "  if req.headers['a'] then req.headers['x-user'] = 'alice' end\n"
     "  req.headers['authorization'] = nil\n"
     "  if req.headers['b'] then req.env.HTTP_B = false end\n"
@@ -182,6 +192,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     abort();
   uv_unref((uv_handle_t *)&backend);
   server.loop = &loop;
+  /* The Lua threads' wake queue and timers run on this loop. */
+  if (mg_lua_worker_init(cfg, &loop) < 0) abort();
   server.cfg = cfg;
   return 0;
 }
