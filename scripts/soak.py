@@ -5,7 +5,9 @@ reload every 30 s, sampling the workers' resident memory and open descriptors ev
     soak.py BUILD_DIR [--seconds N] [--clients N]
 
 Traffic: small responses, 1 MiB responses, uploads (Content-Length and chunked), internal
-redirects, X-Sendfile, static files, Lua handlers. Every response is checked (status and body
+redirects, X-Sendfile, static files, Lua handlers, and Lua that waits (a sleep and a
+subrequest, a shared-dictionary counter that must only grow across workers and reloads,
+req:read_body/set_body, a body_filter). Every response is checked (status and body
 length or content); the run fails on any unexpected status, error, or when memory or
 descriptors at the end exceed the start by more than a small margin. Loopback only; every
 loop is bounded by the duration.
@@ -86,14 +88,32 @@ mg.set { client_max_body_size = "20m", error_log = "error.log" }
 mg.route("/d/", "scgi://127.0.0.1:%d/", { sendfile = true, sendfile_roots = { "%s" } })
 mg.route("/static/", { root = "%s" })
 mg.route("=/lua", function(req) return 200, "v%d\\n" end, { hooks = { access = function(req) req.ctx.x = 1 end } })
+-- Lua that waits and state shared by workers (issues 11 and 12): the count must only grow,
+-- across workers and across the reloads below (same dictionary name and size).
+local counts = mg.shared("soak", "1m")
+mg.route("/_inner/", "scgi://127.0.0.1:%d/", { internal = true })
+mg.route("=/wait", function(req)
+  mg.sleep(0.001)
+  local r = req:subrequest("/_inner/hello")
+  if not r or r.body ~= "hello world\\n" then return 500, "subrequest failed" end
+  return 200, string.format("%%d", counts:incr("n", 1, 0))
+end)
+mg.route("/vars/up", "scgi://127.0.0.1:%d/", { hooks = { access = function(req)
+  req:read_body()
+  req:set_body("[" .. (req:body() or "in file") .. "]")
+end } })
+mg.route("/bytes/", "scgi://127.0.0.1:%d/", { hooks = { body_filter = function(req, res, chunk, eof)
+  return chunk:upper()
+end } })
 mg.route("/", "scgi://127.0.0.1:%d/")
-''' % (port, demo, media, media, version[0], echo))
+''' % (port, demo, media, media, version[0], echo, echo, echo, echo))
 
     write_config()
     mg = subprocess.Popen([os.path.join(build, "moongate"), "-c", cfg], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port)
     stop = time.time() + args.seconds
     stats = {"requests": 0, "unexpected": 0, "errors": 0}
+    last_count = {}
     problems = []
     lock = threading.Lock()
     big_size = os.path.getsize(big)
@@ -113,7 +133,7 @@ mg.route("/", "scgi://127.0.0.1:%d/")
                 if conn is None:
                     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
                 kind = rnd.choice(["small", "small", "small", "large", "upload", "chunked", "redirect", "sendfile",
-                                   "static", "lua"])
+                                   "static", "lua", "wait", "wait", "readbody", "filtered"])
                 if kind == "small":
                     conn.request("GET", "/hello")
                     r = conn.getresponse(); body = r.read()
@@ -145,6 +165,25 @@ mg.route("/", "scgi://127.0.0.1:%d/")
                     conn.request("GET", "/static/small.txt")
                     r = conn.getresponse(); body = r.read()
                     check(r.status == 200 and body == b"small file\n", (kind, r.status, body[:20]))
+                elif kind == "wait":
+                    conn.request("GET", "/wait")
+                    r = conn.getresponse(); body = r.read()
+                    ok = r.status == 200 and body.isdigit()
+                    check(ok, (kind, r.status, body[:40]))
+                    if ok:
+                        with lock:
+                            # Each client's counts only grow: the dictionary is shared and kept over reloads.
+                            check(int(body) > last_count.get(seed, 0), (kind, "went back", body, last_count.get(seed)))
+                            last_count[seed] = int(body)
+                elif kind == "readbody":
+                    data = os.urandom(rnd.randint(1, 3000)).hex().encode()
+                    conn.request("POST", "/vars/up", body=data)
+                    r = conn.getresponse(); body = r.read()
+                    check(r.status == 200 and body.endswith(b"BODY=[" + data + b"]"), (kind, r.status, body[-40:]))
+                elif kind == "filtered":
+                    conn.request("GET", "/bytes/100000")  # the body_filter route: upper case
+                    r = conn.getresponse(); body = r.read()
+                    check(r.status == 200 and body == b"X" * 100000, (kind, r.status, len(body)))
                 else:
                     conn.request("GET", "/lua")
                     r = conn.getresponse(); body = r.read()
