@@ -128,8 +128,18 @@ function M.set(t)
   end
 end
 
-function M.listen(addr)
+function M.listen(addr, opts)
   local at = caller(2)
+  if opts ~= nil then
+    if type(opts) ~= "table" then fail(at, "mg.listen: argument #2 must be a table of options, got %s", type(opts)) end
+    for k in pairs(opts) do
+      if k == "tls" then
+        -- Refused, never ignored: a listener a user believes is HTTPS must not serve plain HTTP.
+        fail(at, "mg.listen: tls is not available in this version; terminate TLS in front of moongate")
+      end
+      fail(at, "mg.listen: unknown option %q", tostring(k))
+    end
+  end
   if type(addr) == "number" then addr = "0.0.0.0:" .. addr end
   if type(addr) ~= "string" then fail(at, "mg.listen: expected \"host:port\", \"[::1]:port\" or \"unix:/path\", got %s", type(addr)) end
   local l

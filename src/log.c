@@ -12,6 +12,8 @@
 static int error_fd = 2;
 static int access_fd = -1;
 static mg_log_level_t min_level = MG_LOG_INFO;
+/* The paths given to mg_log_open, for mg_log_reopen. */
+static char error_path[4096], access_path[4096];
 
 static const char *level_names[] = {"debug", "info", "notice", "warn", "error"};
 
@@ -44,8 +46,30 @@ int mg_log_open(const char *error_log, const char *access_log, const char *level
   mg_log_close();
   error_fd = efd;
   access_fd = afd;
+  snprintf(error_path, sizeof error_path, "%s", error_log ? error_log : "");
+  snprintf(access_path, sizeof access_path, "%s", access_fd >= 0 ? access_log : "");
   if (level && mg_log_level_parse(level) >= 0) min_level = (mg_log_level_t)mg_log_level_parse(level);
   return 0;
+}
+
+/* Reopens one log at its path in place of fd (a file only: stdout and stderr stay). */
+static int reopen_one(int *fd, const char *path) {
+  if (!path[0] || strcmp(path, "stdout") == 0 || strcmp(path, "stderr") == 0) return 0;
+  int nfd = open_append(path);
+  if (nfd < 0) return nfd;
+  /* dup2 keeps the descriptor number, so nothing holding it sees a gap. */
+  if (dup2(nfd, *fd) < 0) {
+    close(nfd);
+    return -errno;
+  }
+  close(nfd);
+  return 0;
+}
+
+int mg_log_reopen(void) {
+  int rc = reopen_one(&error_fd, error_path);
+  int rc2 = access_fd >= 0 ? reopen_one(&access_fd, access_path) : 0;
+  return rc < 0 ? rc : rc2;
 }
 
 void mg_log_close(void) {

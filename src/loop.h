@@ -32,7 +32,7 @@ typedef struct mg_server_s {
   uint64_t nfinished; /* requests finished */
   int draining; /* no new connections; each connection closes after its next response */
   int stopping; /* TERM/INT: idle connections close at once, and busy ones after their response */
-  uv_signal_t sig_term, sig_quit, sig_hup, sig_int;
+  uv_signal_t sig_term, sig_quit, sig_hup, sig_int, sig_usr1;
   uv_timer_t shutdown_timer;
   /* Connection timeouts (http.c): one FIFO queue per kind, one timer for all. */
 #define MG_TIMEOUT_QUEUES 4

@@ -1,6 +1,6 @@
 /* main: the command line (SPEC 2).
  *
- *   moongate [-c FILE] [-t] [-s reload|stop|quit] [--pid FILE] [-V] [-h]
+ *   moongate [-c FILE] [-t] [-s reload|stop|quit|reopen] [--pid FILE] [-V] [-h]
  */
 #include <errno.h>
 #include <signal.h>
@@ -15,11 +15,12 @@
 #include "worker.h"
 
 static const char usage[] =
-    "usage: moongate [-c FILE] [-t] [-s reload|stop|quit] [--pid FILE] [-V] [-h]\n"
+    "usage: moongate [-c FILE] [-t] [-s reload|stop|quit|reopen] [--pid FILE] [-V] [-h]\n"
     "\n"
     "  -c FILE     configuration script (default ./init.lua)\n"
     "  -t          check the configuration and exit: 0 when it loads, 1 with file:line otherwise\n"
-    "  -s SIGNAL   send reload (HUP), stop (TERM) or quit (QUIT) to the running master\n"
+    "  -s SIGNAL   send reload (HUP), stop (TERM), quit (QUIT) or reopen (USR1: reopen the log\n"
+    "              files, for logrotate) to the running master\n"
     "  --pid FILE  pid file (default: mg.set{pid=...}, else moongate.pid beside the config)\n"
     "  -V          print the version\n"
     "  -h          this help\n"
@@ -41,9 +42,10 @@ static char *default_pid(const mg_config_t *cfg, const char *file) {
 }
 
 static int send_signal(const char *pid_file, const char *name) {
-  int sig = strcmp(name, "reload") == 0 ? SIGHUP : strcmp(name, "stop") == 0 ? SIGTERM : strcmp(name, "quit") == 0 ? SIGQUIT : 0;
+  int sig = strcmp(name, "reload") == 0 ? SIGHUP : strcmp(name, "stop") == 0 ? SIGTERM : strcmp(name, "quit") == 0 ? SIGQUIT
+          : strcmp(name, "reopen") == 0 ? SIGUSR1 : 0;
   if (!sig) {
-    fprintf(stderr, "moongate: -s takes reload, stop or quit, not \"%s\"\n", name);
+    fprintf(stderr, "moongate: -s takes reload, stop, quit or reopen, not \"%s\"\n", name);
     return 1;
   }
   FILE *f = fopen(pid_file, "r");

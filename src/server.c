@@ -120,6 +120,7 @@ static void server_maybe_done(mg_server_t *s) {
   uv_close((uv_handle_t *)&s->sig_term, on_signal_closed);
   uv_close((uv_handle_t *)&s->sig_quit, on_signal_closed);
   uv_close((uv_handle_t *)&s->sig_hup, on_signal_closed);
+  uv_close((uv_handle_t *)&s->sig_usr1, on_signal_closed);
   uv_close((uv_handle_t *)&s->sig_int, on_signal_closed);
   uv_close((uv_handle_t *)&s->shutdown_timer, on_signal_closed);
   if (s->conn_timer_inited) uv_close((uv_handle_t *)&s->conn_timer, on_signal_closed);
@@ -151,6 +152,11 @@ static void server_drain(mg_server_t *s, uint64_t deadline_ms, int close_idle) {
 static void on_signal(uv_signal_t *h, int signum) {
   mg_server_t *s = h->data;
   if (signum == SIGHUP) return; /* the master reloads by replacing workers */
+  if (signum == SIGUSR1) {
+    int rc = mg_log_reopen();
+    if (rc < 0) mg_log(MG_LOG_ERROR, "reopening the log files failed: %s", strerror(-rc));
+    return;
+  }
   /* QUIT (also how a reload retires old workers) keeps idle keep-alive connections until
    * their next request; TERM and INT close them at once. */
   server_drain(s, signum == SIGQUIT ? 0 : s->cfg->set.shutdown_timeout, signum != SIGQUIT);
@@ -175,9 +181,9 @@ int mg_server_run(mg_config_t *cfg, const int *fds, int slot) {
   s.loop = uv_default_loop();
   s.cfg = cfg;
   signal(SIGPIPE, SIG_IGN);
-  uv_signal_t *sigs[] = {&s.sig_term, &s.sig_quit, &s.sig_hup, &s.sig_int};
-  int nums[] = {SIGTERM, SIGQUIT, SIGHUP, SIGINT};
-  for (int i = 0; i < 4; i++) {
+  uv_signal_t *sigs[] = {&s.sig_term, &s.sig_quit, &s.sig_hup, &s.sig_int, &s.sig_usr1};
+  int nums[] = {SIGTERM, SIGQUIT, SIGHUP, SIGINT, SIGUSR1};
+  for (int i = 0; i < 5; i++) {
     uv_signal_init(s.loop, sigs[i]);
     sigs[i]->data = &s;
     uv_signal_start(sigs[i], on_signal, nums[i]);

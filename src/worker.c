@@ -109,8 +109,11 @@ static pid_t spawn(master_t *m, int slot) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = SIG_DFL;
-    int sigs[] = {SIGHUP, SIGTERM, SIGINT, SIGQUIT, SIGCHLD};
-    for (int i = 0; i < 5; i++) sigaction(sigs[i], &sa, NULL);
+    int sigs[] = {SIGHUP, SIGTERM, SIGINT, SIGQUIT, SIGCHLD, SIGUSR1};
+    for (int i = 0; i < 6; i++) sigaction(sigs[i], &sa, NULL);
+    /* Until the worker's loop handles USR1, one that arrives is ignored, not fatal. */
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGUSR1, &sa, NULL);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
@@ -238,8 +241,8 @@ int mg_master_run(mg_config_t *cfg, const char *pid_file) {
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_master_signal;
   sa.sa_flags = SA_RESTART;
-  int sigs[] = {SIGHUP, SIGTERM, SIGINT, SIGQUIT, SIGCHLD};
-  for (int i = 0; i < 5; i++) sigaction(sigs[i], &sa, NULL);
+  int sigs[] = {SIGHUP, SIGTERM, SIGINT, SIGQUIT, SIGCHLD, SIGUSR1};
+  for (int i = 0; i < 6; i++) sigaction(sigs[i], &sa, NULL);
   signal(SIGPIPE, SIG_IGN);
   if (pid_file && write_pid(pid_file) < 0) mg_log(MG_LOG_WARN, "cannot write pid file %s: %s", pid_file, strerror(errno));
   if (mg_status_bind(cfg) < 0) mg_log(MG_LOG_WARN, "no shared memory for balancer counters");
@@ -261,6 +264,13 @@ int mg_master_run(mg_config_t *cfg, const char *pid_file) {
       int sig = sigs_in[i];
       if (sig == SIGCHLD) reap(m);
       else if (sig == SIGHUP && !m->stopping) reload(m);
+      else if (sig == SIGUSR1) {
+        /* logrotate: the master reopens its logs, then each worker its own. */
+        int rc = mg_log_reopen();
+        if (rc < 0) mg_log(MG_LOG_ERROR, "reopening the log files failed: %s", strerror(-rc));
+        else mg_log(MG_LOG_NOTICE, "USR1: log files reopened");
+        for (int k = 0; k < m->nchildren; k++) kill(m->children[k].pid, SIGUSR1);
+      }
       else if (sig == SIGTERM || sig == SIGINT || sig == SIGQUIT) {
         if (!m->stopping) mg_log(MG_LOG_NOTICE, "%s: stopping", sig == SIGQUIT ? "QUIT" : "TERM");
         m->stopping = 1;

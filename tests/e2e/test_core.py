@@ -296,6 +296,12 @@ def test_access_log_format(gateway, echo_backend):
     ('mg.set { client_max_body_size = "ten" }', 'init.lua:2: client_max_body_size: cannot read size'),
     ('mg.route("/", "scgi://127.0.0.1:1/", { timeot = 5 })', 'init.lua:2: mg.route: unknown option "timeot"'),
     ('mg.route("/s/", "scgi://127.0.0.1:1/", { sendfile = true })', 'init.lua:2: sendfile is on but sendfile_roots is not set'),
+    ('mg.listen("127.0.0.1:2", { tls = { cert = "c.pem", key = "k.pem" } })', 'init.lua:2: mg.listen: tls is not available'),
+    ('mg.listen("127.0.0.1:2", { backlog = 5 })', 'init.lua:2: mg.listen: unknown option "backlog"'),
+    ('mg.listen("127.0.0.1:2", "tls")', 'init.lua:2: mg.listen: argument #2 must be a table'),
+    ('mg.shared("d", "1k")', 'init.lua:2: mg.shared: size of "d" must be at least 64k'),
+    ('mg.limit_req("l", { rate = "fast" })', 'init.lua:2: mg.limit_req: rate must be like'),
+    ('mg.route("/", "scgi://127.0.0.1:1/", { hooks = { body_filtr = print } })', 'init.lua:2: hooks: unknown phase "body_filtr"'),
     ('mg.rout("/", "x")', 'init.lua:2:'),
     ('local x = = 1', 'init.lua:2:'),
 ])
