@@ -82,6 +82,7 @@ local settings = {
   access_log = { "string", "off" },
   error_log = { "string", false },
   log_level = { "level", "info" },
+  access_log_format = { "format", "combined" },
   pass_authorization = { "bool", true },
   allow_encoded_slashes = { "bool", false },
   watch = { "bool", false },
@@ -106,6 +107,9 @@ local function parse_setting(at, key, kind, v)
     return v
   elseif kind == "level" then
     if not levels[v] then fail(at, "%s: expected one of debug, info, notice, warn, error; got %s", key, tostring(v)) end
+    return v
+  elseif kind == "format" then
+    if v ~= "combined" and v ~= "json" then fail(at, "%s: expected \"combined\" or \"json\", got %s", key, tostring(v)) end
     return v
   elseif kind == "status" then
     if v ~= 404 and v ~= 500 then fail(at, "%s: expected 404 or 500, got %s", key, tostring(v)) end

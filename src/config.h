@@ -85,6 +85,7 @@ typedef struct {
   uint64_t max_backend_header_size;
   uint64_t shutdown_timeout;
   char *access_log, *error_log, *log_level, *pid;
+  int access_log_json; /* access_log_format = "json" */
   int pass_authorization, allow_encoded_slashes, watch;
   int sendfile_missing;
   uint64_t subrequest_max_body, lua_body_max;

@@ -565,6 +565,10 @@ static void access_log(mg_req_t *req) {
       .user_agent = mg_fields_get(&req->headers, "User-Agent"),
       .usec = (uv_hrtime() - req->start_ns) / 1000,
       .upstream = req->upstream_name,
+      .request_id = req->id,
+      .route = req->route ? req->route->match : NULL,
+      .upstream_status = req->upstream_status,
+      .upstream_usec = req->upstream_usec,
   };
   mg_log_access(&e);
 }

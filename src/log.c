@@ -121,8 +121,73 @@ static size_t put_escaped(char *out, size_t cap, const char *s) {
   return n;
 }
 
+static int access_json;
+
+void mg_log_access_format(int json) { access_json = json; }
+
+/* A JSON string: quotes, backslashes and control bytes escaped; bytes from 0x80 up as \u00XX,
+ * so a line is always valid JSON whatever a client put in its request line or headers. */
+static size_t put_json(char *out, size_t cap, const char *s) {
+  static const char hex[] = "0123456789abcdef";
+  size_t n = 0;
+  if (!s) {
+    if (cap >= 4) memcpy(out, "null", 4), n = 4;
+    return n;
+  }
+  out[n++] = '"';
+  for (; *s && n + 8 < cap; s++) {
+    unsigned char c = (unsigned char)*s;
+    if (c == '"' || c == '\\') out[n++] = '\\', out[n++] = (char)c;
+    else if (c < 0x20 || c >= 0x7f) {
+      memcpy(out + n, "\\u00", 4);
+      n += 4;
+      out[n++] = hex[c >> 4], out[n++] = hex[c & 15];
+    } else out[n++] = (char)c;
+  }
+  out[n++] = '"';
+  return n;
+}
+
+static void access_json_line(const mg_access_entry_t *e) {
+  char line[8192], t[40];
+  size_t n = 0;
+  format_time(t, sizeof t, "%Y-%m-%dT%H:%M:%S%z");
+  n += (size_t)snprintf(line + n, sizeof line - n, "{\"time\":\"%s\",\"remote_addr\":", t);
+  n += put_json(line + n, 128, e->remote_addr);
+  n += (size_t)snprintf(line + n, sizeof line - n, ",\"method\":");
+  n += put_json(line + n, 256, e->request_line_method);
+  n += (size_t)snprintf(line + n, sizeof line - n, ",\"uri\":");
+  n += put_json(line + n, 2048, e->request_line_uri);
+  n += (size_t)snprintf(line + n, sizeof line - n, ",\"protocol\":");
+  n += put_json(line + n, 64, e->http_version);
+  n += (size_t)snprintf(line + n, sizeof line - n, ",\"status\":%d,\"bytes_sent\":%llu,\"referer\":", e->status,
+                        (unsigned long long)e->bytes_sent);
+  n += put_json(line + n, 1024, e->referer);
+  n += (size_t)snprintf(line + n, sizeof line - n, ",\"user_agent\":");
+  n += put_json(line + n, 1024, e->user_agent);
+  n += (size_t)snprintf(line + n, sizeof line - n, ",\"request_time_us\":%llu,\"request_id\":",
+                        (unsigned long long)e->usec);
+  n += put_json(line + n, 64, e->request_id);
+  n += (size_t)snprintf(line + n, sizeof line - n, ",\"route\":");
+  n += put_json(line + n, 512, e->route);
+  n += (size_t)snprintf(line + n, sizeof line - n, ",\"upstream\":");
+  n += put_json(line + n, 128, e->upstream);
+  if (e->upstream_status)
+    n += (size_t)snprintf(line + n, sizeof line - n, ",\"upstream_status\":%d,\"upstream_time_us\":%llu}\n",
+                          e->upstream_status, (unsigned long long)e->upstream_usec);
+  else
+    n += (size_t)snprintf(line + n, sizeof line - n, ",\"upstream_status\":null,\"upstream_time_us\":null}\n");
+  if (n > sizeof line) n = sizeof line;
+  ssize_t w = write(access_fd, line, n);
+  (void)w;
+}
+
 void mg_log_access(const mg_access_entry_t *e) {
   if (access_fd < 0) return;
+  if (access_json) {
+    access_json_line(e);
+    return;
+  }
   char line[8192];
   size_t n = 0;
   n += (size_t)snprintf(line, sizeof line, "%s - - [", e->remote_addr);

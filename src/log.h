@@ -3,7 +3,8 @@
  * The error log is one line per event: time, level, worker pid, the request id where there is
  * one, then the message. It goes to stderr unless `error_log` names a file. The access log is
  * Apache's combined format followed by the request time in microseconds and the upstream
- * address. Both are opened by mg_log_open() and written with one write(2) per line, so lines
+ * address, or (access_log_format = "json") one JSON object per line with the same fields plus
+ * the request id, the route, and the upstream's status and time. Both are opened by mg_log_open() and written with one write(2) per line, so lines
  * from several workers never interleave. */
 #ifndef MG_LOG_H
 #define MG_LOG_H
@@ -36,7 +37,14 @@ typedef struct {
   const char *referer, *user_agent;
   uint64_t usec;
   const char *upstream;
+  /* The JSON format's extra fields. */
+  const char *request_id, *route;
+  int upstream_status;     /* 0: no backend answered */
+  uint64_t upstream_usec;  /* from the first connect to the end of the backend's response */
 } mg_access_entry_t;
+
+/* 0: Apache's combined format (plus microseconds and upstream); 1: one JSON object per line. */
+void mg_log_access_format(int json);
 
 int mg_log_access_enabled(void);
 void mg_log_access(const mg_access_entry_t *e);

@@ -136,6 +136,9 @@ static int load_settings(loader_t *ld) {
   s->access_log = get_str(L, "access_log");
   s->error_log = get_str(L, "error_log");
   s->log_level = get_str(L, "log_level");
+  char *fmt = get_str(L, "access_log_format");
+  s->access_log_json = fmt && strcmp(fmt, "json") == 0;
+  free(fmt);
   s->pid = get_str(L, "pid");
   s->pass_authorization = get_bool(L, "pass_authorization", 1);
   s->allow_encoded_slashes = get_bool(L, "allow_encoded_slashes", 0);

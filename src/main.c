@@ -102,6 +102,7 @@ int main(int argc, char **argv) {
     return 0;
   }
   int rc = mg_log_open(cfg->set.error_log, cfg->set.access_log, cfg->set.log_level);
+  mg_log_access_format(cfg->set.access_log_json);
   if (rc < 0) {
     fprintf(stderr, "moongate: cannot open logs (error_log %s, access_log %s): %s\n",
             cfg->set.error_log ? cfg->set.error_log : "stderr", cfg->set.access_log, strerror(-rc));

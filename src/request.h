@@ -151,6 +151,8 @@ struct mg_req_s {
   int filter_failed;  /* a header_filter hook raised an error */
   void (*handler_cancel)(mg_req_t *req); /* stops the handler when the client goes away */
   const char *upstream_name; /* from the pool: outlives the upstream */
+  int upstream_status;       /* the backend's status, for the JSON access log */
+  uint64_t upstream_start_ns, upstream_usec;
 };
 
 const char *mg_req_remote(mg_req_t *req, int *port);

@@ -94,6 +94,7 @@ static void up_close(mg_upstream_t *up) {
   up->closing = 1;
   mg_req_t *req = up->req;
   if (req) {
+    if (req->upstream_start_ns) req->upstream_usec = (uv_hrtime() - req->upstream_start_ns) / 1000;
     req->up = NULL;
     req->on_body = NULL;
     req->on_body_end = NULL;
@@ -323,6 +324,7 @@ static void on_head(mg_upstream_t *up, const mg_cgi_head_t *h, char *block, cons
     }
   }
   req->status = h->status;
+  req->upstream_status = h->status;
   req->resp_headers.n = 0;
   const char *sendfile = NULL;
   for (int i = 0; i < h->nheaders; i++) {
@@ -494,6 +496,7 @@ static void on_connect(uv_connect_t *cr, int status) {
 
 static void up_connect(mg_upstream_t *up) {
   mg_req_t *req = up->req;
+  if (!req->upstream_start_ns) req->upstream_start_ns = uv_hrtime();
   up->state = S_CONNECTING;
   up->attempts++;
   mg_addr_format(up->addr, up->name, sizeof up->name);

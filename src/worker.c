@@ -182,6 +182,7 @@ static void reload(master_t *m) {
   if (resolve_workers(cfg->workers) != m->nworkers)
     mg_log(MG_LOG_WARN, "reload: the worker count changes on restart; keeping %d", m->nworkers);
   int rc = mg_log_open(cfg->set.error_log, cfg->set.access_log, cfg->set.log_level);
+  mg_log_access_format(cfg->set.access_log_json);
   if (rc < 0) mg_log(MG_LOG_ERROR, "reload: cannot open logs: %s", strerror(-rc));
   mg_status_bind(cfg);
   mg_config_t *old = m->cfg;

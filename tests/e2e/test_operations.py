@@ -1,5 +1,6 @@
 """Operating it (issue 14, the parts without TLS): log reopening for logrotate, and listener
 options that are refused rather than ignored."""
+import json
 import os
 import signal
 import subprocess
@@ -55,3 +56,24 @@ mg.route("/", "scgi://127.0.0.1:{BACKEND}/")
     for _ in range(4):
         request(g.port, path="/third")
     assert wait_for(lambda: read(access).count("/third") >= 4), read(access)
+
+
+def test_json_access_log(gateway, echo_backend):
+    g = gateway("""
+mg.set { access_log = "access.json", access_log_format = "json" }
+mg.route("/", "scgi://127.0.0.1:{BACKEND}/")
+mg.route("=/lua", function(req) return 201, "made" end)
+""", echo_backend)
+    r = request(g.port, path="/vars?x=1", headers=[("User-Agent", 'quote" back\\slash caf\xe9'), ("Referer", "http://r/")])
+    request(g.port, path="/lua")
+    path = os.path.join(g.dir, "access.json")
+    assert wait_for(lambda: read(path).count("\n") >= 2)
+    lines = [json.loads(l) for l in read(path).splitlines()]  # every line is valid JSON
+    a, b = lines[0], lines[1]
+    assert a["method"] == "GET" and a["uri"] == "/vars?x=1" and a["protocol"] == "HTTP/1.1"
+    assert a["status"] == 200 and a["bytes_sent"] == len(r.body) and a["referer"] == "http://r/"
+    assert a["user_agent"] == 'quote" back\\slash caf\xe9'  # the byte 0xE9 as \u00e9
+    assert a["route"] == "/" and a["upstream"] == "127.0.0.1:%d" % echo_backend
+    assert a["upstream_status"] == 200 and 0 <= a["upstream_time_us"] <= a["request_time_us"]
+    assert a["request_id"] and a["request_id"] != b["request_id"] and a["remote_addr"] == "127.0.0.1"
+    assert b["route"] == "/lua" and b["status"] == 201 and b["upstream"] is None and b["upstream_status"] is None
