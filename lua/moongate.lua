@@ -83,6 +83,8 @@ local settings = {
   error_log = { "string", false },
   log_level = { "level", "info" },
   access_log_format = { "format", "combined" },
+  user = { "user", false },
+  group = { "group", false },
   pass_authorization = { "bool", true },
   allow_encoded_slashes = { "bool", false },
   watch = { "bool", false },
@@ -107,6 +109,11 @@ local function parse_setting(at, key, kind, v)
     return v
   elseif kind == "level" then
     if not levels[v] then fail(at, "%s: expected one of debug, info, notice, warn, error; got %s", key, tostring(v)) end
+    return v
+  elseif kind == "user" or kind == "group" then
+    if type(v) ~= "string" or v == "" then fail(at, "%s: expected a %s name, got %s", key, kind, tostring(v)) end
+    -- M._lookup is set by the C side (lua_api.c): the name must exist when the config loads.
+    if not M._lookup(kind, v) then fail(at, "%s: no %s named %q on this system", key, kind, v) end
     return v
   elseif kind == "format" then
     if v ~= "combined" and v ~= "json" then fail(at, "%s: expected \"combined\" or \"json\", got %s", key, tostring(v)) end

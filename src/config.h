@@ -86,6 +86,7 @@ typedef struct {
   uint64_t shutdown_timeout;
   char *access_log, *error_log, *log_level, *pid;
   int access_log_json; /* access_log_format = "json" */
+  char *user, *group;  /* workers drop to them (the master keeps root to bind and open logs) */
   int pass_authorization, allow_encoded_slashes, watch;
   int sendfile_missing;
   uint64_t subrequest_max_body, lua_body_max;

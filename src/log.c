@@ -23,11 +23,21 @@ int mg_log_level_parse(const char *name) {
   return -1;
 }
 
+static int owner_uid = -1, owner_gid = -1;
+
+void mg_log_set_owner(int uid, int gid) { owner_uid = uid, owner_gid = gid; }
+
 static int open_append(const char *path) {
   if (strcmp(path, "stdout") == 0) return dup(1);
   if (strcmp(path, "stderr") == 0) return dup(2);
   int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  return fd < 0 ? -errno : fd;
+  if (fd < 0) return -errno;
+  /* The master (root) creates the files for workers that run as `user`: they must be able
+   * to open them again after a USR1. */
+  if (owner_uid >= 0 && geteuid() == 0 && fchown(fd, (uid_t)owner_uid, (gid_t)owner_gid) < 0) {
+    /* Not fatal: the workers keep the descriptor they inherited. */
+  }
+  return fd;
 }
 
 int mg_log_open(const char *error_log, const char *access_log, const char *level) {

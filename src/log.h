@@ -18,6 +18,8 @@ typedef enum { MG_LOG_DEBUG, MG_LOG_INFO, MG_LOG_NOTICE, MG_LOG_WARN, MG_LOG_ERR
  * Returns 0, or -errno when a file cannot be opened (the old logs stay in force). */
 int mg_log_open(const char *error_log, const char *access_log, const char *level);
 void mg_log_close(void);
+/* Files the logs create from now on belong to uid:gid (the workers' user), when root. */
+void mg_log_set_owner(int uid, int gid);
 /* Opens the log files again at their paths (after logrotate moved them), keeping their
  * descriptor numbers. Returns 0, or -errno (the old files stay in use). */
 int mg_log_reopen(void);

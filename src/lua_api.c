@@ -1,6 +1,11 @@
 /* lua_api: see lua_api.h. */
 #include "lua_api.h"
 
+#include <grp.h>
+#include <lauxlib.h>
+#include <pwd.h>
+#include <string.h>
+
 #include "lua_request.h"
 #include "lua_socket.h"
 #include "lua_thread.h"
@@ -8,7 +13,24 @@
 #include "shdict.h"
 #include "subrequest.h"
 
+/* M._lookup("user" | "group", name) → the id, or nil: for mg.set{ user =, group = }. */
+static int l_lookup(lua_State *L) {
+  const char *kind = luaL_checkstring(L, 1), *name = luaL_checkstring(L, 2);
+  if (strcmp(kind, "user") == 0) {
+    struct passwd *pw = getpwnam(name);
+    if (!pw) return 0;
+    lua_pushinteger(L, (lua_Integer)pw->pw_uid);
+    return 1;
+  }
+  struct group *gr = getgrnam(name);
+  if (!gr) return 0;
+  lua_pushinteger(L, (lua_Integer)gr->gr_gid);
+  return 1;
+}
+
 void mg_lua_api_open(lua_State *L) {
+  lua_pushcfunction(L, l_lookup);
+  lua_setfield(L, -2, "_lookup");
   mg_thread_open(L);
   mg_socket_open(L);
   mg_shdict_open(L);

@@ -136,6 +136,8 @@ static int load_settings(loader_t *ld) {
   s->access_log = get_str(L, "access_log");
   s->error_log = get_str(L, "error_log");
   s->log_level = get_str(L, "log_level");
+  s->user = get_str(L, "user");
+  s->group = get_str(L, "group");
   char *fmt = get_str(L, "access_log_format");
   s->access_log_json = fmt && strcmp(fmt, "json") == 0;
   free(fmt);
@@ -526,6 +528,7 @@ void mg_config_free(mg_config_t *cfg) {
   free(cfg->watched);
   mg_settings_t *s = &cfg->set;
   free(s->server_name), free(s->access_log), free(s->error_log), free(s->log_level), free(s->pid);
+  free(s->user), free(s->group);
   if (cfg->L) mg_shdict_release_all(cfg->L), lua_close(cfg->L);
   free(cfg->file), free(cfg->dir);
   free(cfg);

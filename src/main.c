@@ -101,6 +101,7 @@ int main(int argc, char **argv) {
     mg_config_free(cfg);
     return 0;
   }
+  mg_master_set_log_owner(cfg);
   int rc = mg_log_open(cfg->set.error_log, cfg->set.access_log, cfg->set.log_level);
   mg_log_access_format(cfg->set.access_log_json);
   if (rc < 0) {

@@ -14,6 +14,9 @@
  * A worker that dies unexpectedly is replaced in its slot. */
 #include "worker.h"
 
+#include <grp.h>
+#include <pwd.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -97,6 +100,41 @@ static int bind_all(master_t *m, char *err, size_t err_len) {
   return 0;
 }
 
+/* Log files the master creates belong to the workers' user, so a USR1 can reopen them. */
+void mg_master_set_log_owner(const mg_config_t *cfg) {
+  struct passwd *pw = cfg->set.user ? getpwnam(cfg->set.user) : NULL;
+  struct group *gr = cfg->set.group ? getgrnam(cfg->set.group) : NULL;
+  if (!pw && !gr) {
+    mg_log_set_owner(-1, -1);
+    return;
+  }
+  mg_log_set_owner(pw ? (int)pw->pw_uid : 0, gr ? (int)gr->gr_gid : (int)pw->pw_gid);
+}
+
+/* A worker gives up root before it serves: the master has bound every socket (ports below
+ * 1024 too) and opened the logs. Returns -1 after logging why (the worker then exits). */
+static int drop_privileges(const mg_config_t *cfg) {
+  const char *user = cfg->set.user, *group = cfg->set.group;
+  if (!user && !group) return 0;
+  if (geteuid() != 0) {
+    static int warned;
+    if (!warned++) mg_log(MG_LOG_WARN, "user/group are set but moongate is not run as root: workers keep uid %d", (int)geteuid());
+    return 0;
+  }
+  struct passwd *pw = user ? getpwnam(user) : NULL;
+  struct group *gr = group ? getgrnam(group) : NULL;
+  if ((user && !pw) || (group && !gr)) {
+    mg_log(MG_LOG_ERROR, "user %s or group %s no longer exists", user ? user : "-", group ? group : "-");
+    return -1;
+  }
+  gid_t gid = gr ? gr->gr_gid : pw->pw_gid;
+  if ((pw ? initgroups(user, gid) : setgroups(0, NULL)) < 0 || setgid(gid) < 0 || (pw && setuid(pw->pw_uid) < 0)) {
+    mg_log(MG_LOG_ERROR, "cannot drop privileges to %s:%s: %s", user ? user : "-", group ? group : "-", strerror(errno));
+    return -1;
+  }
+  return 0;
+}
+
 static pid_t spawn(master_t *m, int slot) {
   pid_t pid = fork();
   if (pid < 0) {
@@ -124,6 +162,7 @@ static pid_t spawn(master_t *m, int slot) {
         int mine = m->fds[slot * m->nlistens + i] == fd;
         if (!mine) close(fd);
       }
+    if (drop_privileges(m->cfg) < 0) _exit(1);
     int rc = mg_server_run(m->cfg, m->fds + slot * m->nlistens, slot);
     _exit(rc);
   }
@@ -181,6 +220,7 @@ static void reload(master_t *m) {
   }
   if (resolve_workers(cfg->workers) != m->nworkers)
     mg_log(MG_LOG_WARN, "reload: the worker count changes on restart; keeping %d", m->nworkers);
+  mg_master_set_log_owner(cfg);
   int rc = mg_log_open(cfg->set.error_log, cfg->set.access_log, cfg->set.log_level);
   mg_log_access_format(cfg->set.access_log_json);
   if (rc < 0) mg_log(MG_LOG_ERROR, "reload: cannot open logs: %s", strerror(-rc));

@@ -77,3 +77,52 @@ mg.route("=/lua", function(req) return 201, "made" end)
     assert a["upstream_status"] == 200 and 0 <= a["upstream_time_us"] <= a["request_time_us"]
     assert a["request_id"] and a["request_id"] != b["request_id"] and a["remote_addr"] == "127.0.0.1"
     assert b["route"] == "/lua" and b["status"] == 201 and b["upstream"] is None and b["upstream_status"] is None
+
+
+def uid_gid(pid):
+    with open("/proc/%d/status" % pid) as f:
+        status = f.read()
+    uid = int(status.split("Uid:")[1].split()[0])
+    gid = int(status.split("Gid:")[1].split()[0])
+    return uid, gid
+
+
+def test_workers_run_as_the_configured_user_and_logs_stay_writable(gateway, echo_backend, tmp_path):
+    assert os.geteuid() == 0, "this test runs as root, as the master must to bind and drop"
+    import grp
+    import pwd
+    import tempfile
+    nobody, nogroup = pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
+    logs = tempfile.mkdtemp(prefix="moongate-logs-")  # traversable by nobody, as /var/log/moongate is
+    os.chmod(logs, 0o755)
+    g = gateway("""
+mg.workers(2)
+mg.set { user = "nobody", group = "nogroup", access_log = "%s/access.log" }
+mg.route("/", "scgi://127.0.0.1:{BACKEND}/")
+""" % logs, echo_backend)
+    workers = g.workers()
+    assert len(workers) == 2 and all(uid_gid(w) == (nobody, nogroup) for w in workers)
+    assert uid_gid(g.proc.pid)[0] == 0  # the master keeps root (it binds and reloads)
+    access = os.path.join(logs, "access.log")
+    assert os.stat(access).st_uid == nobody
+    request(g.port, path="/one")
+    os.rename(access, access + ".1")
+    g.signal(signal.SIGUSR1)
+    assert wait_for(lambda: os.path.exists(access))
+    time.sleep(0.3)
+    for _ in range(4):
+        request(g.port, path="/two")
+    assert wait_for(lambda: read(access).count("/two") == 4), read(access)
+    # After a reload the new workers drop too.
+    g.signal(signal.SIGHUP)
+    assert wait_for(lambda: set(g.workers()) and not set(g.workers()) & set(workers) and len(g.workers()) == 2, 10)
+    assert all(uid_gid(w) == (nobody, nogroup) for w in g.workers())
+    request(g.port, path="/three")
+    assert wait_for(lambda: "/three" in read(access))
+
+
+def test_unknown_user_is_a_load_error(tmp_path):
+    cfg = tmp_path / "init.lua"
+    cfg.write_text('local mg = require "moongate"\nmg.listen("127.0.0.1:1")\nmg.set { user = "no-such-user-x" }\n')
+    p = subprocess.run([MOONGATE, "-t", "-c", str(cfg)], capture_output=True, text=True)
+    assert p.returncode == 1 and 'init.lua:3: user: no user named "no-such-user-x"' in p.stderr, p.stderr
