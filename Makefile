@@ -9,11 +9,11 @@ PORT       ?= 8080
 PYTHON     ?= /usr/bin/python3
 
 # Debian packages: build dependencies, then the real servers the tests run against.
-BUILD_PKGS = cmake gcc make pkg-config libuv1-dev libluajit2-5.1-dev node-llhttp libssl-dev lua-cjson clang libclang-rt-14-dev
+BUILD_PKGS = cmake gcc make pkg-config libuv1-dev libluajit2-5.1-dev node-llhttp libssl-dev lua-cjson libsystemd-dev clang libclang-rt-14-dev
 TEST_PKGS  = python3 python3-pytest curl valgrind uwsgi-core uwsgi-plugin-python3 libscgi-perl python3-django redis-server
 BENCH_PKGS = wrk nginx-light libnginx-mod-http-lua apache2
 
-.PHONY: all deps deps-bench build asan fuzz-build fuzz fuzz-smoke run test unit e2e test-asan bench soak valgrind clean
+.PHONY: all deps deps-bench build asan fuzz-build fuzz fuzz-smoke run test unit e2e test-asan bench soak valgrind clean install
 
 FUZZ_BUILD   ?= build-fuzz
 FUZZ_SECONDS ?= 300
@@ -71,6 +71,8 @@ test: build asan fuzz-build
 	@cd $(ASAN_BUILD) && ctest --output-on-failure
 	@echo "== end-to-end tests (ASan+UBSan)"
 	@MG_BUILD=$(abspath $(ASAN_BUILD)) MG_SANITIZED=1 $(PYTHON) -m pytest -q tests/e2e
+	@echo "== install into a scratch DESTDIR, run the installed binary"
+	@./scripts/install-test.sh
 	@echo "== fuzz smoke (10 s per target)"
 	@./scripts/fuzz.sh $(FUZZ_BUILD) 10 $(FUZZ_TARGETS)
 
@@ -86,5 +88,13 @@ valgrind: build
 soak: build
 	@./scripts/soak.sh $(BUILD)
 
+# Installs under PREFIX (default /usr/local) into DESTDIR (default /): docs/deploying.md.
+PREFIX ?= /usr/local
+INSTALL_BUILD ?= build-install
+install: deps
+	@cmake -S . -B $(INSTALL_BUILD) -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX=$(PREFIX) >/dev/null
+	@cmake --build $(INSTALL_BUILD) -j $(JOBS) --target moongate
+	@DESTDIR=$(DESTDIR) cmake --install $(INSTALL_BUILD)
+
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) $(INSTALL_BUILD)

@@ -16,6 +16,9 @@
 
 #include <grp.h>
 #include <pwd.h>
+#ifdef MG_HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
 
 #include <errno.h>
 #include <fcntl.h>
@@ -98,6 +101,15 @@ static int bind_all(master_t *m, char *err, size_t err_len) {
     }
   }
   return 0;
+}
+
+/* Tells systemd (Type=notify) where the master is: "READY=1", "RELOADING=1", "STOPPING=1". */
+static void notify(const char *state) {
+#ifdef MG_HAVE_SYSTEMD
+  sd_notify(0, state);
+#else
+  (void)state;
+#endif
 }
 
 /* Log files the master creates belong to the workers' user, so a USR1 can reopen them. */
@@ -203,7 +215,15 @@ static int same_listens(const mg_config_t *a, const mg_config_t *b) {
   return 1;
 }
 
+static void reload_now(master_t *m);
+
 static void reload(master_t *m) {
+  notify("RELOADING=1");
+  reload_now(m);
+  notify("READY=1");
+}
+
+static void reload_now(master_t *m) {
   char err[2048];
   mg_config_t *cfg = mg_config_load(m->cfg->file, err, sizeof err);
   if (!cfg) {
@@ -289,6 +309,7 @@ int mg_master_run(mg_config_t *cfg, const char *pid_file) {
   if (mg_status_bind(cfg) < 0) mg_log(MG_LOG_WARN, "no shared memory for balancer counters");
   for (int s = 0; s < m->nworkers; s++) spawn(m, s);
   record_mtimes(m);
+  notify("READY=1");
   mg_log(MG_LOG_NOTICE, "moongate/%s started: %d worker(s), listening on %s%s", MG_VERSION, m->nworkers,
          cfg->listens[0].text, cfg->nlistens > 1 ? " and more" : "");
   int stop_sig = 0;
@@ -313,7 +334,7 @@ int mg_master_run(mg_config_t *cfg, const char *pid_file) {
         for (int k = 0; k < m->nchildren; k++) kill(m->children[k].pid, SIGUSR1);
       }
       else if (sig == SIGTERM || sig == SIGINT || sig == SIGQUIT) {
-        if (!m->stopping) mg_log(MG_LOG_NOTICE, "%s: stopping", sig == SIGQUIT ? "QUIT" : "TERM");
+        if (!m->stopping) mg_log(MG_LOG_NOTICE, "%s: stopping", sig == SIGQUIT ? "QUIT" : "TERM"), notify("STOPPING=1");
         m->stopping = 1;
         stop_sig = sig == SIGINT ? SIGTERM : sig;
         for (int k = 0; k < m->nchildren; k++) kill(m->children[k].pid, stop_sig);
