@@ -344,10 +344,6 @@ void mg_thread_open(lua_State *L) {
     lua_setfield(L, -2, "__metatable");
   }
   lua_pop(L, 1);
-  lua_pushcfunction(L, l_sleep);
-  lua_setfield(L, -2, "sleep");
-  lua_pushcfunction(L, l_spawn);
-  lua_setfield(L, -2, "spawn");
-  lua_pushcfunction(L, l_wait);
-  lua_setfield(L, -2, "wait");
+  static const luaL_Reg fns[] = {{"sleep", l_sleep}, {"spawn", l_spawn}, {"wait", l_wait}, {NULL, NULL}};
+  luaL_register(L, NULL, fns);
 }

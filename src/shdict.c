@@ -776,8 +776,6 @@ void mg_shdict_open(lua_State *L) {
     lua_setfield(L, -2, "__index");
   }
   lua_pop(L, 1);
-  lua_pushcfunction(L, l_shared);
-  lua_setfield(L, -2, "shared");
-  lua_pushcfunction(L, l_limit_req);
-  lua_setfield(L, -2, "limit_req");
+  static const luaL_Reg fns[] = {{"shared", l_shared}, {"limit_req", l_limit_req}, {NULL, NULL}};
+  luaL_register(L, NULL, fns);
 }

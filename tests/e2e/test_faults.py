@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import SANITIZED, free_port, raw, read_response, request
+from conftest import SANITIZED, free_port, raw, read_all, read_response, request
 
 BASIC = 'mg.route("/", "scgi://127.0.0.1:{BACKEND}/")\n'
 
@@ -73,12 +73,7 @@ def test_slowloris_gets_408(gateway, echo_backend):
     s = socket.create_connection(("127.0.0.1", g.port), timeout=5)
     s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
     t0 = time.time()
-    out = b""
-    while True:
-        chunk = s.recv(4096)
-        if not chunk:
-            break
-        out += chunk
+    out = read_all(s)
     assert out.startswith(b"HTTP/1.1 408") and 0.25 < time.time() - t0 < 3
 
 
