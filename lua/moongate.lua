@@ -141,14 +141,28 @@ end
 
 function M.listen(addr, opts)
   local at = caller(2)
+  local tls
   if opts ~= nil then
     if type(opts) ~= "table" then fail(at, "mg.listen: argument #2 must be a table of options, got %s", type(opts)) end
     for k in pairs(opts) do
-      if k == "tls" then
-        -- Refused, never ignored: a listener a user believes is HTTPS must not serve plain HTTP.
-        fail(at, "mg.listen: tls is not available in this version; terminate TLS in front of moongate")
+      if k ~= "tls" then fail(at, "mg.listen: unknown option %q (tls)", tostring(k)) end
+    end
+    if opts.tls ~= nil then
+      local t = opts.tls
+      if type(t) ~= "table" then fail(at, "mg.listen: tls must be { cert = FILE, key = FILE } or { certs = { ... } }") end
+      for k in pairs(t) do
+        if k ~= "cert" and k ~= "key" and k ~= "certs" then fail(at, "mg.listen: unknown tls option %q (cert, key, certs)", tostring(k)) end
       end
-      fail(at, "mg.listen: unknown option %q", tostring(k))
+      local list = t.certs or { { cert = t.cert, key = t.key } }
+      if t.certs and (t.cert or t.key) then fail(at, "mg.listen: tls takes cert/key or certs, not both") end
+      if type(list) ~= "table" or #list == 0 then fail(at, "mg.listen: tls.certs must be a list of { cert = FILE, key = FILE }") end
+      tls = {}
+      for i, c in ipairs(list) do
+        if type(c) ~= "table" or type(c.cert) ~= "string" or type(c.key) ~= "string" then
+          fail(at, "mg.listen: tls certificate #%d needs cert = FILE and key = FILE (PEM)", i)
+        end
+        tls[i] = { cert = c.cert, key = c.key }
+      end
     end
   end
   if type(addr) == "number" then addr = "0.0.0.0:" .. addr end
@@ -172,6 +186,7 @@ function M.listen(addr, opts)
   end
   l.text = addr
   l.at = at
+  l.tls = tls
   state.listens[#state.listens + 1] = l
 end
 

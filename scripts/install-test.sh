@@ -31,6 +31,8 @@ grep -q '^ExecStart=/usr/sbin/moongate -c /etc/moongate/init.lua' "$U" || fail "
 grep -q '^ExecReload=/bin/kill -HUP $MAINPID' "$U" || fail "unit ExecReload"
 grep -q '^Type=\(notify\|simple\)' "$U" || fail "unit Type"
 grep -q '/usr/sbin/moongate -s reopen' "$SCRATCH/root/etc/logrotate.d/moongate" || fail "logrotate postrotate"
+# The demo configuration and every example pass -t with the installed binary.
+"$BIN" -t -c "$ROOT/init.lua" | grep -q "configuration ok" || fail "the demo init.lua does not pass -t with the installed binary"
 # The installed configuration passes -t (www-data exists on Debian).
 "$BIN" -t -c "$SCRATCH/root/etc/moongate/init.lua" | grep -q "configuration ok" || fail "installed init.lua does not pass -t"
 # The installed binary serves: the installed config moved to a free port and a scratch log dir.

@@ -85,11 +85,12 @@ void mg_cgi_env_build(mg_req_t *req, uint64_t content_length, mg_vars_t *v) {
   add(v, "REMOTE_ADDR", remote);
   snprintf(num, sizeof num, "%d", port);
   add(v, "REMOTE_PORT", mg_pool_strdup(pool, num));
-  add(v, "REQUEST_SCHEME", "http");
+  add(v, "REQUEST_SCHEME", mg_req_is_tls(req) ? "https" : "http");
   if (content_length || !req->redirects) {
     const char *ct = mg_fields_get(&req->headers, "Content-Type");
     if (ct && !req->redirects) add(v, "CONTENT_TYPE", ct);
   }
+  if (mg_req_is_tls(req)) add(v, "HTTPS", "on");
   if (req->redirects) {
     add(v, "REDIRECT_STATUS", "200");
     add(v, "REDIRECT_URL", req->redirect_url);

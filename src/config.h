@@ -71,6 +71,7 @@ typedef struct {
   char *host; /* or the socket path */
   int port;
   char *text;
+  struct mg_tls_ctx_s *tls; /* NULL: plain HTTP (tls.h) */
 } mg_listen_t;
 
 typedef struct {

@@ -33,6 +33,7 @@
 #include "phase.h"
 #include "loop.h"
 #include "stream.h"
+#include "tls.h"
 
 #define LINGER_MS 2000
 
@@ -60,6 +61,7 @@ struct mg_conn_s {
    * executing now (exec_start): how an obs-fold is told from a value split across reads. */
   char last_nonws;
   const char *exec_start;
+  mg_tls_t *tls; /* NULL on a plain connection */
   uint8_t remote[16]; /* the peer's address, formatted per request */
   /* Last: a TCP connection's struct is allocated without the extra bytes of uv_pipe_t. */
   mg_stream_t h;
@@ -183,11 +185,43 @@ static void on_write(uv_write_t *w, int status) {
 /* Queues bufs (at most 4), preceded by the held-back response head if there is one, in one
  * write: a small response leaves in one syscall. `block` and `heap` are released when the
  * write completes; `chunk`, when not NULL, is copied into the write and replaces bufs[0]. */
+static void conn_write_raw(mg_conn_t *c, uv_buf_t *all, unsigned k, char *block, char *heap);
+static void conn_write_raw_chunk(mg_conn_t *c, uv_buf_t *all, unsigned k, char *block, char *heap, char *head,
+                                 const char *chunk_hdr, size_t chunk_len);
+
 static void conn_write_chunk(mg_conn_t *c, uv_buf_t *bufs, unsigned n, char *block, char *heap, const char *chunk,
                              size_t chunk_len) {
   if (c->closing) {
     mg_block_put(block);
     free(heap);
+    return;
+  }
+  if (c->tls) {
+    /* TLS: the plaintext pieces are encrypted now (memory BIOs take all of it), released at
+     * once, and the ciphertext leaves in one write that owns it. */
+    mg_req_t *req = c->req;
+    int bad = 0;
+    if (req && req->head) {
+      bad |= mg_tls_write(c->tls, req->head, req->head_len) < 0;
+      free(req->head);
+      req->head = NULL;
+    }
+    for (unsigned i = 0; i < n; i++) {
+      if (chunk && i == 0) bad |= mg_tls_write(c->tls, chunk, chunk_len) < 0;
+      else bad |= mg_tls_write(c->tls, bufs[i].base, bufs[i].len) < 0;
+    }
+    mg_block_put(block);
+    free(heap);
+    if (bad) {
+      if (c->req) c->req->aborted = 1;
+      conn_close(c);
+      return;
+    }
+    size_t len;
+    char *out = mg_tls_take(c->tls, &len);
+    if (!out) return;
+    uv_buf_t b = uv_buf_init(out, (unsigned)len);
+    conn_write_raw(c, &b, 1, NULL, out);
     return;
   }
   uv_buf_t all[5];
@@ -205,6 +239,17 @@ static void conn_write_chunk(mg_conn_t *c, uv_buf_t *bufs, unsigned n, char *blo
     all[k - n] = uv_buf_init(chunk_hdr, (unsigned)chunk_len);
   }
   if (k == 0) return;
+  conn_write_raw_chunk(c, all, k, block, heap, head, chunk ? chunk_hdr : NULL, chunk_len);
+}
+
+static void conn_write_raw(mg_conn_t *c, uv_buf_t *all, unsigned k, char *block, char *heap) {
+  conn_write_raw_chunk(c, all, k, block, heap, NULL, NULL, 0);
+}
+
+/* Writes all[0..k) to the socket: what the socket takes at once leaves now, the rest in one
+ * uv_write that owns block, heap and head (and a copy of the chunk header at chunk_hdr). */
+static void conn_write_raw_chunk(mg_conn_t *c, uv_buf_t *all, unsigned k, char *block, char *heap, char *head,
+                                 const char *chunk_hdr, size_t chunk_len) {
   if (c->writes_pending == 0) {
     /* Nothing queued: try to write it all now. What leaves in this call needs no write
      * request, so nothing is allocated for it and libuv does not re-arm the socket (a
@@ -228,7 +273,7 @@ static void conn_write_chunk(mg_conn_t *c, uv_buf_t *bufs, unsigned n, char *blo
   }
   mg_write_t *wr = mg_malloc(sizeof *wr);
   wr->conn = c, wr->block = block, wr->heap = heap, wr->head = head;
-  if (chunk) {
+  if (chunk_hdr) {
     /* The chunk header, if still unsent, must live as long as the write. */
     memcpy(wr->chunk, chunk_hdr, chunk_len);
     for (unsigned i = 0; i < k; i++)
@@ -1046,6 +1091,13 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     mg_block_put(buf->base);
     return;
   }
+  if (c->tls) {
+    /* Ciphertext: into the TLS layer; conn_process decrypts what the parser may take. */
+    mg_tls_feed(c->tls, buf->base, (size_t)nread);
+    mg_block_put(buf->base);
+    conn_process(c);
+    return;
+  }
   c->rbuf = buf->base;
   c->rbuf_off = 0;
   c->rbuf_len = (uint32_t)nread;
@@ -1057,7 +1109,8 @@ static void conn_update_reading(mg_conn_t *c) {
   /* The socket stays in the read set while a request is served (stopping and restarting
    * would cost two epoll_ctl calls per request); bytes that arrive meanwhile (a pipelined
    * request) wait in rbuf, and reading stops only then. */
-  int want = c->lingering || (!c->rbuf && !c->throttled && !c->peer_eof);
+  int want = c->lingering || (!c->rbuf && !c->throttled && !c->peer_eof &&
+                               !(c->tls && mg_tls_buffered(c->tls) >= MG_BLOCK_SIZE));
   if (want && !c->reading) {
     if (uv_read_start(&c->h.stream, on_alloc, on_read) == 0) c->reading = 1;
   } else if (!want && c->reading) {
@@ -1092,7 +1145,42 @@ static void note_last_byte(mg_conn_t *c, const char *start, const char *end) {
 }
 
 /* Feeds buffered bytes to the parser for as long as the current request lets it. */
-static void conn_process(mg_conn_t *c) {
+/* Ciphertext the TLS layer made (handshake, alerts) goes to the socket as it is. */
+static void tls_flush(mg_conn_t *c) {
+  size_t len;
+  char *out = mg_tls_take(c->tls, &len);
+  if (!out) return;
+  uv_buf_t b = uv_buf_init(out, (unsigned)len);
+  conn_write_raw(c, &b, 1, NULL, out);
+}
+
+/* Decrypts one block of plaintext into rbuf. Returns 1 when it did. A failed handshake or a
+ * broken record (garbage from a client) closes the connection at once; a close_notify is the
+ * client's end of stream. */
+static int tls_fill(mg_conn_t *c) {
+  char *blk = mg_block_get();
+  int st;
+  size_t n = mg_tls_read(c->tls, blk, MG_BLOCK_SIZE, &st);
+  tls_flush(c);
+  if (n > 0) {
+    c->rbuf = blk, c->rbuf_off = 0, c->rbuf_len = (uint32_t)n;
+    return 1;
+  }
+  mg_block_put(blk);
+  if (st == MG_TLS_ERROR || st == MG_TLS_CLOSED) {
+    if (c->req && !c->req->finished) c->req->aborted = 1;
+    conn_close(c);
+  }
+  return 0;
+}
+
+static int parse_allowed(const mg_conn_t *c) {
+  return !c->closing && !c->throttled && !(c->req && (c->req->msg_done || c->req->hold_body));
+}
+
+/* Parses what rbuf holds for as long as the current request lets it. Returns 1 when the
+ * connection or its request moved on and the caller must return at once. */
+static int conn_parse(mg_conn_t *c) {
   while (c->rbuf && !c->closing && !c->throttled && !(c->req && (c->req->msg_done || c->req->hold_body))) {
     const char *start = c->rbuf + c->rbuf_off;
     c->exec_start = start;
@@ -1105,7 +1193,7 @@ static void conn_process(mg_conn_t *c) {
     }
     if (err != HPE_PAUSED && err != HPE_PAUSED_UPGRADE) {
       parse_error(c, err);
-      return;
+      return 1;
     }
     c->rbuf_off = (uint32_t)(llhttp_get_error_pos(&c->parser) - c->rbuf);
     if (err == HPE_PAUSED_UPGRADE) {
@@ -1124,22 +1212,38 @@ static void conn_process(mg_conn_t *c) {
       req->msg_done = 1;
       if (c->timer_kind == T_BODY || c->timer_kind == T_HEADER) timer_set(c, T_NONE, 0);
       if (req->on_body_end && !req->finished) req->on_body_end(req);
-      if (c->closing) return;
+      if (c->closing) return 1;
       if (req->resp_ended && c->writes_pending == 0 && c->req == req) {
         req_complete(req);
-        return;
+        return 1;
       }
       break;
     }
     llhttp_resume(&c->parser);
     if (ev == EV_HEADERS) {
       req_begin(req);
-      if (c->closing) return;
+      if (c->closing) return 1;
     }
   }
   if (c->rbuf && c->rbuf_off >= c->rbuf_len) {
     mg_block_put(c->rbuf);
     c->rbuf = NULL;
+  }
+  return 0;
+}
+
+/* Feeds buffered bytes to the parser for as long as the current request lets it. On a TLS
+ * connection the plaintext is decrypted a block at a time, only while the parser may go on, so
+ * a held or throttled request holds its ciphertext as a plain one holds its bytes. */
+static void conn_process(mg_conn_t *c) {
+  for (;;) {
+    int filled = 0;
+    if (c->tls && !c->rbuf && parse_allowed(c)) {
+      filled = tls_fill(c);
+      if (c->closing) return;
+    }
+    if (conn_parse(c)) return;
+    if (!filled || c->rbuf || !parse_allowed(c)) break;
   }
   conn_update_reading(c);
 }
@@ -1202,6 +1306,8 @@ static void conn_close(mg_conn_t *c) {
     req_free(req);
   }
   if (c->rbuf) mg_block_put(c->rbuf), c->rbuf = NULL;
+  mg_tls_free(c->tls);
+  c->tls = NULL;
   mg_server_conn_closed(c->server);
   uv_close(&c->h.handle, on_close);
 }
@@ -1221,9 +1327,12 @@ mg_conn_t *mg_conn_new(mg_server_t *server, int unix_socket) {
 
 uv_stream_t *mg_conn_stream(mg_conn_t *c) { return &c->h.stream; }
 
+int mg_req_is_tls(const mg_req_t *req) { return req->conn->tls != NULL; }
+
 int mg_req_socket_fd(mg_req_t *req) {
   uv_os_fd_t fd;
-  if (req->sink || uv_fileno(&req->conn->h.handle, &fd) < 0) return -1;
+  /* TLS bytes must go through the TLS layer: no zero-copy sender then. */
+  if (req->sink || req->conn->tls || uv_fileno(&req->conn->h.handle, &fd) < 0) return -1;
   return fd;
 }
 
@@ -1243,6 +1352,10 @@ void mg_conn_start(mg_conn_t *c) {
     }
     uv_tcp_nodelay(&c->h.tcp, 1);
   }
+  /* A TLS listener: the handshake runs under the same client_header_timeout as a request
+   * head, so a stalled handshake costs no more than a slow plain client. */
+  if (c->listener != NO_LISTENER && c->server->cfg->listens[c->listener].tls)
+    c->tls = mg_tls_new(c->server->cfg->listens[c->listener].tls);
   timer_set(c, T_HEADER, c->server->cfg->set.client_header_timeout);
   conn_update_reading(c);
 }

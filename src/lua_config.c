@@ -26,6 +26,7 @@
 #include "lua_api.h"
 #include "lua_vm.h"
 #include "shdict.h"
+#include "tls.h"
 
 typedef struct {
   mg_config_t *cfg;
@@ -182,6 +183,32 @@ static int load_listens(loader_t *ld) {
       l->port = (int)get_num(L, "port", 0);
     }
     l->text = get_str(L, "text");
+    lua_getfield(L, -1, "tls");
+    if (lua_istable(L, -1)) {
+      /* The certificates are read now: a bad one fails the load with the mg.listen line. */
+      int n = (int)lua_objlen(L, -1);
+      char **certs = mg_calloc((size_t)n, sizeof(char *)), **keys = mg_calloc((size_t)n, sizeof(char *));
+      for (int k = 0; k < n; k++) {
+        lua_rawgeti(L, -1, k + 1);
+        char *c = get_str(L, "cert"), *key = get_str(L, "key");
+        certs[k] = resolve_path(cfg, c), keys[k] = resolve_path(cfg, key);
+        free(c), free(key);
+        lua_pop(L, 1);
+      }
+      char err[512];
+      l->tls = mg_tls_ctx_new((const char *const *)certs, (const char *const *)keys, n, err, sizeof err);
+      for (int k = 0; k < n; k++) free(certs[k]), free(keys[k]);
+      free(certs), free(keys);
+      if (!l->tls) {
+        lua_pop(L, 1);
+        char *at = get_str(L, "at");
+        fail(ld, at, "mg.listen: %s", err);
+        free(at);
+        lua_pop(L, 2);
+        return -1;
+      }
+    }
+    lua_pop(L, 1);
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
@@ -519,7 +546,8 @@ void mg_config_free(mg_config_t *cfg) {
   free(cfg->routes);
   for (int i = 0; i < cfg->nbalancers; i++) mg_balancer_free(cfg->balancers[i]);
   free(cfg->balancers);
-  for (int i = 0; i < cfg->nlistens; i++) free(cfg->listens[i].host), free(cfg->listens[i].text);
+  for (int i = 0; i < cfg->nlistens; i++)
+    free(cfg->listens[i].host), free(cfg->listens[i].text), mg_tls_ctx_free(cfg->listens[i].tls);
   free(cfg->listens);
   for (int p = 0; p < MG_PHASE_COUNT; p++) hooks_free(&cfg->hooks[p]);
   hooks_free(&cfg->init_worker);

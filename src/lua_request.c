@@ -249,7 +249,7 @@ static int req_index(lua_State *L) {
       if (strcmp(k, "read_body") == 0) return lua_pushcfunction(L, req_read_body), 1;
       break;
     case 's':
-      if (strcmp(k, "scheme") == 0) return lua_pushliteral(L, "http"), 1;
+      if (strcmp(k, "scheme") == 0) return lua_pushstring(L, mg_req_is_tls(req) ? "https" : "http"), 1;
       if (strcmp(k, "set_body") == 0) return lua_pushcfunction(L, req_set_body), 1;
       if (strcmp(k, "subrequest") == 0 && subrequest_fn) return lua_pushcfunction(L, subrequest_fn), 1;
       break;

@@ -161,6 +161,8 @@ const char *mg_req_remote(mg_req_t *req, int *port);
 int mg_conn_local(mg_conn_t *c, char *addr, size_t n, int *port);
 /* The client socket's descriptor, for zero-copy senders (sendfile(2)); -1 when there is none. */
 int mg_req_socket_fd(mg_req_t *req);
+/* The client connection is TLS (HTTPS=on, REQUEST_SCHEME=https, req.scheme). */
+int mg_req_is_tls(const mg_req_t *req);
 
 
 /* Flow control of the request body: pause reading the client while the backend is slow. */

@@ -1,0 +1,47 @@
+/* tls: TLS listeners on OpenSSL 3 (SPEC 15).
+ *
+ * A listener with `tls` gets one SSL_CTX per certificate, made when the configuration loads
+ * (in the master, before the fork, so every worker shares the session-ticket keys and a
+ * resumed session works whichever worker takes it). TLS 1.2 and 1.3 only, ALPN `http/1.1`,
+ * session tickets on, the certificate chosen by SNI among the listener's (the first is the
+ * default). A reload builds new contexts: certificates are read again.
+ *
+ * A connection's TLS is a pair of memory BIOs, so the connection keeps its one read path and
+ * one write path (and the same backpressure) whether it is TLS or not: ciphertext read from
+ * the socket goes in with mg_tls_feed, plaintext comes out with mg_tls_read; plaintext to
+ * send goes in with mg_tls_write and the ciphertext to write comes out with mg_tls_take. */
+#ifndef MG_TLS_H
+#define MG_TLS_H
+
+#include <stddef.h>
+
+typedef struct mg_tls_ctx_s mg_tls_ctx_t; /* a listener's certificates */
+typedef struct mg_tls_s mg_tls_t;         /* one connection */
+
+/* Loads the certificates (PEM chain files and keys) of a listener. Returns NULL with the
+ * reason in err. */
+mg_tls_ctx_t *mg_tls_ctx_new(const char *const *certs, const char *const *keys, int n, char *err, size_t err_len);
+void mg_tls_ctx_free(mg_tls_ctx_t *t);
+
+mg_tls_t *mg_tls_new(mg_tls_ctx_t *t);
+void mg_tls_free(mg_tls_t *s);
+
+enum { MG_TLS_OK = 0, MG_TLS_WANT = 1, MG_TLS_CLOSED = 2, MG_TLS_ERROR = -1 };
+
+/* Ciphertext from the socket. */
+void mg_tls_feed(mg_tls_t *s, const char *data, size_t len);
+/* Plaintext for the parser, at most cap bytes into out: > 0 bytes, 0 with *status MG_TLS_WANT
+ * (more ciphertext needed, or the handshake goes on), MG_TLS_CLOSED (close_notify) or
+ * MG_TLS_ERROR (a broken or hostile handshake: close the connection). */
+size_t mg_tls_read(mg_tls_t *s, char *out, size_t cap, int *status);
+/* Plaintext to send; the ciphertext waits for mg_tls_take. Returns 0 or MG_TLS_ERROR. */
+int mg_tls_write(mg_tls_t *s, const char *data, size_t len);
+/* The ciphertext to write to the socket (malloc'd, *len bytes), or NULL when there is none. */
+char *mg_tls_take(mg_tls_t *s, size_t *len);
+/* Plaintext already decrypted and not yet read. */
+int mg_tls_pending(mg_tls_t *s);
+/* Bytes waiting in the TLS layer, ciphertext and plaintext: reading the socket stops above a
+ * block, as it does for a plain connection that holds unparsed bytes. */
+size_t mg_tls_buffered(mg_tls_t *s);
+
+#endif
