@@ -174,10 +174,13 @@ ProxyPass / scgi://127.0.0.1:%d/
 PACED = os.path.join(HERE, "paced.lua")
 
 
-def wrk(port, path, seconds, conns, threads=1, paced=False):
+def wrk(port, path, seconds, conns, threads=1, paced=False, https=False, headers=()):
     extra = ["-s", PACED] if paced else []
+    for h in headers:
+        extra += ["-H", h]
+    scheme = "https" if https else "http"
     out = subprocess.run(["wrk", "-t%d" % threads, "-c%d" % conns, "-d%ds" % seconds, "--latency"] + extra +
-                         ["http://127.0.0.1:%d%s" % (port, path)], capture_output=True, text=True, timeout=seconds + 30).stdout
+                         ["%s://127.0.0.1:%d%s" % (scheme, port, path)], capture_output=True, text=True, timeout=seconds + 30).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
     scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}

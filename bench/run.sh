@@ -7,3 +7,4 @@ shift || true
 ulimit -n 65536 2>/dev/null || true
 /usr/bin/python3 "$(dirname "$0")/bench.py" "$BUILD" "$@"
 /usr/bin/python3 "$(dirname "$0")/sendfile.py" "$BUILD"
+/usr/bin/python3 "$(dirname "$0")/tls.py" "$BUILD"

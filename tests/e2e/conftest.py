@@ -86,7 +86,13 @@ class Gateway:
                     "--suppressions=" + os.path.join(ROOT, "tests", "valgrind.supp"),
                     "--log-file=" + os.path.join(VALGRIND, "vg.%p.log")] + argv
         self.proc = subprocess.Popen(argv, stdout=self.errlog, stderr=self.errlog, env=env)
-        wait_port(self.port, self.proc, timeout=60 if VALGRIND else 10)
+        try:
+            wait_port(self.port, self.proc, timeout=60 if VALGRIND else 10)
+        except RuntimeError:
+            # A gateway that never answers must not outlive the test (it could hold a port).
+            self.proc.kill()
+            self.proc.wait()
+            raise
         self.fd_baseline = self._worker_fds()
 
     def workers(self):
