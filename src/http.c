@@ -1331,8 +1331,7 @@ int mg_req_is_tls(const mg_req_t *req) { return req->conn->tls != NULL; }
 
 int mg_req_socket_fd(mg_req_t *req) {
   uv_os_fd_t fd;
-  /* TLS bytes must go through the TLS layer: no zero-copy sender then. */
-  if (req->sink || req->conn->tls || uv_fileno(&req->conn->h.handle, &fd) < 0) return -1;
+  if (req->sink || req->body_filtered || req->conn->tls || uv_fileno(&req->conn->h.handle, &fd) < 0) return -1;
   return fd;
 }
 

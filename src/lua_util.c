@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "buf.h"
 #include "log.h"
 #include "lua_thread.h"
 
@@ -100,16 +101,15 @@ static int unreserved(unsigned char c) {
          c == '_' || c == '~';
 }
 
-static void add_escaped(luaL_Buffer *b, const char *s, size_t n) {
+static void add_escaped(mg_buf_t *b, const char *s, size_t n) {
   static const char hex[] = "0123456789ABCDEF";
   for (size_t i = 0; i < n; i++) {
     unsigned char c = (unsigned char)s[i];
     if (unreserved(c)) {
-      luaL_addchar(b, (char)c);
+      mg_buf_append(b, (const char *)&c, 1);
     } else {
-      luaL_addchar(b, '%');
-      luaL_addchar(b, hex[c >> 4]);
-      luaL_addchar(b, hex[c & 15]);
+      char e[3] = {'%', hex[c >> 4], hex[c & 15]};
+      mg_buf_append(b, e, 3);
     }
   }
 }
@@ -139,10 +139,11 @@ static void push_unescaped(lua_State *L, const char *s, size_t n, int plus) {
 static int l_escape_uri(lua_State *L) {
   size_t n;
   const char *s = luaL_checklstring(L, 1, &n);
-  luaL_Buffer b;
-  luaL_buffinit(L, &b);
+  mg_buf_t b;
+  mg_buf_init(&b);
   add_escaped(&b, s, n);
-  luaL_pushresult(&b);
+  lua_pushlstring(L, b.data ? b.data : "", b.len);
+  mg_buf_free(&b);
   return 1;
 }
 
@@ -156,8 +157,7 @@ static int l_unescape_uri(lua_State *L) {
 static int cmp_keys(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
 
 /* mg.encode_args(t): "a=1&b=x%20y"; keys sorted; true gives a bare key, false is left out, a
- * list repeats the key. Values are read from t (which keeps them alive), numbers formatted into
- * a C buffer, so nothing is pushed between two buffer operations. */
+ * list repeats the key. Built in a C buffer, so values can be read off the stack freely. */
 static int l_encode_args(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   int n = 0;
@@ -165,44 +165,47 @@ static int l_encode_args(lua_State *L) {
     if (lua_type(L, -2) != LUA_TSTRING) return luaL_error(L, "mg.encode_args: keys must be strings");
     n++;
   }
-  const char **keys = lua_newuserdata(L, sizeof(char *) * (size_t)(n ? n : 1));
+  const char **keys = lua_newuserdata(L, sizeof(char *) * (size_t)(n ? n : 1)); /* keys anchored by t */
   int k = 0;
   for (lua_pushnil(L); lua_next(L, 1); lua_pop(L, 1)) keys[k++] = lua_tostring(L, -2);
   qsort(keys, (size_t)k, sizeof *keys, cmp_keys);
-  luaL_Buffer b;
-  luaL_buffinit(L, &b);
-  int first = 1;
-  for (int i = 0; i < k; i++) {
-    lua_getfield(L, 1, keys[i]);
+  mg_buf_t b;
+  mg_buf_init(&b);
+  const char *bad = NULL;
+  for (int i = 0; i < k && !bad; i++) {
+    lua_getfield(L, 1, keys[i]); /* value */
     int is_list = lua_type(L, -1) == LUA_TTABLE;
     int count = is_list ? (int)lua_objlen(L, -1) : 1;
-    for (int j = 1; j <= count; j++) {
+    for (int j = 1; j <= count && !bad; j++) {
       if (is_list) lua_rawgeti(L, -1, j);
-      else lua_pushvalue(L, -1);
+      else lua_pushvalue(L, -1); /* value item */
       int vt = lua_type(L, -1);
-      char num[32];
-      const char *v = NULL;
-      size_t vl = 0;
-      int bare = 0;
-      if (vt == LUA_TNUMBER) vl = (size_t)snprintf(num, sizeof num, "%.14g", lua_tonumber(L, -1)), v = num;
-      else if (vt == LUA_TSTRING) v = lua_tolstring(L, -1, &vl); /* anchored by t */
-      else if (vt == LUA_TBOOLEAN) bare = lua_toboolean(L, -1);
-      else return luaL_error(L, "mg.encode_args: value of %s must be a string, number, boolean or list", keys[i]);
-      lua_pop(L, 1);
-      if (!v && !bare) continue;
-      lua_pop(L, 1); /* the value of keys[i] (anchored by t), so the buffer's stack is balanced */
-      if (!first) luaL_addchar(&b, '&');
-      first = 0;
-      add_escaped(&b, keys[i], strlen(keys[i]));
-      if (v) {
-        luaL_addchar(&b, '=');
-        add_escaped(&b, v, vl);
+      if (vt == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
+        lua_pop(L, 1);
+        continue;
       }
-      lua_getfield(L, 1, keys[i]);
+      if (vt != LUA_TBOOLEAN && vt != LUA_TSTRING && vt != LUA_TNUMBER) {
+        bad = keys[i];
+      } else {
+        if (b.len) mg_buf_append(&b, "&", 1);
+        add_escaped(&b, keys[i], strlen(keys[i]));
+        if (vt != LUA_TBOOLEAN) {
+          size_t vl;
+          const char *v = lua_tolstring(L, -1, &vl); /* a number becomes a string on the stack only */
+          mg_buf_append(&b, "=", 1);
+          add_escaped(&b, v, vl);
+        }
+      }
+      lua_pop(L, 1);
     }
     lua_pop(L, 1);
   }
-  luaL_pushresult(&b);
+  if (bad) {
+    mg_buf_free(&b);
+    return luaL_error(L, "mg.encode_args: value of %s must be a string, number, boolean or list", bad);
+  }
+  lua_pushlstring(L, b.data ? b.data : "", b.len);
+  mg_buf_free(&b);
   return 1;
 }
 

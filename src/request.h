@@ -159,7 +159,8 @@ const char *mg_req_remote(mg_req_t *req, int *port);
 /* Local address and port of the request's connection (SERVER_ADDR, SERVER_PORT); -1 for unix
  * sockets. */
 int mg_conn_local(mg_conn_t *c, char *addr, size_t n, int *port);
-/* The client socket's descriptor, for zero-copy senders (sendfile(2)); -1 when there is none. */
+/* The client socket's descriptor, for zero-copy senders (sendfile(2)); -1 when the bytes must
+ * go through the response API: a subrequest's capture, body_filter hooks, TLS. */
 int mg_req_socket_fd(mg_req_t *req);
 /* The client connection is TLS (HTTPS=on, REQUEST_SCHEME=https, req.scheme). */
 int mg_req_is_tls(const mg_req_t *req);
@@ -174,8 +175,6 @@ void mg_req_continue(mg_req_t *req);
 /* Parses what the connection holds for its request (after the engine held the body). Safe
  * to call when the request has already ended: the connection outlives this call. */
 void mg_conn_kick(mg_conn_t *c);
-/* The engine waits no longer: the client's body may be parsed again (see hold_body). */
-void mg_req_release_body(mg_req_t *req);
 /* The parser may go on for this request's body (req:read_body()). */
 void mg_req_read_body(mg_req_t *req);
 /* A request created for a subrequest: pool, id, addresses of parent's connection. Released

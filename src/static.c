@@ -282,8 +282,8 @@ void mg_file_send(mg_req_t *req, int fd, const struct stat *st, int conditional,
   fs->req = req, fs->fd = fd, fs->sock = -1, fs->off = from, fs->end = from + len;
   req->handler_data = fs;
   req->handler_cancel = fs_cancel;
-  if (req->sink || req->body_filtered || mg_req_socket_fd(req) < 0) {
-    /* A subrequest captures the body, or body_filter hooks must see it: no sendfile(2). */
+  if (mg_req_socket_fd(req) < 0) {
+    /* The bytes must go through the response API (a capture, body_filter hooks, TLS). */
     fs_read_pump(req);
     return;
   }

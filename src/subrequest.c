@@ -22,7 +22,7 @@ typedef struct {
   mg_thread_t *t; /* the thread waiting for the result */
   mg_buf_t body;
   uv_timer_t reaper; /* the timeout while waiting, then the zero timer that releases the child */
-  unsigned done : 1, too_large : 1, aborted : 1, abandoned : 1;
+  unsigned done : 1, too_large : 1, aborted : 1;
 } capture_t;
 
 static void on_reaper_closed(uv_handle_t *h) {

@@ -144,6 +144,4 @@ char *mg_tls_take(mg_tls_t *s, size_t *len) {
   return out;
 }
 
-int mg_tls_pending(mg_tls_t *s) { return SSL_pending(s->ssl); }
-
 size_t mg_tls_buffered(mg_tls_t *s) { return BIO_ctrl_pending(s->rbio) + (size_t)SSL_pending(s->ssl); }

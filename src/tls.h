@@ -38,8 +38,6 @@ size_t mg_tls_read(mg_tls_t *s, char *out, size_t cap, int *status);
 int mg_tls_write(mg_tls_t *s, const char *data, size_t len);
 /* The ciphertext to write to the socket (malloc'd, *len bytes), or NULL when there is none. */
 char *mg_tls_take(mg_tls_t *s, size_t *len);
-/* Plaintext already decrypted and not yet read. */
-int mg_tls_pending(mg_tls_t *s);
 /* Bytes waiting in the TLS layer, ciphertext and plaintext: reading the socket stops above a
  * block, as it does for a plain connection that holds unparsed bytes. */
 size_t mg_tls_buffered(mg_tls_t *s);
