@@ -51,11 +51,28 @@ static mg_member_t *pick_pass(mg_balancer_t *b, uint64_t now, const unsigned cha
   return smooth_rr(b, now, tried, standby, key, min);
 }
 
+/* A sticky request counts in the rotation as Apache's byrequests counts it: every eligible
+ * member's score grows by its lbfactor and the chosen one pays the total, so members that get
+ * sticky traffic get less of the rest and the whole stays weighted. */
+static void count_sticky(mg_balancer_t *b, mg_member_t *chosen, uint64_t now, const unsigned char *tried) {
+  int64_t total = 0;
+  for (int i = 0; i < b->nmembers; i++) {
+    mg_member_t *m = &b->members[i];
+    if (!eligible(m, now, tried, i, 0)) continue;
+    m->score += m->lbfactor;
+    total += m->lbfactor;
+  }
+  chosen->score -= total;
+}
+
 mg_member_t *mg_balancer_pick(mg_balancer_t *b, const char *sticky, uint64_t now, const unsigned char *tried) {
   if (sticky) {
     for (int i = 0; i < b->nmembers; i++) {
       mg_member_t *m = &b->members[i];
-      if (m->route && strcmp(m->route, sticky) == 0 && !(tried && tried[i]) && mg_member_usable(m, now)) return m;
+      if (m->route && strcmp(m->route, sticky) == 0 && !(tried && tried[i]) && mg_member_usable(m, now)) {
+        if (b->method == MG_LB_BYREQUESTS) count_sticky(b, m, now, tried);
+        return m;
+      }
     }
   }
   mg_member_t *m = pick_pass(b, now, tried, 0);

@@ -1,6 +1,8 @@
 /* main: the command line (SPEC 2).
  *
  *   moongate [-c FILE] [-t] [-s reload|stop|quit|reopen] [--pid FILE] [-V] [-h]
+ *   moongate --explain "METHOD /path?query" [--header "Name: value"]... [--json] [-c FILE]
+ *   moongate import-apache FILE
  */
 #include <errno.h>
 #include <signal.h>
@@ -11,11 +13,14 @@
 
 #include "buf.h"
 #include "config.h"
+#include "import_apache.h"
 #include "log.h"
 #include "worker.h"
 
 static const char usage[] =
     "usage: moongate [-c FILE] [-t] [-s reload|stop|quit|reopen] [--pid FILE] [-V] [-h]\n"
+    "       moongate --explain \"METHOD /path?query\" [--header \"Name: value\"]... [--json] [-c FILE]\n"
+    "       moongate import-apache FILE\n"
     "\n"
     "  -c FILE     configuration script (default ./init.lua)\n"
     "  -t          check the configuration and exit: 0 when it loads, 1 with file:line otherwise\n"
@@ -24,6 +29,11 @@ static const char usage[] =
     "  --pid FILE  pid file (default: mg.set{pid=...}, else moongate.pid beside the config)\n"
     "  -V          print the version\n"
     "  -h          this help\n"
+    "  --explain   run a request through routing and the rewrite, access and balancer hooks\n"
+    "              without contacting a backend; print the route, the hooks, the member and the\n"
+    "              SCGI variables in order (--json: as one JSON object)\n"
+    "  import-apache FILE  print the init.lua equivalent of an Apache configuration; exit 0\n"
+    "              when all was translated, 3 when something was not (named on stderr), 1 on error\n"
     "\n"
     "Signals to the master: HUP reloads the scripts, TERM/INT stop (in-flight requests get\n"
     "shutdown_timeout to finish), QUIT drains without a deadline.\n";
@@ -66,6 +76,13 @@ static int send_signal(const char *pid_file, const char *name) {
 int main(int argc, char **argv) {
   const char *file = "init.lua", *signal_name = NULL, *pid_opt = NULL;
   int test = 0;
+  if (argc >= 2 && strcmp(argv[1], "import-apache") == 0) {
+    if (argc != 3) {
+      fprintf(stderr, "moongate: usage: moongate import-apache FILE\n");
+      return 1;
+    }
+    return mg_import_apache(argv[2]);
+  }
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (strcmp(a, "-c") == 0 && i + 1 < argc) file = argv[++i];

@@ -1,0 +1,10 @@
+/* import_apache: `moongate import-apache FILE` prints the init.lua equivalent of an Apache
+ * httpd configuration's mod_proxy_scgi parts (SPEC 16). */
+#ifndef MG_IMPORT_APACHE_H
+#define MG_IMPORT_APACHE_H
+
+/* Translates FILE to stdout; untranslated directives and syntax errors go to stderr with
+ * file:line. Returns the exit status: 0 all translated, 3 something was not, 1 an error. */
+int mg_import_apache(const char *file);
+
+#endif
