@@ -321,7 +321,7 @@ function M.route(match, target, opts)
   state.routes[#state.routes + 1] = r
 end
 
-local member_keys = { lbfactor = true, route = true, status = true, retry = true, connect_timeout = true }
+local member_keys = { lbfactor = true, route = true, status = true, retry = true, connect_timeout = true, timeout = true }
 local methods = { byrequests = true, bytraffic = true, bybusyness = true }
 local balancer_keys = { method = true, stickysession = true, members = true, maxattempts = true, health = true }
 local health_keys = { uri = true, interval = true, timeout = true, fails = true, passes = true, expect = true }
@@ -365,6 +365,7 @@ function M.balancer(name, spec)
     end
     be.retry = parse_time(at, what .. ".retry", m.retry or 60)
     if m.connect_timeout ~= nil then be.connect_timeout = parse_time(at, what .. ".connect_timeout", m.connect_timeout) end
+    if m.timeout ~= nil then be.timeout = parse_time(at, what .. ".timeout", m.timeout) end
     b.members[i] = be
   end
   if spec.maxattempts ~= nil then

@@ -37,6 +37,7 @@ typedef struct {
   int lbfactor;
   unsigned flags;
   uint64_t retry_ms, connect_timeout_ms; /* connect_timeout 0: the route's */
+  uint64_t timeout_ms;                  /* backend inactivity (Apache's member timeout=); 0: the route's */
   int64_t score;                          /* smooth round robin weight */
   mg_member_stats_t local;                /* this worker's */
   mg_member_stats_t *shared;              /* summed over workers, or NULL */

@@ -256,6 +256,7 @@ static int load_balancers(loader_t *ld) {
       m->lbfactor = (int)get_num(L, "lbfactor", 1);
       m->retry_ms = (uint64_t)get_num(L, "retry", 60000);
       m->connect_timeout_ms = (uint64_t)get_num(L, "connect_timeout", 0);
+      m->timeout_ms = (uint64_t)get_num(L, "timeout", 0);
       char *st = get_str(L, "status");
       for (char *c = st; c && *c; c++)
         m->flags |= *c == 'D' ? MG_MEMBER_DISABLED : *c == 'H' ? MG_MEMBER_HOT_STANDBY : *c == 'S' ? MG_MEMBER_STOPPED : MG_MEMBER_DRAINING;

@@ -556,6 +556,7 @@ static int pick_member(mg_upstream_t *up) {
   }
   up->member = m;
   up->addr = &m->addr;
+  up->timeout_ms = m->timeout_ms ? m->timeout_ms : req->route->timeout;
   return 0;
 }
 

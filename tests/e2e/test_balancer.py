@@ -264,3 +264,20 @@ def test_counters_carry_over_reload(gateway, apps):
     a = "scgi://127.0.0.1:%d" % ports[0]
     assert after[a] == before[a]
     assert after["scgi://127.0.0.1:%d" % new_port] == 0
+
+
+def test_member_timeout_overrides_the_route(gateway, apps):
+    """BalancerMember timeout= (Apache): a member's own inactivity limit gives 504 sooner than
+    the route's; the other member keeps the route's."""
+    ports = apps("quick", "patient")
+    lua = '''
+mg.balancer("t", { members = {
+    %s } })
+mg.route("/", "balancer://t/", { timeout = 5 })
+''' % members(ports, {0: 'route = "q", timeout = "300ms"', 1: 'route = "p"'})
+    g = gateway(lua.replace("mg.balancer(\"t\", {", "mg.balancer(\"t\", { stickysession = \"R\","))
+    t0 = time.time()
+    r = request(g.port, path="/slow?ms=1500&R=x.q")
+    assert r.status == 504 and time.time() - t0 < 1.4
+    r = request(g.port, path="/slow?ms=800&R=x.p")
+    assert r.status == 200 and r.body == b"slow\n"

@@ -222,7 +222,7 @@ def test_balancer_routes_loadfactors_stickiness(tmp_path, backends):
     a, b = backends
     conf = '''
 <Proxy "balancer://cluster">
-    BalancerMember "scgi://127.0.0.1:%d" loadfactor=1 route=a
+    BalancerMember "scgi://127.0.0.1:%d" loadfactor=1 route=a timeout=30 connectiontimeout=3 retry=10
     BalancerMember "scgi://127.0.0.1:%d" loadfactor=2 \\
         route=b
     ProxySet lbmethod=byrequests stickysession=ROUTEID
