@@ -1394,6 +1394,14 @@ int mg_conn_local(mg_conn_t *c, char *addr, size_t n, int *port) {
   return 0;
 }
 
+const mg_explain_t *mg_explain;
+
+void mg_conn_set_peer(mg_conn_t *c, const char *ip, int port) {
+  if (inet_pton(AF_INET, ip, c->remote) == 1) c->remote_family = AF_INET;
+  else if (inet_pton(AF_INET6, ip, c->remote) == 1) c->remote_family = AF_INET6;
+  c->remote_port = (uint16_t)port;
+}
+
 const char *mg_req_remote(mg_req_t *req, int *port) {
   *port = req->conn->remote_port;
   return req->remote;

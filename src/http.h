@@ -23,6 +23,8 @@ void mg_conn_start(mg_conn_t *c);
 void mg_conn_reject(mg_conn_t *c);
 /* The index of the listener the connection came from, in server->listeners. */
 void mg_conn_set_listener(mg_conn_t *c, int index);
+/* The client's address for a connection that is not a TCP socket (--explain's socketpair). */
+void mg_conn_set_peer(mg_conn_t *c, const char *ip, int port);
 void mg_conn_close(mg_conn_t *c);
 /* Closes every connection that is between requests (stop). */
 void mg_server_close_idle(mg_server_t *s);

@@ -382,6 +382,7 @@ static int req_read_body(lua_State *L) {
   }
   if (req->on_body) return luaL_error(L, "req:read_body: the body is already being streamed to the backend");
   mg_thread_t *t = mg_thread_check(L, "req:read_body");
+  if (mg_explain) return mg_thread_explained(L);
   uint64_t limit = body_limit(req);
   if (limit && req->content_length > 0 && (uint64_t)req->content_length > limit) {
     req->keepalive = 0;
@@ -511,6 +512,7 @@ static void push_req(lua_State *L, mg_req_t *req) {
   lua_pushvalue(L, -1);
   req->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }
+
 
 static void push_res(lua_State *L, mg_req_t *req) {
   if (req->res_ref != LUA_NOREF) {
@@ -748,7 +750,11 @@ static int call_chooser(mg_req_t *req, mg_balancer_t *b, int ref, const char *wh
 }
 
 static int visit_balancer_hook(mg_req_t *req, int ref, void *arg) {
-  return call_chooser(req, arg, ref, "balancer hook");
+  if (!mg_explain) return call_chooser(req, arg, ref, "balancer hook");
+  mg_explain->hook_begin(req, MG_PHASE_BALANCER, ref);
+  int idx = call_chooser(req, arg, ref, "balancer hook");
+  mg_explain->hook_end(req, idx < 0 ? "the hook failed or ended the request (see the error log)" : NULL);
+  return idx;
 }
 
 int mg_lua_balancer(mg_req_t *req, mg_balancer_t *b, int method) {
@@ -826,10 +832,14 @@ static void on_init_worker_done(mg_thread_t *t, int rc) {
   mg_thread_release(t);
 }
 
+void mg_lua_worker_prepare(mg_config_t *cfg, uv_loop_t *loop) {
+  ensure_metatables(cfg->L);
+  mg_thread_init(loop);
+}
+
 int mg_lua_worker_init(mg_config_t *cfg, uv_loop_t *loop) {
   lua_State *L = cfg->L;
-  ensure_metatables(L);
-  mg_thread_init(loop);
+  mg_lua_worker_prepare(cfg, loop);
   for (int i = 0; i < cfg->init_worker.n; i++) {
     /* An init_worker hook may wait (a cosocket to prime a cache); the worker serves
      * meanwhile. One that fails before it waits fails the worker, as before. */

@@ -45,6 +45,9 @@ void mg_lua_env_export(mg_req_t *req);
 void mg_lua_req_release(mg_req_t *req);
 /* Runs init_worker hooks and starts mg.timer timers in a worker's loop. */
 int mg_lua_worker_init(mg_config_t *cfg, uv_loop_t *loop);
+/* What a worker's Lua state needs before it serves, without init_worker or timers (--explain). */
+void mg_lua_worker_prepare(mg_config_t *cfg, uv_loop_t *loop);
+
 /* req:subrequest is implemented in subrequest.c. */
 void mg_lua_set_subrequest(lua_CFunction fn);
 

@@ -383,6 +383,7 @@ static int do_receive(lua_State *L, sock_box_t *b, int mode, size_t count) {
     return n;
   }
   mg_thread_t *t = mg_thread_check(L, "receive");
+  if (mg_explain) return mg_thread_explained(L);
   update_reading(s);
   return wait_op(L, t, s, OP_RECEIVE, b->read_ms);
 }
@@ -504,6 +505,7 @@ static int l_connect(lua_State *L) {
   int port = unix_sock ? 0 : (int)luaL_checkinteger(L, 3);
   if (!unix_sock && (port < 1 || port > 65535)) return luaL_argerror(L, 3, "port must be from 1 to 65535");
   mg_thread_t *t = mg_thread_check(L, "connect");
+  if (mg_explain) return mg_thread_explained(L);
   if (b->s) sock_close(b->s); /* connect on a connected cosocket closes the old connection */
   char key[128];
   if (unix_sock) snprintf(key, sizeof key, "%s", host);
@@ -618,6 +620,7 @@ static int l_send(lua_State *L) {
   }
   if (n < 0) n = 0;
   mg_thread_t *t = mg_thread_check(L, "send");
+  if (mg_explain) return mg_thread_explained(L);
   s->wlen = len;
   s->wbuf = mg_malloc(len - (size_t)n);
   memcpy(s->wbuf, data + n, len - (size_t)n);

@@ -213,6 +213,12 @@ mg_thread_t *mg_thread_check(lua_State *L, const char *what) {
   return t;
 }
 
+int mg_thread_explained(lua_State *L) {
+  lua_pushnil(L);
+  lua_pushliteral(L, "explain");
+  return 2;
+}
+
 int mg_thread_wait(lua_State *L, mg_thread_t *t, void (*cancel)(mg_thread_t *t), void *w) {
   t->cancel = cancel, t->wait = w, t->waiting = 1;
   return lua_yield(L, 0);
@@ -244,6 +250,7 @@ static int l_sleep(lua_State *L) {
   double sec = luaL_checknumber(L, 1);
   if (!(sec >= 0) || sec > 1e7) return luaL_argerror(L, 1, "seconds must be a number from 0");
   mg_thread_t *t = mg_thread_check(L, "mg.sleep");
+  if (mg_explain) return mg_thread_explained(L);
   sleep_t *s = mg_malloc(sizeof *s);
   uv_timer_init(loop, &s->timer);
   s->timer.data = s;

@@ -88,6 +88,9 @@ void mg_thread_abort(mg_thread_t *t);
 /* For waiting APIs, called from the lua_CFunction: checks that L may wait here (raising
  * "API disabled in the context of <phase>: <what>" otherwise) and returns the thread. */
 mg_thread_t *mg_thread_check(lua_State *L, const char *what);
+/* Under --explain a waiting call does not wait: `if (mg_explain) return mg_thread_explained(L);`
+ * after mg_thread_check pushes nil, "explain" and returns 2. */
+int mg_thread_explained(lua_State *L);
 /* Records the wait and yields: `return mg_thread_wait(L, t, cancel, w);` */
 int mg_thread_wait(lua_State *L, mg_thread_t *t, void (*cancel)(mg_thread_t *t), void *w);
 /* The wait is over and its nargs results are pushed onto t->co: resume now / next turn. */

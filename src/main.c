@@ -13,6 +13,7 @@
 
 #include "buf.h"
 #include "config.h"
+#include "explain.h"
 #include "import_apache.h"
 #include "log.h"
 #include "worker.h"
@@ -75,7 +76,10 @@ static int send_signal(const char *pid_file, const char *name) {
 
 int main(int argc, char **argv) {
   const char *file = "init.lua", *signal_name = NULL, *pid_opt = NULL;
-  int test = 0;
+  int test = 0, json = 0;
+  const char *explain = NULL;
+  const char *headers[argc > 0 ? argc : 1];
+  int nheaders = 0;
   if (argc >= 2 && strcmp(argv[1], "import-apache") == 0) {
     if (argc != 3) {
       fprintf(stderr, "moongate: usage: moongate import-apache FILE\n");
@@ -87,6 +91,9 @@ int main(int argc, char **argv) {
     const char *a = argv[i];
     if (strcmp(a, "-c") == 0 && i + 1 < argc) file = argv[++i];
     else if (strcmp(a, "-t") == 0) test = 1;
+    else if (strcmp(a, "--explain") == 0 && i + 1 < argc) explain = argv[++i];
+    else if (strcmp(a, "--header") == 0 && i + 1 < argc) headers[nheaders++] = argv[++i];
+    else if (strcmp(a, "--json") == 0) json = 1;
     else if (strcmp(a, "-s") == 0 && i + 1 < argc) signal_name = argv[++i];
     else if (strcmp(a, "--pid") == 0 && i + 1 < argc) pid_opt = argv[++i];
     else if (strcmp(a, "-V") == 0 || strcmp(a, "--version") == 0) {
@@ -112,6 +119,18 @@ int main(int argc, char **argv) {
   if (!cfg) {
     fprintf(stderr, "moongate: %s\n", err);
     return 1;
+  }
+  if ((nheaders || json) && !explain) {
+    fprintf(stderr, "moongate: --header and --json go with --explain\n");
+    mg_config_free(cfg);
+    return 1;
+  }
+  if (explain) {
+    /* The error log (hook errors, request errors) goes to stderr; the explanation to stdout. */
+    mg_log_open(NULL, "off", cfg->set.log_level);
+    int rc = mg_explain_run(cfg, explain, headers, nheaders, json);
+    mg_config_free(cfg);
+    return rc;
   }
   if (test) {
     printf("moongate: configuration ok\n");

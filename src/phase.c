@@ -16,6 +16,7 @@ static void engine_run(mg_req_t *req);
 
 /* What a finished hook asked for. Returns 1 when the request was ended or restarted. */
 static int hook_result(mg_req_t *req, mg_thread_t *t, int rc) {
+  if (mg_explain) mg_explain->hook_end(req, rc == MG_THREAD_ERROR ? t->error : NULL);
   if (rc == MG_THREAD_ERROR) {
     mg_log_error(MG_LOG_ERROR, req->id, "Lua error in %s hook: %s", mg_lua_phase_name(t->phase), t->error);
     mg_thread_release(t);
@@ -46,6 +47,7 @@ static int run_hooks(mg_req_t *req, int phase, int bit) {
   int ref;
   while ((ref = mg_lua_hook_at(req, phase, req->hook_i)) != LUA_NOREF) {
     req->hook_i++;
+    if (mg_explain) mg_explain->hook_begin(req, phase, ref);
     mg_thread_t *t = mg_lua_hook_thread(req, ref, bit);
     t->on_done = on_hook_done;
     int rc = mg_thread_start(t, 1);
@@ -101,6 +103,7 @@ static void engine_run(mg_req_t *req) {
         int held = req->hold_body;
         req->hold_body = 0;
         mg_conn_t *c = req->conn;
+        if (mg_explain && mg_explain->handler(req)) return;
         req->route->handler->start(req);
         /* The handler may have finished the request already; the connection is still valid
          * memory until the loop runs its close callbacks. */
@@ -118,6 +121,7 @@ void mg_phase_start(mg_req_t *req) {
 }
 
 void mg_phase_restart(mg_req_t *req, const char *location) {
+  if (mg_explain) mg_explain->restart(req, location);
   if (mg_redirect_prepare(req, location) < 0) return;
   req->stage = ST_REWRITE;
   req->hook_i = 0;

@@ -155,6 +155,21 @@ struct mg_req_s {
   uint64_t upstream_start_ns, upstream_usec;
 };
 
+/* `moongate --explain` (explain.c) sets mg_explain: the engine, the balancer and the SCGI
+ * handler report to it, and no backend is contacted; the waiting Lua APIs answer
+ * nil, "explain". NULL when serving (every check is one pointer test). */
+typedef struct {
+  void (*hook_begin)(mg_req_t *req, int phase, int ref); /* a hook is about to run */
+  void (*hook_end)(mg_req_t *req, const char *error);    /* it returned (error: it failed) */
+  void (*restart)(mg_req_t *req, const char *location);  /* req:redirect or an internal redirect */
+  /* The route's handler is about to start: returns 1 when explain answers instead (every
+   * kind but SCGI), 0 to let the SCGI handler choose its member and report with backend(). */
+  int (*handler)(mg_req_t *req);
+  /* What the SCGI backend would receive: member NULL for a plain scgi:// route. */
+  void (*backend)(mg_req_t *req, const void *member, const mg_vars_t *vars);
+} mg_explain_t;
+extern const mg_explain_t *mg_explain;
+
 const char *mg_req_remote(mg_req_t *req, int *port);
 /* Local address and port of the request's connection (SERVER_ADDR, SERVER_PORT); -1 for unix
  * sockets. */

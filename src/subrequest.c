@@ -144,6 +144,7 @@ int mg_subrequest_lua(lua_State *L) {
   const char *uri = luaL_checklstring(L, 2, &ul);
   if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
   mg_thread_t *t = mg_thread_check(L, "req:subrequest");
+  if (mg_explain) return mg_thread_explained(L);
   if (uri[0] != '/') return luaL_argerror(L, 2, "a local URI starting with '/'");
   if (parent->depth >= MAX_DEPTH) return bad(L, "subrequest depth limit (10) reached");
   lua_settop(L, 3);

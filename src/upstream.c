@@ -560,6 +560,22 @@ static int pick_member(mg_upstream_t *up) {
   return 0;
 }
 
+/* --explain: what the backend would receive, reported instead of sent; the request then ends
+ * with an empty 204 that explain does not show. */
+static void explain_backend(mg_upstream_t *up) {
+  mg_req_t *req = up->req;
+  mg_vars_t vars;
+  mg_vars_init(&vars);
+  if (req->env_ref != LUA_NOREF) mg_lua_env_export(req);
+  uint64_t clen = req->redirects ? 0 : req->body_ready ? req->body.len : req->content_length > 0 ? (uint64_t)req->content_length : 0;
+  mg_cgi_env_build(req, clen, &vars);
+  mg_explain->backend(req, up->member, &vars);
+  mg_vars_free(&vars);
+  up_close(up);
+  req->keepalive = 0;
+  mg_req_respond(req, 204, NULL, "", 0);
+}
+
 void mg_upstream_start(mg_req_t *req) {
   mg_upstream_t *up = mg_calloc(1, sizeof *up);
   up->req = req;
@@ -582,6 +598,10 @@ void mg_upstream_start(mg_req_t *req) {
     if (pick_member(up) < 0) return;
   } else {
     up->addr = &req->route->addr;
+  }
+  if (mg_explain) {
+    explain_backend(up);
+    return;
   }
   if (!req->redirects) mg_req_continue(req);
   if (req->chunked && !req->redirects && !req->msg_done && !req->body_ready) {

@@ -1,0 +1,389 @@
+/* explain: `moongate --explain "METHOD /path?query" [--header "Name: value"]... [--json]`
+ * (SPEC 16).
+ *
+ * The request runs through the real code: explain makes a worker's loop and Lua state from the
+ * configuration (without init_worker hooks, timers or health checks), opens a socketpair, hands
+ * one end to http.c as a client connection and writes the request into the other. Parsing,
+ * normalization, limits, routing and the rewrite/access/balancer hooks are the ones that serve;
+ * mg_explain (request.h) makes them report what happens: each hook with what it changed
+ * (lua/_explain.lua compares the request before and after), internal restarts, the member the
+ * balancer picks, and the SCGI variables built for the backend, which is never contacted
+ * (waiting Lua calls return nil, "explain"). When no backend would be reached -- a hook or a
+ * limit answers, no route matches -- the response read back from the socketpair is the answer.
+ *
+ * Returns the exit status: 0 explained, 1 the request could not be made or did not finish. */
+#include "explain.h"
+
+#include <lauxlib.h>
+#include <llhttp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "balancer.h"
+#include "buf.h"
+#include "http.h"
+#include "log.h"
+#include "loop.h"
+#include "lua_request.h"
+#include "lua_vm.h"
+
+typedef struct {
+  lua_State *L;
+  int module;          /* registry reference of the _explain module */
+  int reached_handler; /* the backend or another handler was reported: the response is ours */
+  int done, failed;
+  llhttp_t parser;
+  llhttp_settings_t settings;
+  mg_buf_t field, value;
+  int in_value;
+  uv_poll_t poll;
+  uv_timer_t timer;
+  int fd; /* the client's end */
+  mg_server_t server;
+} explain_t;
+
+static explain_t X;
+
+/* Calls _explain[name] with the nargs values on the stack. */
+static void call(const char *name, int nargs) {
+  lua_State *L = X.L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, X.module); /* args module */
+  lua_getfield(L, -1, name);                  /* args module fn */
+  lua_remove(L, -2);
+  lua_insert(L, -1 - nargs); /* fn args */
+  char err[2048];
+  if (mg_lua_call(L, nargs, 0, err, sizeof err) < 0) fprintf(stderr, "moongate --explain: %s\n", err);
+}
+
+static const char *phase_name(int phase) {
+  static const char *names[] = {"rewrite", "access", "balancer", "header_filter", "log", "body_filter"};
+  return phase >= 0 && phase < MG_PHASE_COUNT ? names[phase] : "?";
+}
+
+static void push_route(mg_req_t *req);
+
+static void on_hook_begin(mg_req_t *req, int phase, int ref) {
+  lua_State *L = X.L;
+  lua_pushstring(L, phase_name(phase));
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+  mg_lua_push_req(L, req);
+  if (req->route) push_route(req); /* access and balancer hooks run on a matched route */
+  else lua_pushnil(L);
+  call("hook_begin", 4);
+}
+
+static void on_hook_end(mg_req_t *req, const char *error) {
+  lua_State *L = X.L;
+  mg_lua_push_req(L, req);
+  if (error) lua_pushstring(L, error);
+  else lua_pushnil(L);
+  call("hook_end", 2);
+}
+
+static void on_restart(mg_req_t *req, const char *location) {
+  (void)req;
+  lua_pushstring(X.L, location);
+  call("restart", 1);
+}
+
+/* Pushes { match, host, target, handler, decl } of the request's route. */
+static void push_route(mg_req_t *req) {
+  lua_State *L = X.L;
+  const mg_route_t *r = req->route;
+  lua_createtable(L, 0, 6);
+  lua_pushfstring(L, "%s%s", r->exact ? "=" : "", r->match);
+  lua_setfield(L, -2, "match");
+  if (r->host) {
+    lua_pushstring(L, r->host);
+    lua_setfield(L, -2, "host");
+  }
+  char target[300];
+  switch (r->kind) {
+    case MG_TARGET_SCGI: {
+      char a[256];
+      mg_addr_format(&r->addr, a, sizeof a);
+      snprintf(target, sizeof target, "%s%s", r->addr.sa.ss_family == AF_UNIX ? "" : "scgi://", a);
+      break;
+    }
+    case MG_TARGET_BALANCER: snprintf(target, sizeof target, "balancer://%s/", r->balancer->name); break;
+    case MG_TARGET_STATIC: snprintf(target, sizeof target, "{ root = \"%s\" }", r->root); break;
+    default: snprintf(target, sizeof target, "%s", r->handler->name); break;
+  }
+  lua_pushstring(L, target);
+  lua_setfield(L, -2, "target");
+  lua_pushstring(L, r->handler->name);
+  lua_setfield(L, -2, "handler");
+  if (r->decl) {
+    lua_pushstring(L, r->decl);
+    lua_setfield(L, -2, "decl");
+  }
+}
+
+static int on_handler(mg_req_t *req) {
+  if (req->route->kind == MG_TARGET_SCGI || req->route->kind == MG_TARGET_BALANCER) return 0;
+  X.reached_handler = 1;
+  push_route(req);
+  call("handler", 1);
+  req->keepalive = 0;
+  mg_req_respond(req, 204, NULL, "", 0);
+  return 1;
+}
+
+static void on_backend(mg_req_t *req, const void *member, const mg_vars_t *vars) {
+  lua_State *L = X.L;
+  X.reached_handler = 1;
+  push_route(req);
+  const mg_member_t *m = member;
+  if (m) {
+    const mg_balancer_t *b = req->route->balancer;
+    lua_createtable(L, 0, 5);
+    char a[256];
+    mg_addr_format(&m->addr, a, sizeof a);
+    lua_pushfstring(L, "%s%s", m->addr.sa.ss_family == AF_UNIX ? "" : "scgi://", a);
+    lua_setfield(L, -2, "url");
+    lua_pushinteger(L, m->index);
+    lua_setfield(L, -2, "index");
+    lua_pushinteger(L, m->lbfactor);
+    lua_setfield(L, -2, "lbfactor");
+    if (m->route) {
+      lua_pushstring(L, m->route);
+      lua_setfield(L, -2, "route");
+    }
+    const char *route = NULL;
+    size_t rl = mg_balancer_sticky_route(b, mg_fields_join(&req->pool, &req->headers, "Cookie", "; "), req->query, &route);
+    if (rl && m->route && strlen(m->route) == rl && memcmp(m->route, route, rl) == 0) {
+      lua_pushstring(L, b->stickysession);
+      lua_setfield(L, -2, "sticky");
+    }
+  } else {
+    lua_pushnil(L);
+  }
+  lua_createtable(L, vars->n, 0);
+  for (int i = 0; i < vars->n; i++) {
+    lua_createtable(L, 2, 0);
+    lua_pushlstring(L, vars->v[i].name, vars->v[i].name_len);
+    lua_rawseti(L, -2, 1);
+    lua_pushlstring(L, vars->v[i].value, vars->v[i].value_len);
+    lua_rawseti(L, -2, 2);
+    lua_rawseti(L, -2, i + 1);
+  }
+  call("backend", 3);
+}
+
+static const mg_explain_t explain_hooks = {on_hook_begin, on_hook_end, on_restart, on_handler, on_backend};
+
+/* ---- the client's end: the response, parsed with llhttp ----------------------------------------- */
+
+static void finish(int failed) {
+  if (X.done) return;
+  X.done = 1, X.failed = failed;
+  uv_poll_stop(&X.poll);
+  uv_timer_stop(&X.timer);
+  uv_stop(X.server.loop);
+}
+
+static void flush_field(void) {
+  if (!X.in_value) return;
+  lua_State *L = X.L;
+  lua_pushlstring(L, X.field.data, X.field.len);
+  lua_pushlstring(L, X.value.data, X.value.len);
+  call("response_header", 2);
+  X.field.len = X.value.len = 0;
+  X.in_value = 0;
+}
+
+static int on_status_code(llhttp_t *p) {
+  lua_pushinteger(X.L, p->status_code);
+  call("response_status", 1);
+  return 0;
+}
+
+static int on_hfield(llhttp_t *p, const char *at, size_t len) {
+  (void)p;
+  flush_field();
+  mg_buf_append(&X.field, at, len);
+  return 0;
+}
+
+static int on_hvalue(llhttp_t *p, const char *at, size_t len) {
+  (void)p;
+  X.in_value = 1;
+  mg_buf_append(&X.value, at, len);
+  return 0;
+}
+
+static int on_headers_complete(llhttp_t *p) {
+  (void)p;
+  flush_field();
+  return 0;
+}
+
+static int on_rbody(llhttp_t *p, const char *at, size_t len) {
+  (void)p;
+  lua_pushlstring(X.L, at, len);
+  call("response_body", 1);
+  return 0;
+}
+
+static int on_rmessage_complete(llhttp_t *p) {
+  (void)p;
+  finish(0);
+  return HPE_PAUSED;
+}
+
+static void on_readable(uv_poll_t *h, int status, int events) {
+  (void)h, (void)events;
+  char buf[16384];
+  ssize_t n = status < 0 ? -1 : read(X.fd, buf, sizeof buf);
+  if (n <= 0) {
+    /* A close-delimited body ends here; otherwise the response was cut. */
+    finish(llhttp_finish(&X.parser) != HPE_OK);
+    return;
+  }
+  llhttp_errno_t e = llhttp_execute(&X.parser, buf, (size_t)n);
+  if (e != HPE_OK && e != HPE_PAUSED) finish(1);
+}
+
+static void on_deadline(uv_timer_t *t) {
+  (void)t;
+  fprintf(stderr, "moongate --explain: the request did not finish within 10 s (a hook that never returns?)\n");
+  finish(1);
+}
+
+static void on_closed(uv_handle_t *h) { (void)h; }
+
+/* ---- running it ------------------------------------------------------------------------------------ */
+
+int mg_explain_run(mg_config_t *cfg, const char *request_line, const char *const *headers, int nheaders, int json) {
+  char method[32], target[8192];
+  if (sscanf(request_line, "%31s %8191s", method, target) != 2 || target[0] == 0) {
+    fprintf(stderr, "moongate --explain: expected \"METHOD /path?query\", got \"%s\"\n", request_line);
+    return 1;
+  }
+  mg_buf_t req;
+  mg_buf_init(&req);
+  mg_buf_printf(&req, "%s %s HTTP/1.1\r\n", method, target);
+  int has_host = 0;
+  for (int i = 0; i < nheaders; i++) {
+    const char *colon = strchr(headers[i], ':');
+    if (!colon || colon == headers[i] || strpbrk(headers[i], "\r\n")) {
+      fprintf(stderr, "moongate --explain: --header takes \"Name: value\", not \"%s\"\n", headers[i]);
+      mg_buf_free(&req);
+      return 1;
+    }
+    if ((size_t)(colon - headers[i]) == 4 && strncasecmp(headers[i], "host", 4) == 0) has_host = 1;
+    mg_buf_printf(&req, "%s\r\n", headers[i]);
+  }
+  if (!has_host) mg_buf_printf(&req, "Host: %s\r\n", cfg->set.server_name ? cfg->set.server_name : "localhost");
+  mg_buf_puts(&req, "\r\n");
+
+  memset(&X, 0, sizeof X);
+  X.L = cfg->L;
+  mg_buf_init(&X.field);
+  mg_buf_init(&X.value);
+  lua_State *L = X.L;
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "_explain");
+  char err[2048];
+  if (mg_lua_call(L, 1, 1, err, sizeof err) < 0) {
+    fprintf(stderr, "moongate --explain: %s\n", err);
+    mg_buf_free(&req);
+    return 1;
+  }
+  X.module = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushstring(L, method);
+  lua_pushstring(L, target);
+  call("start", 2);
+
+  /* A server with one listener that stands for the configuration's first: SERVER_ADDR and
+   * SERVER_PORT are the ones a client of that listener would see. */
+  mg_server_t *s = &X.server;
+  s->loop = uv_default_loop();
+  s->cfg = cfg;
+  mg_listener_t listener;
+  memset(&listener, 0, sizeof listener);
+  listener.server = s;
+  if (cfg->nlistens > 0 && !cfg->listens[0].unix_socket) {
+    const char *host = cfg->listens[0].host;
+    snprintf(listener.addr, sizeof listener.addr, "%s",
+             strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0 ? "127.0.0.1" : host);
+    listener.port = cfg->listens[0].port;
+  }
+  s->listeners = &listener;
+  s->nlisteners = 1;
+  mg_lua_worker_prepare(cfg, s->loop);
+  mg_explain = &explain_hooks;
+
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+    perror("moongate --explain: socketpair");
+    mg_buf_free(&req);
+    return 1;
+  }
+  X.fd = sv[1];
+  mg_conn_t *c = mg_conn_new(s, 1);
+  mg_server_conn_opened(s);
+  if (uv_pipe_open((uv_pipe_t *)mg_conn_stream(c), sv[0]) < 0) {
+    fprintf(stderr, "moongate --explain: cannot open the connection\n");
+    return 1;
+  }
+  mg_conn_set_listener(c, 0);
+  mg_conn_set_peer(c, "127.0.0.1", 0);
+  mg_conn_start(c);
+  /* The request fits the socket's buffer: written before the loop runs. */
+  if (write(X.fd, req.data, req.len) != (ssize_t)req.len) {
+    perror("moongate --explain: write");
+    return 1;
+  }
+  mg_buf_free(&req);
+
+  llhttp_settings_init(&X.settings);
+  X.settings.on_status_complete = on_status_code;
+  X.settings.on_header_field = on_hfield;
+  X.settings.on_header_value = on_hvalue;
+  X.settings.on_headers_complete = on_headers_complete;
+  X.settings.on_body = on_rbody;
+  X.settings.on_message_complete = on_rmessage_complete;
+  llhttp_init(&X.parser, HTTP_RESPONSE, &X.settings);
+  uv_poll_init(s->loop, &X.poll, X.fd);
+  uv_poll_start(&X.poll, UV_READABLE, on_readable);
+  uv_timer_init(s->loop, &X.timer);
+  uv_timer_start(&X.timer, on_deadline, 10000, 0);
+  uv_run(s->loop, UV_RUN_DEFAULT);
+
+  /* Close the client's end: the connection sees the end of its stream and closes. */
+  uv_close((uv_handle_t *)&X.poll, on_closed);
+  uv_close((uv_handle_t *)&X.timer, on_closed);
+  close(X.fd);
+  if (s->nconns > 0) mg_conn_close(c);
+  uv_run(s->loop, UV_RUN_NOWAIT);
+  uv_run(s->loop, UV_RUN_NOWAIT);
+
+  int rc = X.failed ? 1 : 0;
+  if (!X.failed) {
+    lua_pushboolean(L, json);
+    lua_pushboolean(L, !X.reached_handler);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, X.module);
+    lua_getfield(L, -1, "output");
+    lua_remove(L, -2);
+    lua_insert(L, -3);
+    if (mg_lua_call(L, 2, 1, err, sizeof err) < 0) {
+      fprintf(stderr, "moongate --explain: %s\n", err);
+      rc = 1;
+    } else {
+      size_t n;
+      const char *out = lua_tolstring(L, -1, &n);
+      fwrite(out, 1, n, stdout);
+      lua_pop(L, 1);
+    }
+  }
+  mg_explain = NULL;
+  mg_buf_free(&X.field);
+  mg_buf_free(&X.value);
+  luaL_unref(L, LUA_REGISTRYINDEX, X.module);
+  return rc;
+}
