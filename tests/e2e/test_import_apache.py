@@ -373,3 +373,49 @@ def test_include_loop_is_a_syntax_error(tmp_path):
     (tmp_path / "b.conf").write_text("\nInclude a.conf\n")
     code, out, err = import_apache(str(tmp_path / "a.conf"))
     assert code == 1 and "more than 32 deep" in err
+
+
+def test_virtual_hosts_become_host_routes(tmp_path, backends):
+    """Name-based virtual hosts: each name (ServerAlias too) gets its routes with `host`, and
+    the first virtual host also answers any other name, as Apache's default host does."""
+    a, b = backends
+    conf = tmp_path / "apache.conf"
+    conf.write_text('''Listen 127.0.0.1:{PORT}
+<VirtualHost *:{PORT}>
+  ServerName a.example
+  ServerAlias www.a.example
+  ProxyPass / scgi://127.0.0.1:%d/
+</VirtualHost>
+<VirtualHost *:{PORT}>
+  ServerName b.example
+  ProxyPass / scgi://127.0.0.1:%d/
+  <Location /private/>
+    Require all denied
+  </Location>
+</VirtualHost>
+''' % (a.port, b.port))
+    code, out, err = import_apache(str(conf))
+    assert code == 0, err
+    g = Gateway(tmp_path, out)
+    try:
+        def backend_for(host, path="/x"):
+            s = socket.create_connection(("127.0.0.1", g.port))
+            s.sendall(("GET %s HTTP/1.0\r\nHost: %s\r\n\r\n" % (path, host)).encode())
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            s.close()
+            head, _, body = data.partition(b"\r\n\r\n")
+            status = int(head.split()[1])
+            return status, json.loads(body)["backend"] if status == 200 else None
+        assert backend_for("a.example") == (200, "a")
+        assert backend_for("www.a.example") == (200, "a")
+        assert backend_for("b.example") == (200, "b")
+        assert backend_for("other.example") == (200, "a")
+        assert backend_for("b.example", "/private/x") == (403, None)
+        assert backend_for("a.example", "/private/x") == (200, "a")
+    finally:
+        g.stop()
