@@ -2,10 +2,14 @@
 """Side-by-side benchmark: moongate, nginx (scgi_pass), Apache (mod_proxy_scgi) and nginx with
 lua-nginx-module, against the same C SCGI backend, in alternating rounds in one run.
 
-    bench.py BUILD_DIR [--rounds N] [--seconds S] [--quick]
+    bench.py BUILD_DIR [--rounds N] [--seconds S] [--quick] [--only TEXT] [--workers 1 2]
 
-Prints a table of medians and ratios (moongate / the best peer). Only loopback is used and
-every load run is bounded by wrk's duration.
+Prints a table of medians (5 alternating rounds by default), with each server's CPU time per
+request (user + system of its processes over the run, divided by the requests) and moongate's
+ratios; a `floor` row (../shared/bench/floor_proxy.c, the least work any gateway can do per
+request on this kernel) in the 12-byte scenario; a unix-socket backend scenario; and the
+syscalls per request of moongate and nginx (strace -c -f on a short run). Only loopback is
+used and every load run is bounded by wrk's duration.
 """
 import argparse
 import os
@@ -26,6 +30,8 @@ from common import free_port, wait_port  # noqa: E402
 
 ROOT = os.path.dirname(HERE)
 B1, B2 = 19101, 19102  # backend ports
+UNIX_BACKEND = "/tmp/moongate-bench-backend.sock"  # the unix-socket scenario's backend
+FLOOR_SRC = os.path.join(ROOT, "..", "shared", "bench", "floor_proxy.c")
 RP = 19103  # redis-server: the local TCP service of the yielding-hook scenario
 
 # The yielding hook: one round trip to a local TCP service per request over a pooled
@@ -87,8 +93,9 @@ local lim = mg.limit_req("lim", { rate = "1000000r/s", burst = 1000000, size = "
 mg.route("/lim/", "scgi://127.0.0.1:%d/", { hooks = { access = function(req)
   if not lim:incoming(req.remote_addr, true) then return req:exit(429) end
 end } })
+mg.route("/ux/", "unix:%s|scgi://")
 mg.route("/", "scgi://127.0.0.1:%d/"%s)
-''' % (port, workers, B1, B2, B1, COSOCKET_HOOK % {"mod": "mg", "port": RP, "exit": "req:exit"}, B1, B1, B1, hooks)
+''' % (port, workers, B1, B2, B1, COSOCKET_HOOK % {"mod": "mg", "port": RP, "exit": "req:exit"}, B1, B1, UNIX_BACKEND, B1, hooks)
     path = os.path.join(d, "init.lua")
     with open(path, "w") as f:
         f.write(lua)
@@ -124,10 +131,11 @@ http {
         location /co/ { scgi_pass 127.0.0.1:%d; include /etc/nginx/scgi_params; %s }
         location /shd/ { scgi_pass 127.0.0.1:%d; include /etc/nginx/scgi_params; %s }
         location /lim/ { limit_req zone=lim burst=1000000 nodelay; scgi_pass 127.0.0.1:%d; include /etc/nginx/scgi_params; }
+        location /ux/ { scgi_pass unix:%s; include /etc/nginx/scgi_params; }
         location / { scgi_pass 127.0.0.1:%d; include /etc/nginx/scgi_params; %s }
     }
 }
-''' % (modules, workers, d, d, B1, B2, shdict, port, B1, co_extra, B1, shd_extra, B1, B1, loc_extra)
+''' % (modules, workers, d, d, B1, B2, shdict, port, B1, co_extra, B1, shd_extra, B1, UNIX_BACKEND, B1, loc_extra)
     path = os.path.join(d, "nginx.conf")
     with open(path, "w") as f:
         f.write(conf)
@@ -162,8 +170,9 @@ KeepAliveTimeout 75
   BalancerMember scgi://127.0.0.1:%d
 </Proxy>
 ProxyPass /bal/ balancer://two/
+ProxyPass /ux/ "unix:%s|scgi://localhost/"
 ProxyPass / scgi://127.0.0.1:%d/
-''' % (load, d, port, d, d, d, workers, workers, 64 * workers, B1, B2, B1)
+''' % (load, d, port, d, d, d, workers, workers, 64 * workers, B1, B2, UNIX_BACKEND, B1)
     path = os.path.join(d, "httpd.conf")
     with open(path, "w") as f:
         f.write(conf)
@@ -172,6 +181,44 @@ ProxyPass / scgi://127.0.0.1:%d/
 
 
 PACED = os.path.join(HERE, "paced.lua")
+
+
+def start_floor(d, workers):
+    """The limit reference, compiled from ../shared/bench/floor_proxy.c (one process)."""
+    port = free_port()
+    exe = os.path.join(d, "floor_proxy")
+    subprocess.run(["gcc", "-O2", "-o", exe, FLOOR_SRC], check=True)
+    return Server("floor", [exe, str(port), str(B1)], port, d)
+
+
+def syscalls_per_request(server, path, requests=20000):
+    """strace -c -f on the server's processes during a bounded run: syscalls per request."""
+    argv = ["strace", "-c", "-f", "-o", "/dev/stdout"]
+    for pid in server.pids():
+        argv += ["-p", str(pid)]
+    tracer = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    time.sleep(1.0)  # attached
+    done = 0
+    t0 = time.time()
+    while done < requests and time.time() - t0 < 30:
+        _, _, total = wrk(server.port, path, 2, 10)
+        done += total
+    tracer.send_signal(signal.SIGINT)
+    out = tracer.communicate(timeout=30)[0]
+    calls = errors = 0
+    top = []
+    for line in out.splitlines():
+        f = line.split()
+        if len(f) >= 5 and re.match(r"^[\d.]+$", f[0]):
+            if f[-1] == "total":
+                calls = int(f[3])
+                errors = int(f[4]) if len(f) == 6 else 0
+            else:
+                top.append((int(f[3]), int(f[4]) if len(f) == 6 else 0, f[-1]))
+    top.sort(reverse=True)
+    detail = ", ".join("%s %.2f%s" % (n, c / max(done, 1), (" (%.2f failing)" % (e / max(done, 1))) if e else "")
+                       for c, e, n in top[:9])
+    return calls / max(done, 1), errors / max(done, 1), detail
 
 
 def wrk(port, path, seconds, conns, threads=1, paced=False, https=False, headers=()):
@@ -243,7 +290,7 @@ def idle_memory(server, nconn):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("build")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="one round of 3 s: a smoke run")
     ap.add_argument("--only", help="run only the scenarios whose name contains this text")
@@ -257,16 +304,26 @@ def main():
     for tool in ("wrk", "nginx", "apache2", "redis-server"):
         if not shutil.which(tool):
             sys.exit("bench: %s is missing: run `make deps-bench`" % tool)
+    have_floor = os.path.exists(FLOOR_SRC) and shutil.which("gcc")
+    if not have_floor:
+        print("bench: %s not found: no floor row" % FLOOR_SRC)
     backends = [subprocess.Popen([os.path.join(build, "scgi-echo"), "127.0.0.1:%d" % p]) for p in (B1, B2)]
+    backends.append(subprocess.Popen([os.path.join(build, "scgi-echo"), "unix:" + UNIX_BACKEND]))
     backends.append(subprocess.Popen(["redis-server", "--port", str(RP), "--bind", "127.0.0.1", "--save", "",
                                       "--appendonly", "no"], stdout=subprocess.DEVNULL))
     for p in (B1, B2, RP):
         wait_port(p)
+    for _ in range(200):
+        if os.path.exists(UNIX_BACKEND):
+            break
+        time.sleep(0.02)
+    os.chmod(UNIX_BACKEND, 0o777)  # Apache's workers run as www-data
     results = {}  # (scenario, workers, server) -> list of (rps, p99)
     tmp = tempfile.mkdtemp(prefix="moongate-bench-")
     os.chmod(tmp, 0o755)
     scenarios = [
-        ("12-byte responses", "/hello", 50, ["moongate", "nginx", "apache"]),
+        ("12-byte responses", "/hello", 50, ["moongate", "nginx", "apache"] + (["floor"] if have_floor else [])),
+        ("unix-socket backend", "/ux/hello", 50, ["moongate", "nginx", "apache"]),
         ("two-member balancer", "/bal/hello", 50, ["moongate", "nginx", "apache"]),
         ("1 MiB responses", "/bytes/1048576", 10, ["moongate", "nginx", "apache"]),
         ("hooked route", "/hello", 50, ["moongate+hooks", "moongate", "nginx+lua", "nginx"]),
@@ -288,7 +345,10 @@ def main():
                                 ("moongate+hooks", lambda d: start_moongate(build, d, workers, hooked=True)),
                                 ("nginx", lambda d: start_nginx(d, workers)),
                                 ("nginx+lua", lambda d: start_nginx(d, workers, lua=True)),
-                                ("apache", lambda d: start_apache(d, workers))]:
+                                ("apache", lambda d: start_apache(d, workers)),
+                                ("floor", lambda d: start_floor(d, workers))]:
+                if name == "floor" and (workers != 1 or not have_floor):
+                    continue
                 d = os.path.join(tmp, "%s-%d" % (name, workers))
                 os.makedirs(d, exist_ok=True)
                 os.chmod(d, 0o777)
@@ -299,6 +359,8 @@ def main():
                         # Alternate the order each round, so no server always runs first.
                         order = names if rnd % 2 == 0 else list(reversed(names))
                         for name in order:
+                            if name not in servers:
+                                continue
                             pids = servers[name].pids()
                             cpu0 = cpu_seconds(pids)
                             rps, lat, total = wrk(servers[name].port, path, args.seconds, conns, threads=workers,
@@ -307,6 +369,11 @@ def main():
                             r = (rps, lat, us)
                             results.setdefault((scen, workers, name), []).append(r)
                             print("round %d  %-22s workers=%d  %-15s %10.0f req/s  p99 %7.2f ms  %6.1f us CPU/req" % (rnd + 1, scen, workers, name, rps, lat, us), flush=True)
+                if workers == 1 and shutil.which("strace") and (not args.only or "syscalls" in args.only):
+                    for name in ("moongate", "nginx"):
+                        per, errs, top = syscalls_per_request(servers[name], "/hello")
+                        results[("syscalls per proxied request", 1, name)] = [(per, errs, 0)]
+                        print("syscalls per request: %-10s %.2f (%.2f failing): %s" % (name, per, errs, top), flush=True)
                 if workers == 1 and (not args.only or args.only in "idle keep-alive"):
                     for name in ("moongate", "nginx"):
                         kib = idle_memory(servers[name], 10000)
@@ -334,6 +401,9 @@ def main():
             mc = statistics.median(v[2] for v in mg)
             if cpu:
                 cpu_ratio = "%.2fx" % (mc / cpu)
+        if "syscalls" in scen:
+            print("| %s | %d | %s | %.2f (%.2f failing) | | | | |" % (scen, workers, name, rps, lat))
+            continue
         if "KiB" in scen:
             print("| %s | %d | %s | %.2f KiB | | | %s | |" % (scen, workers, name, rps, ratio))
         else:
