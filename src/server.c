@@ -19,6 +19,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "fdio.h"
 #include "health.h"
 #include "http.h"
 #include "log.h"
@@ -230,6 +231,10 @@ int mg_server_run(mg_config_t *cfg, const int *fds, int slot) {
       mg_log(MG_LOG_ERROR, "cannot serve %s: %s", cfg->listens[i].text, uv_strerror(rc));
       return 1;
     }
+  }
+  if (mg_fdio_init(s.loop) < 0) {
+    mg_log(MG_LOG_ERROR, "cannot create the upstream epoll set: %s", strerror(errno));
+    return 1;
   }
   if (mg_lua_worker_init(cfg, s.loop) < 0) return 1;
   if (slot == 0) mg_health_start(cfg, s.loop);

@@ -10,7 +10,16 @@
  * into req->body (memory up to 64 KiB, then an unlinked temporary file) and the backend is
  * connected when its exact length is known. A body held whole (spooled, read by
  * req:read_body(), replaced by req:set_body(), a subrequest's) is sent with its exact length:
- * from memory, or from the file a block at a time as the backend takes it. */
+ * from memory, or from the file a block at a time as the backend takes it.
+ *
+ * The backend socket is not a libuv stream: it is made and connected here and watched by
+ * fdio (edge-triggered, registered once for its life, removed by its close), and the SCGI
+ * request is written right after connect() -- on loopback the connection is usually up by
+ * then; if not, the write waits for the socket to become writable. A write that succeeds is
+ * what establishes the connection (no SO_ERROR query); a refused connect shows as the
+ * connect(), the write or an error event failing. Writes go through a queue of owned buffers
+ * (writev, up to 16 at a time); reads take 64 KiB blocks until EAGAIN, or until a short read
+ * after the peer's FIN, which is the end without one more read. */
 #include "upstream.h"
 
 #include <errno.h>
@@ -20,6 +29,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -30,7 +41,7 @@
 #include "lua_request.h"
 #include "phase.h"
 #include "sendfile.h"
-#include "stream.h"
+#include "fdio.h"
 #include "loop.h"
 
 enum { S_WAIT_BODY, S_CONNECTING, S_HEAD, S_BODY, S_DONE };
@@ -41,9 +52,16 @@ typedef struct chunk_s {
   char data[];
 } chunk_t;
 
+/* A buffer queued for the backend; `mem` is freed when it has been written. */
+typedef struct wq_s {
+  struct wq_s *next;
+  void *mem;
+  const char *data;
+  size_t len;
+} wq_t;
+
 struct mg_upstream_s {
-  mg_stream_t h;
-  uv_connect_t connect;
+  mg_fdio_t io;
   uv_timer_t timer;
   mg_req_t *req; /* NULL once closed */
   const mg_addr_t *addr;
@@ -61,8 +79,12 @@ struct mg_upstream_s {
   uint64_t spool_off;
   uint64_t bytes_in;
   uint64_t timeout_ms;
+  wq_t *wq, **wq_tail;   /* writes waiting for the socket */
+  size_t wq_bytes;
   int handles_open;
-  unsigned handle_inited : 1, closing : 1, reading : 1, client_paused : 1;
+  unsigned closing : 1, reading : 1, client_paused : 1;
+  unsigned head_queued : 1; /* the SCGI head is in wq (or out): body bytes follow it there */
+  unsigned readable : 1, writable : 1, peer_closed : 1, write_failed : 1, flushing : 1;
 };
 
 static void up_connect(mg_upstream_t *up);
@@ -77,6 +99,17 @@ static void on_handle_closed(uv_handle_t *h) {
   mg_buf_free(&up->head);
   free(up->tried);
   free(up);
+}
+
+static void free_wq(mg_upstream_t *up) {
+  while (up->wq) {
+    wq_t *w = up->wq;
+    up->wq = w->next;
+    free(w->mem);
+    free(w);
+  }
+  up->wq_tail = &up->wq;
+  up->wq_bytes = 0;
 }
 
 static void free_pending(mg_upstream_t *up) {
@@ -106,10 +139,12 @@ static void up_close(mg_upstream_t *up) {
   }
   if (up->member && up->state >= S_HEAD) mg_member_done(up->member, up->bytes_in);
   free_pending(up);
+  free_wq(up);
   if (up->spool_fd >= 0) close(up->spool_fd);
   up->spool_fd = -1;
+  mg_fdio_close(&up->io);
+  /* The timer's close callback frees the upstream: after this loop turn's fdio events. */
   uv_close((uv_handle_t *)&up->timer, on_handle_closed);
-  if (up->handle_inited) uv_close(&up->h.handle, on_handle_closed);
 }
 
 static void on_cancel(mg_req_t *req) { up_close(req->up); }
@@ -125,15 +160,9 @@ static void up_fail(mg_upstream_t *up, int status, const char *fmt, const char *
 
 /* ---- request body --------------------------------------------------------------------------- */
 
-typedef struct {
-  uv_write_t w;
-  mg_upstream_t *up;
-  void *mem;
-} up_write_t;
-
 static void check_client_flow(mg_upstream_t *up) {
   if (!up->req) return;
-  size_t queued = up->pending_bytes + (up->handle_inited ? uv_stream_get_write_queue_size(&up->h.stream) : 0);
+  size_t queued = up->pending_bytes + up->wq_bytes;
   if (!up->client_paused && queued > MG_WRITE_HIGH) {
     up->client_paused = 1;
     mg_req_pause_body(up->req);
@@ -143,32 +172,75 @@ static void check_client_flow(mg_upstream_t *up) {
   }
 }
 
-static void on_write(uv_write_t *w, int status) {
-  up_write_t *uw = (up_write_t *)w;
-  mg_upstream_t *up = uw->up;
-  free(uw->mem);
-  free(uw);
-  if (up->closing) return;
-  if (status < 0) {
-    /* The backend stopped reading; it may still answer, so keep reading the response. */
-    mg_log_error(MG_LOG_WARN, up->req ? up->req->id : NULL, "writing to backend %s failed: %s", up->name,
-                 uv_strerror(status));
-    return;
+/* Writes what the queue holds until it is empty or the socket is full. Returns 0, or -errno
+ * when the socket refused the bytes (while connecting: the connect failed). A write error on
+ * an established connection is not fatal: the backend stopped reading but may still answer,
+ * so the queue is dropped and the response is still read. */
+static int up_flush(mg_upstream_t *up) {
+  if (up->flushing || up->io.fd < 0 || up->write_failed) return 0;
+  up->flushing = 1;
+  int wrote = 0, rc = 0;
+  for (;;) {
+    while (up->wq) {
+      struct iovec iov[16];
+      int n = 0;
+      for (wq_t *w = up->wq; w && n < 16; w = w->next) iov[n].iov_base = (void *)w->data, iov[n].iov_len = w->len, n++;
+      ssize_t k = writev(up->io.fd, iov, n);
+      if (k < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN) up->writable = 0;
+        else rc = -errno;
+        goto out;
+      }
+      wrote = 1;
+      up->wq_bytes -= (size_t)k;
+      while (k > 0) {
+        wq_t *w = up->wq;
+        if ((size_t)k < w->len) {
+          w->data += k, w->len -= (size_t)k;
+          break;
+        }
+        k -= (ssize_t)w->len;
+        up->wq = w->next;
+        free(w->mem);
+        free(w);
+      }
+      if (!up->wq) up->wq_tail = &up->wq;
+    }
+    /* The queue is empty: the next blocks of a spooled body, if it is being sent. */
+    if (up->spool_fd >= 0 && up->state >= S_HEAD) {
+      spool_pump(up);
+      if (up->wq) continue;
+    }
+    break;
   }
-  if (up->timeout_ms) uv_timer_again(&up->timer);
-  if (up->spool_fd >= 0 && up->state >= S_HEAD) spool_pump(up);
-  check_client_flow(up);
+out:
+  up->flushing = 0;
+  if (rc < 0 && up->state >= S_HEAD) {
+    mg_log_error(MG_LOG_WARN, up->req ? up->req->id : NULL, "writing to backend %s failed: %s", up->name, strerror(-rc));
+    up->write_failed = 1;
+    free_wq(up);
+    if (up->spool_fd >= 0) close(up->spool_fd);
+    up->spool_fd = -1;
+    rc = 0;
+  }
+  if (wrote && up->timeout_ms && up->state >= S_HEAD) uv_timer_again(&up->timer);
+  if (wrote) check_client_flow(up);
+  return rc;
 }
 
-/* Writes `mem` (len bytes, owned by the write from here on). */
+/* Queues `mem` (len bytes at data, owned from here on) and writes at once when connected. */
 static void up_write(mg_upstream_t *up, void *mem, const char *data, size_t len) {
-  up_write_t *uw = mg_malloc(sizeof *uw);
-  uw->up = up, uw->mem = mem;
-  uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
-  if (uv_write(&uw->w, &up->h.stream, &b, 1, on_write) < 0) {
+  if (up->write_failed) {
     free(mem);
-    free(uw);
+    return;
   }
+  wq_t *w = mg_malloc(sizeof *w);
+  w->next = NULL, w->mem = mem, w->data = data, w->len = len;
+  *up->wq_tail = w;
+  up->wq_tail = &w->next;
+  up->wq_bytes += len;
+  if (up->state >= S_HEAD) up_flush(up);
 }
 
 static void on_body(mg_req_t *req, const char *data, size_t len) {
@@ -178,7 +250,7 @@ static void on_body(mg_req_t *req, const char *data, size_t len) {
     if (rc < 0) up_fail(up, 500, "spooling the chunked request body failed: %s", strerror(-rc));
     return;
   }
-  if (up->state >= S_HEAD) {
+  if (up->head_queued) {
     char *copy = mg_malloc(len);
     memcpy(copy, data, len);
     up_write(up, copy, copy, len);
@@ -204,7 +276,7 @@ static void on_body_end(mg_req_t *req) {
  * taken the previous ones (fewer than MG_WRITE_LOW bytes queued), so a large chunked upload
  * never sits in memory whole. */
 static void spool_pump(mg_upstream_t *up) {
-  while (up->spool_fd >= 0 && uv_stream_get_write_queue_size(&up->h.stream) < MG_WRITE_LOW) {
+  while (up->spool_fd >= 0 && up->wq_bytes < MG_WRITE_LOW) {
     char *blk = mg_malloc(MG_BLOCK_SIZE);
     ssize_t n = pread(up->spool_fd, blk, MG_BLOCK_SIZE, (off_t)up->spool_off);
     if (n <= 0) {
@@ -251,6 +323,7 @@ static void send_request(mg_upstream_t *up) {
   }
   up->pending_tail = &up->pending;
   up->pending_bytes = 0;
+  up->head_queued = 1;
   if (held && !inline_body && req->body.len) {
     if (req->body.fd < 0) {
       char *copy = mg_malloc(req->body.mem.len);
@@ -271,18 +344,11 @@ static void send_request(mg_upstream_t *up) {
 
 /* ---- response ------------------------------------------------------------------------------ */
 
-static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
-  (void)h, (void)hint;
-  buf->base = mg_block_get();
-  buf->len = MG_BLOCK_SIZE;
-}
-
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
-
 static void on_client_drained(mg_req_t *req) {
   mg_upstream_t *up = req->up;
   if (!up || up->closing || up->reading) return;
-  if (uv_read_start(&up->h.stream, on_alloc, on_read) == 0) up->reading = 1;
+  up->reading = 1;
+  mg_fdio_again(&up->io); /* what is already readable is read on the next turn */
 }
 
 static void forward_body(mg_upstream_t *up, char *block, const char *data, size_t len) {
@@ -298,7 +364,6 @@ static void forward_body(mg_upstream_t *up, char *block, const char *data, size_
   }
   if (up->req && mg_req_write_queue(req) > MG_WRITE_HIGH && up->reading) {
     /* The client is slower than the backend: stop reading until it catches up. */
-    uv_read_stop(&up->h.stream);
     up->reading = 0;
     mg_req_on_drain(req, on_client_drained);
   }
@@ -369,8 +434,9 @@ static void on_head(mg_upstream_t *up, const mg_cgi_head_t *h, char *block, cons
   }
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-  mg_upstream_t *up = s->data;
+/* One read's outcome: nread bytes in `block` (owned from here on), UV_EOF, or -errno. */
+static void on_read(mg_upstream_t *up, ssize_t nread, char *block_in) {
+  uv_buf_t b = uv_buf_init(block_in, MG_BLOCK_SIZE), *buf = &b;
   if (nread == 0 || up->closing) {
     mg_block_put(buf->base);
     return;
@@ -452,46 +518,116 @@ static void on_timeout(uv_timer_t *t) {
 
 static int pick_member(mg_upstream_t *up);
 
-static void on_retry_closed(uv_handle_t *h) {
-  mg_upstream_t *up = h->data;
-  up->handles_open--;
-  up->handle_inited = 0;
-  if (up->closing) {
-    if (up->handles_open == 0) on_handle_closed(h);
-    return;
+/* The connect failed (status: -errno): another member of a balancer, or 503. Nothing of the
+ * request has reached the backend, so what is queued for it is kept for the next one. */
+static void connect_failed(mg_upstream_t *up, int status) {
+  char why[160];
+  snprintf(why, sizeof why, "connect() to %s failed: %s", up->name, strerror(-status));
+  mg_fdio_close(&up->io);
+  up->readable = up->writable = up->peer_closed = 0;
+  if (up->member) {
+    mg_member_failed(up->member, mg_now_ms(), strerror(-status));
+    mg_log_error(MG_LOG_WARN, up->req->id, "%s; trying another member of balancer %s", why, up->balancer->name);
+    up->tried[up->member->index - 1] = 1;
+    up->member = NULL;
+    if (up->attempts < up->balancer->maxattempts) {
+      uv_timer_stop(&up->timer);
+      if (pick_member(up) == 0) up_connect(up);
+      return;
+    }
   }
-  if (pick_member(up) == 0) up_connect(up);
+  up_fail(up, 503, "%s", why);
 }
 
-static void on_connect(uv_connect_t *cr, int status) {
-  mg_upstream_t *up = cr->data;
-  if (up->closing) return;
-  if (status < 0) {
-    char why[160];
-    snprintf(why, sizeof why, "connect() to %s failed: %s", up->name, uv_strerror(status));
-    if (up->member) {
-      mg_member_failed(up->member, mg_now_ms(), uv_strerror(status));
-      mg_log_error(MG_LOG_WARN, up->req->id, "%s; trying another member of balancer %s", why, up->balancer->name);
-      up->tried[up->member->index - 1] = 1;
-      up->member = NULL;
-      if (up->attempts < up->balancer->maxattempts) {
-        uv_timer_stop(&up->timer);
-        uv_close(&up->h.handle, on_retry_closed);
-        return;
-      }
-    }
-    up_fail(up, 503, "%s", why);
-    return;
-  }
+/* The first bytes went out (or came in): the connection is up. */
+static void established(mg_upstream_t *up) {
   up->state = S_HEAD;
   if (up->member) mg_member_start(up->member);
   /* The request outlives its upstream: the access log needs its own copy of the name. */
   up->req->upstream_name = mg_pool_strdup(&up->req->pool, up->name);
   if (up->timeout_ms) uv_timer_start(&up->timer, on_timeout, up->timeout_ms, up->timeout_ms);
   else uv_timer_stop(&up->timer);
-  send_request(up);
+}
+
+/* Writes the queue while connecting: a write that takes bytes establishes the connection. */
+static void connecting_flush(mg_upstream_t *up) {
+  size_t before = up->wq_bytes;
+  int rc = up_flush(up);
+  if (rc < 0) {
+    connect_failed(up, rc);
+    return;
+  }
+  if (up->wq_bytes < before || (!up->wq && up->writable)) {
+    established(up);
+    up_flush(up); /* what is left (and a spooled body's next blocks), as a connected socket's */
+  }
+}
+
+/* Reads until EAGAIN, the end, a pause (the client is slow) or the upstream closing. */
+static void read_all(mg_upstream_t *up) {
+  for (int budget = 64; up->readable && up->reading && !up->closing; budget--) {
+    if (!budget) {
+      mg_fdio_again(&up->io); /* others get their turn; reading goes on next turn */
+      return;
+    }
+    char *block = mg_block_get();
+    ssize_t n = read(up->io.fd, block, MG_BLOCK_SIZE);
+    if (n < 0) {
+      int err = errno;
+      if (err == EINTR) {
+        mg_block_put(block);
+        continue;
+      }
+      if (err == EAGAIN) {
+        mg_block_put(block);
+        up->readable = 0;
+        return;
+      }
+      on_read(up, -err, block);
+      return;
+    }
+    if (n == 0) {
+      on_read(up, UV_EOF, block);
+      return;
+    }
+    int drained = n < MG_BLOCK_SIZE && up->peer_closed;
+    on_read(up, n, block);
+    /* A short read after the peer's FIN emptied the socket: that is the end, known without
+     * one more read. */
+    if (drained && !up->closing) on_read(up, UV_EOF, mg_block_get());
+    if (drained) return;
+  }
+}
+
+static void on_io(mg_fdio_t *io, unsigned events) {
+  mg_upstream_t *up = io->data;
   if (up->closing) return;
-  if (!up->reading && uv_read_start(&up->h.stream, on_alloc, on_read) == 0) up->reading = 1;
+  if (up->state == S_CONNECTING) {
+    if (events & MG_FDIO_ERR) {
+      int err = 0;
+      socklen_t len = sizeof err;
+      getsockopt(io->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+      connect_failed(up, -(err ? err : ECONNREFUSED));
+      return;
+    }
+    if (events & MG_FDIO_OUT) {
+      up->writable = 1;
+      connecting_flush(up);
+      if (up->closing || up->state == S_CONNECTING) return;
+    } else if (events & (MG_FDIO_IN | MG_FDIO_HUP)) {
+      /* Bytes or an end before our request left: the read tells which. */
+      established(up);
+    } else {
+      return;
+    }
+  } else if (events & MG_FDIO_OUT) {
+    up->writable = 1;
+    up_flush(up);
+    if (up->closing) return;
+  }
+  if (events & (MG_FDIO_IN | MG_FDIO_HUP | MG_FDIO_ERR)) up->readable = 1;
+  if (events & MG_FDIO_HUP) up->peer_closed = 1;
+  read_all(up);
 }
 
 static void up_connect(mg_upstream_t *up) {
@@ -500,33 +636,37 @@ static void up_connect(mg_upstream_t *up) {
   if (!req->upstream_start_ns && req->cfg->set.access_log_json) req->upstream_start_ns = uv_hrtime();
   up->state = S_CONNECTING;
   up->attempts++;
+  up->reading = 1;
+  up->readable = up->writable = up->peer_closed = 0;
   mg_addr_format(up->addr, up->name, sizeof up->name);
-  int rc;
-  up->connect.data = up;
-  if (up->addr->sa.ss_family == AF_UNIX) {
-    uv_pipe_init(req->server->loop, &up->h.pipe, 0);
-    up->handle_inited = 1, up->handles_open++;
-    up->h.handle.data = up;
-    uv_pipe_connect(&up->connect, &up->h.pipe, ((const struct sockaddr_un *)&up->addr->sa)->sun_path, on_connect);
-    rc = 0;
-  } else {
-    uv_tcp_init(req->server->loop, &up->h.tcp);
-    up->handle_inited = 1, up->handles_open++;
-    up->h.handle.data = up;
-    /* No TCP_NODELAY: the head and a small body leave in one write, so Nagle delays nothing,
-     * and it saves a setsockopt per request (nginx does not set it on these either). */
-    rc = uv_tcp_connect(&up->connect, &up->h.tcp, (const struct sockaddr *)&up->addr->sa, on_connect);
-    /* Reading is asked for with the connect: libuv registers the socket once for both
-     * directions, where starting it after the connect costs a failing EPOLL_CTL_ADD and a MOD. */
-    if (rc == 0 && uv_read_start(&up->h.stream, on_alloc, on_read) == 0) up->reading = 1;
+  int family = up->addr->sa.ss_family;
+  int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    connect_failed(up, -errno);
+    return;
   }
+  /* No TCP_NODELAY: the head and a small body leave in one write, so Nagle delays nothing,
+   * and it saves a setsockopt per request (nginx does not set it on these either). */
+  socklen_t alen = family == AF_UNIX ? sizeof(struct sockaddr_un) : family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+  int rc = connect(fd, (const struct sockaddr *)&up->addr->sa, alen);
+  /* A unix socket whose backlog is full says EAGAIN: for a gateway that is a refusal. */
+  if (rc < 0 && errno != EINPROGRESS) {
+    int err = errno;
+    close(fd);
+    connect_failed(up, -err);
+    return;
+  }
+  rc = mg_fdio_open(req->server->loop, &up->io, fd, on_io, up);
   if (rc < 0) {
-    /* No callback comes for a failed call: report it the same way. */
-    on_connect(&up->connect, rc);
+    connect_failed(up, rc);
     return;
   }
   uint64_t ct = up->member && up->member->connect_timeout_ms ? up->member->connect_timeout_ms : req->route->connect_timeout;
   if (ct) uv_timer_start(&up->timer, on_timeout, ct, 0);
+  /* The request goes out now: on loopback the connection is usually up already. */
+  if (!up->head_queued) send_request(up);
+  if (up->closing) return;
+  connecting_flush(up);
 }
 
 /* Chooses the member for the next attempt. Returns 0, or -1 after answering 503. */
@@ -580,7 +720,9 @@ void mg_upstream_start(mg_req_t *req) {
   mg_upstream_t *up = mg_calloc(1, sizeof *up);
   up->req = req;
   up->spool_fd = -1;
+  up->io.fd = -1;
   up->pending_tail = &up->pending;
+  up->wq_tail = &up->wq;
   mg_buf_init(&up->head);
   uv_timer_init(req->server->loop, &up->timer);
   up->timer.data = up;
