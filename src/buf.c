@@ -106,3 +106,21 @@ void mg_block_put(char *block) {
 #endif
   free(block);
 }
+
+size_t mg_fmt_u64(char *out, uint64_t v) {
+  char tmp[20];
+  size_t n = 0;
+  do tmp[n++] = (char)('0' + v % 10), v /= 10;
+  while (v);
+  for (size_t i = 0; i < n; i++) out[i] = tmp[n - 1 - i];
+  return n;
+}
+
+size_t mg_fmt_hex(char *out, uint64_t v) {
+  char tmp[16];
+  size_t n = 0;
+  do tmp[n++] = "0123456789abcdef"[v & 15], v >>= 4;
+  while (v);
+  for (size_t i = 0; i < n; i++) out[i] = tmp[n - 1 - i];
+  return n;
+}

@@ -33,6 +33,11 @@ void mg_buf_free(mg_buf_t *b);
 void mg_buf_reserve(mg_buf_t *b, size_t extra);
 void mg_buf_append(mg_buf_t *b, const void *p, size_t n);
 void mg_buf_puts(mg_buf_t *b, const char *s);
+/* Decimal / lower-case hex digits of v at out (no NUL); returns their count (at most 20 / 16).
+ * The request path formats its numbers with these: snprintf costs more than the rest of
+ * building a response head. */
+size_t mg_fmt_u64(char *out, uint64_t v);
+size_t mg_fmt_hex(char *out, uint64_t v);
 void mg_buf_printf(mg_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Gives the bytes to the caller (who frees them with free()) and leaves b empty. */
 char *mg_buf_steal(mg_buf_t *b);

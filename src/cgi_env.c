@@ -58,7 +58,7 @@ void mg_cgi_env_build(mg_req_t *req, uint64_t content_length, mg_vars_t *v) {
   mg_pool_t *pool = &req->pool;
   const mg_route_t *r = req->route;
   char num[24];
-  snprintf(num, sizeof num, "%llu", (unsigned long long)content_length);
+  num[mg_fmt_u64(num, content_length)] = 0;
   add(v, "CONTENT_LENGTH", mg_pool_strdup(pool, num));
   add(v, "SCGI", "1");
   add(v, "REQUEST_METHOD", req->method);
@@ -70,20 +70,24 @@ void mg_cgi_env_build(mg_req_t *req, uint64_t content_length, mg_vars_t *v) {
                     &path_info);
   add(v, "SCRIPT_NAME", script_name);
   if (path_info) add(v, "PATH_INFO", path_info);
-  char proto[16];
-  snprintf(proto, sizeof proto, "HTTP/%d.%d", req->http_major, req->http_minor);
-  add(v, "SERVER_PROTOCOL", mg_pool_strdup(pool, proto));
+  if (req->http_major == 1 && req->http_minor <= 1) {
+    add(v, "SERVER_PROTOCOL", req->http_minor ? "HTTP/1.1" : "HTTP/1.0");
+  } else {
+    char proto[16];
+    snprintf(proto, sizeof proto, "HTTP/%d.%d", req->http_major, req->http_minor);
+    add(v, "SERVER_PROTOCOL", mg_pool_strdup(pool, proto));
+  }
   add(v, "SERVER_NAME", req->host ? req->host : req->cfg->set.server_name);
   char addr[64];
   int port;
   mg_conn_local(req->conn, addr, sizeof addr, &port);
-  snprintf(num, sizeof num, "%d", port);
+  num[mg_fmt_u64(num, (uint64_t)(port > 0 ? port : 0))] = 0;
   add(v, "SERVER_PORT", mg_pool_strdup(pool, num));
   add(v, "SERVER_ADDR", mg_pool_strdup(pool, addr));
   add(v, "SERVER_SOFTWARE", "moongate/" MG_VERSION);
   const char *remote = mg_req_remote(req, &port);
   add(v, "REMOTE_ADDR", remote);
-  snprintf(num, sizeof num, "%d", port);
+  num[mg_fmt_u64(num, (uint64_t)(port > 0 ? port : 0))] = 0;
   add(v, "REMOTE_PORT", mg_pool_strdup(pool, num));
   add(v, "REQUEST_SCHEME", mg_req_is_tls(req) ? "https" : "http");
   if (content_length || !req->redirects) {

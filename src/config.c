@@ -29,6 +29,8 @@ int mg_addr_resolve_tcp(mg_addr_t *addr, const char *host, int port) {
   memcpy(&addr->sa, pick->ai_addr, pick->ai_addrlen);
   addr->salen = pick->ai_addrlen;
   freeaddrinfo(res);
+  addr->text[0] = 0;
+  mg_addr_format(addr, addr->text, sizeof addr->text);
   return 0;
 }
 
@@ -39,10 +41,19 @@ int mg_addr_set_unix(mg_addr_t *addr, const char *path) {
   un->sun_family = AF_UNIX;
   strcpy(un->sun_path, path);
   addr->salen = sizeof *un;
+  addr->text[0] = 0;
+  mg_addr_format(addr, addr->text, sizeof addr->text);
   return 0;
 }
 
 void mg_addr_format(const mg_addr_t *addr, char *out, size_t n) {
+  if (addr->text[0] && out != addr->text && n > 0) {
+    size_t l = strnlen(addr->text, sizeof addr->text);
+    if (l >= n) l = n - 1;
+    memcpy(out, addr->text, l);
+    out[l] = 0;
+    return;
+  }
   char ip[INET6_ADDRSTRLEN] = "?";
   if (addr->sa.ss_family == AF_INET) {
     const struct sockaddr_in *in = (const struct sockaddr_in *)&addr->sa;

@@ -22,6 +22,7 @@ typedef struct {
   char *url; /* as written in init.lua: the name in logs and status output */
   struct sockaddr_storage sa;
   socklen_t salen;
+  char text[80]; /* mg_addr_format's result, made once when the address is set */
 } mg_addr_t;
 
 typedef struct {

@@ -62,7 +62,8 @@ struct mg_conn_s {
   char last_nonws;
   const char *exec_start;
   mg_tls_t *tls; /* NULL on a plain connection */
-  uint8_t remote[16]; /* the peer's address, formatted per request */
+  uint8_t remote[16]; /* the peer's address */
+  char remote_text[INET6_ADDRSTRLEN]; /* formatted, once */
   /* Last: a TCP connection's struct is allocated without the extra bytes of uv_pipe_t. */
   mg_stream_t h;
 };
@@ -363,7 +364,12 @@ void mg_req_send_head(mg_req_t *req) {
   mg_buf_t b;
   mg_buf_init(&b);
   mg_buf_reserve(&b, 512);
-  mg_buf_printf(&b, "HTTP/1.1 %d %s\r\n", req->status, mg_http_reason(req->status));
+  char num[24];
+  mg_buf_append(&b, "HTTP/1.1 ", 9);
+  mg_buf_append(&b, num, mg_fmt_u64(num, (uint64_t)req->status));
+  mg_buf_append(&b, " ", 1);
+  mg_buf_puts(&b, mg_http_reason(req->status));
+  mg_buf_append(&b, "\r\n", 2);
   int has_server = 0, has_date = 0;
   for (int i = 0; i < req->resp_headers.n; i++) {
     const mg_field_t *f = &req->resp_headers.v[i];
@@ -375,7 +381,11 @@ void mg_req_send_head(mg_req_t *req) {
     mg_buf_append(&b, "\r\n", 2);
   }
   if (!has_server) mg_buf_puts(&b, "Server: moongate/" MG_VERSION "\r\n");
-  if (!has_date) mg_buf_printf(&b, "Date: %s\r\n", date_now());
+  if (!has_date) {
+    mg_buf_append(&b, "Date: ", 6);
+    mg_buf_puts(&b, date_now());
+    mg_buf_append(&b, "\r\n", 2);
+  }
   if (req->resp_chunked) mg_buf_puts(&b, "Transfer-Encoding: chunked\r\n");
   if (!req->keepalive) mg_buf_puts(&b, "Connection: close\r\n");
   else if (req->http_minor == 0) mg_buf_puts(&b, "Connection: keep-alive\r\n");
@@ -502,7 +512,7 @@ void mg_req_abort(mg_req_t *req, const char *why) {
 void mg_req_respond(mg_req_t *req, int status, const char *content_type, const char *body, size_t len) {
   req->status = status;
   char lenstr[24];
-  snprintf(lenstr, sizeof lenstr, "%zu", len);
+  lenstr[mg_fmt_u64(lenstr, len)] = 0;
   if (content_type) mg_fields_set(&req->pool, &req->resp_headers, "Content-Type", content_type);
   mg_fields_set(&req->pool, &req->resp_headers, "Content-Length", lenstr);
   mg_req_send_head(req);
@@ -564,15 +574,25 @@ static mg_req_t *req_new(mg_conn_t *c) {
   /* Request ids are "<worker pid>-<counter>"; the pid is read once per worker. */
   static pid_t pid;
   if (!pid) pid = getpid();
-  snprintf(req->id, sizeof req->id, "%x-%llx", (unsigned)pid, (unsigned long long)++c->server->nreqs);
+  static char prefix[12];
+  static size_t prefix_len;
+  if (!prefix_len) {
+    prefix_len = mg_fmt_hex(prefix, (uint64_t)pid);
+    prefix[prefix_len++] = '-';
+  }
+  memcpy(req->id, prefix, prefix_len);
+  req->id[prefix_len + mg_fmt_hex(req->id + prefix_len, ++c->server->nreqs)] = 0;
   req->content_length = -1;
   req->status = 200;
   req->env_ref = req->ctx_ref = req->self_ref = req->res_ref = req->hdr_ref[0] = req->hdr_ref[1] = LUA_NOREF;
   req->resp_length = -1;
   mg_body_init(&req->body);
-  char addr[INET6_ADDRSTRLEN] = "unix:";
-  if (c->remote_family) inet_ntop(c->remote_family, c->remote, addr, sizeof addr);
-  req->remote = mg_pool_strdup(&req->pool, addr);
+  /* The client's address is formatted once per connection, for its first request. */
+  if (!c->remote_text[0]) {
+    snprintf(c->remote_text, sizeof c->remote_text, "%s", "unix:");
+    if (c->remote_family) inet_ntop(c->remote_family, c->remote, c->remote_text, sizeof c->remote_text);
+  }
+  req->remote = mg_pool_strdup(&req->pool, c->remote_text);
   mg_buf_init(&req->scratch);
   return req;
 }
@@ -1397,6 +1417,7 @@ int mg_conn_local(mg_conn_t *c, char *addr, size_t n, int *port) {
 const mg_explain_t *mg_explain;
 
 void mg_conn_set_peer(mg_conn_t *c, const char *ip, int port) {
+  c->remote_text[0] = 0;
   if (inet_pton(AF_INET, ip, c->remote) == 1) c->remote_family = AF_INET;
   else if (inet_pton(AF_INET6, ip, c->remote) == 1) c->remote_family = AF_INET6;
   c->remote_port = (uint16_t)port;
