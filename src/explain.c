@@ -16,6 +16,7 @@
 
 #include <lauxlib.h>
 #include <llhttp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -281,6 +282,8 @@ int mg_explain_run(mg_config_t *cfg, const char *request_line, const char *const
   if (!has_host) mg_buf_printf(&req, "Host: %s\r\n", cfg->set.server_name ? cfg->set.server_name : "localhost");
   mg_buf_puts(&req, "\r\n");
 
+  /* As in a worker: a client end closed early is an EPIPE, not a signal. */
+  signal(SIGPIPE, SIG_IGN);
   memset(&X, 0, sizeof X);
   X.L = cfg->L;
   mg_buf_init(&X.field);

@@ -18,7 +18,7 @@
  * then; if not, the write waits for the socket to become writable. A write that succeeds is
  * what establishes the connection (no SO_ERROR query); a refused connect shows as the
  * connect(), the write or an error event failing. Writes go through a queue of owned buffers
- * (writev, up to 16 at a time); reads take 64 KiB blocks until EAGAIN, or until a short read
+ * (sendmsg, up to 16 at a time); reads take 64 KiB blocks until EAGAIN, or until a short read
  * after the peer's FIN, which is the end without one more read. */
 #include "upstream.h"
 
@@ -185,7 +185,11 @@ static int up_flush(mg_upstream_t *up) {
       struct iovec iov[16];
       int n = 0;
       for (wq_t *w = up->wq; w && n < 16; w = w->next) iov[n].iov_base = (void *)w->data, iov[n].iov_len = w->len, n++;
-      ssize_t k = writev(up->io.fd, iov, n);
+      /* sendmsg rather than writev: MSG_NOSIGNAL, so a backend that closed early is an EPIPE
+       * here whatever the process does with SIGPIPE (the server ignores it; embedders such as
+       * the fuzz harness need not). */
+      struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+      ssize_t k = sendmsg(up->io.fd, &msg, MSG_NOSIGNAL);
       if (k < 0) {
         if (errno == EINTR) continue;
         if (errno == EAGAIN) up->writable = 0;
