@@ -1,0 +1,68 @@
+"""The upstream path at the kernel's floor (issue 13), pinned by counting system calls: a
+backend socket is registered once in epoll and removed by its close, the request is written
+right after connect, and no SO_ERROR query follows it. Counts, unlike timings, do not depend
+on the machine's load."""
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+from conftest import SANITIZED
+
+
+def strace_counts(pid, work):
+    assert shutil.which("strace"), "strace is not installed: run `make deps` (package strace)"
+    tracer = subprocess.Popen(["strace", "-c", "-f", "-p", str(pid), "-o", "/dev/stdout"],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    time.sleep(1.0)  # attached
+    work()
+    time.sleep(0.3)
+    tracer.send_signal(signal.SIGINT)
+    out = tracer.communicate(timeout=30)[0]
+    counts = {}
+    for line in out.splitlines():
+        f = line.split()
+        if len(f) >= 5 and re.match(r"^[\d.]+$", f[0]) and f[-1] != "total":
+            counts[f[-1]] = (int(f[3]), int(f[4]) if len(f) == 6 else 0)
+    return counts
+
+
+def test_backend_syscalls_per_request(gateway, echo_backend):
+    g = gateway('mg.route("/", "scgi://127.0.0.1:{BACKEND}/")', backend_port=echo_backend)
+    worker = g.workers()[0]
+    n = 300
+
+    def work():
+        s = socket.create_connection(("127.0.0.1", g.port))
+        f = s.makefile("rb")
+        for _ in range(n):
+            s.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+            line = f.readline()
+            assert line.startswith(b"HTTP/1.1 200"), line
+            length = 0
+            while True:
+                h = f.readline()
+                if h in (b"\r\n", b""):
+                    break
+                if h.lower().startswith(b"content-length:"):
+                    length = int(h.split(b":")[1])
+            assert f.read(length) == b"hello world\n"
+        s.close()
+
+    c = strace_counts(worker, work)
+    per = {k: v[0] / n for k, v in c.items()}
+    assert 0.99 <= per.get("socket", 0) <= 1.02 and 0.99 <= per.get("connect", 0) <= 1.02, per
+    # One EPOLL_CTL_ADD per backend socket and nothing else (no MOD, no DEL, none failing).
+    assert per.get("epoll_ctl", 0) <= 1.02 and c.get("epoll_ctl", (0, 0))[1] == 0, c
+    # The connect is established by the first write: no getsockopt(SO_ERROR).
+    assert per.get("getsockopt", 0) < 0.02, per
+    # The request leaves in one write, the 12-byte response is read in one read (its
+    # Content-Length ends it): client read + backend read, response + request writes.
+    if not SANITIZED:
+        assert per.get("read", 0) <= 2.05, per
+    # Socket writes: the response (writev) and the SCGI request (sendmsg); `write` is the
+    # access log's line.
+    writes = per.get("writev", 0) + per.get("sendmsg", 0)
+    assert writes <= 2.05 and per.get("write", 0) <= 1.05, [kv for kv in sorted(per.items()) if kv[1] > 0.1]
