@@ -336,7 +336,12 @@ int mg_explain_run(mg_config_t *cfg, const char *request_line, const char *const
   }
   mg_conn_set_listener(c, 0);
   mg_conn_set_peer(c, "127.0.0.1", 0);
+  /* The request is written in plain text: a TLS first listener is explained without TLS (its
+   * context is put back before the configuration is freed). */
+  struct mg_tls_ctx_s *tls = cfg->nlistens > 0 ? cfg->listens[0].tls : NULL;
+  if (tls) cfg->listens[0].tls = NULL;
   mg_conn_start(c);
+  if (tls) cfg->listens[0].tls = tls;
   /* The request fits the socket's buffer: written before the loop runs. */
   if (write(X.fd, req.data, req.len) != (ssize_t)req.len) {
     perror("moongate --explain: write");

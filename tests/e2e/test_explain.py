@@ -137,3 +137,20 @@ def test_no_route_lua_handler_and_bad_input(setup, tmp_path):
     bad.write_text('local mg = require "moongate"\nmg.route("/x/", "http://nope/")\n')
     p = subprocess.run([MOONGATE, "-c", str(bad), "--explain", "GET /x/"], capture_output=True, text=True)
     assert p.returncode == 1 and "bad.lua:2:" in p.stderr
+
+
+def test_tls_listener_is_explained_in_plain_text(tmp_path):
+    """A configuration whose first listener is TLS: the request is explained all the same
+    (over the plain socketpair), with the listener's address."""
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "2", "-subj", "/CN=localhost"], check=True, capture_output=True)
+    conf = tmp_path / "init.lua"
+    conf.write_text('local mg = require "moongate"\n'
+                    'mg.listen("127.0.0.1:8443", { tls = { cert = "cert.pem", key = "key.pem" } })\n'
+                    'mg.route("/", "scgi://127.0.0.1:%d/")\n' % free_port())
+    p = subprocess.run([MOONGATE, "-c", str(conf), "--explain", "GET /x"], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    assert "SERVER_PORT=8443" in p.stdout and "REQUEST_URI=/x" in p.stdout
+    if SANITIZED:
+        assert "Sanitizer" not in p.stderr, p.stderr
