@@ -107,6 +107,33 @@ void mg_block_put(char *block) {
   free(block);
 }
 
+void *mg_free_get(mg_freelist_t *fl) {
+#ifndef MG_NO_POOLS
+  void *p = fl->head;
+  if (p) {
+    memcpy(&fl->head, p, sizeof(void *));
+    fl->n--;
+    return p;
+  }
+#endif
+  return mg_malloc(fl->size);
+}
+
+void mg_free_put(mg_freelist_t *fl, void *p) {
+  if (!p) return;
+#ifdef MG_NO_POOLS
+  (void)fl;
+#else
+  if (fl->n < fl->max) {
+    memcpy(p, &fl->head, sizeof(void *));
+    fl->head = p;
+    fl->n++;
+    return;
+  }
+#endif
+  free(p);
+}
+
 size_t mg_fmt_u64(char *out, uint64_t v) {
   char tmp[20];
   size_t n = 0;

@@ -45,6 +45,19 @@ char *mg_buf_steal(mg_buf_t *b);
 char *mg_block_get(void);
 void mg_block_put(char *block);
 
+/* A per-worker free list of same-sized structs that every request needs (the request, its
+ * upstream): reused instead of going through malloc and free each time. mg_free_get returns
+ * uninitialised memory of fl->size bytes; at most fl->max are kept. Bypassed under
+ * AddressSanitizer like the other free lists. */
+typedef struct {
+  void *head;
+  unsigned n, max;
+  size_t size;
+} mg_freelist_t;
+#define MG_FREELIST(type, max) {NULL, 0, (max), sizeof(type)}
+void *mg_free_get(mg_freelist_t *fl);
+void mg_free_put(mg_freelist_t *fl, void *p);
+
 /* strdup that aborts on failure: configuration and per-request strings are small, and a
  * gateway out of memory cannot answer anyway. */
 char *mg_strdup(const char *s);

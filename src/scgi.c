@@ -6,17 +6,27 @@
 #include <string.h>
 #include <strings.h>
 
-void mg_vars_init(mg_vars_t *vs) { vs->v = NULL, vs->n = vs->cap = 0; }
+void mg_vars_init(mg_vars_t *vs) { vs->v = NULL, vs->n = vs->cap = vs->borrowed = 0; }
+
+void mg_vars_init_in(mg_vars_t *vs, mg_var_t *storage, int cap) {
+  vs->v = storage, vs->n = 0, vs->cap = cap, vs->borrowed = 1;
+}
 
 void mg_vars_free(mg_vars_t *vs) {
-  free(vs->v);
+  if (!vs->borrowed) free(vs->v);
   mg_vars_init(vs);
 }
 
 void mg_vars_add(mg_vars_t *vs, const char *name, size_t nl, const char *value, size_t vl) {
   if (vs->n == vs->cap) {
     vs->cap = vs->cap ? vs->cap * 2 : 48;
-    vs->v = mg_realloc(vs->v, sizeof(mg_var_t) * (size_t)vs->cap);
+    if (vs->borrowed) {
+      mg_var_t *v = mg_malloc(sizeof(mg_var_t) * (size_t)vs->cap);
+      memcpy(v, vs->v, sizeof(mg_var_t) * (size_t)vs->n);
+      vs->v = v, vs->borrowed = 0;
+    } else {
+      vs->v = mg_realloc(vs->v, sizeof(mg_var_t) * (size_t)vs->cap);
+    }
   }
   vs->v[vs->n++] = (mg_var_t){name, value, (uint32_t)nl, (uint32_t)vl};
 }
@@ -47,11 +57,12 @@ size_t mg_scgi_encode(const mg_vars_t *vs, mg_buf_t *out) {
   size_t body = 0;
   for (int i = 0; i < vs->n; i++) body += vs->v[i].name_len + vs->v[i].value_len + 2;
   char prefix[24];
-  int pl = snprintf(prefix, sizeof prefix, "%zu:", body);
-  size_t total = (size_t)pl + body + 1;
+  size_t pl = mg_fmt_u64(prefix, body);
+  prefix[pl++] = ':';
+  size_t total = pl + body + 1;
   mg_buf_reserve(out, total);
   char *p = out->data + out->len;
-  memcpy(p, prefix, (size_t)pl);
+  memcpy(p, prefix, pl);
   p += pl;
   for (int i = 0; i < vs->n; i++) {
     memcpy(p, vs->v[i].name, vs->v[i].name_len);

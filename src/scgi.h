@@ -21,9 +21,13 @@ typedef struct {
 typedef struct {
   mg_var_t *v;
   int n, cap;
+  int borrowed; /* v is the caller's storage (mg_vars_init_in): copied out when it fills */
 } mg_vars_t;
 
 void mg_vars_init(mg_vars_t *vs);
+/* Starts with the caller's array of cap entries (on its stack): no allocation unless more
+ * variables come. mg_vars_free is still to be called. */
+void mg_vars_init_in(mg_vars_t *vs, mg_var_t *storage, int cap);
 void mg_vars_free(mg_vars_t *vs);
 void mg_vars_add(mg_vars_t *vs, const char *name, size_t nl, const char *value, size_t vl);
 /* Replaces the value of `name` in place (keeping its position) or appends it; a NULL value
