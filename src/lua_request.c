@@ -498,13 +498,13 @@ static void ensure_metatables(lua_State *L) {
   lua_pop(L, 1);
 }
 
-/* Pushes the request's userdata, creating it on first use. */
+/* Pushes the request's userdata, creating it on first use. The metatables were made when the
+ * worker was prepared (mg_lua_worker_prepare), not looked for again per request. */
 static void push_req(lua_State *L, mg_req_t *req) {
   if (req->self_ref != LUA_NOREF) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, req->self_ref);
     return;
   }
-  ensure_metatables(L);
   req_box_t *b = lua_newuserdata(L, sizeof *b);
   b->req = req;
   luaL_getmetatable(L, REQ_MT);
