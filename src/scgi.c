@@ -53,17 +53,21 @@ const mg_var_t *mg_vars_get(const mg_vars_t *vs, const char *name) {
   return NULL;
 }
 
-size_t mg_scgi_encode(const mg_vars_t *vs, mg_buf_t *out) {
+static size_t body_len(const mg_vars_t *vs) {
   size_t body = 0;
   for (int i = 0; i < vs->n; i++) body += vs->v[i].name_len + vs->v[i].value_len + 2;
-  char prefix[24];
-  size_t pl = mg_fmt_u64(prefix, body);
-  prefix[pl++] = ':';
-  size_t total = pl + body + 1;
-  mg_buf_reserve(out, total);
-  char *p = out->data + out->len;
-  memcpy(p, prefix, pl);
-  p += pl;
+  return body;
+}
+
+size_t mg_scgi_encoded_len(const mg_vars_t *vs) {
+  size_t body = body_len(vs);
+  char digits[24];
+  return mg_fmt_u64(digits, body) + 1 + body + 1;
+}
+
+void mg_scgi_encode_to(const mg_vars_t *vs, char *p) {
+  p += mg_fmt_u64(p, body_len(vs));
+  *p++ = ':';
   for (int i = 0; i < vs->n; i++) {
     memcpy(p, vs->v[i].name, vs->v[i].name_len);
     p += vs->v[i].name_len;
@@ -72,7 +76,13 @@ size_t mg_scgi_encode(const mg_vars_t *vs, mg_buf_t *out) {
     p += vs->v[i].value_len;
     *p++ = 0;
   }
-  *p++ = ',';
+  *p = ',';
+}
+
+size_t mg_scgi_encode(const mg_vars_t *vs, mg_buf_t *out) {
+  size_t total = mg_scgi_encoded_len(vs);
+  mg_buf_reserve(out, total);
+  mg_scgi_encode_to(vs, out->data + out->len);
   out->len += total;
   out->data[out->len] = 0;
   return total;

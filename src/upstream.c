@@ -68,7 +68,8 @@ struct mg_upstream_s {
   const mg_addr_t *addr;
   mg_balancer_t *balancer;
   mg_member_t *member;
-  unsigned char *tried;
+  unsigned char *tried;           /* per member of the balancer: already tried */
+  unsigned char tried_small[16];  /* ... for balancers of up to 16 members */
   int attempts;
   int state;
   char name[80];
@@ -88,6 +89,10 @@ struct mg_upstream_s {
   /* Last: mg_cgi_parse fills it, so a new upstream zeroes only the fields above (3 KiB less
    * to clear per request). */
   mg_cgi_head_t parsed; /* the response head, once complete */
+  /* The SCGI request when it fits (the common case): its queue entry and bytes live here, so
+   * sending it allocates nothing. Not zeroed either. */
+  wq_t head_wq;
+  char head_mem[2048];
 };
 
 /* Upstreams come from a per-worker free list: one per proxied request. */
@@ -103,16 +108,20 @@ static void on_handle_closed(uv_handle_t *h) {
   mg_upstream_t *up = h->data;
   if (--up->handles_open > 0) return;
   mg_buf_free(&up->head);
-  free(up->tried);
+  if (up->tried != up->tried_small) free(up->tried);
   mg_free_put(&up_free_list, up);
+}
+
+static void wq_free(mg_upstream_t *up, wq_t *w) {
+  free(w->mem);
+  if (w != &up->head_wq) free(w);
 }
 
 static void free_wq(mg_upstream_t *up) {
   while (up->wq) {
     wq_t *w = up->wq;
     up->wq = w->next;
-    free(w->mem);
-    free(w);
+    wq_free(up, w);
   }
   up->wq_tail = &up->wq;
   up->wq_bytes = 0;
@@ -212,8 +221,7 @@ static int up_flush(mg_upstream_t *up) {
         }
         k -= (ssize_t)w->len;
         up->wq = w->next;
-        free(w->mem);
-        free(w);
+        wq_free(up, w);
       }
       if (!up->wq) up->wq_tail = &up->wq;
     }
@@ -239,19 +247,22 @@ out:
   return rc;
 }
 
-/* Queues `mem` (len bytes at data, owned from here on) and writes at once when connected. */
-static void up_write(mg_upstream_t *up, void *mem, const char *data, size_t len) {
+/* Queues entry w (NULL: a new one) for `mem` (len bytes at data, owned from here on; NULL
+ * when the bytes are the upstream's own) and writes at once when connected. */
+static void up_write_entry(mg_upstream_t *up, wq_t *w, void *mem, const char *data, size_t len) {
   if (up->write_failed) {
     free(mem);
     return;
   }
-  wq_t *w = mg_malloc(sizeof *w);
+  if (!w) w = mg_malloc(sizeof *w);
   w->next = NULL, w->mem = mem, w->data = data, w->len = len;
   *up->wq_tail = w;
   up->wq_tail = &w->next;
   up->wq_bytes += len;
   if (up->state >= S_HEAD) up_flush(up);
 }
+
+static void up_write(mg_upstream_t *up, void *mem, const char *data, size_t len) { up_write_entry(up, NULL, mem, data, len); }
 
 static void on_body(mg_req_t *req, const char *data, size_t len) {
   mg_upstream_t *up = req->up;
@@ -310,23 +321,23 @@ static void send_request(mg_upstream_t *up) {
   mg_vars_init_in(&vars, storage, 48);
   if (req->env_ref != LUA_NOREF) mg_lua_env_export(req);
   mg_cgi_env_build(req, clen, &vars);
-  mg_buf_t b;
-  mg_buf_init(&b);
   size_t inline_body = up->pending_bytes <= 16384 ? up->pending_bytes : 0;
   if (held) inline_body = req->body.fd < 0 && req->body.mem.len <= 16384 ? req->body.mem.len : 0;
-  mg_buf_reserve(&b, 1024 + inline_body);
-  mg_scgi_encode(&vars, &b);
+  size_t head_len = mg_scgi_encoded_len(&vars), len = head_len + inline_body;
+  /* Usually the head (and a small body) fits in the upstream's own buffer. */
+  char *mem = len <= sizeof up->head_mem ? NULL : mg_malloc(len);
+  char *p = mem ? mem : up->head_mem;
+  mg_scgi_encode_to(&vars, p);
   mg_vars_free(&vars);
   /* A small body goes out in the same write as the head: one syscall for the common POST. */
   if (inline_body && held) {
-    mg_buf_append(&b, req->body.mem.data, req->body.mem.len);
+    memcpy(p + head_len, req->body.mem.data, req->body.mem.len);
   } else if (inline_body) {
-    for (chunk_t *c = up->pending; c; c = c->next) mg_buf_append(&b, c->data, c->len);
+    size_t at = head_len;
+    for (chunk_t *c = up->pending; c; c = c->next) memcpy(p + at, c->data, c->len), at += c->len;
     free_pending(up);
   }
-  size_t len = b.len;
-  char *mem = mg_buf_steal(&b);
-  up_write(up, mem, mem, len);
+  up_write_entry(up, &up->head_wq, mem, p, len);
   while (up->pending) {
     chunk_t *c = up->pending;
     up->pending = c->next;
@@ -748,7 +759,8 @@ void mg_upstream_start(mg_req_t *req) {
   }
   if (req->route->kind == MG_TARGET_BALANCER) {
     up->balancer = req->route->balancer;
-    up->tried = mg_calloc((size_t)up->balancer->nmembers, 1);
+    size_t n = (size_t)up->balancer->nmembers;
+    up->tried = n <= sizeof up->tried_small ? up->tried_small : mg_calloc(n, 1);
     if (pick_member(up) < 0) return;
   } else {
     up->addr = &req->route->addr;
