@@ -39,10 +39,15 @@ char *mg_strndup(const char *s, size_t n) {
 
 char *mg_strdup(const char *s) { return mg_strndup(s, strlen(s)); }
 
-void mg_buf_init(mg_buf_t *b) { b->data = NULL, b->len = b->cap = 0; }
+void mg_buf_init(mg_buf_t *b) { b->data = NULL, b->len = b->cap = 0, b->borrowed = 0; }
+
+void mg_buf_init_in(mg_buf_t *b, char *storage, size_t cap) {
+  b->data = storage, b->len = 0, b->cap = cap, b->borrowed = 1;
+  storage[0] = 0;
+}
 
 void mg_buf_free(mg_buf_t *b) {
-  free(b->data);
+  if (!b->borrowed) free(b->data);
   mg_buf_init(b);
 }
 
@@ -50,7 +55,13 @@ void mg_buf_reserve(mg_buf_t *b, size_t extra) {
   if (b->len + extra + 1 <= b->cap) return;
   size_t cap = b->cap ? b->cap : 256;
   while (cap < b->len + extra + 1) cap *= 2;
-  b->data = mg_realloc(b->data, cap);
+  if (b->borrowed) {
+    char *d = mg_malloc(cap);
+    memcpy(d, b->data, b->len + 1);
+    b->data = d, b->borrowed = 0;
+  } else {
+    b->data = mg_realloc(b->data, cap);
+  }
   b->cap = cap;
 }
 
@@ -77,6 +88,7 @@ void mg_buf_printf(mg_buf_t *b, const char *fmt, ...) {
 }
 
 char *mg_buf_steal(mg_buf_t *b) {
+  if (b->borrowed) mg_buf_reserve(b, b->cap); /* onto the heap */
   char *p = b->data;
   mg_buf_init(b);
   return p;
@@ -107,7 +119,7 @@ void mg_block_put(char *block) {
   free(block);
 }
 
-void *mg_free_get(mg_freelist_t *fl) {
+void *mg_free_take(mg_freelist_t *fl) {
 #ifndef MG_NO_POOLS
   void *p = fl->head;
   if (p) {
@@ -115,8 +127,24 @@ void *mg_free_get(mg_freelist_t *fl) {
     fl->n--;
     return p;
   }
+#else
+  (void)fl;
 #endif
-  return mg_malloc(fl->size);
+  return NULL;
+}
+
+int mg_free_full(const mg_freelist_t *fl) {
+#ifndef MG_NO_POOLS
+  return fl->n >= fl->max;
+#else
+  (void)fl;
+  return 1;
+#endif
+}
+
+void *mg_free_get(mg_freelist_t *fl) {
+  void *p = mg_free_take(fl);
+  return p ? p : mg_malloc(fl->size);
 }
 
 void mg_free_put(mg_freelist_t *fl, void *p) {

@@ -26,9 +26,13 @@
 typedef struct {
   char *data;
   size_t len, cap;
+  int borrowed; /* data is the caller's storage (mg_buf_init_in) */
 } mg_buf_t;
 
 void mg_buf_init(mg_buf_t *b);
+/* Starts with the caller's cap bytes (on its stack): nothing is allocated unless the string
+ * outgrows them, when it moves to the heap. mg_buf_free is still to be called. */
+void mg_buf_init_in(mg_buf_t *b, char *storage, size_t cap);
 void mg_buf_free(mg_buf_t *b);
 void mg_buf_reserve(mg_buf_t *b, size_t extra);
 void mg_buf_append(mg_buf_t *b, const void *p, size_t n);
@@ -39,7 +43,8 @@ void mg_buf_puts(mg_buf_t *b, const char *s);
 size_t mg_fmt_u64(char *out, uint64_t v);
 size_t mg_fmt_hex(char *out, uint64_t v);
 void mg_buf_printf(mg_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Gives the bytes to the caller (who frees them with free()) and leaves b empty. */
+/* Gives the bytes to the caller (who frees them with free(); borrowed bytes are copied to the
+ * heap first) and leaves b empty. */
 char *mg_buf_steal(mg_buf_t *b);
 
 char *mg_block_get(void);
@@ -57,6 +62,10 @@ typedef struct {
 #define MG_FREELIST(type, max) {NULL, 0, (max), sizeof(type)}
 void *mg_free_get(mg_freelist_t *fl);
 void mg_free_put(mg_freelist_t *fl, void *p);
+/* For owners that keep something in a struct across reuse: a kept struct as it was put (its
+ * first pointer-sized bytes excepted), or NULL; and whether a put now would free instead. */
+void *mg_free_take(mg_freelist_t *fl);
+int mg_free_full(const mg_freelist_t *fl);
 
 /* strdup that aborts on failure: configuration and per-request strings are small, and a
  * gateway out of memory cannot answer anyway. */

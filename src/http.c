@@ -157,12 +157,32 @@ void mg_fields_set(mg_pool_t *p, mg_fields_t *f, const char *name, const char *v
 
 /* ---- writing ------------------------------------------------------------------------- */
 
+/* Response heads: built on the stack, then held in a block from a per-worker free list (one
+ * byte before the head says whether it came from there) until the write that sends them is
+ * done -- no malloc for the head of a common response. */
+#define HEAD_BLOCK 1024
+static mg_freelist_t head_list = {NULL, 0, 64, HEAD_BLOCK};
+
+static char *head_alloc(size_t n) {
+  int pooled = n + 8 <= HEAD_BLOCK;
+  char *p = pooled ? mg_free_get(&head_list) : mg_malloc(n + 8);
+  p[0] = (char)pooled;
+  return p + 8;
+}
+
+static void head_free(char *head) {
+  if (!head) return;
+  char *p = head - 8;
+  if (p[0]) mg_free_put(&head_list, p);
+  else free(p);
+}
+
 static void on_write(uv_write_t *w, int status) {
   mg_write_t *wr = (mg_write_t *)w;
   mg_conn_t *c = wr->conn;
   mg_block_put(wr->block);
   free(wr->heap);
-  free(wr->head);
+  head_free(wr->head);
   free(wr);
   c->writes_pending--;
   if (status < 0) {
@@ -204,7 +224,7 @@ static void conn_write_chunk(mg_conn_t *c, uv_buf_t *bufs, unsigned n, char *blo
     int bad = 0;
     if (req && req->head) {
       bad |= mg_tls_write(c->tls, req->head, req->head_len) < 0;
-      free(req->head);
+      head_free(req->head);
       req->head = NULL;
     }
     for (unsigned i = 0; i < n; i++) {
@@ -264,7 +284,7 @@ static void conn_write_raw_chunk(mg_conn_t *c, uv_buf_t *all, unsigned k, char *
       if (i == k) {
         mg_block_put(block);
         free(heap);
-        free(head);
+        head_free(head);
         return;
       }
       all[i].base += done, all[i].len -= (unsigned)done;
@@ -287,7 +307,7 @@ static void conn_write_raw_chunk(mg_conn_t *c, uv_buf_t *all, unsigned k, char *
     c->writes_pending--;
     mg_block_put(block);
     free(heap);
-    free(wr->head);
+    head_free(wr->head);
     free(wr);
     if (c->req) c->req->aborted = 1;
     conn_close(c);
@@ -361,9 +381,9 @@ void mg_req_send_head(mg_req_t *req) {
       req->keepalive = 0;
     }
   }
+  char tmp[HEAD_BLOCK];
   mg_buf_t b;
-  mg_buf_init(&b);
-  mg_buf_reserve(&b, 512);
+  mg_buf_init_in(&b, tmp, sizeof tmp);
   char num[24];
   mg_buf_append(&b, "HTTP/1.1 ", 9);
   mg_buf_append(&b, num, mg_fmt_u64(num, (uint64_t)req->status));
@@ -395,7 +415,9 @@ void mg_req_send_head(mg_req_t *req) {
     req->bytes_sent = sizeof failed - 1;
   }
   req->head_len = (uint32_t)b.len;
-  req->head = mg_buf_steal(&b);
+  req->head = head_alloc(b.len);
+  memcpy(req->head, b.data, b.len);
+  mg_buf_free(&b);
 }
 
 /* Sends len bytes at data, owned by `block` (a pooled block) or `heap` (malloc'd), either
@@ -439,7 +461,7 @@ static int filtered_out(mg_req_t *req, const char *data, size_t len, int eof) {
     if (req->head && req->bytes_sent == 0 && !req->sink) {
       /* Nothing is on the wire yet (the head waits for the first bytes): the handler stops
        * and the client gets a clean 500, as for any Lua error before the head is sent. */
-      free(req->head);
+      head_free(req->head);
       req->head = NULL;
       req->head_sent = 0, req->body_filtered = 0, req->body_filter_off = 1;
       req_cancel_handler(req);
@@ -569,8 +591,14 @@ void mg_req_error(mg_req_t *req, int status, const char *fmt, ...) {
 static mg_freelist_t req_free_list = MG_FREELIST(mg_req_t, 64);
 
 static mg_req_t *req_new(mg_conn_t *c) {
-  mg_req_t *req = mg_free_get(&req_free_list);
-  memset(req, 0, offsetof(mg_req_t, pool));
+  mg_req_t *req = mg_free_take(&req_free_list);
+  if (req) {
+    req->scratch.len = 0;
+  } else {
+    req = mg_malloc(sizeof *req);
+    mg_buf_init(&req->scratch);
+  }
+  memset(req, 0, offsetof(mg_req_t, scratch));
   mg_pool_init(&req->pool);
   req->conn = c;
   req->server = c->server;
@@ -605,15 +633,15 @@ static mg_req_t *req_new(mg_conn_t *c) {
     inet_ntop(c->remote_family, c->remote, addr, sizeof addr);
   }
   req->remote = mg_pool_strdup(&req->pool, addr);
-  mg_buf_init(&req->scratch);
   return req;
 }
 
 static void req_free(mg_req_t *req) {
   mg_lua_req_release(req);
   mg_body_reset(&req->body);
-  mg_buf_free(&req->scratch);
-  free(req->head);
+  /* The scratch buffer goes back with the struct, unless it grew past a typical head piece. */
+  if (mg_free_full(&req_free_list) || req->scratch.cap > 4096) mg_buf_free(&req->scratch);
+  head_free(req->head);
   mg_pool_free(&req->pool);
   mg_free_put(&req_free_list, req);
 }
@@ -960,8 +988,10 @@ static int on_header_value_complete(llhttp_t *p) {
 static int on_headers_complete(llhttp_t *p) {
   mg_conn_t *c = p->data;
   /* The head is frozen from here on: fields that follow the body (trailers) are dropped. The
-   * scratch buffer is kept only when trailers may still come. */
-  if (!(p->flags & F_CHUNKED)) mg_buf_free(&c->req->scratch);
+   * scratch buffer is emptied (it stays with the request struct for the next one, unless a
+   * large head made it grow). */
+  if (c->req->scratch.cap > 4096 && !(p->flags & F_CHUNKED)) mg_buf_free(&c->req->scratch);
+  c->req->scratch.len = 0;
   c->req->scratch_kind = 0;
   c->req->head_done = 1;
   c->event = EV_HEADERS;

@@ -48,7 +48,12 @@ static int l_now(lua_State *L) {
 }
 
 static int l_time(lua_State *L) {
-  lua_pushnumber(L, (lua_Number)time(NULL));
+  /* The clock mg.now() reads: time(2) reads the kernel's coarse clock, which can still be on
+   * the previous second when CLOCK_REALTIME has passed it, so the two could disagree by a
+   * whole second. */
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  lua_pushnumber(L, (lua_Number)ts.tv_sec);
   return 1;
 }
 

@@ -144,7 +144,6 @@ struct mg_req_s {
   char *head;         /* the response head, held back to go out with the first body bytes */
   uint32_t head_len;
   void (*on_drain)(mg_req_t *req);
-  mg_buf_t scratch;   /* the URL or header piece being assembled by the parser */
   int scratch_kind;   /* 0 none, 1 url, 2 field, 3 value */
   char *pending_field;
   int filter_failed;  /* a header_filter hook raised an error */
@@ -153,8 +152,10 @@ struct mg_req_s {
   int upstream_status;       /* the backend's status, for the JSON access log */
   uint64_t upstream_start_ns, upstream_usec;
 
-  /* Last: a new request zeroes every field above and leaves the pool's 2 KiB of inline
-   * storage as it is (req_new). */
+  /* Last: a new request zeroes every field above; the parser's scratch buffer stays with the
+   * struct when it is reused (req_new), and the pool's 2 KiB of inline storage needs no
+   * clearing. */
+  mg_buf_t scratch; /* the URL or header piece being assembled by the parser */
   mg_pool_t pool;
 };
 
