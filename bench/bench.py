@@ -386,15 +386,22 @@ def main():
         for b in backends:
             b.terminate()
     print()
-    print("| scenario | workers | server | req/s (median) | p99 ms (median) | CPU us/req (median) | moongate ratio (rate) | moongate CPU/req ratio |")
-    print("|---|---|---|---|---|---|---|---|")
+    # Two kinds of ratio: of the medians, and the median of the per-round ratios ("paired": each
+    # round runs the servers one after the other, so a burst of noise from the host that lasts
+    # a few seconds hits one round of one server, and pairing keeps it out of the others).
+    print("| scenario | workers | server | req/s (median) | p99 ms (median) | CPU us/req (median) | moongate ratio (rate) | moongate CPU/req ratio | paired rate | paired CPU |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for (scen, workers, name), vals in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0], kv[0][2])):
         rps = statistics.median(v[0] for v in vals)
         lat = statistics.median(v[1] for v in vals)
         cpu = statistics.median(v[2] for v in vals)
         mine = "moongate+hooks" if name == "nginx+lua" and scen == "hooked route" else "moongate"
         mg = results.get((scen, workers, mine))
-        ratio = cpu_ratio = ""
+        ratio = cpu_ratio = p_rate = p_cpu = ""
+        if mg and not name.startswith("moongate") and len(mg) == len(vals) > 1 and "KiB" not in scen:
+            p_rate = "%.2fx" % statistics.median(a[0] / b[0] for a, b in zip(mg, vals) if b[0])
+            if all(b[2] for b in vals):
+                p_cpu = "%.2fx" % statistics.median(a[2] / b[2] for a, b in zip(mg, vals))
         if mg and not name.startswith("moongate"):
             m = statistics.median(v[0] for v in mg)
             ratio = "%.2fx" % ((rps / m) if "KiB" in scen else (m / rps))
@@ -402,12 +409,13 @@ def main():
             if cpu:
                 cpu_ratio = "%.2fx" % (mc / cpu)
         if "syscalls" in scen:
-            print("| %s | %d | %s | %.2f (%.2f failing) | | | | |" % (scen, workers, name, rps, lat))
+            print("| %s | %d | %s | %.2f (%.2f failing) | | | | | | |" % (scen, workers, name, rps, lat))
             continue
         if "KiB" in scen:
-            print("| %s | %d | %s | %.2f KiB | | | %s | |" % (scen, workers, name, rps, ratio))
+            print("| %s | %d | %s | %.2f KiB | | | %s | | | |" % (scen, workers, name, rps, ratio))
         else:
-            print("| %s | %d | %s | %.0f | %.2f | %.1f | %s | %s |" % (scen, workers, name, rps, lat, cpu, ratio, cpu_ratio))
+            print("| %s | %d | %s | %.0f | %.2f | %.1f | %s | %s | %s | %s |" % (scen, workers, name, rps, lat, cpu, ratio,
+                                                                           cpu_ratio, p_rate, p_cpu))
     hooked = results.get(("hooked route", 1, "moongate+hooks"))
     plain = results.get(("hooked route", 1, "moongate"))
     if hooked and plain:
