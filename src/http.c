@@ -161,7 +161,7 @@ void mg_fields_set(mg_pool_t *p, mg_fields_t *f, const char *name, const char *v
  * byte before the head says whether it came from there) until the write that sends them is
  * done -- no malloc for the head of a common response. */
 #define HEAD_BLOCK 1024
-static mg_freelist_t head_list = {NULL, 0, 64, HEAD_BLOCK};
+static mg_freelist_t head_list = MG_FREELIST(char[HEAD_BLOCK], 64);
 
 static char *head_alloc(size_t n) {
   int pooled = n + 8 <= HEAD_BLOCK;
@@ -586,9 +586,12 @@ void mg_req_error(mg_req_t *req, int status, const char *fmt, ...) {
 
 /* ---- the request lifecycle -------------------------------------------------------------- */
 
-/* Requests come from a per-worker free list; only the fields before the pool are zeroed (the
- * pool's inline storage is 2 KiB of the struct's 2.6 and needs no clearing). */
+/* Requests come from a per-worker free list; only the fields before the parser's scratch
+ * buffer are zeroed: the buffer stays with a reused struct, and the pool's inline storage
+ * (2 KiB of the struct's 2.6) needs no clearing. */
 static mg_freelist_t req_free_list = MG_FREELIST(mg_req_t, 64);
+/* A scratch buffer larger than this (a long URL or header) is not kept past the head. */
+#define SCRATCH_KEEP 4096
 
 static mg_req_t *req_new(mg_conn_t *c) {
   mg_req_t *req = mg_free_take(&req_free_list);
@@ -640,7 +643,7 @@ static void req_free(mg_req_t *req) {
   mg_lua_req_release(req);
   mg_body_reset(&req->body);
   /* The scratch buffer goes back with the struct, unless it grew past a typical head piece. */
-  if (mg_free_full(&req_free_list) || req->scratch.cap > 4096) mg_buf_free(&req->scratch);
+  if (mg_free_full(&req_free_list) || req->scratch.cap > SCRATCH_KEEP) mg_buf_free(&req->scratch);
   head_free(req->head);
   mg_pool_free(&req->pool);
   mg_free_put(&req_free_list, req);
@@ -990,7 +993,7 @@ static int on_headers_complete(llhttp_t *p) {
   /* The head is frozen from here on: fields that follow the body (trailers) are dropped. The
    * scratch buffer is emptied (it stays with the request struct for the next one, unless a
    * large head made it grow). */
-  if (c->req->scratch.cap > 4096 && !(p->flags & F_CHUNKED)) mg_buf_free(&c->req->scratch);
+  if (c->req->scratch.cap > SCRATCH_KEEP && !(p->flags & F_CHUNKED)) mg_buf_free(&c->req->scratch);
   c->req->scratch.len = 0;
   c->req->scratch_kind = 0;
   c->req->head_done = 1;

@@ -59,14 +59,14 @@ static size_t body_len(const mg_vars_t *vs) {
   return body;
 }
 
-size_t mg_scgi_encoded_len(const mg_vars_t *vs) {
-  size_t body = body_len(vs);
+size_t mg_scgi_encoded_len(const mg_vars_t *vs, size_t *body) {
+  *body = body_len(vs);
   char digits[24];
-  return mg_fmt_u64(digits, body) + 1 + body + 1;
+  return mg_fmt_u64(digits, *body) + 1 + *body + 1;
 }
 
-void mg_scgi_encode_to(const mg_vars_t *vs, char *p) {
-  p += mg_fmt_u64(p, body_len(vs));
+void mg_scgi_encode_to(const mg_vars_t *vs, size_t body, char *p) {
+  p += mg_fmt_u64(p, body);
   *p++ = ':';
   for (int i = 0; i < vs->n; i++) {
     memcpy(p, vs->v[i].name, vs->v[i].name_len);
@@ -80,9 +80,9 @@ void mg_scgi_encode_to(const mg_vars_t *vs, char *p) {
 }
 
 size_t mg_scgi_encode(const mg_vars_t *vs, mg_buf_t *out) {
-  size_t total = mg_scgi_encoded_len(vs);
+  size_t body, total = mg_scgi_encoded_len(vs, &body);
   mg_buf_reserve(out, total);
-  mg_scgi_encode_to(vs, out->data + out->len);
+  mg_scgi_encode_to(vs, body, out->data + out->len);
   out->len += total;
   out->data[out->len] = 0;
   return total;

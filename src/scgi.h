@@ -38,10 +38,11 @@ const mg_var_t *mg_vars_get(const mg_vars_t *vs, const char *name);
 /* Appends the netstring for `vs` to out. Returns the number of bytes written. Names or values
  * holding NUL must have been refused before (the netstring could not carry them). */
 size_t mg_scgi_encode(const mg_vars_t *vs, mg_buf_t *out);
-/* The same in two steps, for a caller with its own storage: the netstring's length, then the
- * netstring written at out (which has room for that many bytes). */
-size_t mg_scgi_encoded_len(const mg_vars_t *vs);
-void mg_scgi_encode_to(const mg_vars_t *vs, char *out);
+/* The same in two steps, for a caller with its own storage: the netstring's length (and, in
+ * *body, the length of its variables, which the second step takes so as not to count again),
+ * then the netstring written at out (which has room for that many bytes). */
+size_t mg_scgi_encoded_len(const mg_vars_t *vs, size_t *body);
+void mg_scgi_encode_to(const mg_vars_t *vs, size_t body, char *out);
 
 /* Decodes a netstring head: for tests and the fuzzers. Returns bytes consumed, 0 when more
  * is needed, -1 when malformed. Variables point into `in`. */

@@ -318,16 +318,16 @@ static void send_request(mg_upstream_t *up) {
   uint64_t clen = req->redirects ? 0 : held ? req->body.len : req->content_length > 0 ? (uint64_t)req->content_length : 0;
   mg_var_t storage[48];
   mg_vars_t vars;
-  mg_vars_init_in(&vars, storage, 48);
+  mg_vars_init_in(&vars, storage, (int)(sizeof storage / sizeof *storage));
   if (req->env_ref != LUA_NOREF) mg_lua_env_export(req);
   mg_cgi_env_build(req, clen, &vars);
   size_t inline_body = up->pending_bytes <= 16384 ? up->pending_bytes : 0;
   if (held) inline_body = req->body.fd < 0 && req->body.mem.len <= 16384 ? req->body.mem.len : 0;
-  size_t head_len = mg_scgi_encoded_len(&vars), len = head_len + inline_body;
+  size_t body_vars, head_len = mg_scgi_encoded_len(&vars, &body_vars), len = head_len + inline_body;
   /* Usually the head (and a small body) fits in the upstream's own buffer. */
   char *mem = len <= sizeof up->head_mem ? NULL : mg_malloc(len);
   char *p = mem ? mem : up->head_mem;
-  mg_scgi_encode_to(&vars, p);
+  mg_scgi_encode_to(&vars, body_vars, p);
   mg_vars_free(&vars);
   /* A small body goes out in the same write as the head: one syscall for the common POST. */
   if (inline_body && held) {

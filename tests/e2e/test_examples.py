@@ -4,6 +4,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -31,9 +32,11 @@ def run_example(tmp_path, name, ports, extra=None):
     """Copies an example with its addresses moved to free ports; returns (gateway Process, port)."""
     src = open(os.path.join(EXAMPLES, name) if name != "init.lua" else os.path.join(ROOT, name)).read()
     port = free_port()
-    text = src.replace("127.0.0.1:8080", "127.0.0.1:%d" % port)
-    text = text.replace("localhost:4000", "127.0.0.1:%d" % ports[0]).replace("localhost:4001", "127.0.0.1:%d" % ports[1])
-    text = text.replace("127.0.0.1:4000", "127.0.0.1:%d" % ports[0]).replace("127.0.0.1:4001", "127.0.0.1:%d" % ports[1])
+    # One pass, whole port numbers only: a free port such as 40011 put in for 4000 must not be
+    # rewritten again as if it held 4001.
+    moved = {"8080": port, "4000": ports[0], "4001": ports[1]}
+    text = re.sub(r"(?:localhost|127\.0\.0\.1):(8080|4000|4001)\b",
+                  lambda m: "127.0.0.1:%d" % moved[m.group(1)], src)
     for k, v in (extra or {}).items():
         text = text.replace(k, v)
     path = tmp_path / name
