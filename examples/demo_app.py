@@ -13,6 +13,7 @@ It answers according to the path the gateway sends (SCRIPT_NAME + PATH_INFO):
   /crlf             a header value holding a bare CR (502)
   /bigheader        a header block over 64 KiB (502)
   /status/NNN       that status
+  /rawhead?head=H   the response head H exactly (percent-encoded bytes), then a blank line and "body"
   /redirect?to=URL  200 with Location: URL (internal redirect)
   /xlocation?to=URL 200 with X-Location: URL
   /loop             200 with Location: /loop (an endless internal redirect)
@@ -89,6 +90,10 @@ def handle(conn):
             out = b"X-Bad: a\rb\r\n\r\nbody"
         elif path.endswith("/bigheader"):
             out = b"X-Big: " + b"b" * 70000 + b"\r\n\r\nbody"
+        elif path.endswith("/rawhead"):
+            qs = env.get("QUERY_STRING", "")
+            head = urllib.parse.unquote_to_bytes(qs.split("head=", 1)[1] if "head=" in qs else "")
+            out = head + b"\r\n\r\nbody"
         elif "/status/" in path:
             code = path.rsplit("/", 1)[1]
             out = ("Status: %s Custom\r\nContent-Type: text/plain\r\n\r\nstatus %s\n" % (code, code)).encode()

@@ -14,6 +14,8 @@
  * Returns the exit status: 0 explained, 1 the request could not be made or did not finish. */
 #include "explain.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <lauxlib.h>
 #include <llhttp.h>
 #include <signal.h>
@@ -44,6 +46,8 @@ typedef struct {
   uv_poll_t poll;
   uv_timer_t timer;
   int fd; /* the client's end */
+  mg_buf_t out; /* the request, written as the connection takes it */
+  size_t out_off;
   mg_server_t server;
 } explain_t;
 
@@ -236,8 +240,27 @@ static int on_rmessage_complete(llhttp_t *p) {
   return HPE_PAUSED;
 }
 
-static void on_readable(uv_poll_t *h, int status, int events) {
-  (void)h, (void)events;
+/* Writes what the connection takes of the request. A request larger than the socket's buffer
+ * goes out as the gateway reads it; one the gateway refuses before reading it all (431, 413)
+ * ends with EPIPE, and its answer is read as any other. */
+static void on_io(uv_poll_t *h, int status, int events);
+
+static void write_request(void) {
+  while (X.out_off < X.out.len) {
+    ssize_t n = write(X.fd, X.out.data + X.out_off, X.out.len - X.out_off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+    if (n < 0) break;
+    X.out_off += (size_t)n;
+  }
+  X.out_off = X.out.len;
+  uv_poll_start(&X.poll, UV_READABLE, on_io);
+}
+
+static void on_io(uv_poll_t *h, int status, int events) {
+  (void)h;
+  if (status >= 0 && (events & UV_WRITABLE)) write_request();
+  if (status >= 0 && !(events & UV_READABLE)) return;
   char buf[16384];
   ssize_t n = status < 0 ? -1 : read(X.fd, buf, sizeof buf);
   if (n <= 0) {
@@ -260,14 +283,19 @@ static void on_closed(uv_handle_t *h) { (void)h; }
 /* ---- running it ------------------------------------------------------------------------------------ */
 
 int mg_explain_run(mg_config_t *cfg, const char *request_line, const char *const *headers, int nheaders, int json) {
-  char method[32], target[8192];
-  if (sscanf(request_line, "%31s %8191s", method, target) != 2 || target[0] == 0) {
-    fprintf(stderr, "moongate --explain: expected \"METHOD /path?query\", got \"%s\"\n", request_line);
+  char method[32];
+  const char *sp = strchr(request_line, ' ');
+  const char *target = sp ? sp + strspn(sp, " ") : NULL;
+  size_t ml = sp ? (size_t)(sp - request_line) : 0, tl = target ? strcspn(target, " ") : 0;
+  if (!sp || ml == 0 || ml >= sizeof method || tl == 0 || target[tl + strspn(target + tl, " ")] != 0) {
+    fprintf(stderr, "moongate --explain: expected \"METHOD /path?query\", got \"%.200s\"\n", request_line);
     return 1;
   }
+  memcpy(method, request_line, ml);
+  method[ml] = 0;
   mg_buf_t req;
   mg_buf_init(&req);
-  mg_buf_printf(&req, "%s %s HTTP/1.1\r\n", method, target);
+  mg_buf_printf(&req, "%s %.*s HTTP/1.1\r\n", method, (int)tl, target);
   int has_host = 0;
   for (int i = 0; i < nheaders; i++) {
     const char *colon = strchr(headers[i], ':');
@@ -299,7 +327,7 @@ int mg_explain_run(mg_config_t *cfg, const char *request_line, const char *const
   }
   X.module = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pushstring(L, method);
-  lua_pushstring(L, target);
+  lua_pushlstring(L, target, tl);
   call("start", 2);
 
   /* A server with one listener that stands for the configuration's first: SERVER_ADDR and
@@ -342,12 +370,9 @@ int mg_explain_run(mg_config_t *cfg, const char *request_line, const char *const
   if (tls) cfg->listens[0].tls = NULL;
   mg_conn_start(c);
   if (tls) cfg->listens[0].tls = tls;
-  /* The request fits the socket's buffer: written before the loop runs. */
-  if (write(X.fd, req.data, req.len) != (ssize_t)req.len) {
-    perror("moongate --explain: write");
-    return 1;
-  }
-  mg_buf_free(&req);
+  fcntl(X.fd, F_SETFL, fcntl(X.fd, F_GETFL) | O_NONBLOCK);
+  X.out = req;
+  X.out_off = 0;
 
   llhttp_settings_init(&X.settings);
   X.settings.on_status_complete = on_status_code;
@@ -358,7 +383,7 @@ int mg_explain_run(mg_config_t *cfg, const char *request_line, const char *const
   X.settings.on_message_complete = on_rmessage_complete;
   llhttp_init(&X.parser, HTTP_RESPONSE, &X.settings);
   uv_poll_init(s->loop, &X.poll, X.fd);
-  uv_poll_start(&X.poll, UV_READABLE, on_readable);
+  uv_poll_start(&X.poll, UV_READABLE | UV_WRITABLE, on_io);
   uv_timer_init(s->loop, &X.timer);
   uv_timer_start(&X.timer, on_deadline, 10000, 0);
   uv_run(s->loop, UV_RUN_DEFAULT);
@@ -392,6 +417,7 @@ int mg_explain_run(mg_config_t *cfg, const char *request_line, const char *const
   mg_explain = NULL;
   mg_buf_free(&X.field);
   mg_buf_free(&X.value);
+  mg_buf_free(&X.out);
   luaL_unref(L, LUA_REGISTRYINDEX, X.module);
   return rc;
 }

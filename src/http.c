@@ -58,9 +58,11 @@ struct mg_conn_s {
   uint8_t listener;      /* index in server->listeners, NO_LISTENER when none */
   uint8_t event, timer_kind, handles_open;
   uint8_t reading : 1, closing : 1, throttled : 1, lingering : 1, peer_eof : 1;
+  uint8_t in_length_value : 1; /* the parser is inside a request's Content-Length value */
   /* The last byte other than SP/HT that the parser consumed before the buffer it is
    * executing now (exec_start): how an obs-fold is told from a value split across reads. */
   char last_nonws;
+  char tail[8]; /* the last bytes consumed before exec_start: [0] the last, [1] the one before, ... */
   const char *exec_start;
   mg_tls_t *tls; /* NULL on a plain connection */
   uint8_t remote[16]; /* the peer's address, formatted per request */
@@ -336,6 +338,13 @@ void mg_req_send_head(mg_req_t *req) {
   if (req->head_sent) return;
   if (mg_lua_has_phase(req, MG_PHASE_HEADER_FILTER)) mg_lua_header_filter(req);
   static const char failed[] = "500 Internal Server Error\n";
+  if (!req->filter_failed && (req->status < 200 || req->status > 999)) {
+    /* The last guard, whoever set the status: a 1xx sent as the final answer would make the
+     * client read the next response on the connection as this one's body. */
+    mg_log_error(MG_LOG_ERROR, req->id, "response status %d is not a final status: answered 500 instead",
+                 req->status);
+    req->filter_failed = 1;
+  }
   if (req->filter_failed) {
     /* The response becomes a 500 page; whatever body the handler still produces is dropped
      * because the page's Content-Length is already reached. */
@@ -779,6 +788,13 @@ static void req_begin(mg_req_t *req) {
     return;
   }
   const char *host = mg_fields_get(&req->headers, "Host");
+  if (host && !mg_host_valid(host, strlen(host))) {
+    /* RFC 9112 3.2: 400 for an invalid Host. Forwarded, it would reach the backend as
+     * SERVER_NAME and HTTP_HOST, where "x@evil" or "a, b" builds links to another site. */
+    req->keepalive = 0;
+    mg_req_error(req, 400, "invalid Host \"%.64s\"", host);
+    return;
+  }
   if (host) {
     size_t hl = strlen(host);
     const char *colon = host[0] == '[' ? strchr(host, ']') : strchr(host, ':');
@@ -905,9 +921,32 @@ static int scratch_add(mg_conn_t *c, int kind, const char *at, size_t len, uint6
   return 0;
 }
 
+/* The byte k (1 to 8) places before `at`, also when it was consumed in an earlier read. */
+static char byte_before(const mg_conn_t *c, const char *at, int k) {
+  ptrdiff_t in = at - c->exec_start;
+  return in >= k ? at[-k] : c->tail[k - 1 - in];
+}
+
 static int on_url(llhttp_t *p, const char *at, size_t len) {
   mg_conn_t *c = p->data;
+  /* RFC 9112 3: method SP request-target, one space. llhttp (also in strict mode) skips any
+   * number of them, and a hop that splits the line differently reads another target. */
+  if (c->req->scratch_kind != 1 && byte_before(c, at, 2) == ' ')
+    return refuse(c, 400, "more than one space in the request line");
   return scratch_add(c, 1, at, len, c->server->cfg->set.max_request_line, 414, "request line too long");
+}
+
+/* The version's digits follow "HTTP/" (or "RTSP/", "ICE/"), which follows one space. */
+static int on_version(llhttp_t *p, const char *at, size_t len) {
+  mg_conn_t *c = p->data;
+  (void)len;
+  if (c->req->scratch_kind == 4) return 0;
+  c->req->scratch_kind = 4;
+  int k = 2;
+  while (k < 7 && byte_before(c, at, k) != ' ') k++;
+  if (byte_before(c, at, k) == ' ' && byte_before(c, at, k + 1) == ' ')
+    return refuse(c, 400, "more than one space in the request line");
+  return 0;
 }
 
 static int on_url_complete(llhttp_t *p) {
@@ -930,6 +969,7 @@ static int on_header_field_complete(llhttp_t *p) {
     return refuse(c, 431, req->head_done ? "too many header and trailer fields" : "too many header fields");
   /* A trailer field is counted against the limits, then dropped (on_header_value_complete). */
   if (req->head_done) req->ntrailers++;
+  else c->in_length_value = req->scratch.len == 14 && strncasecmp(req->scratch.data, "Content-Length", 14) == 0;
   req->pending_field = mg_pool_strndup(&req->pool, req->scratch.data ? req->scratch.data : "", req->scratch.len);
   req->scratch_kind = 0;
   return 0;
@@ -961,6 +1001,7 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len) {
 static int on_header_value_complete(llhttp_t *p) {
   mg_conn_t *c = p->data;
   mg_req_t *req = c->req;
+  c->in_length_value = 0;
   const char *v = req->scratch_kind == 3 ? req->scratch.data : "";
   size_t vl = req->scratch_kind == 3 ? req->scratch.len : 0;
   /* llhttp passes an obs-fold continuation through inside the value; RFC 9112 lets a server
@@ -990,6 +1031,11 @@ static int on_header_value_complete(llhttp_t *p) {
 
 static int on_headers_complete(llhttp_t *p) {
   mg_conn_t *c = p->data;
+  /* llhttp raises a Transfer-Encoding whose last coding is not chunked only after this
+   * callback, when the request would already have been routed and forwarded: refused here,
+   * before anything leaves for a backend (RFC 9112 6.3: the length cannot be determined). */
+  if ((p->flags & F_TRANSFER_ENCODING) && !(p->flags & F_CHUNKED) && !c->req->head_done)
+    return refuse(c, 400, "Transfer-Encoding whose last coding is not chunked");
   /* The head is frozen from here on: fields that follow the body (trailers) are dropped. The
    * scratch buffer is emptied (it stays with the request struct for the next one, unless a
    * large head made it grow). */
@@ -1023,6 +1069,7 @@ static const llhttp_settings_t parser_settings = {
     .on_message_begin = on_message_begin,
     .on_url = on_url,
     .on_url_complete = on_url_complete,
+    .on_version = on_version,
     .on_header_field = on_header_field,
     .on_header_field_complete = on_header_field_complete,
     .on_header_value = on_header_value,
@@ -1125,6 +1172,37 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
   buf->len = MG_BLOCK_SIZE;
 }
 
+/* The client went away: a request still in progress is cut off. */
+static void conn_gone(mg_conn_t *c) {
+  mg_req_t *req = c->req;
+  if (req && !req->finished) {
+    req->aborted = 1;
+    if (!req->msg_done)
+      mg_log_error(MG_LOG_INFO, req->id, "client %s closed the connection before the request was complete",
+                   req->remote);
+    else if (req->thread)
+      mg_log_error(MG_LOG_INFO, req->id, "client %s closed the connection while Lua code waited: abandoned",
+                   req->remote);
+  }
+  conn_close(c);
+}
+
+/* The client ended its side (a FIN, or a TLS close_notify). After a complete request that is a
+ * half-close, which HTTP/1.0 clients may do: the response still goes out and the connection
+ * closes after it. But Lua code waiting for that request is abandoned as for a client that
+ * went away (nginx with lua_check_client_abort), so that a client that leaves does not hold
+ * a descriptor and a coroutine for the whole wait. */
+static void conn_peer_closed(mg_conn_t *c) {
+  mg_req_t *req = c->req;
+  if (req && req->msg_done && !req->finished && !c->rbuf && !req->thread) {
+    c->peer_eof = 1;
+    req->keepalive = 0;
+    conn_update_reading(c);
+    return;
+  }
+  conn_gone(c);
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   mg_conn_t *c = s->data;
   if (nread <= 0) {
@@ -1134,22 +1212,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
       conn_close(c);
       return;
     }
-    /* A client that half-closes after a complete request (allowed to HTTP/1.0 clients) still
-     * gets its response; the connection closes after it. */
-    if (nread == UV_EOF && c->req && c->req->msg_done && !c->req->finished && !c->rbuf) {
-      c->peer_eof = 1;
-      c->req->keepalive = 0;
-      conn_update_reading(c);
-      return;
-    }
-    /* The client went away. A request still in progress is cut off. */
-    if (c->req && !c->req->finished) {
-      c->req->aborted = 1;
-      if (!c->req->msg_done)
-        mg_log_error(MG_LOG_INFO, c->req->id, "client %s closed the connection before the request was complete",
-                     c->req->remote);
-    }
-    conn_close(c);
+    if (nread == UV_EOF) conn_peer_closed(c);
+    else conn_gone(c);
     return;
   }
   if (c->lingering) {
@@ -1184,7 +1248,7 @@ static void conn_update_reading(mg_conn_t *c) {
   }
 }
 
-static void parse_error(mg_conn_t *c, llhttp_errno_t err) {
+static void parse_error(mg_conn_t *c) {
   int status = c->error_status ? c->error_status : 400;
   if (!c->req) c->req = req_new(c);
   mg_req_t *req = c->req;
@@ -1199,12 +1263,16 @@ static void parse_error(mg_conn_t *c, llhttp_errno_t err) {
   }
   req_cancel_handler(req);
   req->msg_done = 1;
-  mg_req_error(req, status, "bad request: %s (%s)", why, llhttp_errno_name(err));
+  /* llhttp's reason says it in words; its error name (HPE_...) would mean nothing to a user. */
+  mg_req_error(req, status, "bad request: %s", why);
 }
 
 /* Remembers the last byte other than SP/HT that the parser consumed (see follows_line_break). */
 static void note_last_byte(mg_conn_t *c, const char *start, const char *end) {
   if (!end || end < start) return;
+  size_t m = (size_t)(end - start) < sizeof c->tail ? (size_t)(end - start) : sizeof c->tail;
+  memmove(c->tail + m, c->tail, sizeof c->tail - m);
+  for (size_t k = 0; k < m; k++) c->tail[k] = end[-1 - (ptrdiff_t)k];
   while (end > start && (end[-1] == ' ' || end[-1] == '\t')) end--;
   if (end > start) c->last_nonws = end[-1];
 }
@@ -1232,10 +1300,8 @@ static int tls_fill(mg_conn_t *c) {
     return 1;
   }
   mg_block_put(blk);
-  if (st == MG_TLS_ERROR || st == MG_TLS_CLOSED) {
-    if (c->req && !c->req->finished) c->req->aborted = 1;
-    conn_close(c);
-  }
+  if (st == MG_TLS_CLOSED) conn_peer_closed(c);
+  else if (st == MG_TLS_ERROR) conn_gone(c);
   return 0;
 }
 
@@ -1243,21 +1309,43 @@ static int parse_allowed(const mg_conn_t *c) {
   return !c->closing && !c->throttled && !(c->req && (c->req->msg_done || c->req->hold_body));
 }
 
+/* How many of the n bytes at p the parser is given in one go. RFC 9110 5.5 lets a field value
+ * end in spaces and tabs (OWS), but llhttp refuses a tab after a Content-Length's digits; so
+ * within a request head the parser stops before each tab, and a tab that turns out to be part
+ * of a Content-Length's trailing white space is made a space, which means the same. The tab's
+ * line must end in this read (else it is refused as before). */
+static size_t head_run(mg_conn_t *c, char *p, size_t n) {
+  if (c->req && c->req->head_done) return n;
+  if (n && p[0] == '\t' && c->in_length_value) {
+    size_t k = 0;
+    while (k < n && (p[k] == ' ' || p[k] == '\t')) k++;
+    if (k < n && p[k] == '\r')
+      for (size_t j = 0; j < k; j++) p[j] = ' ';
+  }
+  const char *tab = n > 1 ? memchr(p + 1, '\t', n - 1) : NULL;
+  return tab ? (size_t)(tab - p) : n;
+}
+
 /* Parses what rbuf holds for as long as the current request lets it. Returns 1 when the
  * connection or its request moved on and the caller must return at once. */
 static int conn_parse(mg_conn_t *c) {
   while (c->rbuf && !c->closing && !c->throttled && !(c->req && (c->req->msg_done || c->req->hold_body))) {
-    const char *start = c->rbuf + c->rbuf_off;
+    char *start = c->rbuf + c->rbuf_off;
+    size_t n = head_run(c, start, c->rbuf_len - c->rbuf_off);
     c->exec_start = start;
-    llhttp_errno_t err = llhttp_execute(&c->parser, start, c->rbuf_len - c->rbuf_off);
-    note_last_byte(c, start, err == HPE_OK ? c->rbuf + c->rbuf_len : llhttp_get_error_pos(&c->parser));
+    llhttp_errno_t err = llhttp_execute(&c->parser, start, n);
+    note_last_byte(c, start, err == HPE_OK ? start + n : llhttp_get_error_pos(&c->parser));
+    if (err == HPE_OK && start + n < c->rbuf + c->rbuf_len) {
+      c->rbuf_off += (uint32_t)n;
+      continue;
+    }
     if (err == HPE_OK) {
       mg_block_put(c->rbuf);
       c->rbuf = NULL;
       break;
     }
     if (err != HPE_PAUSED && err != HPE_PAUSED_UPGRADE) {
-      parse_error(c, err);
+      parse_error(c);
       return 1;
     }
     c->rbuf_off = (uint32_t)(llhttp_get_error_pos(&c->parser) - c->rbuf);

@@ -123,3 +123,33 @@ size_t mg_path_encode(const char *in, size_t len, char *out) {
   out[n] = 0;
   return n;
 }
+
+static int is_hex(char c) { return (c >= '0' && c <= '9') || ((c | 32) >= 'a' && (c | 32) <= 'f'); }
+
+int mg_host_valid(const char *h, size_t n) {
+  size_t i = 0;
+  if (n && h[0] == '[') {
+    /* IPv6address or IPvFuture: hex digits, ':', '.', and for IPvFuture "v", unreserved and
+     * sub-delims; what matters here is that nothing delimits differently. */
+    for (i = 1; i < n && h[i] != ']'; i++)
+      if (!(is_hex(h[i]) || h[i] == ':' || h[i] == '.' || h[i] == 'v' || h[i] == 'V')) return 0;
+    if (i == n || i == 1) return 0;
+    i++;
+  } else {
+    static const char ok[] = "-._~!$&'()*+,;=";
+    for (; i < n && h[i] != ':'; i++) {
+      char c = h[i];
+      if (c == '%') {
+        if (i + 2 >= n || !is_hex(h[i + 1]) || !is_hex(h[i + 2])) return 0;
+        i += 2;
+      } else if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || (c && strchr(ok, c)))) {
+        return 0;
+      }
+    }
+  }
+  if (i == n) return 1;
+  if (h[i] != ':') return 0;
+  for (i++; i < n; i++)
+    if (h[i] < '0' || h[i] > '9') return 0;
+  return 1;
+}

@@ -21,6 +21,12 @@ enum {
 int mg_target_split(const char *target, size_t len, const char **path, size_t *path_len,
                     const char **query, size_t *query_len);
 
+/* 1 when h[0..n) is a valid Host field value (RFC 9112 3.2, RFC 3986 3.2.2): an IP literal
+ * in brackets or a reg-name (unreserved, sub-delims, percent escapes), then optionally ':'
+ * and a decimal port. Empty is valid (a target without authority). No '@', '/', space, or
+ * list: a host that another hop would read differently is refused. */
+int mg_host_valid(const char *h, size_t n);
+
 /* Normalizes `in` into `out`, which must hold len + 2 bytes. Returns the output length, or
  * MG_PATH_BAD / MG_PATH_ENCODED_SLASH. */
 int mg_path_normalize(const char *in, size_t len, char *out, int allow_encoded_slashes);

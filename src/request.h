@@ -144,7 +144,7 @@ struct mg_req_s {
   char *head;         /* the response head, held back to go out with the first body bytes */
   uint32_t head_len;
   void (*on_drain)(mg_req_t *req);
-  int scratch_kind;   /* 0 none, 1 url, 2 field, 3 value */
+  int scratch_kind;   /* 0 none, 1 url, 2 field, 3 value, 4 version (nothing kept) */
   char *pending_field;
   int filter_failed;  /* a header_filter hook raised an error */
   void (*handler_cancel)(mg_req_t *req); /* stops the handler when the client goes away */

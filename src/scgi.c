@@ -142,9 +142,44 @@ static int parse_content_length(const char *v, size_t n, int64_t *out) {
   return 0;
 }
 
+int mg_http_is_field_value(const char *v, size_t n) {
+  /* RFC 9110 5.5: visible characters, obs-text, and SP/HTAB between them. */
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)v[i];
+    if ((c < 0x20 && c != '\t') || c == 0x7f) return 0;
+  }
+  return 1;
+}
+
+/* RFC 9110 7.6.1: the fields a `Connection` header names are for this hop only, and an
+ * intermediary removes them (as Apache's ap_proxy_clear_connection does). */
+static void drop_connection_options(mg_cgi_head_t *h, const char *v, size_t n) {
+  size_t i = 0;
+  while (i < n) {
+    while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ',')) i++;
+    size_t start = i;
+    while (i < n && v[i] != ',' && v[i] != ' ' && v[i] != '\t') i++;
+    size_t tl = i - start;
+    if (tl == 0) continue;
+    int out = 0;
+    for (int k = 0; k < h->nheaders; k++) {
+      mg_header_t *f = &h->headers[k];
+      if (f->name_len == tl && strncasecmp(f->name, v + start, tl) == 0) {
+        if (tl == 14 && strncasecmp(f->name, "Content-Length", 14) == 0) h->content_length = -1;
+        continue;
+      }
+      h->headers[out++] = *f;
+    }
+    h->nheaders = out;
+  }
+}
+
 int mg_cgi_parse(const char *buf, size_t len, mg_cgi_head_t *h) {
   h->status = 200, h->reason = NULL, h->reason_len = 0, h->content_length = -1, h->nheaders = 0;
   h->error = NULL;
+  enum { MAX_CONNECTION_FIELDS = 8 };
+  mg_header_t conn[MAX_CONNECTION_FIELDS];
+  int nconn = 0;
   size_t i = 0;
   for (;;) {
     const char *nl = memchr(buf + i, '\n', len - i);
@@ -154,6 +189,7 @@ int mg_cgi_parse(const char *buf, size_t len, mg_cgi_head_t *h) {
     if (e > i && buf[e - 1] == '\r') e--;
     if (e == i) {
       h->head_len = line_end + 1;
+      for (int k = 0; k < nconn; k++) drop_connection_options(h, conn[k].value, conn[k].value_len);
       return MG_CGI_DONE;
     }
     const char *line = buf + i;
@@ -167,17 +203,22 @@ int mg_cgi_parse(const char *buf, size_t len, mg_cgi_head_t *h) {
     while (v < ve && (*v == ' ' || *v == '\t')) v++;
     while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) ve--;
     size_t vl = (size_t)(ve - v);
-    for (size_t k = 0; k < vl; k++)
-      if (v[k] == '\r' || v[k] == 0) return h->error = "header value holds CR or NUL", MG_CGI_ERROR;
+    if (!mg_http_is_field_value(v, vl)) return h->error = "header value holds a control character", MG_CGI_ERROR;
     if (nl_len == 6 && strncasecmp(line, "Status", 6) == 0) {
       if (vl < 3 || v[0] < '1' || v[0] > '5' || v[1] < '0' || v[1] > '9' || v[2] < '0' || v[2] > '9' ||
           (vl > 3 && v[3] != ' '))
         return h->error = "bad Status line", MG_CGI_ERROR;
+      /* An interim 1xx is not an answer: sent as the final one, the client would read the
+       * next response on its connection as this one's body. */
+      if (v[0] == '1') return h->error = "a 1xx Status is not a final response", MG_CGI_ERROR;
       h->status = (v[0] - '0') * 100 + (v[1] - '0') * 10 + (v[2] - '0');
       if (vl > 4) h->reason = v + 4, h->reason_len = (uint32_t)(vl - 4);
       continue;
     }
-    if (is_hop_by_hop(line, nl_len)) continue;
+    if (is_hop_by_hop(line, nl_len)) {
+      if (nl_len == 10 && strncasecmp(line, "Connection", 10) == 0 && nconn < MAX_CONNECTION_FIELDS) conn[nconn++] = (mg_header_t){line, v, (uint32_t)nl_len, (uint32_t)vl};
+      continue;
+    }
     if (nl_len == 14 && strncasecmp(line, "Content-Length", 14) == 0) {
       int64_t cl;
       if (parse_content_length(v, vl, &cl) < 0) return h->error = "bad Content-Length", MG_CGI_ERROR;

@@ -74,6 +74,8 @@ enum { MG_CGI_MORE = 0, MG_CGI_DONE = 1, MG_CGI_ERROR = -1 };
 int mg_cgi_parse(const char *buf, size_t len, mg_cgi_head_t *h);
 
 int mg_http_is_token(const char *s, size_t n);
+/* 1 when v[0..n) may be an HTTP field value: no control character other than HTAB. */
+int mg_http_is_field_value(const char *v, size_t n);
 const char *mg_http_reason(int status);
 
 #endif
