@@ -827,8 +827,11 @@ static void on_lua_timer(uv_timer_t *tm) {
   else on_timer_done(t, rc);
 }
 
+/* A failed init_worker hook is logged (its message carries init.lua's file:line) and the
+ * worker serves anyway, as OpenResty's does: a worker that exited instead would be restarted
+ * into the same error, and a reload into it would leave no worker serving. */
 static void on_init_worker_done(mg_thread_t *t, int rc) {
-  if (rc == MG_THREAD_ERROR) mg_log_error(MG_LOG_ERROR, NULL, "Lua error in init_worker: %s", t->error);
+  if (rc == MG_THREAD_ERROR) mg_log_error(MG_LOG_ERROR, NULL, "Lua error in init_worker (the worker serves anyway): %s", t->error);
   mg_thread_release(t);
 }
 
@@ -842,17 +845,12 @@ int mg_lua_worker_init(mg_config_t *cfg, uv_loop_t *loop) {
   mg_lua_worker_prepare(cfg, loop);
   for (int i = 0; i < cfg->init_worker.n; i++) {
     /* An init_worker hook may wait (a cosocket to prime a cache); the worker serves
-     * meanwhile. One that fails before it waits fails the worker, as before. */
+     * meanwhile. One that fails, before or after it waits, is logged and the next hook runs. */
     mg_thread_t *t = mg_thread_new(L, NULL, MG_PH_INIT_WORKER);
     lua_rawgeti(t->co, LUA_REGISTRYINDEX, cfg->init_worker.refs[i]);
     t->on_done = on_init_worker_done;
     int rc = mg_thread_start(t, 0);
-    if (rc == MG_THREAD_ERROR) {
-      mg_log_error(MG_LOG_ERROR, NULL, "Lua error in init_worker: %s", t->error);
-      mg_thread_release(t);
-      return -1;
-    }
-    if (rc == MG_THREAD_DONE) mg_thread_release(t);
+    if (rc != MG_THREAD_WAIT) on_init_worker_done(t, rc);
   }
   for (int i = 0; i < cfg->ntimers; i++) {
     lua_timer_t *lt = mg_calloc(1, sizeof *lt);

@@ -175,7 +175,17 @@ static void on_trim(uv_timer_t *t) {
   malloc_trim(0);
 }
 
-int mg_server_run(mg_config_t *cfg, const int *fds, int slot) {
+/* Tells the master that this worker accepts (it retires an old generation only then): the
+ * pid in one write, which a pipe keeps whole. */
+static void server_report_ready(int fd) {
+  if (fd < 0) return;
+  int32_t pid = (int32_t)getpid();
+  ssize_t w = write(fd, &pid, sizeof pid);
+  (void)w;
+  close(fd);
+}
+
+int mg_server_run(mg_config_t *cfg, const int *fds, int slot, int ready_fd) {
   mg_server_t s;
   memset(&s, 0, sizeof s);
   s.on_conn_closed = on_conn_closed;
@@ -238,6 +248,7 @@ int mg_server_run(mg_config_t *cfg, const int *fds, int slot) {
   }
   if (mg_lua_worker_init(cfg, s.loop) < 0) return 1;
   if (slot == 0) mg_health_start(cfg, s.loop);
+  server_report_ready(ready_fd);
   uv_run(s.loop, UV_RUN_DEFAULT);
   free(s.listeners);
   return 0;

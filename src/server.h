@@ -19,8 +19,9 @@
 int mg_listen_bind(const mg_listen_t *l, int reuseport, char *err, size_t err_len);
 
 /* Serves the given listening fds (one per cfg->listens entry) until stopped. Runs
- * init_worker hooks first. Returns 0 on a clean stop. */
-int mg_server_run(mg_config_t *cfg, const int *fds, int slot);
+ * init_worker hooks first, then writes the worker's pid to ready_fd (when not -1) and closes
+ * it: the master's sign that this worker accepts. Returns 0 on a clean stop. */
+int mg_server_run(mg_config_t *cfg, const int *fds, int slot, int ready_fd);
 
 
 #endif

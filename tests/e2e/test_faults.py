@@ -197,3 +197,71 @@ def test_large_chunked_upload_is_spooled_not_held(gateway, echo_backend):
     assert r.status == 200 and r.body == b"xxx"
     limit = 8 * 1024 + (6 * 1024 if SANITIZED else 0)
     assert peak - before < limit, "worker RSS grew by %d KiB during a 40 MiB chunked upload" % (peak - before)
+
+
+def test_init_worker_errors_are_logged_and_the_worker_serves(gateway):
+    """A hook that raises in its first line, and one that raises after it waited, are each
+    logged with init.lua's file:line; the next hook still runs and the worker serves (OpenResty
+    does the same). A worker that exited instead would be restarted into the same error."""
+    g = gateway("""
+mg.workers(2)
+mg.on("init_worker", function() error("first line broke") end)
+mg.on("init_worker", function() mg.sleep(0.01); error("broke after a wait") end)
+mg.on("init_worker", function() io.stderr:write("THIRD HOOK RAN\\n") end)
+mg.route("/", function(req) return 200, "served" end)
+""")
+    lines = open(g.config).read().splitlines()
+    first = next(i for i, l in enumerate(lines, 1) if "first line broke" in l)
+    late = next(i for i, l in enumerate(lines, 1) if "broke after a wait" in l)
+    for _ in range(4):
+        out = raw(g.port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", timeout=3)
+        assert out.startswith(b"HTTP/1.1 200") and out.endswith(b"served"), out
+    g.wait_log("init.lua:%d: broke after a wait" % late)
+    log = g.log()
+    assert log.count("Lua error in init_worker (the worker serves anyway): ") == 4, log
+    assert log.count("init.lua:%d: first line broke\n" % first) == 2, log
+    assert log.count("THIRD HOOK RAN") == 2, log
+    assert "exited with status" not in log and len(workers_of(g, 2)) == 2, log
+
+
+def test_workers_that_die_at_start_are_restarted_with_backoff_despite_a_signal_flood(tmp_path):
+    """Workers that exit in init_worker are restarted in each slot after 100 ms, then 200 ms,
+    400 ms, ... (5 s at most), each death logged with its pid and status; SIGCHLD, HUP and USR1
+    sent to the master as fast as it takes them cannot cut a wait short: in its first 3 s a
+    slot starts at most 6 workers (the tree before started thousands). The master is run
+    directly: the fixture would wait for workers to show, and these live a few milliseconds."""
+    import re
+    import subprocess
+    from conftest import MOONGATE
+    port = free_port()
+    cfg = tmp_path / "init.lua"
+    cfg.write_text('local mg = require "moongate"\nmg.listen("127.0.0.1:%d")\nmg.workers(2)\n'
+                   'mg.on("init_worker", function() os.exit(3) end)\n'
+                   'mg.route("/", function(req) return 200, "never" end)\n' % port)
+    log_path = tmp_path / "error.log"
+    with open(log_path, "wb") as out:
+        p = subprocess.Popen([MOONGATE, "-c", str(cfg)], stdout=out, stderr=out)
+    try:
+        t0 = time.time()
+        while b"started: 2 worker(s)" not in log_path.read_bytes():
+            assert time.time() < t0 + 10 and p.poll() is None, log_path.read_text()
+            time.sleep(0.01)
+        t0 = time.time()
+        sent = 0
+        while time.time() < t0 + 3 and sent < 1000:  # bounded: at most 3 s and 3000 signals
+            for sig in (signal.SIGCHLD, signal.SIGHUP, signal.SIGUSR1):
+                p.send_signal(sig)
+            sent += 1
+            time.sleep(0.005)
+        log = log_path.read_text()
+        assert p.poll() is None, log
+    finally:
+        p.terminate()
+        p.wait(10)
+    deaths = re.findall(r"worker (\d+) \(slot (\d)\) exited with status 3", log)
+    per_slot = {s: sum(1 for _, k in deaths if k == s) for s in ("0", "1")}
+    assert all(2 <= n <= 6 for n in per_slot.values()), (per_slot, log[-3000:])
+    assert len(set(pid for pid, _ in deaths)) == len(deaths)  # one line per worker, each named
+    assert "exited with status 3; starting a new one in 0.1 s" in log
+    for marker in ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer"):
+        assert marker not in log, log

@@ -2,6 +2,7 @@
 options that are refused rather than ignored."""
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -126,3 +127,122 @@ def test_unknown_user_is_a_load_error(tmp_path):
     cfg.write_text('local mg = require "moongate"\nmg.listen("127.0.0.1:1")\nmg.set { user = "no-such-user-x" }\n')
     p = subprocess.run([MOONGATE, "-t", "-c", str(cfg)], capture_output=True, text=True)
     assert p.returncode == 1 and 'init.lua:3: user: no user named "no-such-user-x"' in p.stderr, p.stderr
+
+
+def test_reload_into_workers_that_die_at_start_keeps_the_old_ones_serving(gateway):
+    """A reload starts the new workers first and retires the old ones only once every new one
+    reported ready; new workers that die before that leave the old ones serving, with the
+    reason in the log. Requests in a loop meanwhile: none fails."""
+    import threading
+    from conftest import raw
+    g = gateway("""
+mg.workers(2)
+mg.route("/", function(req) return 200, "old" end)
+""")
+    old = set(g.workers())
+    assert len(old) == 2
+    results, stop = [], threading.Event()
+
+    def loop():
+        for _ in range(2000):  # bounded in count; each request in 3 s
+            if stop.is_set():
+                return
+            results.append(raw(g.port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", timeout=3))
+
+    t = threading.Thread(target=loop)
+    t.start()
+    try:
+        assert wait_for(lambda: len(results) >= 20)
+        with open(g.config) as f:
+            text = f.read()
+        with open(g.config, "w") as f:
+            f.write(text.replace('"old"', '"new"') + 'mg.on("init_worker", function() os.exit(3) end)\n')
+        g.signal(signal.SIGHUP)
+        g.wait_log("reload failed, the running configuration stays in force: new worker")
+        seen = len(results)
+        assert wait_for(lambda: len(results) >= seen + 50)
+    finally:
+        stop.set()
+        t.join(10)
+    bad = [r for r in results if not (r.startswith(b"HTTP/1.1 200") and r.endswith(b"old"))]
+    assert not bad and len(results) >= 70, (len(bad), bad[:3])
+    assert set(g.workers()) == old  # the old generation was never told to go
+    assert "exited with status 3 before it was ready" in g.log()
+    # Fixed, the next reload goes through.
+    with open(g.config, "w") as f:
+        f.write(text.replace('"old"', '"new"'))
+    g.signal(signal.SIGHUP)
+    g.wait_log("reloaded ")
+    assert request(g.port).body == b"new"
+    assert wait_for(lambda: not set(g.workers()) & old)
+
+
+SPIN = """
+mg.set { shutdown_timeout = 1, pid = "moongate.pid" }
+mg.route("/spin", function(req)
+  io.stderr:write("SPINNING\\n")
+  local t = os.clock() + 30
+  while os.clock() < t do end  -- no yield: the worker runs nothing else, signals included
+  return 200, "spun"
+end)
+mg.route("/", function(req) return 200, "ok" end)
+"""
+
+
+def start_spinning(g):
+    """Sends a request to /spin and returns once the worker spins (and the socket)."""
+    import socket
+    s = socket.create_connection(("127.0.0.1", g.port))
+    s.sendall(b"GET /spin HTTP/1.1\r\nHost: x\r\n\r\n")
+    g.wait_log("SPINNING")
+    return s
+
+
+def kill_leftovers(pids):
+    """A worker the tree under test failed to reclaim must not spin on after the test."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_s_stop_completes_with_a_worker_spinning_in_lua(gateway):
+    """TERM (here through `moongate -s stop`) gives workers shutdown_timeout; one that is still
+    alive a second after that cannot run its loop, and the master kills it, says so, and exits."""
+    g = gateway(SPIN)
+    workers = g.workers()
+    s = start_spinning(g)
+    try:
+        t0 = time.time()
+        p = subprocess.run([MOONGATE, "-s", "stop", "-c", g.config], capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        g.proc.wait(6)  # shutdown_timeout 1 s + 1 s grace, with room for a loaded machine
+        assert g.proc.returncode == 0 and time.time() - t0 < 5
+        log = g.log()
+        assert re.search(r"worker %d \(slot 0\) still running 2\.\d s after TERM \(shutdown_timeout 1\.0 s\); "
+                         r"killing it \(SIGKILL\)" % workers[0], log), log
+        assert not os.path.exists("/proc/%d" % workers[0])
+    finally:
+        s.close()
+        kill_leftovers(workers)
+
+
+def test_reload_kills_an_old_worker_still_spinning_after_shutdown_timeout(gateway):
+    """A reload's old workers drain (QUIT); one still alive a second after shutdown_timeout
+    is killed with a log line, while the new generation serves."""
+    g = gateway(SPIN)
+    old = g.workers()
+    s = start_spinning(g)
+    try:
+        g.signal(signal.SIGHUP)
+        g.wait_log("reloaded ")
+        assert request(g.port).body == b"ok"  # the new worker accepts on the same socket
+        assert wait_for(lambda: not os.path.exists("/proc/%d" % old[0]), 5)
+        g.wait_log("worker %d (slot 0) still running " % old[0])
+        assert re.search(r"worker %d \(slot 0\) still running 2\.\d s after a reload told it to QUIT \(shutdown_timeout "
+                         r"1\.0 s\); killing it \(SIGKILL\)" % old[0], g.log()), g.log()
+        assert g.proc.poll() is None and len(g.workers()) == 1
+    finally:
+        s.close()
+        kill_leftovers(old)
