@@ -36,8 +36,9 @@ static const char usage[] =
     "  import-apache FILE  print the init.lua equivalent of an Apache configuration; exit 0\n"
     "              when all was translated, 3 when something was not (named on stderr), 1 on error\n"
     "\n"
-    "Signals to the master: HUP reloads the scripts, TERM/INT stop (in-flight requests get\n"
-    "shutdown_timeout to finish), QUIT drains without a deadline.\n";
+    "Signals to the master: HUP reloads the scripts (the old workers serve until the new ones\n"
+    "accept), TERM/INT stop (in-flight requests get shutdown_timeout to finish; a worker still\n"
+    "running a second later is killed), QUIT drains without a deadline.\n";
 
 static char *default_pid(const mg_config_t *cfg, const char *file) {
   if (cfg && cfg->set.pid) return mg_strdup(cfg->set.pid);
