@@ -1,13 +1,15 @@
-"""Faults and hostile clients (issues 6 and 7): workers, limits, timeouts, bounded memory."""
+"""Faults and hostile clients (issues 6, 7 and 21): workers, limits, timeouts, bounded memory."""
 import os
+import re
 import signal
 import socket
+import subprocess
 import threading
 import time
 
 import pytest
 
-from conftest import SANITIZED, free_port, raw, read_all, read_response, request
+from conftest import MOONGATE, SANITIZED, free_port, raw, read_all, read_response, request
 
 BASIC = 'mg.route("/", "scgi://127.0.0.1:{BACKEND}/")\n'
 
@@ -230,9 +232,6 @@ def test_workers_that_die_at_start_are_restarted_with_backoff_despite_a_signal_f
     sent to the master as fast as it takes them cannot cut a wait short: in its first 3 s a
     slot starts at most 6 workers (the tree before started thousands). The master is run
     directly: the fixture would wait for workers to show, and these live a few milliseconds."""
-    import re
-    import subprocess
-    from conftest import MOONGATE
     port = free_port()
     cfg = tmp_path / "init.lua"
     cfg.write_text('local mg = require "moongate"\nmg.listen("127.0.0.1:%d")\nmg.workers(2)\n'
