@@ -1290,37 +1290,45 @@ end
 
 -- ---- checking the output ---------------------------------------------------------------------------
 --
--- The output is run as `moongate -t` runs an init.lua -- with a fresh copy of the real
--- moongate module, whose checks are -t's -- in an environment holding only `require`, which
--- gives that module and nothing else. Hooks are not called (they run at request time).
--- Returns nil when it passes; "code", why when the output reads or writes any other global
--- or requires any other module (it would run code of its own: a bug here); "fails", message
--- when moongate's checks refuse it.
+-- The output is run twice, each time in an environment holding only `require`, which gives a
+-- moongate module and nothing else: first with a stand-in whose every function accepts
+-- anything, so that every statement runs; then as `moongate -t` runs an init.lua, with a
+-- fresh copy of the real module, whose checks are -t's. Hooks are not called (they run at
+-- request time). Returns nil when it passes; "code", why when the output reads or writes any
+-- other global or requires any other module (it would run code of its own: a bug here);
+-- "fails", message when moongate's checks refuse it.
 
 local Trap = {}
 
-local function check_output(text, sys)
-  local chunk, perr = loadstring(text, "=init.lua")
-  if not chunk then return "code", "it does not parse: " .. tostring(perr) end
-  package.loaded.moongate = nil
-  local mg = require "moongate"
-  mg._lookup = sys.lookup
-  local function trap(what) error(setmetatable({ msg = what }, Trap), 0) end
-  local function require_moongate(name)
-    if name ~= "moongate" then trap("it requires " .. tostring(name)) end
-    return mg
-  end
+local function trap(what) error(setmetatable({ msg = what }, Trap), 0) end
+
+local function run_output(chunk, mg)
   setfenv(chunk, setmetatable({}, {
     __index = function(_, k)
-      if k == "require" then return require_moongate end
+      if k == "require" then
+        return function(name)
+          if name ~= "moongate" then trap("it requires " .. tostring(name)) end
+          return mg
+        end
+      end
       trap("it reads the global " .. tostring(k))
     end,
     __newindex = function(_, k) trap("it sets the global " .. tostring(k)) end,
   }))
-  local ok, err = pcall(function()
-    chunk()
-    if mg._finish then mg._finish() end
-  end)
+  return pcall(chunk)
+end
+
+local function check_output(text, sys)
+  local chunk, perr = loadstring(text, "=init.lua")
+  if not chunk then return "code", "it does not parse: " .. tostring(perr) end
+  local stand_in = setmetatable({}, { __index = function() return function() end end })
+  local ok, err = run_output(chunk, stand_in)
+  if not ok then return "code", getmetatable(err) == Trap and err.msg or tostring(err) end
+  package.loaded.moongate = nil
+  local mg = require "moongate"
+  mg._lookup = sys.lookup
+  ok, err = run_output(chunk, mg)
+  if ok and mg._finish then ok, err = pcall(mg._finish) end
   package.loaded.moongate = nil
   if ok then return nil end
   if getmetatable(err) == Trap then return "code", err.msg end
@@ -1368,8 +1376,10 @@ function M.run(path, sys)
   end
   sys.out(text)
   if kind == "fails" then
+    -- mg.set names the setting it refuses; other calls are found by their line.
     local n = tonumber(why:match("^init%.lua:(%d+):"))
-    local src = n and t:src_of_line(n)
+    local key = why:match("^init%.lua:%d+: ([%w_]+):")
+    local src = key and t.settings[key] and t.settings[key].src or n and t:src_of_line(n)
     warn(fmt("%sthe output does not pass `moongate -t` as it stands: %s", src and ("from " .. src .. ": ") or "", why))
     return 3
   end

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import MOONGATE, Gateway, free_port, request, wait_port
+from conftest import MOONGATE, SANITIZED, Gateway, free_port, request, wait_port
 
 APACHE = shutil.which("apache2") or "/usr/sbin/apache2"
 MODULES = ["mpm_event", "authz_core", "proxy", "proxy_scgi", "proxy_balancer", "slotmem_shm",
@@ -429,3 +429,452 @@ def test_virtual_hosts_become_host_routes(tmp_path, backends):
         assert backend_for("a.example", "/private/x") == (200, "a")
     finally:
         g.stop()
+
+
+# ---- hostile input: the output is data turned into code ---------------------------------------------
+#
+# A configuration (and the names of the files it includes) may come from someone else. Whatever
+# it holds, the init.lua printed must do nothing but configure moongate: nothing of it may run
+# as code, under `moongate -t` or at start.
+
+PAYLOAD = b"os.execute('touch pwned-os') io.open('pwned-io','w') require('pwned-require') --"
+MARKERS = ("pwned", "pwned-os", "pwned-io")
+
+
+def run_check(d, lua_path):
+    """`moongate -t` on an init.lua with the current folder `d`, as a user would run it."""
+    return subprocess.run([MOONGATE, "-t", "-c", lua_path], cwd=d, capture_output=True, timeout=60)
+
+
+def assert_inert(d, out):
+    """The output is printable ASCII lines, and `moongate -t` on it, run in `d`, creates nothing."""
+    bad = sorted({c for c in out.encode("latin-1") if c != 0x0a and not 0x20 <= c <= 0x7e})
+    assert not bad, "bytes %s in the output:\n%s" % (bad, out)
+    before = set(os.listdir(d))
+    lua_path = os.path.join(d, "imported.lua")
+    with open(lua_path, "w", encoding="latin-1") as f:
+        f.write(out)
+    r = run_check(d, lua_path)
+    created = set(os.listdir(d)) - before - {"imported.lua"}
+    assert not created, "moongate -t on the output created %s\n%s" % (sorted(created), out)
+    return r
+
+
+def import_bytes(path):
+    p = subprocess.run([MOONGATE, "import-apache", path], capture_output=True, timeout=30)
+    return p.returncode, p.stdout.decode("latin-1"), p.stderr.decode("latin-1")
+
+
+def issue_repro(d):
+    with open(os.path.join(d, "evil.conf"), "wb") as f:
+        f.write(b"Listen 127.0.0.1:8080\nProxyPass /app/ scgi://127.0.0.1:4000/ \"retry=5\ros.execute('touch pwned') --\"\n")
+    return "evil.conf"
+
+
+def vector(text):
+    def make(d):
+        with open(os.path.join(d, "evil.conf"), "wb") as f:
+            f.write(b"Listen 127.0.0.1:8080\nProxyPass /ok/ scgi://127.0.0.1:4000/\n" + text.replace(b"CODE", b"\r" + PAYLOAD) + b"\n")
+        return "evil.conf"
+    return make
+
+
+def included_name(d):
+    os.mkdir(os.path.join(d, "conf.d"))
+    with open(os.path.join(d.encode(), b"conf.d/x\r" + PAYLOAD + b".conf"), "wb") as f:
+        f.write(b"SetEnv FROM_INCLUDE yes\n")
+    with open(os.path.join(d, "evil.conf"), "wb") as f:
+        f.write(b"Listen 127.0.0.1:8080\nInclude conf.d/*.conf\nProxyPass /app/ scgi://127.0.0.1:4000/\n")
+    return "evil.conf"
+
+
+def main_file_name(d):
+    name = b"main\r" + PAYLOAD + b".conf"
+    with open(os.path.join(d.encode(), name), "wb") as f:
+        f.write(b"Listen 127.0.0.1:8080\nProxyPass /app/ scgi://127.0.0.1:4000/\n")
+    return name
+
+
+# The reproduction of issue 21 and each vector it names: a bare CR in the text the importer
+# writes into a comment (or a file name) would end the comment, and the rest would run.
+VECTORS = {
+    "issue_repro": issue_repro,
+    "include_comment": vector(b'Include conf.d/none*.conf "CODE"'.replace(b"conf.d/none*.conf", b"evil-inc.conf")),
+    "proxypass_flag": vector(b'ProxyPass /a/ scgi://127.0.0.1:4000/ "nocanonCODE"'),
+    "route_note": vector(b'ProxyPass /a/ scgi://127.0.0.1:4000/ "keepalive=OnCODE"'),
+    "lbmethod": vector(b'<Proxy balancer://b>\nBalancerMember scgi://127.0.0.1:4001\nProxySet "lbmethod=xCODE"\n</Proxy>'),
+    "setenvif_attribute": vector(b'SetEnvIf "X(CODE" ^a A=1'),
+    "setenvif_regex": vector(b'SetEnvIf Request_URI "(aCODE" A=1'),
+    "listen_protocol": vector(b'Listen 8081 "httpsCODE"'),
+    "proxy_url": vector(b'<Proxy "http://x/CODE">\nHeader set A b\n</Proxy>'),
+    "included_file_name": included_name,
+    "main_file_name": main_file_name,
+}
+
+
+@pytest.mark.parametrize("name", sorted(VECTORS))
+def test_hostile_text_never_runs_as_code(name):
+    d = scratch()
+    try:
+        with open(os.path.join(d, "evil-inc.conf"), "w") as f:
+            f.write("SetEnv INC yes\n")
+        conf = VECTORS[name](d)
+        path = os.path.join(d.encode(), conf if isinstance(conf, bytes) else conf.encode())
+        code, out, err = import_bytes(path)
+        assert code in (0, 3), err
+        r = assert_inert(d, out)
+        assert r.returncode == 0, r.stderr
+        assert not any(os.path.exists(os.path.join(d, m)) for m in MARKERS)
+        # What was written stays visible, escaped: a CR is \013 in the comment.
+        assert "\\013os.execute" in out, out
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+# The sandbox: loads the output as moongate -t would, but with an environment that holds only
+# `require`, giving a recording stand-in for moongate; records every other global read or
+# written, every module required, and every string handed to mg.*; then calls each function
+# handed to mg.* (the hooks) with a request of strings, recording what they touch. It writes
+# the record to REPORT and declares a listener of its own, so -t itself passes.
+SANDBOX = r'''
+local real = require "moongate"
+local imp = require "_import_apache"
+local OUT, REPORT, DUMP = %s, %s, %s
+local lines = {}
+local function rec(...) lines[#lines + 1] = table.concat({ ... }, " ") end
+local function hex(s) return (s:gsub(".", function(c) return string.format("%%02x", c:byte()) end)) end
+if DUMP then
+  -- The importer's own table of directives and sections, for the test to build its configs.
+  for _, d in ipairs(imp.directives()) do
+    for _, ex in ipairs(d.examples) do
+      local args, body = {}, {}
+      for _, a in ipairs(ex) do args[#args + 1] = hex(a) end
+      for _, b in ipairs(ex.body or {}) do body[#body + 1] = hex(b) end
+      rec("DIRECTIVE", d.name, d.section and "section" or "directive", ex.ctx or "main",
+          "args:" .. table.concat(args, ","), "body:" .. table.concat(body, ","))
+    end
+  end
+else
+  local fns = {}
+  local function walk(v, seen)
+    if type(v) == "string" then rec("STR", hex(v))
+    elseif type(v) == "function" then fns[#fns + 1] = v
+    elseif type(v) == "table" and not seen[v] then
+      seen[v] = true
+      for k, x in pairs(v) do walk(k, seen); walk(x, seen) end
+    end
+  end
+  local stub = setmetatable({}, { __index = function(_, name)
+    return function(...)
+      rec("CALL", tostring(name))
+      for i = 1, select("#", ...) do walk((select(i, ...)), {}) end
+    end
+  end })
+  local in_hook = false
+  local env = setmetatable({}, {
+    __index = function(_, k)
+      if k == "require" and not in_hook then
+        return function(name)
+          rec("REQUIRE", tostring(name))
+          return name == "moongate" and stub or nil
+        end
+      end
+      if k == "string" and in_hook then return { find = string.find } end
+      rec("TRAP", "read", tostring(k))
+    end,
+    __newindex = function(_, k) rec("TRAP", "write", tostring(k)) end,
+  })
+  local chunk, err = loadfile(OUT)
+  if not chunk then rec("ERROR", "load", err) else
+    setfenv(chunk, env)
+    local ok, e = pcall(chunk)
+    if not ok then rec("ERROR", "run", tostring(e)) end
+    in_hook = true
+    for _, fn in ipairs(fns) do
+      local req = { uri = "/x/y.php", method = "GET", http_version = "1.1", remote_addr = "127.0.0.1", env = {},
+                    headers = setmetatable({}, { __index = function() return "curl/7.x" end }),
+                    exit = function() return true end }
+      local ok2, e2 = pcall(fn, req)
+      if not ok2 then rec("ERROR", "hook", tostring(e2)) end
+    end
+  end
+end
+local f = assert(io.open(REPORT, "w"))
+f:write(table.concat(lines, "\n"), "\n")
+f:close()
+real.listen("127.0.0.1:1")
+'''
+
+
+def sandbox(d, out_path, dump=False):
+    """Runs SANDBOX under `moongate -t`; returns its record as a list of [kind, ...] rows."""
+    report = os.path.join(d, "report.txt")
+    lua = os.path.join(d, "sandbox.lua")
+    with open(lua, "w") as f:
+        f.write(SANDBOX % (json.dumps(out_path), json.dumps(report), "true" if dump else "false"))
+    r = run_check(d, lua)
+    assert r.returncode == 0, r.stderr
+    with open(report) as f:
+        rows = [line.split(" ") for line in f.read().splitlines() if line]
+    os.unlink(report)
+    return rows
+
+
+def importer_directives(d):
+    """The importer's directive table: (name, is_section, context, args, body), bytes."""
+    out = []
+    for row in sandbox(d, "", dump=True):
+        assert row[0] == "DIRECTIVE"
+        args = [bytes.fromhex(a) for a in row[4][len("args:"):].split(",") if a]
+        body = [bytes.fromhex(b) for b in row[5][len("body:"):].split(",") if b]
+        out.append((row[1], row[2] == "section", row[3], args, body))
+    return out
+
+
+def apache_quote(v):
+    return b'"' + v.replace(b'"', b'\\"') + b'"'
+
+
+def hostile_config(directives, byte):
+    """A configuration holding every example of every directive once per argument, with that
+    argument (or, for key=value, its value) replaced by a value around `byte` and PAYLOAD. The
+    same directive is never repeated with the same names, so nothing is merged away. Returns
+    the text and the SetEnv values expected back, byte for byte, in the route's env."""
+    c = bytes([byte])
+    value = b"a" + c + c + PAYLOAD + c + c + b"z"
+    lines = [b"Listen 127.0.0.1:8080", b"ProxyPass /base/ scgi://127.0.0.1:4000/"]
+    expect_env = []
+    n = 0
+    for name, section, ctx, args, body in directives:
+        slots = []
+        for i, a in enumerate(args):
+            slots.append((i, value))
+            if b"=" in a:
+                slots.append((i, a.split(b"=", 1)[0] + b"=" + value))
+        for i, v in slots:
+            n += 1
+            words = [apache_quote(v if j == i else a) for j, a in enumerate(args)]
+            if section:
+                inst = [b"<" + name.encode() + b" " + b" ".join(words) + b">"] + body + [b"</" + name.encode() + b">"]
+            else:
+                inst = [name.encode() + b" " + b" ".join(words)]
+            if name == "setenv" and i == 1 and ctx in ("main", "location"):
+                expect_env.append(v)
+            if ctx == "location":
+                inst = [b"<Location /c%d/>" % n, b"ProxyPass scgi://127.0.0.1:4000/"] + inst + [b"</Location>"]
+            elif ctx == "virtualhost":
+                inst = [b"<VirtualHost *:80>", b"ServerName v%d.example" % n, b"ProxyPass /v%d/ scgi://127.0.0.1:4000/" % n] + inst + [b"</VirtualHost>"]
+            elif ctx == "proxy":
+                inst = [b"<Proxy balancer://p%d>" % n, b"BalancerMember scgi://127.0.0.1:4001"] + inst + [b"</Proxy>",
+                        b"ProxyPass /p%d/ balancer://p%d/" % (n, n)]
+            lines += inst
+    return b"\n".join(lines) + b"\n", expect_env
+
+
+def check_sandboxed(d, out, expect_strings=()):
+    out_path = os.path.join(d, "imported.lua")
+    with open(out_path, "w", encoding="latin-1") as f:
+        f.write(out)
+    rows = sandbox(d, out_path)
+    bad = [r for r in rows if r[0] in ("TRAP", "ERROR") or (r[0] == "REQUIRE" and r[1] != "moongate")]
+    assert not bad, "the output did more than configure moongate: %s" % bad[:5]
+    calls = {r[1] for r in rows if r[0] == "CALL"}
+    assert calls <= {"listen", "set", "balancer", "route", "on"}, calls
+    assert "route" in calls
+    strings = {bytes.fromhex(r[1]) for r in rows if r[0] == "STR"}
+    for s in expect_strings:
+        assert s in strings, "%r did not come back as it was written" % s
+
+
+def test_every_byte_in_every_slot_of_every_directive_stays_data():
+    """For each byte 0-255 (but LF, which ends a directive), a configuration with that byte
+    around PAYLOAD in every argument of every example of the importer's own directive table;
+    the output is printable ASCII, `moongate -t` on it creates nothing (and passes when the
+    importer said 0), and the sandbox sees nothing but mg.* calls."""
+    d = scratch()
+    try:
+        directives = importer_directives(d)
+        assert len({x[0] for x in directives}) > 100 and any(x[1] for x in directives)
+        for byte in range(256):
+            if byte == 0x0a:
+                continue
+            text, expect_env = hostile_config(directives, byte)
+            conf = os.path.join(d, "apache.conf")
+            with open(conf, "wb") as f:
+                f.write(text)
+            code, out, err = import_bytes(conf)
+            assert code in (0, 3), "byte %d: exit %d\n%s" % (byte, code, err[-2000:])
+            r = assert_inert(d, out)
+            if code == 0:
+                assert r.returncode == 0, r.stderr
+            check_sandboxed(d, out, expect_env)
+            assert not any(os.path.exists(os.path.join(d, m)) for m in MARKERS)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_every_byte_in_included_file_names_stays_data():
+    """An Include whose wildcard matches files named with every byte (but NUL and /) around
+    PAYLOAD: the names reach the output (in file:line comments), as data."""
+    d = scratch()
+    try:
+        inc = os.path.join(d, "inc")
+        os.mkdir(inc)
+        for byte in range(1, 256):
+            if byte == ord("/"):
+                continue
+            c = bytes([byte])
+            name = b"i" + c + c + PAYLOAD + c + c + b"%03d.conf" % byte
+            with open(os.path.join(inc.encode(), name), "wb") as f:
+                f.write(b"SetEnv INC_%d yes\n" % byte)
+        conf = os.path.join(d, "apache.conf")
+        with open(conf, "w") as f:
+            f.write("Listen 127.0.0.1:8080\nInclude inc/*.conf\nProxyPass /app/ scgi://127.0.0.1:4000/\n")
+        code, out, err = import_bytes(conf)
+        assert code == 0, err
+        assert out.count("SetEnv INC_") == 254
+        r = assert_inert(d, out)
+        assert r.returncode == 0, r.stderr
+        check_sandboxed(d, out)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+# ---- ProxySCGISendfile: no root the importer could guess is safe ------------------------------------
+
+@pytest.mark.parametrize("directive,in_location", [("ProxySCGISendfile On", False), ("ProxySCGISendfile X-Send-Static", True)])
+def test_sendfile_gets_a_root_to_fill_in_and_exits_3(tmp_path, directive, in_location):
+    """`sendfile_roots = { "/" }` let a backend's X-Sendfile send /etc/shadow. The importer
+    cannot know where the application's files are: the route gets a commented-out root to fill
+    in, it exits 3 naming the directive, and the output fails -t until the root is given."""
+    body = '<Location /app/>\n%s\n</Location>\n' % directive if in_location else directive + "\n"
+    conf = tmp_path / "apache.conf"
+    conf.write_text("Listen 127.0.0.1:8080\nProxyPass /app/ scgi://127.0.0.1:4000/\n" + body)
+    code, out, err = import_apache(str(conf))
+    assert code == 3, err
+    line = 4 if in_location else 3
+    assert "apache.conf:%d: to finish by hand: %s" % (line, directive) in err and "sendfile_roots" in err, err
+    assert 'sendfile_roots = { "/" }' not in out
+    placeholder = '-- sendfile_roots = { "/FILL/IN/the/folder/of/the/files" },'
+    assert placeholder in out
+    p = tmp_path / "init.lua"
+    p.write_text(out)
+    r = subprocess.run([MOONGATE, "-t", "-c", str(p)], capture_output=True, text=True)
+    assert r.returncode == 1 and "sendfile is on but sendfile_roots is not set" in r.stderr, r.stdout + r.stderr
+    files = tmp_path / "files"
+    files.mkdir()
+    p.write_text(out.replace(placeholder, "sendfile_roots = { %s }," % json.dumps(str(files))))
+    r = subprocess.run([MOONGATE, "-t", "-c", str(p)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+# ---- what the importer reads, and the numbers it writes -------------------------------------------
+
+def test_include_of_a_fifo_or_device_is_refused(tmp_path):
+    """A FIFO would block the importer for good and /dev/zero never ends: neither is read."""
+    (tmp_path / "conf.d").mkdir()
+    os.mkfifo(str(tmp_path / "conf.d" / "pipe.conf"))
+    os.mkfifo(str(tmp_path / "named.conf"))
+    for include, shown in (("conf.d/*.conf", "conf.d/pipe.conf"), ("named.conf", "named.conf"),
+                           ("/dev/zero", "/dev/zero")):
+        conf = tmp_path / "apache.conf"
+        conf.write_text("Listen 127.0.0.1:8080\nInclude %s\n" % include)
+        code, out, err = import_apache(str(conf))
+        assert code == 1 and out == "", err
+        assert "apache.conf:2: Include: cannot read" in err and shown in err and "not a regular file" in err, err
+
+
+def test_configuration_over_16_mib_is_refused(tmp_path):
+    big = tmp_path / "big.conf"
+    with open(str(big), "wb") as f:
+        f.truncate(17 * 1024 * 1024)
+    conf = tmp_path / "apache.conf"
+    conf.write_text("Listen 127.0.0.1:8080\nInclude big.conf\n")
+    code, out, err = import_apache(str(conf))
+    assert code == 1 and out == ""
+    assert "apache.conf:2: Include: cannot read" in err and "more than 16 MiB of configuration" in err, err[:500]
+    assert len(err) < 1000
+
+
+def nested(depth):
+    return ("Listen 127.0.0.1:8080\n" + "<IfModule m>\n" * depth + "ProxyPass /a/ scgi://127.0.0.1:4000/\n"
+            + "</IfModule>\n" * depth)
+
+
+def test_sections_nest_64_deep_and_no_deeper(tmp_path):
+    conf = tmp_path / "apache.conf"
+    conf.write_text(nested(64))
+    code, out, err = import_apache(str(conf))
+    assert code == 0, err
+    conf.write_text(nested(10000))
+    code, out, err = import_apache(str(conf))
+    assert code == 1 and out == ""
+    assert err.startswith("moongate import-apache: ") and err.endswith("/apache.conf:66: sections nested more than 64 deep\n"), err[:500]
+    # Included files count the sections around their Include.
+    (tmp_path / "inner.conf").write_text("<IfModule x>\n</IfModule>\n")
+    conf.write_text("Listen 127.0.0.1:8080\n" + "<IfModule m>\n" * 64 + "Include inner.conf\n" + "</IfModule>\n" * 64)
+    code, out, err = import_apache(str(conf))
+    assert code == 1 and "inner.conf:1: sections nested more than 64 deep" in err, err
+
+
+def test_100k_continuation_lines_are_joined_in_linear_time(tmp_path):
+    conf = tmp_path / "apache.conf"
+    conf.write_text("Listen 127.0.0.1:8080\nProxyPass /a/ scgi://127.0.0.1:4000/\n<Location /a/>\nSetEnv LONG \\\n"
+                    + "0123456789\\\n" * 100000 + "y\n</Location>\n")
+    start = time.time()
+    code, out, err = import_apache(str(conf))
+    elapsed = time.time() - start
+    assert code == 0, err
+    assert '["LONG"] = "%sy",' % ("0123456789" * 100000) in out
+    assert elapsed < (5 if SANITIZED else 1), elapsed
+
+
+@pytest.mark.parametrize("text,line,what", [
+    ("<Proxy balancer://b>\nBalancerMember scgi://127.0.0.1:4001\nProxySet maxattempts=1e999\n</Proxy>\n"
+     "ProxyPass /b/ balancer://b/\n", 5, "maxattempts=1e999"),
+    ("ProxyPass /b/ balancer://b/ maxattempts=-1\nBalancerMember balancer://b scgi://127.0.0.1:4001\n", 3, "maxattempts=-1"),
+    ("LimitRequestBody -5\n", 3, "LimitRequestBody -5"),
+    ("LimitRequestFields 1e999\n", 3, "LimitRequestFields 1e999"),
+    ("MaxKeepAliveRequests 1.5\n", 3, "MaxKeepAliveRequests 1.5"),
+    ("Timeout 99999999999999999999\n", 3, "Timeout 99999999999999999999"),
+    ("<Location /a/>\nLimitRequestBody 0x10\n</Location>\n", 4, "LimitRequestBody 0x10"),
+])
+def test_numbers_out_of_range_are_not_translated(tmp_path, text, line, what):
+    """A number moongate's checks would refuse -- or read as a global (inf) -- is named with
+    file:line and left out (exit 3); the rest of the output passes -t."""
+    conf = tmp_path / "apache.conf"
+    conf.write_text("Listen 127.0.0.1:8080\nProxyPass /a/ scgi://127.0.0.1:4000/\n" + text)
+    code, out, err = import_apache(str(conf))
+    assert code == 3, err
+    assert "apache.conf:%d: not translated: " % line in err and what in err, err
+    p = tmp_path / "init.lua"
+    p.write_text(out)
+    r = subprocess.run([MOONGATE, "-t", "-c", str(p)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr + out
+
+
+@pytest.mark.parametrize("text,line,message", [
+    ("ProxyPass /x/ scgi://bad_host!:4000/\n", 2, "bad host in backend URL"),
+    ("User no-such-user-here\n", 2, 'no user named "no-such-user-here"'),
+    ('ProxyPass /x/ scgi://127.0.0.1:4000/\n<Location /x/>\nSetEnv A "nul\x00byte"\n</Location>\n', 2, "NUL byte"),
+])
+def test_output_that_fails_t_is_never_exit_0(tmp_path, text, line, message):
+    """Whatever the importer does not check itself, moongate's own checks (those of -t) run on
+    the output before it exits: an output -t refuses is exit 3, the reason named on stderr."""
+    conf = tmp_path / "apache.conf"
+    with open(str(conf), "w") as f:
+        f.write("Listen 127.0.0.1:8080\n" + text)
+    code, out, err = import_apache(str(conf))
+    assert code == 3, err
+    assert "(apache.conf:%d): the output does not pass `moongate -t` as it stands" % line in err and message in err, err
+    p = tmp_path / "init.lua"
+    p.write_text(out)
+    r = subprocess.run([MOONGATE, "-t", "-c", str(p)], capture_output=True, text=True)
+    assert r.returncode == 1 and message in r.stderr
+
+
+def test_no_listener_is_not_exit_0(tmp_path):
+    conf = tmp_path / "apache.conf"
+    conf.write_text("ProxyPass /x/ scgi://127.0.0.1:4000/\n")
+    code, out, err = import_apache(str(conf))
+    assert code == 3 and "no listener" in err, err
