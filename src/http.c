@@ -1389,14 +1389,19 @@ static int conn_parse(mg_conn_t *c) {
  * connection the plaintext is decrypted a block at a time, only while the parser may go on, so
  * a held or throttled request holds its ciphertext as a plain one holds its bytes. */
 static void conn_process(mg_conn_t *c) {
+  /* Until decrypting was tried once with rbuf empty: a call made while rbuf still held the
+   * end of a request (a response finished inside the parse) must still look at what the TLS
+   * layer holds, such as a close_notify, for no socket read will come to ask again. */
+  int tried = 0;
   for (;;) {
     int filled = 0;
     if (c->tls && !c->rbuf && parse_allowed(c)) {
       filled = tls_fill(c);
+      tried = 1;
       if (c->closing) return;
     }
     if (conn_parse(c)) return;
-    if (!filled || c->rbuf || !parse_allowed(c)) break;
+    if (c->rbuf || !parse_allowed(c) || (!filled && (tried || !c->tls))) break;
   }
   conn_update_reading(c);
 }

@@ -15,7 +15,8 @@
 typedef struct mg_conn_s mg_conn_t;
 
 typedef struct mg_listener_s {
-  mg_stream_t h;
+  uv_poll_t poll; /* readable: connections wait to be accepted (server.c accepts them itself) */
+  int fd;
   struct mg_server_s *server;
   int unix_socket;
   int port;      /* local port */
@@ -34,6 +35,8 @@ typedef struct mg_server_s {
   int stopping; /* TERM/INT: idle connections close at once, and busy ones after their response */
   uv_signal_t sig_term, sig_quit, sig_hup, sig_int, sig_usr1;
   uv_timer_t shutdown_timer;
+  uv_timer_t accept_timer; /* accepting resumes when it fires, after descriptors ran out */
+  int accept_paused;
   /* Connection timeouts (http.c): one FIFO queue per kind, one timer for all. */
 #define MG_TIMEOUT_QUEUES 4
   mg_conn_t *tq_head[MG_TIMEOUT_QUEUES], *tq_tail[MG_TIMEOUT_QUEUES];

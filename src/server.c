@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -84,17 +85,59 @@ static void on_conn_closed(mg_server_t *s) {
   if (s->draining) server_maybe_done(s);
 }
 
-static void on_connection(uv_stream_t *ls, int status) {
-  mg_listener_t *l = ls->data;
+/* Descriptors ran out (or the kernel's memory for sockets): said in the log once a second at
+ * most, and the listeners are left alone for ACCEPT_PAUSE_MS, as nginx does, so that new
+ * clients wait in the listen queue (or are taken by another worker) instead of being reset. */
+#define ACCEPT_PAUSE_MS 100
+
+static void log_accept_error(const mg_listener_t *l, int err) {
+  static uint64_t last;
+  uint64_t now = mg_now_ms();
+  if (now - last < 1000) return;
+  last = now;
+  char where[64];
+  if (l->unix_socket) snprintf(where, sizeof where, "a unix socket");
+  else snprintf(where, sizeof where, "port %d", l->port);
+  if (err == EMFILE || err == ENFILE) {
+    struct rlimit rl = {0};
+    getrlimit(RLIMIT_NOFILE, &rl);
+    mg_log(MG_LOG_ERROR,
+           "cannot accept connections on %s: %s (this worker's limit is %llu descriptors; raise it "
+           "with ulimit -n or LimitNOFILE=, or lower max_connections): new connections wait in the "
+           "listen queue until descriptors are freed",
+           where, err == EMFILE ? "too many open files" : "the system's file table is full",
+           (unsigned long long)rl.rlim_cur);
+  } else {
+    mg_log(MG_LOG_ERROR, "cannot accept a connection on %s: %s", where, strerror(err));
+  }
+}
+
+static void on_listener_readable(uv_poll_t *p, int status, int events);
+
+static void on_accept_resume(uv_timer_t *t) {
+  mg_server_t *s = t->data;
+  s->accept_paused = 0;
+  if (s->draining) return;
+  for (int i = 0; i < s->nlisteners; i++) uv_poll_start(&s->listeners[i].poll, UV_READABLE, on_listener_readable);
+}
+
+static void accept_pause(mg_server_t *s) {
+  if (s->accept_paused || s->draining) return;
+  s->accept_paused = 1;
+  for (int i = 0; i < s->nlisteners; i++) uv_poll_stop(&s->listeners[i].poll);
+  uv_timer_start(&s->accept_timer, on_accept_resume, ACCEPT_PAUSE_MS, 0);
+}
+
+/* A new client's socket, accepted: becomes a connection. */
+static void conn_accepted(mg_listener_t *l, int fd) {
   mg_server_t *s = l->server;
-  /* Even while draining, a connection libuv has already accepted is served (once): one that
-   * is left unaccepted would be closed with the listener, unanswered. */
-  if (status < 0) return;
   mg_conn_t *c = mg_conn_new(s, l->unix_socket);
   uv_stream_t *st = mg_conn_stream(c);
   mg_conn_set_listener(c, (int)(l - s->listeners));
   mg_server_conn_opened(s);
-  if (uv_accept(ls, st) != 0) {
+  int rc = l->unix_socket ? uv_pipe_open((uv_pipe_t *)st, fd) : uv_tcp_open((uv_tcp_t *)st, fd);
+  if (rc != 0) {
+    close(fd);
     mg_conn_close(c);
     return;
   }
@@ -114,6 +157,35 @@ static void on_connection(uv_stream_t *ls, int status) {
   mg_conn_start(c);
 }
 
+/* The listener is accepted from here rather than by libuv's uv_listen, whose answer to
+ * EMFILE is to accept and close (reset) every waiting connection without telling its user. A
+ * turn takes at most ACCEPT_BATCH connections; the poll is level-triggered, so the rest come
+ * on the next turn, after the loop has served what is ready. */
+#define ACCEPT_BATCH 64
+
+static void on_listener_readable(uv_poll_t *p, int status, int events) {
+  mg_listener_t *l = p->data;
+  mg_server_t *s = l->server;
+  (void)events;
+  if (status < 0) {
+    log_accept_error(l, -status);
+    return;
+  }
+  for (int n = 0; n < ACCEPT_BATCH && !s->draining; n++) {
+    int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+      conn_accepted(l, fd);
+      continue;
+    }
+    int e = errno;
+    if (e == EINTR || e == ECONNABORTED || e == EPROTO) continue;
+    if (e == EAGAIN || e == EWOULDBLOCK) return;
+    log_accept_error(l, e);
+    if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) accept_pause(s);
+    return;
+  }
+}
+
 static void on_signal_closed(uv_handle_t *h) { (void)h; }
 
 static void server_maybe_done(mg_server_t *s) {
@@ -124,6 +196,7 @@ static void server_maybe_done(mg_server_t *s) {
   uv_close((uv_handle_t *)&s->sig_usr1, on_signal_closed);
   uv_close((uv_handle_t *)&s->sig_int, on_signal_closed);
   uv_close((uv_handle_t *)&s->shutdown_timer, on_signal_closed);
+  uv_close((uv_handle_t *)&s->accept_timer, on_signal_closed);
   if (s->conn_timer_inited) uv_close((uv_handle_t *)&s->conn_timer, on_signal_closed);
   uv_stop(s->loop);
 }
@@ -137,7 +210,12 @@ static void on_shutdown_timeout(uv_timer_t *t) {
 static void server_drain(mg_server_t *s, uint64_t deadline_ms, int close_idle) {
   if (!s->draining) {
     s->draining = 1;
-    for (int i = 0; i < s->nlisteners; i++) uv_close(&s->listeners[i].h.handle, NULL);
+    for (int i = 0; i < s->nlisteners; i++) {
+      /* Closed, not only stopped: the kernel then hands new connections to other workers. */
+      uv_close((uv_handle_t *)&s->listeners[i].poll, NULL);
+      close(s->listeners[i].fd);
+    }
+    uv_timer_stop(&s->accept_timer);
   }
   /* Busy connections see `draining` when their response head is made and close after it.
    * When stopping, idle keep-alive connections close now; on QUIT (a reload) they stay until
@@ -201,30 +279,35 @@ int mg_server_run(mg_config_t *cfg, const int *fds, int slot, int ready_fd) {
   }
   uv_timer_init(s.loop, &s.shutdown_timer);
   s.shutdown_timer.data = &s;
+  uv_timer_init(s.loop, &s.accept_timer);
+  s.accept_timer.data = &s;
   uv_timer_t trim;
   uv_timer_init(s.loop, &trim);
   trim.data = &s;
   uv_timer_start(&trim, on_trim, 1000, 1000);
   uv_unref((uv_handle_t *)&trim);
+  /* libuv keeps a spare descriptor (/dev/null) per loop, opened when the loop's first stream
+   * is made. The listeners are polls, so that would be on the first connection; made now, a
+   * worker holds the same descriptors before and after its first client. */
+  static uv_pipe_t first_stream;
+  uv_pipe_init(s.loop, &first_stream, 0);
+  uv_close((uv_handle_t *)&first_stream, NULL);
   s.nlisteners = cfg->nlistens;
   s.listeners = mg_calloc((size_t)s.nlisteners, sizeof(mg_listener_t));
   for (int i = 0; i < s.nlisteners; i++) {
     mg_listener_t *l = &s.listeners[i];
     l->server = &s;
     l->unix_socket = cfg->listens[i].unix_socket;
-    int rc;
-    if (l->unix_socket) {
-      uv_pipe_init(s.loop, &l->h.pipe, 0);
-      rc = uv_pipe_open(&l->h.pipe, fds[i]);
-    } else {
-      uv_tcp_init(s.loop, &l->h.tcp);
-      rc = uv_tcp_open(&l->h.tcp, fds[i]);
-    }
-    l->h.handle.data = l;
+    l->fd = fds[i];
+    /* Workers share the socket: another may take the connection this poll announced, and
+     * accept4 must then say EAGAIN rather than wait. */
+    int rc = fcntl(l->fd, F_SETFL, fcntl(l->fd, F_GETFL) | O_NONBLOCK) < 0 ? -errno : 0;
+    if (rc == 0) rc = uv_poll_init_socket(s.loop, &l->poll, l->fd);
+    l->poll.data = l;
     if (rc == 0 && !l->unix_socket) {
       struct sockaddr_storage ss;
-      int len = sizeof ss;
-      if (uv_tcp_getsockname(&l->h.tcp, (struct sockaddr *)&ss, &len) == 0) {
+      socklen_t len = sizeof ss;
+      if (getsockname(l->fd, (struct sockaddr *)&ss, &len) == 0) {
         if (ss.ss_family == AF_INET) {
           struct sockaddr_in *in = (struct sockaddr_in *)&ss;
           l->port = ntohs(in->sin_port);
@@ -236,7 +319,7 @@ int mg_server_run(mg_config_t *cfg, const int *fds, int slot, int ready_fd) {
         }
       }
     }
-    if (rc == 0) rc = uv_listen(&l->h.stream, 511, on_connection);
+    if (rc == 0) rc = uv_poll_start(&l->poll, UV_READABLE, on_listener_readable);
     if (rc < 0) {
       mg_log(MG_LOG_ERROR, "cannot serve %s: %s", cfg->listens[i].text, uv_strerror(rc));
       return 1;

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import MOONGATE, raw, read_response, request, scgi_vars
+from conftest import MOONGATE, raw, read_all, read_response, request, scgi_vars
 
 BASIC = 'mg.route("/", "scgi://127.0.0.1:{BACKEND}/")\n'
 
@@ -319,3 +319,66 @@ def test_config_check_ok(tmp_path):
     cfg.write_text('local mg = require "moongate"\nmg.listen("127.0.0.1:1")\nmg.route("/", "scgi://127.0.0.1:4000/")\n')
     p = subprocess.run([MOONGATE, "-t", "-c", str(cfg)], capture_output=True, text=True)
     assert p.returncode == 0 and p.stdout.strip() == "moongate: configuration ok"
+
+
+# ---- issue 21: clients that end their side, descriptors running out -----------------------------
+
+def test_half_close_after_a_proxied_request_still_gets_the_response(gateway, demo_backend):
+    """A FIN after a complete request (HTTP/1.0 clients may do it) is a half-close: the
+    response goes out, then the connection closes."""
+    g = gateway(BASIC, demo_backend)
+    s = socket.create_connection(("127.0.0.1", g.port), timeout=5)
+    s.sendall(b"GET /slow?ms=300 HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.shutdown(socket.SHUT_WR)
+    out = read_all(s)
+    assert out.startswith(b"HTTP/1.1 200 ") and out.endswith(b"5\r\nslow\n\r\n0\r\n\r\n") and b"Connection: close" in out
+
+
+def test_client_leaving_abandons_a_waiting_lua_handler(gateway, echo_backend):
+    """A client's FIN while a content handler waits ends that coroutine (docs/lua-api.md: a
+    client that goes away abandons it): 30 such clients used to hold 30 descriptors for the
+    handler's whole wait."""
+    g = gateway('mg.route("=/wait", function(req) mg.sleep(30) return 200, "late\\n" end)\n' + BASIC, echo_backend)
+    pid = g.workers()[0]
+    start = len(os.listdir("/proc/%d/fd" % pid))
+    socks = []
+    for _ in range(30):
+        s = socket.create_connection(("127.0.0.1", g.port), timeout=5)
+        s.sendall(b"GET /wait HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.shutdown(socket.SHUT_WR)
+        socks.append(s)
+    for s in socks:
+        assert read_all(s) == b"", "the gateway closes without an answer"
+    deadline = time.time() + 5
+    while len(os.listdir("/proc/%d/fd" % pid)) > start and time.time() < deadline:
+        time.sleep(0.05)
+    assert len(os.listdir("/proc/%d/fd" % pid)) <= start
+    g.wait_log("closed the connection while Lua code waited: abandoned")
+    assert request(g.port, path="/vars").status == 200
+
+
+def test_running_out_of_descriptors_is_logged(gateway, echo_backend):
+    """EMFILE at accept used to reset connections with no log line at all."""
+    g = gateway('mg.set { keepalive_timeout = 30 }\n' + BASIC, echo_backend)
+    pid = g.workers()[0]
+    used = len(os.listdir("/proc/%d/fd" % pid))
+    limit = used + 8
+    subprocess.run(["prlimit", "--pid", str(pid), "--nofile=%d:%d" % (limit, limit)], check=True)
+    held = []
+    try:
+        for _ in range(20):  # idle connections: each holds a descriptor in the worker
+            held.append(socket.create_connection(("127.0.0.1", g.port), timeout=5))
+        g.wait_log("cannot accept connections on port %d: too many open files (this worker's limit is %d descriptors"
+                   % (g.port, limit))
+    finally:
+        for s in held:
+            s.close()
+    # Descriptors freed: the worker accepts again.
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        try:
+            if request(g.port, path="/vars").status == 200:
+                break
+        except OSError:
+            time.sleep(0.1)
+    assert request(g.port, path="/vars").status == 200

@@ -163,3 +163,68 @@ def test_a_bad_certificate_is_a_load_error_with_its_line(tmp_path):
     cfg.write_text('local mg = require "moongate"\nmg.listen("127.0.0.1:1")\nmg.listen("127.0.0.1:2", { tls = { cert = "bad.pem", key = "%s" } })\n' % key)
     p = subprocess.run([MOONGATE, "-t", "-c", str(cfg)], capture_output=True, text=True)
     assert p.returncode == 1 and "init.lua:3: mg.listen: bad certificate" in p.stderr and "bad.pem" in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize("path", ["/vars", "/scheme"])
+def test_close_notify_right_after_a_request_still_gets_the_response(tls_gateway, path):
+    """A client that sends its request and then close_notify (TLS's half-close: a script that
+    is done writing) gets the whole response and then the end of the connection. The
+    close_notify used to stay unread in the TLS layer when the response had finished while its
+    request was parsed (a Lua handler): the client waited for ever; and one read while a
+    response was under way closed the connection at once."""
+    import ssl
+    g = tls_gateway
+    ctx = ssl.create_default_context(cafile=g.certs["a.test"][0])
+    # TLS 1.2: no session tickets after the handshake, which OpenSSL's client would process
+    # (and then drop the data behind them) once it has sent its own close_notify.
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    inc, outg = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(inc, outg, server_hostname="a.test")
+    s = socket.create_connection(("127.0.0.1", g.tls_port), timeout=5)
+
+    def pump():
+        data = outg.read()
+        if data:
+            s.sendall(data)
+
+    def feed():
+        data = s.recv(65536)
+        if not data:
+            inc.write_eof()
+        else:
+            inc.write(data)
+        return data
+
+    while True:
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            pump()
+            feed()
+    pump()
+    tls.write(b"GET %s HTTP/1.1\r\nHost: a.test\r\n\r\n" % path.encode())
+    try:
+        tls.unwrap()  # queues close_notify; the server's own one has not come yet
+    except ssl.SSLWantReadError:
+        pass
+    pump()
+    got = b""
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        try:
+            chunk = tls.read(65536)
+            if not chunk:
+                break
+            got += chunk
+        except ssl.SSLWantReadError:
+            if not feed():
+                break
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            break
+    s.close()
+    assert got.startswith(b"HTTP/1.1 200 "), got[:200]
+    if path == "/vars":
+        assert b"HTTPS=on" in got and got.endswith(b"\r\n0\r\n\r\n"), "the whole response"
+    else:
+        assert got.endswith(b"\r\n\r\nhttps"), got
