@@ -51,6 +51,14 @@ int main(void) {
   CHECK(mg_target_split("*", 1, &p, &pl, &q, &ql) == MG_PATH_BAD);
   CHECK(mg_target_split("evil.com:443", 12, &p, &pl, &q, &ql) == MG_PATH_BAD);
 
+  /* Host values (RFC 9112 3.2): what another hop would read as another host is refused. */
+  const char *hosts_ok[] = {"example.com", "example.com:8080", "EXAMPLE.com:", "[::1]", "[::1]:443", "127.0.0.1",
+                            "a-b_c~d.e", "x%41y", "!$&'()*+,;=", ""};
+  for (size_t i = 0; i < sizeof hosts_ok / sizeof *hosts_ok; i++) CHECK(mg_host_valid(hosts_ok[i], strlen(hosts_ok[i])));
+  const char *hosts_bad[] = {"a b", "x@evil", "evil/../x", "a, b", "x:80x", "x:-1", "[::1", "[]", "[::1]x",
+                             "ex%zzample", "x%4", "a\tb", "h?q", "h#f", "a\\b", "[g::1]", "x:1:2"};
+  for (size_t i = 0; i < sizeof hosts_bad / sizeof *hosts_bad; i++) CHECK(!mg_host_valid(hosts_bad[i], strlen(hosts_bad[i])));
+
   /* Random bytes never crash and never yield a path that climbs or holds "//". */
   srand(1);
   for (int i = 0; i < 20000; i++) {

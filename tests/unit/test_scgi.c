@@ -41,10 +41,21 @@ int main(void) {
       "no colon here\r\n\r\n", "Bad Name: x\r\n\r\n", "X: a\rb\r\n\r\n", " folded: x\r\n\r\n",
       "Status: abc\r\n\r\n", "Status: 99\r\n\r\n", "Content-Length: -1\r\n\r\n",
       "Content-Length: 1\r\nContent-Length: 2\r\n\r\n", ": empty\r\n\r\n",
+      /* A 1xx is not a final answer; control bytes other than HTAB are not field content. */
+      "Status: 100 Continue\r\n\r\n", "Status: 101\r\n\r\n", "Status: 103 Early Hints\r\n\r\n",
+      "X: a\x01b\r\n\r\n", "X: a\x1b[31m\r\n\r\n", "X: a\x7f\r\n\r\n", "Status: 200 O\x0cK\r\n\r\n",
   };
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) CHECK(mg_cgi_parse(bad[i], strlen(bad[i]), h) == MG_CGI_ERROR);
   const char nul[] = "X: a\0b\r\n\r\n";
   CHECK(mg_cgi_parse(nul, sizeof nul - 1, h) == MG_CGI_ERROR);
+  /* HTAB and obs-text are field content. */
+  const char tab[] = "X: a\tb\xe9\r\n\r\n";
+  CHECK(mg_cgi_parse(tab, sizeof tab - 1, h) == MG_CGI_DONE && h->nheaders == 1 && h->headers[0].value_len == 4);
+  /* What Connection names is for one hop: dropped, wherever it stands; Content-Length with it. */
+  const char conn[] = "X-A: 1\r\nConnection: close, x-a ,Content-Length\r\nX-B: 2\r\nContent-Length: 3\r\n"
+                      "Keep-Alive: 5\r\nX-C: 3\r\nConnection: X-C\r\n\r\nabc";
+  CHECK(mg_cgi_parse(conn, sizeof conn - 1, h) == MG_CGI_DONE);
+  CHECK(h->nheaders == 1 && strncmp(h->headers[0].name, "X-B", 3) == 0 && h->content_length == -1);
   const char dflt[] = "Content-Type: x\n\n";
   CHECK(mg_cgi_parse(dflt, sizeof dflt - 1, h) == MG_CGI_DONE && h->status == 200 && h->content_length == -1);
   /* Random bytes: the parser never reads past what it is given (ASan checks this). */
