@@ -186,6 +186,13 @@ function Reader:parse_file(path, into, depth, nest)
   end
   local src, err = self:read(path)
   if not src then return nil, err end
+  -- Apache reads a line as a C string, up to a NUL byte; moongate's loader would cut a name or
+  -- a path there. Neither reading is what the text says: a NUL is an error.
+  local nul = src:find("%z")
+  if nul then
+    local _, lf = src:sub(1, nul):gsub("\n", "")
+    syntax(path, lf + 1, "a NUL byte (the line cannot be read as Apache reads it)")
+  end
   local stack = { { children = into, name = nil } }
   for _, l in ipairs(logical_lines(src)) do
     local t = trim(l.text)
@@ -393,10 +400,16 @@ function T:resolve_path(p)
   return (self.server_root or self.root_dir) .. "/" .. p
 end
 
--- ProxyPass URL: what moongate's route target becomes, or nil and why not.
+-- A Unix socket's path fits in sockaddr_un.sun_path with its NUL.
+local MAX_UNIX_PATH = 107
+
+-- ProxyPass URL: what moongate's route target becomes (and the balancer's name), or nil.
 local function backend_url(url)
   local path = url:match("^unix:(/[^|]*)|scgi://")
-  if path then return "unix:" .. path .. "|scgi://" end
+  if path then
+    if #path > MAX_UNIX_PATH then return nil end
+    return "unix:" .. path .. "|scgi://"
+  end
   local hostport = url:match("^[Ss][Cc][Gg][Ii]://([^/]+)")
   if hostport then return "scgi://" .. hostport .. "/" end
   local b = url:match("^[Bb][Aa][Ll][Aa][Nn][Cc][Ee][Rr]://([^/]+)")
@@ -462,7 +475,7 @@ end
 function T:member(node, bname, url, params)
   local target = backend_url(url)
   if not target or target:find("^balancer:") then
-    self:untranslated(node, "a balancer member must be scgi:// or unix:...|scgi://")
+    self:untranslated(node, "a balancer member must be scgi:// or unix:...|scgi:// (a socket path of at most " .. MAX_UNIX_PATH .. " bytes)")
     return
   end
   local m = { url = target:gsub("/$", ""), src = self:where(node), opts = {}, notes = {} }
@@ -513,7 +526,7 @@ function T:proxypass(node, scope, path, url, params)
   end
   local target, bname = backend_url(url)
   if not target then
-    self:untranslated(node, "moongate speaks SCGI only (scgi://, unix:...|scgi://, balancer://)")
+    self:untranslated(node, "moongate speaks SCGI only (scgi://, unix:...|scgi:// with a socket path of at most " .. MAX_UNIX_PATH .. " bytes, balancer://)")
     return
   end
   if not path:match("^/") then self:untranslated(node, "the path must start with /") return end
@@ -768,6 +781,14 @@ def(DIRECTIVES, "listen", { { "127.0.0.1:8080", "http" }, { "8081" } }, function
     return
   end
   if addr:match("^%d+$") then addr = "0.0.0.0:" .. addr end
+  -- Apache's forms: port, host:port, [IPv6]:port (a host of "*" is every address).
+  local host, port = addr:match("^(%[[%x:]+%]):(%d+)$")
+  if not host then host, port = addr:match("^([^:%[%]]+):(%d+)$") end
+  if host == "*" then addr = "0.0.0.0:" .. port end
+  if not host or not whole(port, 1, 65535) then
+    self:untranslated(node, "the address must be PORT, HOST:PORT or [IPv6]:PORT, with a port from 1 to 65535")
+    return
+  end
   self.listens[#self.listens + 1] = { addr = addr, src = self:where(node) }
 end)
 

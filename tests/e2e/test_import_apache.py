@@ -368,6 +368,7 @@ def test_everything_translated_exits_0(tmp_path):
     ("<Location /a/\n</Location>\n", 1, "lacks its closing '>'"),
     ("Include nothing/here/*.conf\n", 1, "no file matches the wildcard"),
     ("Include nothing/here.conf\n", 1, "cannot open"),
+    ("Listen 8080\nSetEnv A \"x\0y\"\n", 2, "a NUL byte"),
 ])
 def test_syntax_errors_exit_1_with_file_line(tmp_path, text, line, message):
     conf = tmp_path / "apache.conf"
@@ -687,7 +688,7 @@ def check_sandboxed(d, out, expect_strings=()):
 
 
 def test_every_byte_in_every_slot_of_every_directive_stays_data():
-    """For each byte 0-255 (but LF, which ends a directive), a configuration with that byte
+    """For each byte 1-255 (but LF, which ends a directive; NUL is an error), a configuration with that byte
     around PAYLOAD in every argument of every example of the importer's own directive table;
     the output is printable ASCII, `moongate -t` on it creates nothing (and passes when the
     importer said 0), and the sandbox sees nothing but mg.* calls."""
@@ -703,6 +704,10 @@ def test_every_byte_in_every_slot_of_every_directive_stays_data():
             with open(conf, "wb") as f:
                 f.write(text)
             code, out, err = import_bytes(conf)
+            if byte == 0:
+                # Apache would read each line up to the NUL: the importer refuses it.
+                assert code == 1 and out == "" and "apache.conf:3: a NUL byte" in err, err
+                continue
             assert code in (0, 3), "byte %d: exit %d\n%s" % (byte, code, err[-2000:])
             r = assert_inert(d, out)
             if code == 0:
@@ -856,7 +861,8 @@ def test_numbers_out_of_range_are_not_translated(tmp_path, text, line, what):
 @pytest.mark.parametrize("text,line,message", [
     ("ProxyPass /x/ scgi://bad_host!:4000/\n", 2, "bad host in backend URL"),
     ("User no-such-user-here\n", 2, 'no user named "no-such-user-here"'),
-    ('ProxyPass /x/ scgi://127.0.0.1:4000/\n<Location /x/>\nSetEnv A "nul\x00byte"\n</Location>\n', 2, "NUL byte"),
+    ('<VirtualHost *:80>\nServerName ""\nProxyPass /v/ scgi://127.0.0.1:4000/\n</VirtualHost>\n', 4, "host: expected a host name"),
+    ("ProxyPass /x/ scgi://127.0.0.1:4000/\nProxySCGIInternalRedirect X(Location)\n", 2, "internal_redirect: expected"),
 ])
 def test_output_that_fails_t_is_never_exit_0(tmp_path, text, line, message):
     """Whatever the importer does not check itself, moongate's own checks (those of -t) run on
@@ -871,6 +877,28 @@ def test_output_that_fails_t_is_never_exit_0(tmp_path, text, line, message):
     p.write_text(out)
     r = subprocess.run([MOONGATE, "-t", "-c", str(p)], capture_output=True, text=True)
     assert r.returncode == 1 and message in r.stderr
+
+
+@pytest.mark.parametrize("text,line", [
+    ('ProxyPass /u/ "unix:/run/%s.sock|scgi://"\n' % ("x" * 100), 2),
+    ('<Proxy balancer://b>\nBalancerMember "unix:/run/%s.sock|scgi://"\nBalancerMember scgi://127.0.0.1:4001\n</Proxy>\n'
+     "ProxyPass /b/ balancer://b/\n" % ("x" * 100), 3),
+    ("Listen 70000\n", 2),
+    ("Listen unix:/run/app.sock\n", 2),
+    ("Listen [::1]\n", 2),
+])
+def test_addresses_moongate_cannot_use_are_not_translated(tmp_path, text, line):
+    """A socket path longer than sockaddr_un holds, a port out of range, a Listen form Apache
+    does not have: named with file:line (exit 3), and the rest of the output passes -t."""
+    conf = tmp_path / "apache.conf"
+    conf.write_text("Listen 127.0.0.1:8080\n" + text + "ProxyPass /a/ scgi://127.0.0.1:4000/\n")
+    code, out, err = import_apache(str(conf))
+    assert code == 3, err
+    assert "apache.conf:%d: not translated: " % line in err, err
+    p = tmp_path / "init.lua"
+    p.write_text(out)
+    r = subprocess.run([MOONGATE, "-t", "-c", str(p)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr + out
 
 
 def test_no_listener_is_not_exit_0(tmp_path):
