@@ -1109,11 +1109,12 @@ function T:emit_route(route, host)
   if #sifs > 0 or deny then
     lines[#lines + 1] = "  hooks = {"
     lines[#lines + 1] = "    access = function(req)"
+    for _, r in ipairs(sifs) do self:emit_setenvif(lines, r, "      ") end
+    -- Last: a return ends a Lua block.
     if deny then
       lines[#lines + 1] = comment_line("      ", deny)
       lines[#lines + 1] = '      return req:exit(403, "Forbidden\\n")'
     end
-    for _, r in ipairs(sifs) do self:emit_setenvif(lines, r, "      ") end
     lines[#lines + 1] = "    end,"
     lines[#lines + 1] = "  },"
   end

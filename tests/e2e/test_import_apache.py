@@ -906,3 +906,17 @@ def test_no_listener_is_not_exit_0(tmp_path):
     conf.write_text("ProxyPass /x/ scgi://127.0.0.1:4000/\n")
     code, out, err = import_apache(str(conf))
     assert code == 3 and "no listener" in err, err
+
+
+def test_location_that_denies_and_sets_variables_gives_lua_that_loads(tmp_path):
+    """Found by fuzz_import: `Require all denied` wrote `return req:exit(403)` before the
+    SetEnvIf lines of the same access hook, and a return must end a Lua block."""
+    conf = tmp_path / "apache.conf"
+    conf.write_text("Listen 127.0.0.1:8080\nProxyPass /a/ scgi://127.0.0.1:4000/\n<Location /a/>\n"
+                    "  SetEnvIf User-Agent ^curl IS_CURL=1\n  Require all denied\n</Location>\n")
+    code, out, err = import_apache(str(conf))
+    assert code == 0, err
+    p = tmp_path / "init.lua"
+    p.write_text(out)
+    r = subprocess.run([MOONGATE, "-t", "-c", str(p)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr + out
