@@ -45,16 +45,24 @@ local function parse_size(at, key, v)
   return tonumber(n) * mul
 end
 
+-- The longest time any setting takes: 2^31 - 1 ms (24.8 days), what the C side's timers hold.
+local MAX_TIME_MS = 2147483647
+
 local function parse_time(at, key, v)
+  local ms
   if type(v) == "number" then
+    if v ~= v or v == math.huge or v == -math.huge then fail(at, "%s: time must be a finite number of seconds, got %s", key, tostring(v)) end
     if v < 0 then fail(at, "%s: time must not be negative", key) end
-    return math.floor(v * 1000 + 0.5)
+    ms = math.floor(v * 1000 + 0.5)
+  else
+    if type(v) ~= "string" then fail(at, "%s: time must be seconds or a string like \"250ms\", got %s", key, type(v)) end
+    local n, unit = v:match("^%s*(%d+%.?%d*)%s*(%a*)%s*$")
+    local mul = unit and ({ [""] = 1000, s = 1000, ms = 1, m = 60000, h = 3600000 })[unit]
+    if not n or not mul then fail(at, "%s: cannot read time %q (use 5, \"5s\", \"250ms\", \"2m\")", key, v) end
+    ms = math.floor(tonumber(n) * mul + 0.5)
   end
-  if type(v) ~= "string" then fail(at, "%s: time must be seconds or a string like \"250ms\", got %s", key, type(v)) end
-  local n, unit = v:match("^%s*(%d+%.?%d*)%s*(%a*)%s*$")
-  local mul = unit and ({ [""] = 1000, s = 1000, ms = 1, m = 60000, h = 3600000 })[unit]
-  if not n or not mul then fail(at, "%s: cannot read time %q (use 5, \"5s\", \"250ms\", \"2m\")", key, v) end
-  return math.floor(tonumber(n) * mul + 0.5)
+  if ms > MAX_TIME_MS then fail(at, "%s: time %s is longer than the longest a timer holds (24.8 days)", key, tostring(v)) end
+  return ms
 end
 
 local function parse_bool(at, key, v)
@@ -91,7 +99,11 @@ local settings = {
   pid = { "string", false },
   sendfile_missing = { "status", 500 },
   subrequest_max_body = { "size", "1m" },
+  subrequest_limit = { "count", 1000 },
+  subrequest_max_total_body = { "size", "16m" },
   lua_body_max = { "size", "1m" },
+  lua_max_run_time = { "time_off", 5 },
+  lua_socket_timeout = { "positive_time", 60 },
 }
 M._settings = settings
 
@@ -99,6 +111,14 @@ local levels = { debug = true, info = true, notice = true, warn = true, error = 
 
 local function parse_setting(at, key, kind, v)
   if kind == "time" then return parse_time(at, key, v)
+  elseif kind == "time_off" then
+    -- 0, false or "off": no limit.
+    if v == false or v == "off" then return 0 end
+    return parse_time(at, key, v)
+  elseif kind == "positive_time" then
+    local ms = parse_time(at, key, v)
+    if ms < 1 then fail(at, "%s: time must be positive, got %s", key, tostring(v)) end
+    return ms
   elseif kind == "size" then return parse_size(at, key, v)
   elseif kind == "bool" then return parse_bool(at, key, v)
   elseif kind == "count" then
@@ -407,13 +427,13 @@ function M.timer(seconds, fn)
 end
 
 -- Checked after init.lua has run, when every name is known.
-function M._finish()
+function M._finish(file)
   for _, r in ipairs(state.routes) do
     if r.kind == "balancer" and not state.balancers[r.balancer] then
       fail(r.at, "mg.route: unknown balancer %q (declare it with mg.balancer before or after the route)", r.balancer)
     end
   end
-  if #state.listens == 0 then fail("init.lua", "no listener: call mg.listen(\"127.0.0.1:8080\")") end
+  if #state.listens == 0 then fail(file or "init.lua", "no listener: call mg.listen(\"127.0.0.1:8080\")") end
   return state
 end
 

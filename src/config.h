@@ -92,6 +92,8 @@ typedef struct {
   int pass_authorization, allow_encoded_slashes, watch;
   int sendfile_missing;
   uint64_t subrequest_max_body, lua_body_max;
+  uint64_t subrequest_limit, subrequest_max_total_body; /* per client request */
+  uint64_t lua_max_run_time, lua_socket_timeout;       /* ms; lua_max_run_time 0: no limit */
 } mg_settings_t;
 
 typedef struct {

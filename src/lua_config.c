@@ -149,6 +149,10 @@ static int load_settings(loader_t *ld) {
   s->sendfile_missing = (int)get_num(L, "sendfile_missing", 500);
   s->subrequest_max_body = (uint64_t)get_num(L, "subrequest_max_body", 1 << 20);
   s->lua_body_max = (uint64_t)get_num(L, "lua_body_max", 1 << 20);
+  s->subrequest_limit = (uint64_t)get_num(L, "subrequest_limit", 1000);
+  s->subrequest_max_total_body = (uint64_t)get_num(L, "subrequest_max_total_body", 16 << 20);
+  s->lua_max_run_time = (uint64_t)get_num(L, "lua_max_run_time", 5000);
+  s->lua_socket_timeout = (uint64_t)get_num(L, "lua_socket_timeout", 60000);
   /* Log files named relative to init.lua live beside it. */
   char **paths[] = {&s->access_log, &s->error_log, &s->pid};
   for (int i = 0; i < 3; i++) {
@@ -500,7 +504,8 @@ mg_config_t *mg_config_load(const char *file, char *err, size_t err_len) {
   lua_pushliteral(L, "moongate");
   lua_call(L, 1, 1);
   lua_getfield(L, -1, "_finish");
-  if (mg_lua_call(L, 0, 1, err, err_len) < 0) {
+  lua_pushstring(L, file); /* the file as the user named it, for "FILE: no listener" */
+  if (mg_lua_call(L, 1, 1, err, err_len) < 0) {
     char *nl = strstr(err, "\nstack traceback:");
     if (nl) *nl = 0;
     mg_config_free(cfg);

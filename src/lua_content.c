@@ -15,9 +15,10 @@
 
 static void respond(mg_req_t *req, lua_State *co) {
   lua_settop(co, 3); /* status body headers */
-  int status = lua_isnil(co, 1) ? 200 : (int)lua_tointeger(co, 1);
-  if (status < 100 || status > 599) {
-    mg_log_error(MG_LOG_ERROR, req->id, "content handler of route %s returned a bad status", req->route->decl);
+  int status = 200;
+  if (!lua_isnil(co, 1) && !mg_lua_final_status(co, 1, &status)) {
+    mg_log_error(MG_LOG_ERROR, req->id, "content handler of route %s returned status %s, not a final status (200 to 599)",
+                 req->route->decl, mg_lua_status_text(co, 1));
     mg_req_error(req, 500, NULL);
     return;
   }

@@ -202,6 +202,39 @@ void mg_lua_push_fields(lua_State *L, const mg_fields_t *f) { push_fields_table(
 
 mg_req_t *mg_lua_check_req(lua_State *L, int idx) { return check_req(L, idx); }
 
+int mg_lua_final_status(lua_State *L, int idx, int *status) {
+  if (lua_type(L, idx) != LUA_TNUMBER) return 0;
+  lua_Number n = lua_tonumber(L, idx);
+  if (!(n >= 200 && n <= 599) || n != (lua_Number)(int)n) return 0;
+  *status = (int)n;
+  return 1;
+}
+
+const char *mg_lua_status_text(lua_State *L, int idx) {
+  int t = lua_type(L, idx);
+  if (t == LUA_TNUMBER) {
+    lua_pushvalue(L, idx); /* converted in place by lua_tostring: a copy, idx stays a number */
+    return lua_tostring(L, -1);
+  }
+  if (t == LUA_TSTRING) return lua_pushfstring(L, "'%s'", lua_tostring(L, idx));
+  return lua_typename(L, t);
+}
+
+/* In a Lua thread (a hook, a handler, a timer), a waiting call on a req must be on the
+ * thread's own request. Outside one, the phase check refuses the call. */
+static void check_own(lua_State *L, mg_req_t *req, const char *what) {
+  mg_thread_t *t = mg_thread_current();
+  if (t && t->req != req)
+    luaL_error(L, "%s on the req of another request (%s, kept in a variable or table): a waiting call works only on the "
+                  "running request's own req", what, req->id);
+}
+
+mg_thread_t *mg_lua_check_own_req(lua_State *L, mg_req_t *req, const char *what) {
+  mg_thread_t *t = mg_thread_check(L, what);
+  check_own(L, req, what);
+  return t;
+}
+
 /* `req:headers()` is `req.headers(req)`: the proxy's __call gives the plain copy. */
 static int hdr_call(lua_State *L) {
   hdr_box_t *b;
@@ -298,8 +331,9 @@ static int req_newindex(lua_State *L) {
 static int req_exit(lua_State *L) {
   mg_req_t *req = check_req(L, 1);
   check_phase(L, req, PH_REWRITE | PH_ACCESS | PH_BALANCER | PH_CONTENT, "req:exit");
-  int status = (int)luaL_checkinteger(L, 2);
-  if (status < 100 || status > 599) return luaL_argerror(L, 2, "status must be from 100 to 599");
+  int status;
+  if (!mg_lua_final_status(L, 2, &status))
+    return luaL_argerror(L, 2, lua_pushfstring(L, "status %s is not a final status (200 to 599)", mg_lua_status_text(L, 2)));
   size_t bl = 0;
   const char *body = luaL_optlstring(L, 3, NULL, &bl);
   if (!lua_isnoneornil(L, 4)) {
@@ -373,6 +407,7 @@ static void read_body_cancel(mg_thread_t *t) {
 /* req:read_body(): reads the whole request body before the backend is contacted. */
 static int req_read_body(lua_State *L) {
   mg_req_t *req = check_req(L, 1);
+  check_own(L, req, "req:read_body");
   check_phase(L, req, PH_REWRITE | PH_ACCESS | PH_CONTENT, "req:read_body");
   if (req->body_ready) return 0;
   if (req->redirects || req->msg_done || (req->content_length <= 0 && !req->chunked)) {
@@ -462,8 +497,9 @@ static int res_newindex(lua_State *L) {
   const char *k = luaL_checkstring(L, 2);
   if (strcmp(k, "status") == 0) {
     check_phase(L, b->req, PH_HEADER_FILTER, "setting res.status");
-    int s = (int)luaL_checkinteger(L, 3);
-    if (s < 100 || s > 599) return luaL_error(L, "res.status must be from 100 to 599");
+    int s;
+    if (!mg_lua_final_status(L, 3, &s))
+      return luaL_error(L, "res.status: status %s is not a final status (200 to 599)", mg_lua_status_text(L, 3));
     b->req->status = s;
     return 0;
   }
@@ -838,6 +874,8 @@ static void on_init_worker_done(mg_thread_t *t, int rc) {
 void mg_lua_worker_prepare(mg_config_t *cfg, uv_loop_t *loop) {
   ensure_metatables(cfg->L);
   mg_thread_init(loop);
+  mg_lua_limit_install(cfg->L, cfg->set.lua_max_run_time);
+  mg_socket_set_default_timeout(cfg->set.lua_socket_timeout);
 }
 
 int mg_lua_worker_init(mg_config_t *cfg, uv_loop_t *loop) {

@@ -29,8 +29,18 @@ void mg_lua_exit_clear(mg_req_t *req);
 void mg_lua_push_req(lua_State *L, mg_req_t *req);
 /* A plain table of header fields (lowercase names, lists for repeats), as req:headers(). */
 void mg_lua_push_fields(lua_State *L, const mg_fields_t *f);
+/* A response status from Lua (a return value, req:exit, res.status) must be a final status:
+ * a whole number from 200 to 599 (1xx would be sent as the final response while the client
+ * waits for another). 1 with it in *status, 0 for anything else. */
+int mg_lua_final_status(lua_State *L, int idx, int *status);
+/* The value at idx as text for an error message ("101", "'abc'", "nil"); may push a string. */
+const char *mg_lua_status_text(lua_State *L, int idx);
 /* The request behind the req userdata at idx; raises when it has ended. */
 mg_req_t *mg_lua_check_req(lua_State *L, int idx);
+/* For a waiting call on `req` (req:subrequest, req:read_body): the running thread, after
+ * mg_thread_check; raises when req is not that thread's own request (a req kept from another
+ * request, or used from a timer): what waits for it would not end with it. */
+mg_thread_t *mg_lua_check_own_req(lua_State *L, mg_req_t *req, const char *what);
 void mg_lua_header_filter(mg_req_t *req);
 void mg_lua_log_phase(mg_req_t *req);
 /* Runs the body_filter hooks on a chunk (eof on the last call). Returns 0 with the chunk to

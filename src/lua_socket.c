@@ -16,13 +16,12 @@
 
 #include "log.h"
 #include "lua_thread.h"
+#include "lua_vm.h"
 #include "stream.h"
 
 #define SOCK_MT "moongate.socket"
 #define READ_CAP (64 * 1024)
-#define DEFAULT_TIMEOUT_MS 60000
 #define DEFAULT_POOL_SIZE 30
-#define DEFAULT_IDLE_MS 60000
 
 enum { OP_NONE, OP_RESOLVE, OP_CONNECT, OP_SEND, OP_RECEIVE };
 enum { R_LINE, R_ALL, R_COUNT, R_UNTIL };
@@ -73,6 +72,10 @@ typedef struct {
 } resolve_t;
 
 static mg_socket_t *pool_head;
+/* lua_socket_timeout: operations and idle pooled connections. */
+static uint64_t default_ms = 60000;
+
+void mg_socket_set_default_timeout(uint64_t ms) { default_ms = ms; }
 extern void (*mg_thread_release_hook)(mg_thread_t *t);
 
 /* ---- lifecycle ------------------------------------------------------------------------------ */
@@ -229,7 +232,7 @@ static void attach(sock_box_t *b, mg_socket_t *s, mg_thread_t *t) {
 static int l_tcp(lua_State *L) {
   sock_box_t *b = lua_newuserdata(L, sizeof *b);
   b->s = NULL;
-  b->connect_ms = b->send_ms = b->read_ms = DEFAULT_TIMEOUT_MS;
+  b->connect_ms = b->send_ms = b->read_ms = default_ms;
   luaL_getmetatable(L, SOCK_MT);
   lua_setmetatable(L, -2);
   return 1;
@@ -640,10 +643,13 @@ static int l_send(lua_State *L) {
 
 /* ---- the rest -------------------------------------------------------------------------------------- */
 
+/* A timeout in ms: 0 is the default (never "no timeout", which would hold the descriptor for
+ * good), NaN, infinities and negative numbers are refused, huge ones capped. */
 static uint64_t check_ms(lua_State *L, int idx) {
-  lua_Number ms = luaL_checknumber(L, idx);
-  if (ms < 0) luaL_argerror(L, idx, "timeout must not be negative");
-  return (uint64_t)ms;
+  uint64_t ms;
+  if (mg_lua_timeout_ms(luaL_checknumber(L, idx), 1, default_ms, &ms) < 0)
+    luaL_argerror(L, idx, "timeout must be a number of milliseconds from 0 (0: the default)");
+  return ms;
 }
 
 static int l_settimeout(lua_State *L) {
@@ -658,6 +664,7 @@ static int l_settimeouts(lua_State *L) {
   b->connect_ms = check_ms(L, 2);
   b->send_ms = check_ms(L, 3);
   b->read_ms = check_ms(L, 4);
+  if (b->s) b->s->read_ms = b->read_ms;
   return 0;
 }
 
@@ -676,7 +683,7 @@ static void on_idle_timeout(uv_timer_t *tm) { sock_close(tm->data); }
 static int l_setkeepalive(lua_State *L) {
   sock_box_t *b = check_box(L);
   mg_socket_t *s = b->s;
-  uint64_t idle = lua_isnoneornil(L, 2) ? DEFAULT_IDLE_MS : check_ms(L, 2);
+  uint64_t idle = lua_isnoneornil(L, 2) ? default_ms : check_ms(L, 2);
   int size = lua_isnoneornil(L, 3) ? DEFAULT_POOL_SIZE : (int)luaL_checkinteger(L, 3);
   if (size < 1) return luaL_argerror(L, 3, "pool size must be positive");
   if (!s || !s->connected) return push_closed(L);

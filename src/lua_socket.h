@@ -7,7 +7,10 @@
  * → 1 or nil, err (the connection goes to a per-worker pool keyed by "host:port" or the socket
  * path, and the object is closed for its caller); connect takes a pooled connection when one
  * is idle for the same key (getreusedtimes() counts the reuses). Each operation has its own
- * timeout (settimeout(ms) or settimeouts(connect, send, read); 60 s by default, as OpenResty).
+ * timeout (settimeout(ms) or settimeouts(connect, send, read); lua_socket_timeout, 60 s, by
+ * default, as OpenResty's lua_socket_*_timeout). A timeout of 0 means that default (as in
+ * lua-nginx-module), never "no timeout"; NaN, an infinity or a negative one is a bad argument;
+ * one above 2^31 - 1 ms is capped to it. setkeepalive's idle time follows the same rules.
  *
  * Ownership: a cosocket belongs to the request whose Lua code connected it (or to the timer
  * thread, without a request); when that ends, the cosocket is closed unless it was put in the
@@ -18,9 +21,13 @@
 #define MG_LUA_SOCKET_H
 
 #include <lua.h>
+#include <stdint.h>
 
 /* Closes every cosocket in an owner's list (req->sockets, a timer thread's). */
 void mg_socket_close_owned(void **list);
+
+/* The default timeout of cosocket operations and pooled connections (ms), once per worker. */
+void mg_socket_set_default_timeout(uint64_t ms);
 
 /* mg.socket = { tcp = ... } into the table at the top of the stack. */
 void mg_socket_open(lua_State *L);

@@ -8,7 +8,6 @@
 #include "lua_thread.h"
 
 #include <lauxlib.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -84,7 +83,9 @@ static int thread_run(mg_thread_t *t, int nargs) {
   if (t->req) t->req->phase = t->phase;
   t->cancel = NULL, t->wait = NULL, t->waiting = 0;
   mg_lua_calls++;
+  mg_lua_enter();
   int rc = lua_resume(t->co, nargs);
+  mg_lua_leave();
   running = saved;
   mg_lua_phase_now = saved_phase;
   if (t->req) t->req->phase = saved_req_phase;
@@ -245,17 +246,19 @@ static void sleep_cancel(mg_thread_t *t) {
   uv_close((uv_handle_t *)&s->timer, on_sleep_closed);
 }
 
-/* mg.sleep(seconds): waits without blocking the worker; 0 yields to the loop once. */
+/* mg.sleep(seconds): waits without blocking the worker; 0 yields to the loop once. NaN, an
+ * infinity or a negative time is a bad argument; one above 2^31 - 1 ms is capped to it. */
 static int l_sleep(lua_State *L) {
-  double sec = luaL_checknumber(L, 1);
-  if (!(sec >= 0) || sec > 1e7) return luaL_argerror(L, 1, "seconds must be a number from 0");
+  uint64_t ms;
+  if (mg_lua_timeout_ms(luaL_checknumber(L, 1), 1000, 0, &ms) < 0)
+    return luaL_argerror(L, 1, "seconds must be a finite number from 0");
   mg_thread_t *t = mg_thread_check(L, "mg.sleep");
   if (mg_explain) return mg_thread_explained(L);
   sleep_t *s = mg_malloc(sizeof *s);
   uv_timer_init(loop, &s->timer);
   s->timer.data = s;
   s->t = t;
-  uv_timer_start(&s->timer, on_sleep, (uint64_t)llround(sec * 1000), 0);
+  uv_timer_start(&s->timer, on_sleep, ms, 0);
   return mg_thread_wait(L, t, sleep_cancel, s);
 }
 

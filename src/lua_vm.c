@@ -2,9 +2,12 @@
 #include "lua_vm.h"
 
 #include <lauxlib.h>
+#include <luajit.h>
 #include <lualib.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 typedef struct {
   const char *name, *data;
@@ -74,7 +77,9 @@ int mg_lua_call(lua_State *L, int nargs, int nresults, char *err, size_t err_len
   lua_pushlightuserdata(L, &traceback_key);
   lua_rawget(L, LUA_REGISTRYINDEX);
   lua_insert(L, base);
+  mg_lua_enter();
   int rc = lua_pcall(L, nargs, nresults, base);
+  mg_lua_leave();
   lua_remove(L, base);
   if (rc == 0) return 0;
   const char *msg = lua_tostring(L, -1);
@@ -92,4 +97,77 @@ static const char lock_src[] =
 
 void mg_lua_lock_globals(lua_State *L) {
   if (luaL_loadbuffer(L, lock_src, sizeof lock_src - 1, "=[moongate lock]") == 0) lua_call(L, 0, 0);
+}
+
+/* ---- lua_max_run_time ------------------------------------------------------------------------ */
+
+unsigned mg_lua_depth, mg_lua_burst;
+int mg_lua_ending;
+static lua_State *limit_L;
+static uint64_t limit_ns;
+static double limit_s;
+static unsigned seen_burst;
+static uint64_t burst_start;
+
+static uint64_t cpu_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* The count hook. The burst's start is taken at its first check, so a burst is measured from
+ * at most MG_LUA_CHECK_EVERY instructions after it began; one that never reaches a second
+ * check costs nothing but the counting. */
+static void on_count(lua_State *L, lua_Debug *ar) {
+  if (!mg_lua_depth) return;
+  if (!mg_lua_ending) {
+    uint64_t now = cpu_ns();
+    if (seen_burst != mg_lua_burst) {
+      seen_burst = mg_lua_burst;
+      burst_start = now;
+      return;
+    }
+    if (now - burst_start < limit_ns) return;
+    /* From here every instruction raises until the burst is over (mg_lua_leave). */
+    mg_lua_ending = 1;
+    lua_sethook(L, on_count, LUA_MASKCOUNT, 1);
+  }
+  const char *where = "?";
+  int line = 0;
+  if (lua_getinfo(L, "Sl", ar)) where = ar->source[0] == '@' ? ar->source + 1 : ar->short_src, line = ar->currentline;
+  lua_pushfstring(L, "%s:%d: ran longer than lua_max_run_time (", where, line);
+  char t[32];
+  snprintf(t, sizeof t, "%gs", limit_s); /* lua_pushfstring has no %g */
+  lua_pushfstring(L, "%s) without yielding: ended", t);
+  lua_concat(L, 2);
+  lua_error(L);
+}
+
+void mg_lua_limit_reset(void) {
+  mg_lua_ending = 0;
+  seen_burst = mg_lua_burst;
+  if (limit_L) lua_sethook(limit_L, on_count, LUA_MASKCOUNT, MG_LUA_CHECK_EVERY);
+}
+
+void mg_lua_limit_install(lua_State *L, uint64_t ms) {
+  if (!ms) return;
+  limit_L = L;
+  limit_ns = ms * 1000000u;
+  limit_s = (double)ms / 1000;
+  /* Compiled traces ignore hooks: the interpreter only, and no trace compiled while init.lua
+   * ran in the master may be entered again. */
+  luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
+  luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_FLUSH);
+  lua_sethook(L, on_count, LUA_MASKCOUNT, MG_LUA_CHECK_EVERY);
+}
+
+/* ---- timeouts -------------------------------------------------------------------------------- */
+
+int mg_lua_timeout_ms(double v, double unit_ms, uint64_t dflt_ms, uint64_t *ms) {
+  if (!isfinite(v) || v < 0) return -1;
+  double m = v * unit_ms;
+  if (v == 0) *ms = dflt_ms;
+  else if (m >= MG_LUA_MAX_TIMEOUT_MS) *ms = (uint64_t)MG_LUA_MAX_TIMEOUT_MS;
+  else *ms = m < 1 ? 1 : (uint64_t)llround(m);
+  return 0;
 }

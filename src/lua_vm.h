@@ -2,7 +2,18 @@
  *
  * Creates a state with the standard libraries and the embedded `moongate` module, calls Lua
  * functions under a traceback handler, and locks globals once init.lua has run so that a
- * misspelt name is an error, not a new global. */
+ * misspelt name is an error, not a new global.
+ *
+ * The run-time limit (lua_max_run_time): a worker's Lua code runs in bursts, each from the
+ * moment C enters Lua (a coroutine resumed, a protected call) until control is back in C at
+ * the outermost level. A burst that spends more CPU than the limit is ended: an instruction
+ * count hook reads the thread's CPU clock every MG_LUA_CHECK_EVERY instructions, and once the
+ * limit is passed raises "<file:line>: ran longer than lua_max_run_time (<t>s) without
+ * yielding: ended" at every instruction until the burst is over, so a pcall that catches the
+ * error cannot keep the loop going. Only the interpreter calls hooks: LuaJIT's compiled traces
+ * never do (unless LuaJIT is built with LUAJIT_ENABLE_CHECKHOOK, which distributions do not),
+ * and `while true do end` compiles into a trace that never exits. With the limit on, the
+ * worker's Lua state therefore runs without the JIT compiler. */
 #ifndef MG_LUA_VM_H
 #define MG_LUA_VM_H
 
@@ -24,5 +35,34 @@ int mg_lua_call(lua_State *L, int nargs, int nresults, char *err, size_t err_len
 
 /* Makes reads of undefined globals and writes of new ones raise an error. */
 void mg_lua_lock_globals(lua_State *L);
+
+/* Instructions between two reads of the CPU clock by the limit's hook. */
+#define MG_LUA_CHECK_EVERY 100000
+
+/* Puts a worker's state under lua_max_run_time (`ms`, 0: no limit, the JIT compiler stays
+ * on). Once per worker, before it serves. */
+void mg_lua_limit_install(lua_State *L, uint64_t ms);
+
+/* Every entry from C into Lua is wrapped in mg_lua_enter()/mg_lua_leave(): the outermost
+ * one starts a new burst. Two stores and a test: the clock is read only by the hook. */
+extern unsigned mg_lua_depth, mg_lua_burst;
+extern int mg_lua_ending;
+void mg_lua_limit_reset(void);
+static inline void mg_lua_enter(void) {
+  if (mg_lua_depth++ == 0) mg_lua_burst++;
+}
+static inline void mg_lua_leave(void) {
+  if (--mg_lua_depth == 0 && mg_lua_ending) mg_lua_limit_reset();
+}
+
+/* The largest timeout the Lua API takes (2^31 - 1 ms, about 24.8 days, the largest
+ * lua-nginx-module accepts); a larger one is capped to it. */
+#define MG_LUA_MAX_TIMEOUT_MS 2147483647.0
+
+/* Reads a timeout of the Lua API: `v` in units of `unit_ms` milliseconds (1 for cosockets, 1000
+ * for seconds). 0 means `dflt_ms` (lua-nginx-module's rule), a value above the cap is capped.
+ * Returns 0 with the milliseconds in *ms, or -1 for NaN, an infinity or a negative number
+ * (the caller raises its "bad argument"). */
+int mg_lua_timeout_ms(double v, double unit_ms, uint64_t dflt_ms, uint64_t *ms);
 
 #endif

@@ -1,7 +1,14 @@
 /* subrequest: see subrequest.h.
  *
  * The child is released on a zero timer after its response is complete, never inside the
- * handler call that completed it (the handler's frames are still on the stack). */
+ * handler call that completed it (the handler's frames are still on the stack).
+ *
+ * A child lives only while a thread of its parent waits for it: req:subrequest() is refused
+ * on the req of another request than the calling thread's (a req kept in an upvalue or a
+ * module table), so a parent that ends aborts its thread, whose wait releases the child; a
+ * child never outlives the request and connection it points to. The client request at the
+ * root of the tree counts its subrequests (subrequest_limit) and the bytes of their bodies
+ * (subrequest_max_total_body): a fan-out that would go past either gets nil and an error. */
 #include "subrequest.h"
 
 #include <lauxlib.h>
@@ -12,6 +19,7 @@
 #include "log.h"
 #include "lua_request.h"
 #include "lua_thread.h"
+#include "lua_vm.h"
 #include "path.h"
 #include "phase.h"
 
@@ -22,8 +30,21 @@ typedef struct {
   mg_thread_t *t; /* the thread waiting for the result */
   mg_buf_t body;
   uv_timer_t reaper; /* the timeout while waiting, then the zero timer that releases the child */
-  unsigned done : 1, too_large : 1, aborted : 1;
+  unsigned done : 1, too_large : 1, total_too_large : 1, aborted : 1;
 } capture_t;
+
+/* The client request at the root of a subrequest tree. */
+static mg_req_t *main_of(mg_req_t *r) {
+  while (r->parent) r = r->parent;
+  return r;
+}
+
+/* Logs, once per client request, that one of its caps was reached. */
+static void log_cap(mg_req_t *main, const char *fmt, uint64_t cap) {
+  if (main->subrequest_capped) return;
+  main->subrequest_capped = 1;
+  mg_log_error(MG_LOG_ERROR, main->id, fmt, (unsigned long long)cap);
+}
 
 static void on_reaper_closed(uv_handle_t *h) {
   capture_t *c = h->data;
@@ -41,9 +62,9 @@ static void on_reap(uv_timer_t *tm) {
 /* Pushes the result onto L: the response table, or nil and why. */
 static int push_result(lua_State *L, capture_t *c) {
   mg_req_t *r = c->child;
-  if (c->too_large || c->aborted) {
+  if (c->too_large || c->total_too_large || c->aborted) {
     lua_pushnil(L);
-    lua_pushstring(L, c->too_large ? "body too large" : "response aborted");
+    lua_pushstring(L, c->too_large ? "body too large" : c->total_too_large ? "total body too large" : "response aborted");
     return 2;
   }
   lua_createtable(L, 0, 3);
@@ -91,13 +112,21 @@ static void cap_head(mg_req_t *req) { (void)req; }
 static void cap_body(mg_req_t *req, char *block, const char *data, size_t len) {
   capture_t *c = req->capture;
   if (!c->done) {
-    if (c->body.len + len > req->cfg->set.subrequest_max_body) {
-      c->too_large = 1;
+    const mg_settings_t *s = &req->cfg->set;
+    mg_req_t *main = main_of(req);
+    if (c->body.len + len > s->subrequest_max_body || main->subrequest_bytes + len > s->subrequest_max_total_body) {
+      if (c->body.len + len > s->subrequest_max_body) {
+        c->too_large = 1;
+      } else {
+        c->total_too_large = 1;
+        log_cap(main, "subrequest_max_total_body (%llu bytes) reached: the bodies of this request's subrequests are refused beyond it", s->subrequest_max_total_body);
+      }
       mg_block_put(block);
       mg_req_stop(req);
       complete(c);
       return;
     }
+    main->subrequest_bytes += len;
     mg_buf_append(&c->body, data, len);
   }
   mg_block_put(block);
@@ -143,18 +172,20 @@ int mg_subrequest_lua(lua_State *L) {
   size_t ul;
   const char *uri = luaL_checklstring(L, 2, &ul);
   if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
-  mg_thread_t *t = mg_thread_check(L, "req:subrequest");
+  mg_thread_t *t = mg_lua_check_own_req(L, parent, "req:subrequest");
   if (mg_explain) return mg_thread_explained(L);
   if (uri[0] != '/') return luaL_argerror(L, 2, "a local URI starting with '/'");
   if (parent->depth >= MAX_DEPTH) return bad(L, "subrequest depth limit (10) reached");
   lua_settop(L, 3);
   const char *method = "GET", *body = NULL, *query = NULL;
   size_t bl = 0;
-  double timeout = (double)parent->cfg->set.timeout / 1000;
+  uint64_t timeout_ms = parent->cfg->set.timeout;
   if (lua_istable(L, 3)) {
     lua_getfield(L, 3, "timeout");
-    if (!lua_isnil(L, -1)) timeout = luaL_checknumber(L, -1);
-    if (!(timeout > 0)) return luaL_error(L, "req:subrequest: timeout must be a positive number of seconds");
+    /* 0 is the default (the timeout setting), as for cosockets; never "no timeout". */
+    if (!lua_isnil(L, -1) && (!lua_isnumber(L, -1) ||
+                              mg_lua_timeout_ms(lua_tonumber(L, -1), 1000, parent->cfg->set.timeout, &timeout_ms) < 0))
+      return luaL_error(L, "req:subrequest: opts.timeout must be a finite number of seconds from 0 (0: the default)");
     lua_pop(L, 1);
     lua_getfield(L, 3, "method");
     if (!lua_isnil(L, -1)) method = luaL_checkstring(L, -1);
@@ -165,6 +196,18 @@ int mg_subrequest_lua(lua_State *L) {
     lua_pop(L, 3);
   }
   if (!mg_http_is_token(method, strlen(method))) return luaL_error(L, "req:subrequest: method must be an HTTP token");
+  const mg_settings_t *set = &parent->cfg->set;
+  mg_req_t *main = main_of(parent);
+  if (main->subrequests >= set->subrequest_limit) {
+    log_cap(main, "subrequest_limit (%llu) reached: this request's further subrequests are refused", set->subrequest_limit);
+    return bad(L, "too many subrequests");
+  }
+  if (main->subrequest_bytes + bl > set->subrequest_max_total_body) {
+    log_cap(main, "subrequest_max_total_body (%llu bytes) reached: the bodies of this request's subrequests are refused beyond it", set->subrequest_max_total_body);
+    return bad(L, "total body too large");
+  }
+  main->subrequests++;
+  main->subrequest_bytes += bl;
   mg_req_t *child = mg_req_new_child(parent);
   mg_pool_t *pool = &child->pool;
   child->method = child->orig_method = mg_pool_strdup(pool, method);
@@ -245,6 +288,6 @@ int mg_subrequest_lua(lua_State *L) {
   mg_phase_start(child);
   if (c->done) return push_result(L, c);
   c->t = t;
-  uv_timer_start(&c->reaper, on_timeout, (uint64_t)(timeout * 1000), 0);
+  uv_timer_start(&c->reaper, on_timeout, timeout_ms, 0);
   return mg_thread_wait(L, t, sub_cancel, c);
 }

@@ -213,3 +213,229 @@ def test_route_without_hooks_never_enters_lua(gateway, echo_backend):
     for _ in range(3):
         request(g.port, path="/hooked")
     assert calls() == start + 3
+
+
+# ---- issue 21: what hostile Lua code could do -------------------------------------------------------
+
+def pipelined(port, paths):
+    """Sends every request on one connection at once and reads the responses in order. The
+    first is a POST with a small body (read by the handler: a 500 after a request read whole
+    keeps the connection)."""
+    from conftest import read_response
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    data = b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody" % paths[0].encode()
+    s.sendall(data + b"".join(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % p.encode() for p in paths[1:]))
+    f = s.makefile("rb")
+    try:
+        return [read_response(f) for _ in paths]
+    finally:
+        f.close()
+        s.close()
+
+
+@pytest.mark.parametrize("code,logged", [
+    ('return 101, "switch"', "returned status 101, not a final status (200 to 599)"),
+    ('return 100', "returned status 100, not a final status"),
+    ('return 0, "zero"', "returned status 0, not a final status"),
+    ('return 600, "big"', "returned status 600, not a final status"),
+    ('return 200.5, "half"', "returned status 200.5, not a final status"),
+    ('req:exit(100)', "bad argument #1 to 'exit' (status 100 is not a final status (200 to 599))"),
+    ('req:exit(103, "early")', "bad argument #1 to 'exit' (status 103 is not a final status"),
+])
+def test_lua_1xx_status_is_500_and_the_next_pipelined_response_stays_its_own(gateway, code, logged):
+    """A 1xx from Lua is no final response: the client would take the next response for this
+    one's (issue 21 item 4). The request gets 500 and the log names the status."""
+    g = gateway('''
+mg.route("=/bad", function(req) req:read_body() %s end)
+mg.route("=/next", function(req) return 200, "next\\n" end)
+''' % code)
+    first, second = pipelined(g.port, ["/bad", "/next"])
+    assert first.status == 500
+    assert second.status == 200 and second.body == b"next\n"
+    g.wait_log(logged)
+
+
+def test_header_filter_1xx_status_is_refused(gateway, echo_backend):
+    g = gateway('''
+mg.route("/", "scgi://127.0.0.1:{BACKEND}/", { hooks = { header_filter = function(req, res)
+  if req.uri == "/vars/bad" then res.status = 101 end
+end } })
+''', echo_backend)
+    # A failed header_filter closes the connection after its 500: no response can be mistaken.
+    r = request(g.port, path="/vars/bad")
+    assert r.status == 500 and r.header("Connection") == "close"
+    g.wait_log("res.status: status 101 is not a final status (200 to 599)")
+
+
+SPIN = '''
+mg.set { lua_max_run_time = 0.5 }
+local function f(x) return x + 1 end
+mg.route("=/spin", function(req) while true do end end)
+mg.route("=/calls", function(req) local n = 0 while true do n = f(n) end end)
+mg.route("=/pcall", function(req) while true do pcall(function() while true do end end) end end)
+mg.route("/hook", "scgi://127.0.0.1:{BACKEND}/", { hooks = { access = function(req) while true do end end } })
+mg.route("=/work", function(req)
+  -- CPU-bound below the limit, then twice more after yielding: each run is under it.
+  for _ = 1, 3 do
+    local t = os.clock()
+    while os.clock() - t < 0.3 do end
+    mg.sleep(0)
+  end
+  return 200, "worked\\n"
+end)
+mg.route("=/ok", function(req) return 200, "ok\\n" end)
+'''
+
+
+@pytest.mark.parametrize("path,line", [("/spin", 4), ("/calls", 5), ("/pcall", 6), ("/hook/x", 7)])
+def test_lua_spinning_past_lua_max_run_time_is_ended_and_the_worker_serves(gateway, echo_backend, path, line):
+    """A hook that never yields held its worker for ever (issue 21 item 6): past
+    lua_max_run_time of CPU it is ended with 500 and a log line naming file:line; a compiled
+    loop (LuaJIT's traces call no hooks), a loop of calls and a pcall that catches the error
+    are ended alike."""
+    g = gateway(SPIN, echo_backend)
+    t0 = time.time()
+    r = request(g.port, path=path)
+    took = time.time() - t0
+    assert r.status == 500
+    assert 0.4 < took < 3.0, "ended after %.2f s" % took
+    g.wait_log("init.lua:%d: ran longer than lua_max_run_time (0.5s) without yielding: ended" % (line + 3))
+    # The same worker (there is one) answers at once.
+    assert request(g.port, path="/ok").body == b"ok\n"
+
+
+def test_cpu_bound_lua_below_lua_max_run_time_is_not_cut(gateway, echo_backend):
+    g = gateway(SPIN, echo_backend)
+    r = request(g.port, path="/work")
+    assert r.status == 200 and r.body == b"worked\n"
+    assert "lua_max_run_time" not in g.log()
+
+
+def test_spinning_timer_and_init_worker_are_ended(gateway):
+    g = gateway('''
+mg.set { lua_max_run_time = "300ms" }
+mg.on("init_worker", function() while true do end end)
+local runs = 0
+mg.timer(0.2, function() runs = runs + 1 if runs == 1 then while true do end end end)
+mg.route("=/runs", function(req) return 200, tostring(runs) end)
+''')
+    g.wait_log("Lua error in init_worker")
+    g.wait_log("init.lua:6: ran longer than lua_max_run_time (0.3s) without yielding: ended")
+    g.wait_log("Lua error in timer")
+    g.wait_log("init.lua:8: ran longer than lua_max_run_time (0.3s) without yielding: ended")
+    deadline = time.time() + 5
+    while int(request(g.port, path="/runs").body) < 3 and time.time() < deadline:
+        time.sleep(0.05)
+    assert int(request(g.port, path="/runs").body) >= 3  # the timer goes on ticking
+
+
+def test_lua_max_run_time_settings(gateway, tmp_path):
+    from conftest import MOONGATE
+    import subprocess
+    for value, ok in [("0", True), ('"off"', True), ("false", True), ('"250ms"', True),
+                      ("-1", False), ("0/0", False), ("1/0", False), ('"soon"', False)]:
+        path = tmp_path / "t.lua"
+        path.write_text('local mg = require "moongate"\nmg.listen("127.0.0.1:1")\nmg.set { lua_max_run_time = %s }\n' % value)
+        p = subprocess.run([MOONGATE, "-t", "-c", str(path)], capture_output=True, text=True)
+        assert (p.returncode == 0) == ok, (value, p.stdout, p.stderr)
+        if not ok:
+            assert "t.lua:3: lua_max_run_time" in p.stdout + p.stderr
+    # Off: the spinning guard is gone, a legitimate long computation runs to its end.
+    g = gateway('''
+mg.set { lua_max_run_time = "off" }
+mg.route("=/long", function(req) local t = os.clock() while os.clock() - t < 0.8 do end return 200, "done" end)
+''')
+    assert request(g.port, path="/long").body == b"done"
+
+
+# ---- a req kept past its request (issue 21 item 7) ------------------------------------------------
+
+def test_req_of_another_request_cannot_wait_and_a_finished_one_raises(gateway):
+    """Request B calling saved:subrequest() on request A's req made a child that outlived A (a
+    heap-use-after-free under ASan, freed memory read in release): a waiting call on another
+    request's req is refused; every field and method of a req, res or headers proxy kept past
+    its request raises."""
+    g = gateway('''
+local kept = {}
+mg.route("=/_sub", function(req) mg.sleep(0.6) return 200, "sub" end, { internal = true })
+mg.route("=/a", function(req)
+  kept.req = req
+  kept.headers = req.headers
+  kept.methods = {}
+  for _, m in ipairs({ "exit", "redirect", "read_body", "body", "set_body", "subrequest" }) do kept.methods[m] = req[m] end
+  mg.sleep(0.3)
+  return 200, "a done"
+end)
+mg.route("=/b", function(req)
+  local r, err = kept.req:subrequest("/_sub")
+  return 200, "b got " .. tostring(r and r.body) .. " " .. tostring(err)
+end)
+mg.route("=/c", function(req) local r, err = kept.req:read_body() return 200, "read" end)
+mg.route("=/res", function(req) return 200, "x" end, { hooks = { log = function(req, res) kept.res = res end } })
+mg.route("=/after", function(req)
+  local out = {}
+  for _, k in ipairs({ "uri", "method", "headers", "ctx", "env", "id", "host", "raw_uri", "query", "remote_addr" }) do
+    local ok, err = pcall(function() return kept.req[k] end)
+    out[#out + 1] = k .. "=" .. tostring(ok) .. ":" .. tostring(err):match("request object used after its request ended")
+  end
+  for _, m in ipairs({ "exit", "redirect", "read_body", "body", "set_body", "subrequest" }) do
+    -- The method taken while the request lived, called on its req now.
+    local ok, err = pcall(kept.methods[m], kept.req, "/x")
+    out[#out + 1] = m .. "=" .. tostring(ok) .. ":" .. tostring(err):match("request object used after its request ended")
+  end
+  local ok1 = pcall(function() return kept.headers["Host"] end)
+  local ok2 = pcall(function() kept.headers["X"] = "y" end)
+  local ok3 = pcall(function() return kept.res.status end)
+  out[#out + 1] = "proxies=" .. tostring(ok1) .. tostring(ok2) .. tostring(ok3)
+  return 200, table.concat(out, " ")
+end)
+''')
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(2) as ex:
+        a = ex.submit(request, g.port, "GET", "/a")
+        time.sleep(0.1)  # A is sleeping when B asks for a subrequest on its req
+        b = ex.submit(request, g.port, "GET", "/b")
+        c = ex.submit(request, g.port, "GET", "/c")
+        assert a.result().body == b"a done"
+        assert b.result().status == 500 and c.result().status == 500
+    g.wait_log("req:subrequest on the req of another request")
+    g.wait_log("req:read_body on the req of another request")
+    time.sleep(0.8)  # past the child B would have made: nothing answers from freed memory
+    request(g.port, path="/res")
+    body = request(g.port, path="/after").body.decode()
+    for k in ("uri", "method", "headers", "ctx", "env", "id", "host", "raw_uri", "query", "remote_addr"):
+        assert "%s=false:request object used after its request ended" % k in body, body
+    for m in ("exit", "redirect", "read_body", "body", "set_body", "subrequest"):
+        assert "%s=false:request object used after its request ended" % m in body, body
+    assert "proxies=falsefalsefalse" in body
+
+
+# ---- init.lua checks (issue 21, low) ---------------------------------------------------------------
+
+@pytest.mark.parametrize("interval,msg", [
+    ("0/0", "mg.timer: time must be a finite number of seconds, got nan"),
+    ("1/0", "mg.timer: time must be a finite number of seconds, got inf"),
+    ("-1/0", "mg.timer: time must be a finite number of seconds, got -inf"),
+    ("-1", "mg.timer: time must not be negative"),
+    ("0", "mg.timer: interval must be positive"),
+    ("1e300", "mg.timer: time 1e+300 is longer than the longest a timer holds"),
+])
+def test_timer_interval_must_be_finite_and_positive(tmp_path, interval, msg):
+    from conftest import MOONGATE
+    import subprocess
+    path = tmp_path / "site.lua"
+    path.write_text('local mg = require "moongate"\nmg.listen("127.0.0.1:1")\nmg.timer(%s, function() end)\n' % interval)
+    p = subprocess.run([MOONGATE, "-t", "-c", str(path)], capture_output=True, text=True)
+    assert p.returncode != 0
+    assert "site.lua:3: " + msg in p.stdout + p.stderr
+
+
+def test_no_listener_names_the_real_file(tmp_path):
+    from conftest import MOONGATE
+    import subprocess
+    path = tmp_path / "site.lua"
+    path.write_text('local mg = require "moongate"\nmg.route("/", function(req) return 200 end)\n')
+    p = subprocess.run([MOONGATE, "-t", "-c", str(path)], capture_output=True, text=True)
+    assert p.returncode != 0
+    out = p.stdout + p.stderr
+    assert "site.lua: no listener" in out and "init.lua" not in out
