@@ -123,6 +123,11 @@ struct mg_req_s {
   mg_req_t *parent;   /* a subrequest's parent */
   void *capture;      /* a subrequest's capture state */
   int depth;          /* subrequest depth */
+  /* A client request's count of subrequests (nested ones too) and the bytes of their bodies,
+   * against subrequest_limit and subrequest_max_total_body (subrequest.c). */
+  uint32_t subrequests;
+  uint8_t subrequest_capped; /* the cap's log line is written once per request */
+  uint64_t subrequest_bytes;
 
   /* Body of the request, as the parser delivers it. */
   mg_body_cb on_body;         /* NULL: discard */
