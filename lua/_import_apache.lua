@@ -24,7 +24,7 @@
 --
 -- The C side (import_apache.c) passes `sys` with glob(pattern) -> sorted list, isdir(path),
 -- exists(path), read(path, limit) -> text | nil, why | false (over the limit; a FIFO, device
--- or socket is refused without being opened for reading), lookup("user"|"group", name) and
+-- or socket is refused without being read), lookup("user"|"group", name) and
 -- out(text) / err(text), the two output streams.
 local M = {}
 
@@ -40,7 +40,6 @@ local MAX_FILES = 4096
 local MAX_INCLUDE_DEPTH = 32
 local MAX_SECTION_DEPTH = 64
 local INT_MAX = 2147483647
-M.limits = { bytes = MAX_BYTES, files = MAX_FILES, include_depth = MAX_INCLUDE_DEPTH, section_depth = MAX_SECTION_DEPTH }
 
 -- ---- what reaches the output ---------------------------------------------------------------
 --
@@ -82,7 +81,6 @@ end
 
 local function comment_line(indent, text) return indent .. "-- " .. note(text) end
 
-M.lit, M.note = lit, note
 
 -- ---- reading: lines, words, sections, includes ---------------------------------------------
 
