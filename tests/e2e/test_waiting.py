@@ -474,3 +474,175 @@ end } })
     assert request(g.port, path="/vars/after").status == 200
     g.check_descriptors()
     assert rss_kib(worker) - rss_before < 8 * 1024
+
+
+# ---- timeouts that mean something (issue 21 item 8) ----------------------------------------------
+
+def test_zero_timeouts_mean_the_default_not_for_ever(gateway, line_server):
+    """settimeout(0) meant "no timeout": a silent peer held the descriptor for good. 0 is the
+    default (lua_socket_timeout, as lua-nginx-module's lua_socket_*_timeout), for requests and
+    timers alike; a subrequest's timeout = 0 is the timeout setting."""
+    silent = line_server(lambda conn: time.sleep(3))  # accepts, never answers
+    g = gateway("""
+mg.set { lua_socket_timeout = "300ms", timeout = "300ms" }
+local timer_result = "not yet"
+local function wait_silent(set)
+  local s = mg.socket.tcp()
+  set(s)
+  assert(s:connect("127.0.0.1", %d))
+  local line, err = s:receive()
+  s:close()
+  return tostring(line) .. ":" .. tostring(err)
+end
+mg.timer(0.05, function()
+  if timer_result == "not yet" then timer_result = wait_silent(function(s) s:settimeout(0) end) end
+end)
+mg.route("=/stuck", function(req) mg.sleep(30) return 200, "late" end, { internal = true })
+mg.route("/t", function(req)
+  if req.uri == "/t/settimeout" then return 200, wait_silent(function(s) s:settimeout(0) end) end
+  if req.uri == "/t/settimeouts" then return 200, wait_silent(function(s) s:settimeouts(0, 0, 0) end) end
+  if req.uri == "/t/default" then return 200, wait_silent(function(s) end) end
+  if req.uri == "/t/timer" then return 200, timer_result end
+  local r, err = req:subrequest("/stuck", { timeout = 0 })
+  return 200, tostring(r) .. ":" .. tostring(err)
+end)
+""" % silent.port)
+    for path in ("/t/settimeout", "/t/settimeouts", "/t/default", "/t/sub"):
+        t0 = time.time()
+        body = request(g.port, path=path).body
+        assert body in (b"nil:timeout",), (path, body)
+        assert time.time() - t0 < 2.0, path
+    deadline = time.time() + 3
+    while request(g.port, path="/t/timer").body == b"not yet" and time.time() < deadline:
+        time.sleep(0.05)
+    assert request(g.port, path="/t/timer").body == b"nil:timeout"
+    g.check_descriptors()
+
+
+def test_keepalive_idle_zero_is_the_default(gateway, line_server):
+    closed = threading.Event()
+
+    def echo_until_closed(conn):
+        f = conn.makefile("rb")
+        for line in f:
+            conn.sendall(b"echo " + line)
+        closed.set()
+    srv = line_server(echo_until_closed)
+    g = gateway("""
+mg.set { lua_socket_timeout = "300ms" }
+mg.route("/k", function(req)
+  local s = mg.socket.tcp()
+  assert(s:connect("127.0.0.1", %d))
+  s:send("ping\\n")
+  local line = assert(s:receive())
+  assert(s:setkeepalive(0))
+  return 200, line
+end)
+""" % srv.port)
+    assert request(g.port, path="/k").body == b"echo ping"
+    # The pooled connection is closed after lua_socket_timeout, not kept for ever.
+    assert closed.wait(3), "the idle pooled connection was never closed"
+
+
+BAD_TIMEOUTS = """
+mg.route("/b", function(req)
+  local s = mg.socket.tcp()
+  local calls = {
+    ["settimeout(nan)"] = function() s:settimeout(0/0) end,
+    ["settimeout(inf)"] = function() s:settimeout(1/0) end,
+    ["settimeout(-1)"] = function() s:settimeout(-1) end,
+    ["settimeouts(inf)"] = function() s:settimeouts(10, 1/0, 10) end,
+    ["setkeepalive(nan)"] = function() s:setkeepalive(0/0) end,
+    ["sleep(nan)"] = function() mg.sleep(0/0) end,
+    ["sleep(inf)"] = function() mg.sleep(1/0) end,
+    ["sleep(-1)"] = function() mg.sleep(-1) end,
+    ["subrequest(nan)"] = function() req:subrequest("/x", { timeout = 0/0 }) end,
+    ["subrequest(inf)"] = function() req:subrequest("/x", { timeout = 1/0 }) end,
+    ["subrequest(-1)"] = function() req:subrequest("/x", { timeout = -1 }) end,
+  }
+  local out = {}
+  for name, fn in pairs(calls) do
+    local ok, err = pcall(fn)
+    out[#out + 1] = name .. "=" .. (ok and "accepted" or err:gsub("^.-: ", ""))
+  end
+  -- Huge values are capped (2^31 - 1 ms), not refused and not "for ever".
+  s:settimeout(1e300)
+  s:settimeouts(1e300, 1e300, 1e300)
+  local t = mg.spawn(function() mg.sleep(1e300) end)
+  out[#out + 1] = "huge=accepted"
+  table.sort(out)
+  return 200, table.concat(out, "\\n")
+end)
+"""
+
+
+def test_nan_infinite_and_negative_timeouts_are_bad_arguments(gateway):
+    g = gateway(BAD_TIMEOUTS)
+    lines = dict(l.split("=", 1) for l in request(g.port, path="/b").body.decode().split("\n"))
+    for name, fn in (("settimeout", "settimeout"), ("settimeouts", "settimeouts"), ("setkeepalive", "setkeepalive")):
+        for arg in ("nan", "inf", "-1"):
+            key = "%s(%s)" % (name, arg)
+            if key in lines:
+                assert lines[key].startswith("bad argument #"), (key, lines[key])
+                assert "to '%s' (timeout must be a number of milliseconds from 0" % fn in lines[key], (key, lines[key])
+    assert lines["settimeout(nan)"].startswith("bad argument #1 to 'settimeout'")
+    for arg in ("nan", "inf", "-1"):
+        assert lines["sleep(%s)" % arg] == "bad argument #1 to 'sleep' (seconds must be a finite number from 0)"
+        assert lines["subrequest(%s)" % arg] == \
+            "req:subrequest: opts.timeout must be a finite number of seconds from 0 (0: the default)"
+    assert lines["huge"] == "accepted"
+
+
+# ---- a cap on subrequests (issue 21 item 9) -------------------------------------------------------
+
+def test_subrequest_fan_out_stops_at_subrequest_limit(gateway):
+    """A handler fanning out 4 subrequests to itself, 6 deep, would make 5,460 (at depth 10 it
+    made 1.4 M and OOM-killed the workers): past subrequest_limit they get nil, "too many
+    subrequests", the client request is answered and the log names the cap once."""
+    g = gateway("""
+mg.set { subrequest_limit = 100 }
+mg.route("/fan", function(req)
+  local depth = tonumber(req.query) or 0
+  if depth == 0 then return 200, "leaf" end
+  local kids = {}
+  for i = 1, 4 do kids[i] = mg.spawn(function() return req:subrequest("/fan", { query = tostring(depth - 1) }) end) end
+  local made, refused = 0, 0
+  for i = 1, 4 do
+    local ok, r, err = mg.wait(kids[i])
+    if r then made = made + 1 + (tonumber(r.body:match("made=(%d+)")) or 0) end
+    if err == "too many subrequests" then refused = refused + 1 end
+    if r then refused = refused + (tonumber(r.body:match("refused=(%d+)")) or 0) end
+  end
+  return 200, "made=" .. made .. " refused=" .. refused
+end)
+""")
+    from test_faults import workers_of, rss_kib
+    worker = workers_of(g)[0]
+    rss_before = rss_kib(worker)
+    for _ in range(3):
+        t0 = time.time()
+        r = request(g.port, path="/fan?6")
+        assert r.status == 200
+        made = int(r.body.split(b"made=")[1].split()[0])
+        refused = int(r.body.split(b"refused=")[1])
+        assert made == 100 and refused > 0, r.body
+        assert time.time() - t0 < 5
+    assert g.log().count("subrequest_limit (100) reached") == 3  # once per client request
+    assert rss_kib(worker) - rss_before < 16 * 1024
+
+
+def test_subrequest_bodies_stop_at_subrequest_max_total_body(gateway, echo_backend):
+    g = gateway("""
+mg.set { subrequest_max_total_body = "10k" }
+mg.route("/bytes/", "scgi://127.0.0.1:{BACKEND}/", { internal = true })
+mg.route("/get", function(req)
+  local out = {}
+  for i = 1, 5 do
+    local r, err = req:subrequest("/bytes/3000")
+    out[i] = r and tostring(#r.body) or err
+  end
+  return 200, table.concat(out, " ")
+end)
+""", echo_backend)
+    assert request(g.port, path="/get").body == b"3000 3000 3000 total body too large total body too large"
+    g.wait_log("subrequest_max_total_body (10240 bytes) reached")
