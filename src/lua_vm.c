@@ -1,13 +1,19 @@
 /* lua_vm: see lua_vm.h. */
 #include "lua_vm.h"
 
+#include <errno.h>
 #include <lauxlib.h>
 #include <luajit.h>
 #include <lualib.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
+
+#include "log.h"
 
 typedef struct {
   const char *name, *data;
@@ -101,37 +107,21 @@ void mg_lua_lock_globals(lua_State *L) {
 
 /* ---- lua_max_run_time ------------------------------------------------------------------------ */
 
-unsigned mg_lua_depth, mg_lua_burst;
-int mg_lua_ending;
+/* A CPU-time timer of the worker's thread ticks every limit/TICKS of CPU; its signal handler
+ * sees whether one burst has lasted TICKS ticks and only then sets the count hook (count 1),
+ * which raises at the next instruction. So no hook runs while Lua keeps within the limit: no
+ * cost per instruction, a few stores per entry. lua_sethook may be called from a signal
+ * handler (Lua's own lua.c does so for Ctrl-C; LuaJIT documents it for its luajit.c), and the
+ * handler does nothing else with the state. */
+#define TICKS 8
+
+volatile sig_atomic_t mg_lua_depth, mg_lua_burst, mg_lua_ending;
 static lua_State *limit_L;
-static uint64_t limit_ns;
 static double limit_s;
-static unsigned seen_burst;
-static uint64_t burst_start;
+static volatile sig_atomic_t seen_burst, streak;
 
-static uint64_t cpu_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-/* The count hook. The burst's start is taken at its first check, so a burst is measured from
- * at most MG_LUA_CHECK_EVERY instructions after it began; one that never reaches a second
- * check costs nothing but the counting. */
 static void on_count(lua_State *L, lua_Debug *ar) {
-  if (!mg_lua_depth) return;
-  if (!mg_lua_ending) {
-    uint64_t now = cpu_ns();
-    if (seen_burst != mg_lua_burst) {
-      seen_burst = mg_lua_burst;
-      burst_start = now;
-      return;
-    }
-    if (now - burst_start < limit_ns) return;
-    /* From here every instruction raises until the burst is over (mg_lua_leave). */
-    mg_lua_ending = 1;
-    lua_sethook(L, on_count, LUA_MASKCOUNT, 1);
-  }
+  if (!mg_lua_ending || !mg_lua_depth) return;
   const char *where = "?";
   int line = 0;
   if (lua_getinfo(L, "Sl", ar)) where = ar->source[0] == '@' ? ar->source + 1 : ar->short_src, line = ar->currentline;
@@ -143,22 +133,55 @@ static void on_count(lua_State *L, lua_Debug *ar) {
   lua_error(L);
 }
 
+static void on_tick(int sig) {
+  (void)sig;
+  if (!mg_lua_depth || mg_lua_ending) {
+    streak = 0;
+    return;
+  }
+  if (seen_burst != mg_lua_burst) {
+    seen_burst = mg_lua_burst, streak = 0;
+    return;
+  }
+  if (++streak < TICKS) return;
+  /* The same burst at TICKS ticks in a row: from here every instruction raises until it is
+   * over (mg_lua_leave), so a pcall that catches the error cannot keep the loop going. */
+  mg_lua_ending = 1;
+  lua_sethook(limit_L, on_count, LUA_MASKCOUNT, 1);
+}
+
 void mg_lua_limit_reset(void) {
+  lua_sethook(limit_L, NULL, 0, 0);
   mg_lua_ending = 0;
-  seen_burst = mg_lua_burst;
-  if (limit_L) lua_sethook(limit_L, on_count, LUA_MASKCOUNT, MG_LUA_CHECK_EVERY);
+  streak = 0;
 }
 
 void mg_lua_limit_install(lua_State *L, uint64_t ms) {
   if (!ms) return;
   limit_L = L;
-  limit_ns = ms * 1000000u;
   limit_s = (double)ms / 1000;
   /* Compiled traces ignore hooks: the interpreter only, and no trace compiled while init.lua
    * ran in the master may be entered again. */
   luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
   luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_FLUSH);
-  lua_sethook(L, on_count, LUA_MASKCOUNT, MG_LUA_CHECK_EVERY);
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_tick;
+  sa.sa_flags = SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  sigaction(MG_LUA_TICK_SIGNAL, &sa, NULL);
+  struct sigevent ev;
+  memset(&ev, 0, sizeof ev);
+  ev.sigev_notify = SIGEV_THREAD_ID;
+  ev.sigev_signo = MG_LUA_TICK_SIGNAL;
+  ev._sigev_un._tid = (pid_t)syscall(SYS_gettid); /* sigev_notify_thread_id, which this glibc does not name */
+  timer_t timer;
+  uint64_t tick_ns = ms * 1000000u / TICKS;
+  struct itimerspec its = {{(time_t)(tick_ns / 1000000000u), (long)(tick_ns % 1000000000u)},
+                           {(time_t)(tick_ns / 1000000000u), (long)(tick_ns % 1000000000u)}};
+  if (timer_create(CLOCK_THREAD_CPUTIME_ID, &ev, &timer) < 0 || timer_settime(timer, 0, &its, NULL) < 0)
+    mg_log_error(MG_LOG_ERROR, NULL, "lua_max_run_time: cannot start the CPU timer (%s): Lua runs without the limit",
+                 strerror(errno));
 }
 
 /* ---- timeouts -------------------------------------------------------------------------------- */

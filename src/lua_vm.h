@@ -6,11 +6,10 @@
  *
  * The run-time limit (lua_max_run_time): a worker's Lua code runs in bursts, each from the
  * moment C enters Lua (a coroutine resumed, a protected call) until control is back in C at
- * the outermost level. A burst that spends more CPU than the limit is ended: an instruction
- * count hook reads the thread's CPU clock every MG_LUA_CHECK_EVERY instructions, and once the
- * limit is passed raises "<file:line>: ran longer than lua_max_run_time (<t>s) without
- * yielding: ended" at every instruction until the burst is over, so a pcall that catches the
- * error cannot keep the loop going. Only the interpreter calls hooks: LuaJIT's compiled traces
+ * the outermost level. A burst that spends more CPU than the limit is ended: a CPU-time timer
+ * notices it and sets an instruction count hook that raises "<file:line>: ran longer than
+ * lua_max_run_time (<t>s) without yielding: ended" at every instruction until the burst is
+ * over, so a pcall that catches the error cannot keep the loop going. Only the interpreter calls hooks: LuaJIT's compiled traces
  * never do (unless LuaJIT is built with LUAJIT_ENABLE_CHECKHOOK, which distributions do not),
  * and `while true do end` compiles into a trace that never exits. With the limit on, the
  * worker's Lua state therefore runs without the JIT compiler. */
@@ -18,6 +17,7 @@
 #define MG_LUA_VM_H
 
 #include <lua.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -36,20 +36,20 @@ int mg_lua_call(lua_State *L, int nargs, int nresults, char *err, size_t err_len
 /* Makes reads of undefined globals and writes of new ones raise an error. */
 void mg_lua_lock_globals(lua_State *L);
 
-/* Instructions between two reads of the CPU clock by the limit's hook. */
-#define MG_LUA_CHECK_EVERY 100000
-
 /* Puts a worker's state under lua_max_run_time (`ms`, 0: no limit, the JIT compiler stays
- * on). Once per worker, before it serves. */
+ * on). Once per worker, before it serves: it starts a CPU-time timer of the calling thread
+ * that signals MG_LUA_TICK_SIGNAL every ms/8 of CPU. */
 void mg_lua_limit_install(lua_State *L, uint64_t ms);
+#define MG_LUA_TICK_SIGNAL (SIGRTMIN + 4)
 
 /* Every entry from C into Lua is wrapped in mg_lua_enter()/mg_lua_leave(): the outermost
- * one starts a new burst. Two stores and a test: the clock is read only by the hook. */
-extern unsigned mg_lua_depth, mg_lua_burst;
-extern int mg_lua_ending;
+ * one starts a new burst. A few stores and a test: the timer's signal handler does the rest. */
+extern volatile sig_atomic_t mg_lua_depth, mg_lua_burst, mg_lua_ending;
 void mg_lua_limit_reset(void);
 static inline void mg_lua_enter(void) {
-  if (mg_lua_depth++ == 0) mg_lua_burst++;
+  /* The burst first: a tick between the two stores sees depth 0 and counts nothing. */
+  if (mg_lua_depth == 0) mg_lua_burst = (mg_lua_burst + 1) & 0x3fffffff; /* no signed overflow */
+  mg_lua_depth++;
 }
 static inline void mg_lua_leave(void) {
   if (--mg_lua_depth == 0 && mg_lua_ending) mg_lua_limit_reset();
