@@ -62,7 +62,7 @@ struct mg_conn_s {
   /* The last byte other than SP/HT that the parser consumed before the buffer it is
    * executing now (exec_start): how an obs-fold is told from a value split across reads. */
   char last_nonws;
-  char tail[8]; /* the last bytes consumed before exec_start: [0] the last, [1] the one before, ... */
+  char tail[8]; /* the last 8 bytes consumed before exec_start, in order: [7] is the last */
   const char *exec_start;
   mg_tls_t *tls; /* NULL on a plain connection */
   uint8_t remote[16]; /* the peer's address, formatted per request */
@@ -924,7 +924,7 @@ static int scratch_add(mg_conn_t *c, int kind, const char *at, size_t len, uint6
 /* The byte k (1 to 8) places before `at`, also when it was consumed in an earlier read. */
 static char byte_before(const mg_conn_t *c, const char *at, int k) {
   ptrdiff_t in = at - c->exec_start;
-  return in >= k ? at[-k] : c->tail[k - 1 - in];
+  return in >= k ? at[-k] : c->tail[sizeof c->tail - (size_t)(k - in)];
 }
 
 static int on_url(llhttp_t *p, const char *at, size_t len) {
@@ -1270,9 +1270,13 @@ static void parse_error(mg_conn_t *c) {
 /* Remembers the last byte other than SP/HT that the parser consumed (see follows_line_break). */
 static void note_last_byte(mg_conn_t *c, const char *start, const char *end) {
   if (!end || end < start) return;
-  size_t m = (size_t)(end - start) < sizeof c->tail ? (size_t)(end - start) : sizeof c->tail;
-  memmove(c->tail + m, c->tail, sizeof c->tail - m);
-  for (size_t k = 0; k < m; k++) c->tail[k] = end[-1 - (ptrdiff_t)k];
+  size_t m = (size_t)(end - start);
+  if (m >= sizeof c->tail) {
+    memcpy(c->tail, end - sizeof c->tail, sizeof c->tail);
+  } else if (m) {
+    memmove(c->tail, c->tail + m, sizeof c->tail - m);
+    memcpy(c->tail + sizeof c->tail - m, end - m, m);
+  }
   while (end > start && (end[-1] == ' ' || end[-1] == '\t')) end--;
   if (end > start) c->last_nonws = end[-1];
 }

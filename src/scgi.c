@@ -142,15 +142,6 @@ static int parse_content_length(const char *v, size_t n, int64_t *out) {
   return 0;
 }
 
-int mg_http_is_field_value(const char *v, size_t n) {
-  /* RFC 9110 5.5: visible characters, obs-text, and SP/HTAB between them. */
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)v[i];
-    if ((c < 0x20 && c != '\t') || c == 0x7f) return 0;
-  }
-  return 1;
-}
-
 /* RFC 9110 7.6.1: the fields a `Connection` header names are for this hop only, and an
  * intermediary removes them (as Apache's ap_proxy_clear_connection does). */
 static void drop_connection_options(mg_cgi_head_t *h, const char *v, size_t n) {
