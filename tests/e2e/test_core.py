@@ -303,6 +303,12 @@ def test_access_log_format(gateway, echo_backend):
     ('mg.shared("d", "1k")', 'init.lua:2: mg.shared: size of "d" must be at least 64k'),
     ('mg.limit_req("l", { rate = "fast" })', 'init.lua:2: mg.limit_req: rate must be like'),
     ('mg.route("/", "scgi://127.0.0.1:1/", { hooks = { body_filtr = print } })', 'init.lua:2: hooks: unknown phase "body_filtr"'),
+    ('mg.timer(0/0, function() end)', 'init.lua:2: mg.timer: time must be a finite number of seconds, got nan'),
+    ('mg.timer(1/0, function() end)', 'init.lua:2: mg.timer: time must be a finite number of seconds, got inf'),
+    ('mg.timer(-1/0, function() end)', 'init.lua:2: mg.timer: time must be a finite number of seconds, got -inf'),
+    ('mg.timer(-1, function() end)', 'init.lua:2: mg.timer: time must not be negative'),
+    ('mg.timer(0, function() end)', 'init.lua:2: mg.timer: interval must be positive'),
+    ('mg.timer(1e300, function() end)', 'init.lua:2: mg.timer: time 1e+300 is longer than the longest a timer holds'),
     ('mg.rout("/", "x")', 'init.lua:2:'),
     ('local x = = 1', 'init.lua:2:'),
 ])
