@@ -135,7 +135,13 @@ static void on_count(lua_State *L, lua_Debug *ar) {
 
 static void on_tick(int sig) {
   (void)sig;
-  if (!mg_lua_depth || mg_lua_ending) {
+  if (mg_lua_depth && mg_lua_ending) {
+    /* Set again at each tick of a run being ended: Lua code (debug.sethook) or LuaJIT's own
+     * restore of the hook mask after a caught error could have cleared it. */
+    lua_sethook(limit_L, on_count, LUA_MASKCOUNT, 1);
+    return;
+  }
+  if (!mg_lua_depth) {
     streak = 0;
     return;
   }

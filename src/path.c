@@ -136,7 +136,8 @@ int mg_host_valid(const char *h, size_t n) {
     if (i == n || i == 1) return 0;
     i++;
   } else {
-    static const char ok[] = "-._~!$&'()*+,;=";
+    /* RFC 3986's sub-delims but ',': "a,b" would be read as a list of two by other hops. */
+    static const char ok[] = "-._~!$&'()*+;=";
     for (; i < n && h[i] != ':'; i++) {
       char c = h[i];
       if (c == '%') {

@@ -189,7 +189,9 @@ static void on_listener_readable(uv_poll_t *p, int status, int events) {
 static void on_signal_closed(uv_handle_t *h) { (void)h; }
 
 static void server_maybe_done(mg_server_t *s) {
-  if (s->nconns > 0) return;
+  /* Reached twice when closing the idle connections ends the last one (from its close, then
+   * from the drain that closed it): the handles are closed once. */
+  if (s->nconns > 0 || uv_is_closing((uv_handle_t *)&s->sig_term)) return;
   uv_close((uv_handle_t *)&s->sig_term, on_signal_closed);
   uv_close((uv_handle_t *)&s->sig_quit, on_signal_closed);
   uv_close((uv_handle_t *)&s->sig_hup, on_signal_closed);
@@ -211,7 +213,8 @@ static void server_drain(mg_server_t *s, uint64_t deadline_ms, int close_idle) {
   if (!s->draining) {
     s->draining = 1;
     for (int i = 0; i < s->nlisteners; i++) {
-      /* Closed, not only stopped: the kernel then hands new connections to other workers. */
+      /* Closed, not only stopped: the master keeps the slot's socket, whose queue the next
+       * worker of this slot takes over. */
       uv_close((uv_handle_t *)&s->listeners[i].poll, NULL);
       close(s->listeners[i].fd);
     }

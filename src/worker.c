@@ -320,7 +320,8 @@ static void tell_stop(child_t *c, int sig, const char *why) {
   uint64_t now = now_ms();
   if (!c->told) c->told = 1, c->told_ms = now;
   uint64_t at = now + c->shutdown_ms + STOP_GRACE_MS;
-  if (why && (!c->kill_at || at < c->kill_at)) c->kill_at = at, c->told_ms = now, c->kill_why = why;
+  /* shutdown_timeout = 0 is no deadline for the worker, and so none here either. */
+  if (why && c->shutdown_ms && (!c->kill_at || at < c->kill_at)) c->kill_at = at, c->told_ms = now, c->kill_why = why;
 }
 
 /* The master's own logs follow the configuration that serves. */

@@ -177,6 +177,37 @@ def test_term_finishes_inflight_request(gateway, demo_backend):
     assert g.proc.returncode == 0
 
 
+def test_term_with_only_an_idle_keepalive_connection_exits_cleanly(gateway, demo_backend):
+    """Closing the idle connection ended the worker's last one, and the drain then closed the
+    loop's handles a second time: libuv's assertion aborted the worker (signal 6)."""
+    g = gateway(BASIC, demo_backend)
+    s = socket.create_connection(("127.0.0.1", g.port), timeout=5)
+    s.sendall(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+    f = s.makefile("rb")
+    assert read_response(f).status == 200  # the connection stays open, idle
+    g.signal(signal.SIGTERM)
+    g.proc.wait(5)
+    assert g.proc.returncode == 0
+    assert "signal" not in g.log(), g.log()
+    f.close()
+    s.close()
+
+
+def test_shutdown_timeout_zero_is_no_deadline_for_the_master_either(gateway, demo_backend):
+    """shutdown_timeout = 0 gives in-flight requests all the time they need: the master must not
+    kill the worker a second after TERM."""
+    g = gateway('mg.set { shutdown_timeout = 0 }\n' + BASIC, demo_backend)
+    result = []
+    t = threading.Thread(target=lambda: result.append(request(g.port, path="/slow?ms=1800")))
+    t.start()
+    time.sleep(0.3)
+    g.signal(signal.SIGTERM)
+    t.join()
+    assert result[0].status == 200 and result[0].body == b"slow\n"
+    g.proc.wait(5)
+    assert g.proc.returncode == 0 and "killing it" not in g.log()
+
+
 def test_large_chunked_upload_is_spooled_not_held(gateway, echo_backend):
     """A chunked body goes to a temporary file and back out a block at a time: the worker's
     memory does not grow with the upload."""
