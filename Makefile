@@ -10,7 +10,7 @@ PYTHON     ?= /usr/bin/python3
 
 # Debian packages: build dependencies, then the real servers the tests run against.
 BUILD_PKGS = cmake gcc make pkg-config libuv1-dev libluajit2-5.1-dev node-llhttp libssl-dev lua-cjson libsystemd-dev clang libclang-rt-14-dev
-TEST_PKGS  = python3 python3-pytest curl openssl man-db valgrind uwsgi-core uwsgi-plugin-python3 libscgi-perl python3-django redis-server apache2 strace
+TEST_PKGS  = python3 python3-pytest curl openssl man-db valgrind uwsgi-core uwsgi-plugin-python3 libscgi-perl python3-django redis-server apache2 strace nginx-light libnginx-mod-http-lua
 BENCH_PKGS = wrk nginx-light libnginx-mod-http-lua
 
 .PHONY: all deps deps-bench build asan fuzz-build fuzz fuzz-smoke run test unit e2e test-asan bench soak valgrind clean install layering

@@ -1,0 +1,72 @@
+"""Differential: the same Lua under Debian's nginx + lua-nginx-module and under moongate, for
+the results issue 21 changed that OpenResty also has (cosocket timeouts). Only the socket
+constructor and the clock are named per server; the body is one text."""
+import os
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import free_port, request, wait_port
+
+BODY = r'''
+local v = ({ zero = 0, nan = 0/0, inf = 1/0, neg = -1 })[ARG]
+local sock = TCP()
+local okset = pcall(sock.settimeout, sock, v)
+assert(sock:connect("127.0.0.1", SILENT))
+local t0 = NOW()
+local data, err = sock:receive(1)
+local took = NOW() - t0
+RESULT(tostring(okset) .. " " .. tostring(data) .. " " .. tostring(err) .. " " .. (took > 0.7 and took < 2.5 and "default" or string.format("%.1f", took)))
+'''
+
+NGINX_MODULES = "/usr/lib/nginx/modules"
+
+
+@pytest.fixture
+def silent():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(64)
+    yield s.getsockname()[1]
+    s.close()
+
+
+@pytest.fixture
+def openresty(tmp_path, silent):
+    if not shutil.which("nginx") or not os.path.exists(os.path.join(NGINX_MODULES, "ngx_http_lua_module.so")):
+        pytest.fail("nginx with lua-nginx-module is missing: make deps installs nginx-light and libnginx-mod-http-lua")
+    port = free_port()
+    body = BODY.replace("ARG", "ngx.var.arg_v").replace("TCP", "ngx.socket.tcp").replace("SILENT", str(silent)) \
+        .replace("NOW()", "(function() ngx.update_time() return ngx.now() end)()").replace("RESULT", "ngx.say")
+    (tmp_path / "logs").mkdir()
+    conf = tmp_path / "nginx.conf"
+    conf.write_text("""
+load_module %(m)s/ndk_http_module.so;
+load_module %(m)s/ngx_http_lua_module.so;
+daemon off; master_process off;
+error_log %(d)s/logs/error.log; pid %(d)s/nginx.pid;
+events {}
+http { access_log off; lua_socket_read_timeout 1s;
+  server { listen 127.0.0.1:%(p)d; location /t { content_by_lua_block { %(b)s } } } }
+""" % {"m": NGINX_MODULES, "d": tmp_path, "p": port, "b": body})
+    p = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(tmp_path)], stderr=subprocess.DEVNULL)
+    wait_port(port, p)
+    yield port
+    p.terminate()
+    p.wait(5)
+
+
+@pytest.mark.parametrize("arg", ["zero", "nan", "inf", "neg"])
+def test_settimeout_results_match_openresty(gateway, openresty, silent, arg):
+    body = BODY.replace("ARG", "mg.decode_args(req.query or '').v").replace("TCP", "mg.socket.tcp") \
+        .replace("SILENT", str(silent)).replace("NOW", "mg.now").replace("RESULT(", "return 200, (") \
+        .rstrip() + ' .. "\\n"\n'
+    g = gateway('mg.set { lua_socket_timeout = 1 }\nmg.route("=/t", function(req)\n%s\nend)\n' % body)
+    ours = request(g.port, path="/t?v=" + arg).body
+    theirs = request(openresty, path="/t?v=" + arg).body
+    assert ours == theirs, (ours, theirs)
+    # 0 means the default (lua_socket_read_timeout / lua_socket_timeout); a bad value raises.
+    assert theirs.split()[0] == (b"true" if arg == "zero" else b"false") and theirs.split()[-1] == b"default"
