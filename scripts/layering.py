@@ -14,8 +14,7 @@ nothing. It fails (exit 1) on:
 - a unit over 1,000 lines.
 
 The folder table is the one of the layout in docs/architecture.md (base, proto, core, http,
-handler, shm, lua). While the tree is flat (every unit in src/), only the cycle and size rules
-can fail.
+handler, shm, lua).
 """
 import os
 import subprocess
@@ -34,9 +33,10 @@ MAY_CALL = {
 MAX_LINES = 1000
 
 
-def units(build):
+def units(build, root):
     """(unit name, object path, source path) for every object compiled from src/: the library
-    and the program's main. Generated sources (the embedded Lua files) are data, not units."""
+    and the program's main. Generated sources (the embedded Lua files) are data, not units; an
+    object whose source is gone (a file since moved) is stale and skipped."""
     out = []
     for target in ("mgcore.dir", "moongate.dir"):
         base = os.path.join(build, "CMakeFiles", target, "src")
@@ -45,7 +45,8 @@ def units(build):
                 if f.endswith(".c.o"):
                     obj = os.path.join(top, f)
                     src = os.path.join("src", os.path.relpath(obj, base))[:-2]
-                    out.append((os.path.relpath(src, "src")[:-2], obj, src))
+                    if os.path.exists(os.path.join(root, src)):
+                        out.append((os.path.relpath(src, "src")[:-2], obj, src))
     return sorted(out)
 
 
@@ -104,7 +105,7 @@ def main():
         sys.exit(__doc__)
     build = sys.argv[1]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    found = units(build)
+    found = units(build, root)
     if not found:
         sys.exit("layering: no object files of src/ under %s (build first)" % build)
     owner, used_by = {}, {}

@@ -16,7 +16,7 @@
 #include "explain.h"
 #include "import_apache.h"
 #include "log.h"
-#include "worker.h"
+#include "master.h"
 
 static const char usage[] =
     "usage: moongate [-c FILE] [-t] [-s reload|stop|quit|reopen] [--pid FILE] [-V] [-h]\n"

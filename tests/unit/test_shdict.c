@@ -4,7 +4,7 @@
  * coalesced, the free list holds exactly the free blocks, every used block is one entry reachable
  * from its hash bucket and from the LRU list. A full zone evicts and never refuses a value that
  * fits. */
-#include "../../src/shdict.c"
+#include "../../src/shm/shdict.c"
 
 #include "check.h"
 

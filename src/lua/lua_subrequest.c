@@ -9,7 +9,7 @@
  * child never outlives the request and connection it points to. The client request at the
  * root of the tree counts its subrequests (subrequest_limit) and the bytes of their bodies
  * (subrequest_max_total_body): a fan-out that would go past either gets nil and an error. */
-#include "subrequest.h"
+#include "lua_subrequest.h"
 
 #include <lauxlib.h>
 #include <stdlib.h>

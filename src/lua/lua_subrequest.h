@@ -5,8 +5,8 @@
  * instead of the client: status, headers and body up to subrequest_max_body, handed to the
  * Lua thread that asked as { status =, headers =, body = }, or nil and an error. If that
  * thread is abandoned (client gone), the child is cancelled with everything it holds. */
-#ifndef MG_SUBREQUEST_H
-#define MG_SUBREQUEST_H
+#ifndef MG_LUA_SUBREQUEST_H
+#define MG_LUA_SUBREQUEST_H
 
 #include <lua.h>
 

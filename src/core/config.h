@@ -12,18 +12,13 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "addr.h"
+
 typedef struct lua_State lua_State;
 
 enum { MG_PHASE_REWRITE, MG_PHASE_ACCESS, MG_PHASE_BALANCER, MG_PHASE_HEADER_FILTER, MG_PHASE_LOG, MG_PHASE_BODY_FILTER, MG_PHASE_COUNT };
 
 typedef enum { MG_TARGET_SCGI, MG_TARGET_BALANCER, MG_TARGET_STATIC, MG_TARGET_LUA, MG_TARGET_STATUS } mg_target_kind_t;
-
-typedef struct {
-  char *url; /* as written in init.lua: the name in logs and status output */
-  struct sockaddr_storage sa;
-  socklen_t salen;
-  char text[80]; /* mg_addr_format's result, made once when the address is set */
-} mg_addr_t;
 
 typedef struct {
   char *name;
@@ -120,13 +115,6 @@ typedef struct mg_config_s {
   char **watched; /* Lua files loaded, for `watch` */
   int nwatched;
 } mg_config_t;
-
-/* Resolves "host", port into addr (IPv4 preferred, as "localhost" backends usually listen
- * there) or a unix socket path. Returns 0 or a negative getaddrinfo/errno code. */
-int mg_addr_resolve_tcp(mg_addr_t *addr, const char *host, int port);
-int mg_addr_set_unix(mg_addr_t *addr, const char *path);
-/* "127.0.0.1:4000" or "unix:/path": for logs. */
-void mg_addr_format(const mg_addr_t *addr, char *out, size_t n);
 
 /* Loads init.lua into a new configuration. Returns it, or NULL with a message naming
  * file:line in err (err_len bytes). Defined in lua_config.c. */

@@ -11,7 +11,7 @@
 #include "lua_thread.h"
 #include "lua_util.h"
 #include "shdict.h"
-#include "subrequest.h"
+#include "lua_subrequest.h"
 
 /* M._lookup("user" | "group", name) → the id, or nil: for mg.set{ user =, group = }. */
 static int l_lookup(lua_State *L) {

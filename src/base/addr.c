@@ -1,9 +1,8 @@
-/* config: see config.h. Address resolution and freeing; loading is in lua_config.c. */
-#include "config.h"
+/* addr: see addr.h. */
+#include "addr.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <lua.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
