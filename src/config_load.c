@@ -24,8 +24,10 @@
 #include "config.h"
 #include "handler.h"
 #include "lua_api.h"
+#include "lua_hooks.h"
 #include "lua_vm.h"
-#include "shdict.h"
+#include "phase.h"
+#include "lua_shdict.h"
 #include "tls.h"
 
 typedef struct {
@@ -103,7 +105,6 @@ static void hooks_add(lua_State *L, mg_hooks_t *h) {
   h->refs[h->n++] = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
-static const char *phase_names[MG_PHASE_COUNT] = {"rewrite", "access", "balancer", "header_filter", "log", "body_filter"};
 
 static int open_dir(loader_t *ld, const char *at, const char *what, const char *path, int *fd) {
   *fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -385,8 +386,8 @@ static int load_route(loader_t *ld, mg_route_t *r) {
   lua_pop(L, 1);
   lua_getfield(L, -1, "hooks");
   if (lua_istable(L, -1)) {
-    for (int p = 0; p < MG_PHASE_COUNT; p++) {
-      lua_getfield(L, -1, phase_names[p]);
+    for (int p = MG_PHASE_REWRITE; p < MG_PHASE_HOOKED; p++) {
+      lua_getfield(L, -1, mg_phase_name(p));
       if (lua_isfunction(L, -1)) hooks_add(L, &r->hooks[p]);
       else lua_pop(L, 1);
     }
@@ -419,9 +420,10 @@ static int load_hooks(loader_t *ld) {
   lua_State *L = ld->L;
   mg_config_t *cfg = ld->cfg;
   lua_getfield(L, -1, "hooks");
-  for (int p = 0; p <= MG_PHASE_COUNT; p++) {
-    lua_getfield(L, -1, p < MG_PHASE_COUNT ? phase_names[p] : "init_worker");
-    mg_hooks_t *h = p < MG_PHASE_COUNT ? &cfg->hooks[p] : &cfg->init_worker;
+  for (int p = MG_PHASE_REWRITE; p <= MG_PHASE_HOOKED; p++) {
+    /* The hook phases, then init_worker. */
+    lua_getfield(L, -1, mg_phase_name(p < MG_PHASE_HOOKED ? p : MG_PHASE_INIT_WORKER));
+    mg_hooks_t *h = p < MG_PHASE_HOOKED ? &cfg->hooks[p] : &cfg->init_worker;
     int n = (int)lua_objlen(L, -1);
     for (int k = 1; k <= n; k++) {
       lua_rawgeti(L, -1, k);
@@ -483,6 +485,7 @@ mg_config_t *mg_config_load(const char *file, char *err, size_t err_len) {
   lua_pushliteral(L, "moongate");
   lua_call(L, 1, 1);
   mg_lua_api_open(L);
+  mg_lua_hooks_install();
   lua_pop(L, 1);
   if (luaL_loadfile(L, cfg->file) != 0) {
     /* Syntax errors already carry file:line; a missing file does not. */
@@ -547,7 +550,7 @@ void mg_config_free(mg_config_t *cfg) {
     free(r->sendfile_roots), free(r->sendfile_root_fds);
     for (int k = 0; k < r->nenv; k++) free(r->env[k].name), free(r->env[k].value);
     free(r->env);
-    for (int p = 0; p < MG_PHASE_COUNT; p++) hooks_free(&r->hooks[p]);
+    for (int p = MG_PHASE_REWRITE; p < MG_PHASE_HOOKED; p++) hooks_free(&r->hooks[p]);
   }
   free(cfg->routes);
   for (int i = 0; i < cfg->nbalancers; i++) mg_balancer_free(cfg->balancers[i]);
@@ -555,7 +558,7 @@ void mg_config_free(mg_config_t *cfg) {
   for (int i = 0; i < cfg->nlistens; i++)
     free(cfg->listens[i].host), free(cfg->listens[i].text), mg_tls_ctx_free(cfg->listens[i].tls);
   free(cfg->listens);
-  for (int p = 0; p < MG_PHASE_COUNT; p++) hooks_free(&cfg->hooks[p]);
+  for (int p = MG_PHASE_REWRITE; p < MG_PHASE_HOOKED; p++) hooks_free(&cfg->hooks[p]);
   hooks_free(&cfg->init_worker);
   free(cfg->timers);
   for (int i = 0; i < cfg->nwatched; i++) free(cfg->watched[i]);

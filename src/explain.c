@@ -26,9 +26,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "phase.h"
 #include "balancer.h"
 #include "buf.h"
-#include "http.h"
+#include "http1.h"
 #include "log.h"
 #include "loop.h"
 #include "lua_request.h"
@@ -64,16 +65,11 @@ static void call(const char *name, int nargs) {
   if (mg_lua_call(L, nargs, 0, err, sizeof err) < 0) fprintf(stderr, "moongate --explain: %s\n", err);
 }
 
-static const char *phase_name(int phase) {
-  static const char *names[] = {"rewrite", "access", "balancer", "header_filter", "log", "body_filter"};
-  return phase >= 0 && phase < MG_PHASE_COUNT ? names[phase] : "?";
-}
-
 static void push_route(mg_req_t *req);
 
 static void on_hook_begin(mg_req_t *req, int phase, int ref) {
   lua_State *L = X.L;
-  lua_pushstring(L, phase_name(phase));
+  lua_pushstring(L, mg_phase_name(phase));
   lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
   mg_lua_push_req(L, req);
   if (req->route) push_route(req); /* access and balancer hooks run on a matched route */

@@ -22,9 +22,9 @@
 
 #include "fdio.h"
 #include "health.h"
-#include "http.h"
+#include "http1.h"
 #include "log.h"
-#include "lua_request.h"
+#include "hooks.h"
 
 int mg_listen_bind(const mg_listen_t *l, int reuseport, char *err, size_t err_len) {
   int fd;
@@ -199,7 +199,7 @@ static void server_maybe_done(mg_server_t *s) {
   uv_close((uv_handle_t *)&s->sig_int, on_signal_closed);
   uv_close((uv_handle_t *)&s->shutdown_timer, on_signal_closed);
   uv_close((uv_handle_t *)&s->accept_timer, on_signal_closed);
-  if (s->conn_timer_inited) uv_close((uv_handle_t *)&s->conn_timer, on_signal_closed);
+  mg_timeq_close(&s->timeouts, on_signal_closed);
   uv_stop(s->loop);
 }
 
@@ -332,7 +332,7 @@ int mg_server_run(mg_config_t *cfg, const int *fds, int slot, int ready_fd) {
     mg_log(MG_LOG_ERROR, "cannot create the upstream epoll set: %s", strerror(errno));
     return 1;
   }
-  if (mg_lua_worker_init(cfg, s.loop) < 0) return 1;
+  if (mg_hooks && mg_hooks->worker_start(cfg, s.loop) < 0) return 1;
   if (slot == 0) mg_health_start(cfg, s.loop);
   server_report_ready(ready_fd);
   uv_run(s.loop, UV_RUN_DEFAULT);

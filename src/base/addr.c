@@ -10,6 +10,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "buf.h"
+
 
 int mg_addr_resolve_tcp(mg_addr_t *addr, const char *host, int port) {
   struct addrinfo hints = {0}, *res = NULL;
@@ -53,18 +55,41 @@ void mg_addr_format(const mg_addr_t *addr, char *out, size_t n) {
     out[l] = 0;
     return;
   }
-  char ip[INET6_ADDRSTRLEN] = "?";
-  if (addr->sa.ss_family == AF_INET) {
-    const struct sockaddr_in *in = (const struct sockaddr_in *)&addr->sa;
-    inet_ntop(AF_INET, &in->sin_addr, ip, sizeof ip);
-    snprintf(out, n, "%s:%d", ip, ntohs(in->sin_port));
-  } else if (addr->sa.ss_family == AF_INET6) {
-    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&addr->sa;
-    inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof ip);
-    snprintf(out, n, "[%s]:%d", ip, ntohs(in6->sin6_port));
-  } else {
-    snprintf(out, n, "unix:%s", ((const struct sockaddr_un *)&addr->sa)->sun_path);
+  char ip[MG_ADDR_TEXT] = "?";
+  int port = mg_sockaddr_ip((const struct sockaddr *)&addr->sa, ip, sizeof ip);
+  if (addr->sa.ss_family == AF_INET) snprintf(out, n, "%s:%d", ip, port);
+  else if (addr->sa.ss_family == AF_INET6) snprintf(out, n, "[%s]:%d", ip, port);
+  else snprintf(out, n, "unix:%s", ((const struct sockaddr_un *)&addr->sa)->sun_path);
+}
+
+char *mg_addr_ntop(int family, const void *bytes, char *out, size_t n) {
+  if (family == AF_INET && n >= 16) {
+    const uint8_t *b = bytes;
+    size_t k = 0;
+    for (int i = 0; i < 4; i++) {
+      if (i) out[k++] = '.';
+      k += mg_fmt_u64(out + k, b[i]);
+    }
+    out[k] = 0;
+    return out;
   }
+  if (!inet_ntop(family, bytes, out, (socklen_t)n) && n) out[0] = 0;
+  return out;
+}
+
+int mg_sockaddr_ip(const struct sockaddr *sa, char *out, size_t n) {
+  if (sa->sa_family == AF_INET) {
+    const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+    mg_addr_ntop(AF_INET, &in->sin_addr, out, n);
+    return ntohs(in->sin_port);
+  }
+  if (sa->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+    mg_addr_ntop(AF_INET6, &in6->sin6_addr, out, n);
+    return ntohs(in6->sin6_port);
+  }
+  if (n) out[0] = 0;
+  return 0;
 }
 
 

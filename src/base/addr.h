@@ -23,4 +23,12 @@ int mg_addr_set_unix(mg_addr_t *addr, const char *path);
 /* "127.0.0.1:4000" or "unix:/path": for logs. */
 void mg_addr_format(const mg_addr_t *addr, char *out, size_t n);
 
+/* Room for any address as text. */
+#define MG_ADDR_TEXT 48
+/* The 4 or 16 bytes of an AF_INET or AF_INET6 address as text into out (n bytes); IPv4 is
+ * formatted without inet_ntop's sprintf (it runs once per request). Returns out. */
+char *mg_addr_ntop(int family, const void *bytes, char *out, size_t n);
+/* The IP of a socket address as text ("" for a unix socket): returns its port, 0 when none. */
+int mg_sockaddr_ip(const struct sockaddr *sa, char *out, size_t n);
+
 #endif

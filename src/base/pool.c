@@ -10,9 +10,15 @@ void mg_pool_init(mg_pool_t *p) {
   p->cur = p->inline_data;
   p->end = p->inline_data + MG_POOL_INLINE;
   p->chunks = NULL;
+  p->cleanups = NULL;
 }
 
 void mg_pool_free(mg_pool_t *p) {
+  while (p->cleanups) {
+    mg_pool_cleanup_t *k = p->cleanups;
+    p->cleanups = k->next;
+    k->fn(k->arg);
+  }
   while (p->chunks) {
     mg_pool_chunk_t *c = p->chunks;
     p->chunks = c->next;
@@ -44,3 +50,10 @@ char *mg_pool_strndup(mg_pool_t *p, const char *s, size_t n) {
 }
 
 char *mg_pool_strdup(mg_pool_t *p, const char *s) { return mg_pool_strndup(p, s, strlen(s)); }
+
+void mg_pool_cleanup(mg_pool_t *p, void (*fn)(void *arg), void *arg) {
+  mg_pool_cleanup_t *k = mg_pool_alloc(p, sizeof *k);
+  k->fn = fn, k->arg = arg;
+  k->next = p->cleanups;
+  p->cleanups = k;
+}

@@ -16,9 +16,18 @@ typedef struct mg_pool_chunk_s {
   char data[];
 } mg_pool_chunk_t;
 
+/* Run when the pool is freed, newest first, before its memory goes: how an upper layer (the
+ * Lua binding) releases what it hung on a request without the request naming it. */
+typedef struct mg_pool_cleanup_s {
+  struct mg_pool_cleanup_s *next;
+  void (*fn)(void *arg);
+  void *arg;
+} mg_pool_cleanup_t;
+
 typedef struct {
   char *cur, *end;
   mg_pool_chunk_t *chunks; /* malloc'd chunks beyond the inline one */
+  mg_pool_cleanup_t *cleanups;
   char inline_data[MG_POOL_INLINE];
 } mg_pool_t;
 
@@ -27,5 +36,7 @@ void mg_pool_free(mg_pool_t *p);
 void *mg_pool_alloc(mg_pool_t *p, size_t n);
 char *mg_pool_strndup(mg_pool_t *p, const char *s, size_t n);
 char *mg_pool_strdup(mg_pool_t *p, const char *s);
+/* Registers fn(arg) to run when the pool is freed (its node comes from the pool). */
+void mg_pool_cleanup(mg_pool_t *p, void (*fn)(void *arg), void *arg);
 
 #endif

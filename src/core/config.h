@@ -16,7 +16,23 @@
 
 typedef struct lua_State lua_State;
 
-enum { MG_PHASE_REWRITE, MG_PHASE_ACCESS, MG_PHASE_BALANCER, MG_PHASE_HEADER_FILTER, MG_PHASE_LOG, MG_PHASE_BODY_FILTER, MG_PHASE_COUNT };
+/* The phases, the one numbering of the tree (names: mg_phase_name in phase.c). The ones
+ * before MG_PHASE_HOOKED have hook lists in a route and in the configuration; Lua code tells
+ * where it runs by the same numbers (as bits, 1 << phase, where several are allowed). */
+enum {
+  MG_PHASE_INIT, /* loading init.lua, or outside any phase */
+  MG_PHASE_REWRITE,
+  MG_PHASE_ACCESS,
+  MG_PHASE_BALANCER,
+  MG_PHASE_HEADER_FILTER,
+  MG_PHASE_LOG,
+  MG_PHASE_BODY_FILTER,
+  MG_PHASE_HOOKED,
+  MG_PHASE_CONTENT = MG_PHASE_HOOKED,
+  MG_PHASE_TIMER,
+  MG_PHASE_INIT_WORKER,
+  MG_PHASE_COUNT
+};
 
 typedef enum { MG_TARGET_SCGI, MG_TARGET_BALANCER, MG_TARGET_STATIC, MG_TARGET_LUA, MG_TARGET_STATUS } mg_target_kind_t;
 
@@ -56,7 +72,7 @@ typedef struct {
   int pass_authorization;
   mg_kv_t *env;
   int nenv;
-  mg_hooks_t hooks[MG_PHASE_COUNT];
+  mg_hooks_t hooks[MG_PHASE_HOOKED];
   uint64_t connect_timeout, timeout; /* ms */
   uint64_t client_max_body_size;
   char *decl; /* "file:line" of the mg.route call */
@@ -108,7 +124,7 @@ typedef struct mg_config_s {
   int nroutes;
   mg_balancer_t **balancers;
   int nbalancers;
-  mg_hooks_t hooks[MG_PHASE_COUNT]; /* global hooks */
+  mg_hooks_t hooks[MG_PHASE_HOOKED]; /* global hooks */
   mg_hooks_t init_worker;
   mg_timer_decl_t *timers;
   int ntimers;

@@ -11,6 +11,7 @@
 
 #include "config.h"
 #include "stream.h"
+#include "timeq.h"
 
 typedef struct mg_conn_s mg_conn_t;
 
@@ -37,12 +38,7 @@ typedef struct mg_server_s {
   uv_timer_t shutdown_timer;
   uv_timer_t accept_timer; /* accepting resumes when it fires, after descriptors ran out */
   int accept_paused;
-  /* Connection timeouts (http.c): one FIFO queue per kind, one timer for all. */
-#define MG_TIMEOUT_QUEUES 4
-  mg_conn_t *tq_head[MG_TIMEOUT_QUEUES], *tq_tail[MG_TIMEOUT_QUEUES];
-  uv_timer_t conn_timer;
-  uint64_t conn_timer_due;
-  int conn_timer_inited;
+  mg_timeq_t timeouts; /* the client connections' timeouts (http/http1.c) */
   void (*on_conn_closed)(struct mg_server_s *s); /* server.c: a drain ends with the last one */
 } mg_server_t;
 

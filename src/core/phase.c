@@ -1,66 +1,45 @@
 /* phase: see phase.h. */
 #include "phase.h"
 
-#include <lauxlib.h>
-#include <lua.h>
-
-#include "log.h"
-#include "lua_request.h"
-#include "lua_thread.h"
+#include "hooks.h"
 #include "redirect.h"
 #include "route.h"
 
 enum { ST_REWRITE, ST_ROUTE, ST_ACCESS, ST_HANDLER, ST_RUNNING };
 
+static const char *const phase_names[MG_PHASE_COUNT] = {
+    [MG_PHASE_INIT] = "init",
+    [MG_PHASE_REWRITE] = "rewrite",
+    [MG_PHASE_ACCESS] = "access",
+    [MG_PHASE_BALANCER] = "balancer",
+    [MG_PHASE_HEADER_FILTER] = "header_filter",
+    [MG_PHASE_LOG] = "log",
+    [MG_PHASE_BODY_FILTER] = "body_filter",
+    [MG_PHASE_CONTENT] = "content",
+    [MG_PHASE_TIMER] = "timer",
+    [MG_PHASE_INIT_WORKER] = "init_worker",
+};
+
+const char *mg_phase_name(int phase) { return phase >= 0 && phase < MG_PHASE_COUNT ? phase_names[phase] : "?"; }
+
 static void engine_run(mg_req_t *req);
 
-/* What a finished hook asked for. Returns 1 when the request was ended or restarted. */
-static int hook_result(mg_req_t *req, mg_thread_t *t, int rc) {
-  if (mg_explain) mg_explain->hook_end(req, rc == MG_THREAD_ERROR ? t->error : NULL);
-  if (rc == MG_THREAD_ERROR) {
-    mg_log_error(MG_LOG_ERROR, req->id, "Lua error in %s hook: %s", mg_lua_phase_name(t->phase), t->error);
-    mg_thread_release(t);
-    mg_lua_exit_clear(req);
-    mg_req_error(req, 500, NULL);
-    return 1;
-  }
-  mg_thread_release(t);
-  const char *location = NULL;
-  int e = mg_lua_take_exit(req, &location);
-  if (e == MG_LUA_EXIT_REDIRECT) {
-    mg_phase_restart(req, location);
-    return 1;
-  }
-  return e == MG_LUA_EXIT_RESPONDED;
-}
-
-static void on_hook_done(mg_thread_t *t, int rc) {
-  mg_req_t *req = t->req;
-  req->thread = NULL;
-  if (hook_result(req, t, rc)) return;
-  engine_run(req);
-}
-
-/* Runs the hooks of `phase` from req->hook_i on. Returns 0 when all ran, 1 when the request
- * ended, -1 when a hook waits (the engine goes on in on_hook_done). */
-static int run_hooks(mg_req_t *req, int phase, int bit) {
-  int ref;
-  while ((ref = mg_lua_hook_at(req, phase, req->hook_i)) != LUA_NOREF) {
-    req->hook_i++;
-    if (mg_explain) mg_explain->hook_begin(req, phase, ref);
-    mg_thread_t *t = mg_lua_hook_thread(req, ref, bit);
-    t->on_done = on_hook_done;
-    int rc = mg_thread_start(t, 1);
-    if (rc == MG_THREAD_WAIT) {
-      req->thread = t;
+/* Runs the hooks of `phase` from req->hook_i on: MG_OK when all ran, MG_ENDED when the
+ * request was handled, MG_WAITS when a hook waits (the engine goes on in mg_phase_resume). */
+static int run_hooks(mg_req_t *req, int phase) {
+  int n = mg_req_hook_count(req, phase);
+  while (req->hook_i < n) {
+    int ref = mg_req_hook_at(req, phase, req->hook_i++);
+    int rc = mg_hooks->run(req, phase, ref);
+    if (rc == MG_WAITS) {
       /* Hold the client's body while the hook waits, unless it waits for that body. */
       if (!req->handler_started && !req->is_subrequest && !req->body_reading) req->hold_body = 1;
-      return -1;
+      return MG_WAITS;
     }
-    if (hook_result(req, t, rc)) return 1;
+    if (rc != MG_OK) return MG_ENDED;
   }
   req->hook_i = 0;
-  return 0;
+  return MG_OK;
 }
 
 static int route_request(mg_req_t *req) {
@@ -70,31 +49,31 @@ static int route_request(mg_req_t *req) {
     /* An internal route does not exist for clients (nginx's `internal;`). */
     req->route = NULL;
     mg_req_error(req, 404, NULL);
-    return 1;
+    return MG_ENDED;
   }
   uint64_t limit = r->client_max_body_size;
   if (limit && req->content_length > 0 && (uint64_t)req->content_length > limit) {
     req->keepalive = 0;
     mg_req_error(req, 413, "request body of %lld bytes exceeds client_max_body_size %llu of route %s",
                  (long long)req->content_length, (unsigned long long)limit, r->match);
-    return 1;
+    return MG_ENDED;
   }
-  return 0;
+  return MG_OK;
 }
 
 static void engine_run(mg_req_t *req) {
   for (;;) {
     switch (req->stage) {
       case ST_REWRITE:
-        if (mg_lua_has_phase(req, MG_PHASE_REWRITE) && run_hooks(req, MG_PHASE_REWRITE, MG_PH_REWRITE)) return;
+        if (run_hooks(req, MG_PHASE_REWRITE) != MG_OK) return;
         req->stage = ST_ROUTE;
         break;
       case ST_ROUTE:
-        if (route_request(req)) return;
+        if (route_request(req) != MG_OK) return;
         req->stage = ST_ACCESS;
         break;
       case ST_ACCESS:
-        if (mg_lua_has_phase(req, MG_PHASE_ACCESS) && run_hooks(req, MG_PHASE_ACCESS, MG_PH_ACCESS)) return;
+        if (run_hooks(req, MG_PHASE_ACCESS) != MG_OK) return;
         req->stage = ST_HANDLER;
         break;
       default: {
@@ -102,12 +81,13 @@ static void engine_run(mg_req_t *req) {
         req->handler_started = 1;
         int held = req->hold_body;
         req->hold_body = 0;
-        mg_conn_t *c = req->conn;
+        /* The handler may finish the request at once; its transport is still valid memory
+         * until the loop runs its close callbacks, so the held body is kicked through it. */
+        const mg_sink_t *sink = req->sink;
+        void *transport = req->transport;
         if (mg_explain && mg_explain->handler(req)) return;
         req->route->handler->start(req);
-        /* The handler may have finished the request already; the connection is still valid
-         * memory until the loop runs its close callbacks. */
-        if (held) mg_conn_kick(c);
+        if (held && sink->kick) sink->kick(transport);
         return;
       }
     }
@@ -120,6 +100,11 @@ void mg_phase_start(mg_req_t *req) {
   engine_run(req);
 }
 
+void mg_phase_resume(mg_req_t *req, int result) {
+  req->thread = NULL;
+  if (result == MG_OK) engine_run(req);
+}
+
 void mg_phase_restart(mg_req_t *req, const char *location) {
   if (mg_explain) mg_explain->restart(req, location);
   if (mg_redirect_prepare(req, location) < 0) return;
@@ -130,8 +115,7 @@ void mg_phase_restart(mg_req_t *req, const char *location) {
 }
 
 void mg_phase_abort(mg_req_t *req) {
-  mg_thread_t *t = req->thread;
-  if (!t) return;
+  if (!req->thread) return;
+  if (mg_hooks) mg_hooks->abandon(req);
   req->thread = NULL;
-  mg_thread_abort(t);
 }

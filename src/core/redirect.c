@@ -12,24 +12,19 @@ int mg_redirect_prepare(mg_req_t *req, const char *location) {
                  (unsigned long long)s->internal_redirect_limit);
     return -1;
   }
-  const char *path, *query;
-  size_t path_len, query_len;
-  if (mg_target_split(location, strlen(location), &path, &path_len, &query, &query_len) < 0 || location[0] != '/') {
-    mg_req_error(req, 500, "internal redirect to a bad location \"%s\"", location);
-    return -1;
-  }
-  char *norm = mg_pool_alloc(&req->pool, path_len + 2);
-  int n = mg_path_normalize(path, path_len, norm, s->allow_encoded_slashes);
-  if (n < 0) {
+  char *path, *query;
+  size_t path_len;
+  if (location[0] != '/' ||
+      mg_target_parse(&req->pool, location, strlen(location), s->allow_encoded_slashes, &path, &path_len, &query) < 0) {
     mg_req_error(req, 500, "internal redirect to a bad location \"%s\"", location);
     return -1;
   }
   req->redirect_url = req->path;
   req->redirect_query = req->query;
   req->redirect_method = (char *)req->method;
-  req->path = norm;
-  req->path_len = (size_t)n;
-  req->query = query ? mg_pool_strndup(&req->pool, query, query_len) : NULL;
+  req->path = path;
+  req->path_len = path_len;
+  req->query = query;
   if (!req->is_head) req->method = "GET";
   req->redirects++;
   /* The original body, if any is still coming, is read and dropped. */

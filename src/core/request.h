@@ -1,16 +1,18 @@
-/* request: the request every layer works on, and the response API (SPEC 4 to 6).
+/* request: the request every layer works on, its life, and the response API over a sink.
  *
- * The request is what the engine, the handlers and the Lua API work on: routing, hooks, the
- * SCGI upstream, static files, Lua content handlers, subrequests. It owns a pool for its
- * strings and is freed when its response is complete. The response API below is implemented
- * by the client connection (http.c), the one transport; a subrequest's response goes to a
- * capture instead (req->sink), which the API checks without naming it. This header is the
- * bottom of the request layers: it includes no engine, handler or Lua header.
+ * The request is what the engine, the handlers and the Lua binding work on: routing, hooks,
+ * the SCGI upstream, static files, Lua content handlers, subrequests. It owns a pool for its
+ * strings and is freed when its response is complete. Where the response goes is the
+ * request's sink: the client connection's protocol (http/http1.c), or a subrequest's capture
+ * (lua/lua_subrequest.c). This file never asks which one it has; every transport-specific act (framing
+ * the head, writing a body piece, pausing the client's body, the descriptor for sendfile)
+ * is a call through the sink, and what the sink does not do, it leaves NULL.
  *
  * The response API is the same for every handler: mg_req_send_head() once, then
  * mg_req_send_body() any number of times, then mg_req_send_end(); or mg_req_abort() to cut the
- * connection so that a truncated body is never passed off as whole. mg_req_error() sends a
- * short text response with a status and writes the error-log line. */
+ * response so that a truncated body is never passed off as whole. mg_req_error() sends a
+ * short text response with a status and writes the error-log line. The header_filter and
+ * body_filter hooks run inside these calls, through the hooks table (hooks.h). */
 #ifndef MG_REQUEST_H
 #define MG_REQUEST_H
 
@@ -19,30 +21,15 @@
 
 #include "buf.h"
 #include "config.h"
+#include "fields.h"
 #include "pool.h"
 #include "scgi.h"
+#include "timeq.h"
 
 typedef struct mg_server_s mg_server_t;
-typedef struct mg_conn_s mg_conn_t;
+typedef struct mg_sink_s mg_sink_t;
 typedef struct mg_req_s mg_req_t;
 typedef struct mg_upstream_s mg_upstream_t;
-
-typedef struct {
-  char *name, *value;
-} mg_field_t;
-
-typedef struct {
-  mg_field_t *v;
-  int n, cap;
-} mg_fields_t;
-
-/* Case-insensitive header lists; strings come from the request's pool. */
-const char *mg_fields_get(const mg_fields_t *f, const char *name);
-/* Value of every field named `name` joined with `sep`, from the pool; NULL when absent. */
-const char *mg_fields_join(mg_pool_t *p, const mg_fields_t *f, const char *name, const char *sep);
-void mg_fields_add(mg_pool_t *p, mg_fields_t *f, const char *name, size_t nl, const char *value, size_t vl);
-/* Removes every field named `name`; with a value, adds one field with it. */
-void mg_fields_set(mg_pool_t *p, mg_fields_t *f, const char *name, const char *value);
 
 typedef void (*mg_body_cb)(mg_req_t *req, const char *data, size_t len);
 
@@ -54,14 +41,41 @@ typedef struct {
   uint64_t len;
 } mg_body_t;
 
-/* Where a response goes. NULL (the default) is the client connection; a subrequest's is a
- * capture that collects status, headers and body for the Lua code that asked (subrequest.c). */
-typedef struct {
+/* A sink: where a request's response goes, and the transport's side of the request. The
+ * response calls come in order: head once, body any number of times, then end or abort.
+ * `block` (from mg_block_get) or `heap` (malloc'd) owns a body piece, and the sink releases
+ * it when done with it; with neither, the bytes are static or outlive the write. */
+struct mg_sink_s {
+  const char *name;
+  /* The head is final (status, fields, req->resp_length; header_filter has run): frame it. */
   void (*head)(mg_req_t *req);
-  void (*body)(mg_req_t *req, char *block, const char *data, size_t len);
+  void (*body)(mg_req_t *req, char *block, char *heap, const char *data, size_t len);
+  /* The body is complete (req->resp_ended is set). */
   void (*end)(mg_req_t *req);
+  /* The response is cut: the peer must not take what it got for a whole response. */
   void (*abort)(mg_req_t *req);
-} mg_sink_t;
+  /* Optional. The head has not left yet: it is dropped and 1 returned (a body_filter failed
+   * before the first byte, and the client can still get a clean 500). */
+  int (*retract)(mg_req_t *req);
+  /* Optional. A head held back for the first body bytes goes now (before sendfile). */
+  void (*flush)(mg_req_t *req);
+  /* Optional. Bytes accepted and not yet sent: handlers stop their source above
+   * MG_WRITE_HIGH and go on from req->on_drain. */
+  size_t (*queued)(const mg_req_t *req);
+  /* Optional. The request body: stop reading the client, read again, send "100 Continue". */
+  void (*pause_body)(mg_req_t *req);
+  void (*resume_body)(mg_req_t *req);
+  void (*send_continue)(mg_req_t *req);
+  /* Optional. Parse what the transport holds for its request (a held body may flow now).
+   * Takes the transport, not the request: the request may have ended meanwhile. */
+  void (*kick)(void *transport);
+  /* Optional. 0 while the client is still there to read the response. */
+  int (*peer_gone)(const mg_req_t *req);
+  /* Optional. The socket's descriptor for sendfile(2), or -1. */
+  int (*socket_fd)(const mg_req_t *req);
+  /* Optional. Local address and port (SERVER_ADDR, SERVER_PORT): 0, or -1 for none. */
+  int (*local)(const mg_req_t *req, char *addr, size_t n, int *port);
+};
 
 /* The routes' handlers (SPEC 3 target kinds) behind one interface: the engine starts the
  * route's handler and never names a kind. */
@@ -76,7 +90,8 @@ int mg_body_add(mg_body_t *b, const char *data, size_t len);
 void mg_body_reset(mg_body_t *b);
 
 struct mg_req_s {
-  mg_conn_t *conn;
+  const mg_sink_t *sink;
+  void *transport; /* the sink's own state: the connection, or the capture */
   mg_server_t *server;
   const mg_config_t *cfg;
   char id[24];
@@ -112,16 +127,15 @@ struct mg_req_s {
   uint8_t stage;
   uint16_t hook_i;
   unsigned hold_body : 1, handler_started : 1, is_subrequest : 1, body_ready : 1, body_reading : 1;
+  unsigned lua_attached : 1; /* the Lua binding hung its cleanup on the pool */
   void *thread;       /* the suspended mg_thread_t of a hook or content handler */
   void *sockets;      /* cosockets the request's Lua code opened (lua_socket.c) */
   mg_kv_t *env_list;  /* req.env as plain data, for cgi_env.c (exported before the SCGI head) */
   int nenv_list;
   int env_pathinfo;   /* req.env["proxy-scgi-pathinfo"] was set */
   mg_body_t body;     /* valid when body_ready */
-  const mg_sink_t *sink;
   void *body_waiter;  /* the thread waiting in req:read_body() */
   mg_req_t *parent;   /* a subrequest's parent */
-  void *capture;      /* a subrequest's capture state */
   int depth;          /* subrequest depth */
   /* A client request's count of subrequests (nested ones too) and the bytes of their bodies,
    * against subrequest_limit and subrequest_max_total_body (subrequest.c). */
@@ -146,8 +160,8 @@ struct mg_req_s {
   void *handler_data; /* static/sendfile state */
   void *lua_exit;     /* what req:exit()/req:redirect() asked for */
   char *remote;       /* the client's address, formatted */
-  char *head;         /* the response head, held back to go out with the first body bytes */
-  uint32_t head_len;
+  uint16_t remote_port;
+  unsigned is_tls : 1; /* the client's connection is TLS (HTTPS=on, req.scheme) */
   void (*on_drain)(mg_req_t *req);
   int scratch_kind;   /* 0 none, 1 url, 2 field, 3 value, 4 version (nothing kept) */
   char *pending_field;
@@ -161,6 +175,7 @@ struct mg_req_s {
    * struct when it is reused (req_new), and the pool's 2 KiB of inline storage needs no
    * clearing. */
   mg_buf_t scratch; /* the URL or header piece being assembled by the parser */
+#define MG_SCRATCH_KEEP 4096 /* a scratch buffer larger than this is not kept past the head */
   mg_pool_t pool;
 };
 
@@ -179,38 +194,49 @@ typedef struct {
 } mg_explain_t;
 extern const mg_explain_t *mg_explain;
 
-const char *mg_req_remote(mg_req_t *req, int *port);
-/* Local address and port of the request's connection (SERVER_ADDR, SERVER_PORT); -1 for unix
- * sockets. */
-int mg_conn_local(mg_conn_t *c, char *addr, size_t n, int *port);
+/* A new request served by `sink` over `transport`, with an id, from the worker's free list.
+ * The transport fills in what it knows of the client (remote, remote_port, is_tls). */
+mg_req_t *mg_req_new(mg_server_t *server, const mg_sink_t *sink, void *transport);
+/* The response is complete, or the client is gone: stops what still works for it (a waiting
+ * hook, the handler), runs the log hooks, writes the access log line. Once. */
+void mg_req_finish(mg_req_t *req);
+/* Gives the request's memory back (after mg_req_finish). */
+void mg_req_free(mg_req_t *req);
+/* Stops the handler producing the response (its cancel function), e.g. a capture that has
+ * seen enough, or a client that went away. */
+void mg_req_stop(mg_req_t *req);
+/* A request created for a subrequest: pool, id, the client's facts copied from the parent.
+ * Released with mg_req_release. */
+mg_req_t *mg_req_new_child(mg_req_t *parent, const mg_sink_t *sink, void *transport);
+void mg_req_release(mg_req_t *req);
+
+/* The target as received, split and normalised into req->path and req->query (nginx's $uri
+ * and $args). 0, or -1 after answering 400 (or 404 for an encoded slash when
+ * allow_encoded_slashes is off). */
+int mg_req_set_target(mg_req_t *req, const char *target);
+/* The Host field or :authority: checked, port dropped, lower-cased into req->host. 0, or -1
+ * when it is not a valid host (the caller answers 400). */
+int mg_req_set_host(mg_req_t *req, const char *host);
+
+/* Local address and port of the request's connection (SERVER_ADDR, SERVER_PORT); -1 when
+ * there is none (a unix socket). */
+int mg_req_local(const mg_req_t *req, char *addr, size_t n, int *port);
 /* The client socket's descriptor, for zero-copy senders (sendfile(2)); -1 when the bytes must
  * go through the response API: a subrequest's capture, body_filter hooks, TLS. */
-int mg_req_socket_fd(mg_req_t *req);
-/* The client connection is TLS (HTTPS=on, REQUEST_SCHEME=https, req.scheme). */
-int mg_req_is_tls(const mg_req_t *req);
-
+int mg_req_socket_fd(const mg_req_t *req);
+/* The client can no longer read the response. */
+int mg_req_peer_gone(const mg_req_t *req);
 
 /* Flow control of the request body: pause reading the client while the backend is slow. */
 void mg_req_pause_body(mg_req_t *req);
 void mg_req_resume_body(mg_req_t *req);
 /* Sends "100 Continue" if the client asked for it and has not been answered yet. */
 void mg_req_continue(mg_req_t *req);
-
-/* Parses what the connection holds for its request (after the engine held the body). Safe
- * to call when the request has already ended: the connection outlives this call. */
-void mg_conn_kick(mg_conn_t *c);
-/* The parser may go on for this request's body (req:read_body()). */
+/* The body held while a hook waited may be parsed now (req:read_body(), the handler). */
 void mg_req_read_body(mg_req_t *req);
-/* A request created for a subrequest: pool, id, addresses of parent's connection. Released
- * with mg_req_release. */
-mg_req_t *mg_req_new_child(mg_req_t *parent);
-void mg_req_release(mg_req_t *req);
-/* Stops the handler producing the response (its cancel function), e.g. a capture that has
- * seen enough. */
-void mg_req_stop(mg_req_t *req);
 
-/* Prepares the response head; it leaves with the first body bytes (one write for a small
- * response), or at mg_req_send_end / mg_req_flush. */
+/* The head, ready to leave with the first body bytes (one write for a small response), or at
+ * mg_req_send_end / mg_req_flush. */
 void mg_req_send_head(mg_req_t *req);
 void mg_req_flush(mg_req_t *req);
 /* Sends len bytes at data; `block` (from mg_block_get, may be NULL when data is static or
@@ -224,13 +250,21 @@ void mg_req_error(mg_req_t *req, int status, const char *fmt, ...) __attribute__
 void mg_req_respond(mg_req_t *req, int status, const char *content_type, const char *body, size_t len);
 /* Bytes queued for the client and not yet written: handlers stop reading their source above
  * MG_WRITE_HIGH and resume from the callback passed to mg_req_on_drain. */
-size_t mg_req_write_queue(mg_req_t *req);
+size_t mg_req_write_queue(const mg_req_t *req);
 void mg_req_on_drain(mg_req_t *req, void (*cb)(mg_req_t *req));
+
+/* The number of hooks of `phase` that run for req: the global ones (mg.on; client requests
+ * only), then the route's. Reads two counters. */
+int mg_req_hook_count(const mg_req_t *req, int phase);
+/* The i-th of them (a Lua registry reference, opaque here). */
+int mg_req_hook_at(const mg_req_t *req, int phase, int i);
 
 #define MG_WRITE_HIGH (256 * 1024)
 #define MG_WRITE_LOW (64 * 1024)
 
-uint64_t mg_now_ms(void);
-const char *mg_http_date(char *out, size_t n, int64_t t);
+/* The result of a step that may wait, across the tree: MG_OK (done, go on), MG_WAITS (it goes
+ * on from a callback), MG_ENDED (the request was answered or ended: the caller stops
+ * touching it); a negative errno is a failure. */
+enum { MG_OK = 0, MG_WAITS = 1, MG_ENDED = 2 };
 
 #endif

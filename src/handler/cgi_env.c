@@ -80,21 +80,20 @@ void mg_cgi_env_build(mg_req_t *req, uint64_t content_length, mg_vars_t *v) {
   add(v, "SERVER_NAME", req->host ? req->host : req->cfg->set.server_name);
   char addr[64];
   int port;
-  mg_conn_local(req->conn, addr, sizeof addr, &port);
+  mg_req_local(req, addr, sizeof addr, &port);
   num[mg_fmt_u64(num, (uint64_t)(port > 0 ? port : 0))] = 0;
   add(v, "SERVER_PORT", mg_pool_strdup(pool, num));
   add(v, "SERVER_ADDR", mg_pool_strdup(pool, addr));
   add(v, "SERVER_SOFTWARE", "moongate/" MG_VERSION);
-  const char *remote = mg_req_remote(req, &port);
-  add(v, "REMOTE_ADDR", remote);
-  num[mg_fmt_u64(num, (uint64_t)(port > 0 ? port : 0))] = 0;
+  add(v, "REMOTE_ADDR", req->remote);
+  num[mg_fmt_u64(num, req->remote_port)] = 0;
   add(v, "REMOTE_PORT", mg_pool_strdup(pool, num));
-  add(v, "REQUEST_SCHEME", mg_req_is_tls(req) ? "https" : "http");
+  add(v, "REQUEST_SCHEME", req->is_tls ? "https" : "http");
   if (content_length || !req->redirects) {
     const char *ct = mg_fields_get(&req->headers, "Content-Type");
     if (ct && !req->redirects) add(v, "CONTENT_TYPE", ct);
   }
-  if (mg_req_is_tls(req)) add(v, "HTTPS", "on");
+  if (req->is_tls) add(v, "HTTPS", "on");
   if (req->redirects) {
     add(v, "REDIRECT_STATUS", "200");
     add(v, "REDIRECT_URL", req->redirect_url);

@@ -273,7 +273,7 @@ void mg_file_send(mg_req_t *req, int fd, const struct stat *st, int conditional,
   snprintf(buf, sizeof buf, "%lld", (long long)len);
   mg_fields_set(pool, &req->resp_headers, "Content-Length", buf);
   mg_req_send_head(req);
-  if (req->is_head || len == 0 || !req->conn) {
+  if (req->is_head || len == 0 || !req->transport) {
     close(fd);
     mg_req_send_end(req);
     return;

@@ -11,7 +11,7 @@
 #include "buf.h"
 #include "handler.h"
 #include "request.h"
-#include "lua_vm.h"
+#include "hooks.h"
 #include "loop.h"
 #include <unistd.h>
 
@@ -140,7 +140,7 @@ void mg_status_serve(mg_req_t *req) {
     }
     mg_buf_printf(&b, "],\"worker\":{\"pid\":%d,\"requests\":%llu,\"connections\":%llu,\"lua_calls\":%llu}}\n",
                   (int)getpid(), (unsigned long long)req->server->nreqs, (unsigned long long)req->server->nconns,
-                  (unsigned long long)mg_lua_calls);
+                  (unsigned long long)(mg_hooks ? mg_hooks->calls() : 0));
     mg_req_respond(req, 200, "application/json", b.data, b.len);
   }
   mg_buf_free(&b);

@@ -39,7 +39,7 @@
 #include "cgi_env.h"
 #include "handler.h"
 #include "log.h"
-#include "lua_request.h"
+#include "hooks.h"
 #include "phase.h"
 #include "sendfile.h"
 #include "fdio.h"
@@ -319,7 +319,7 @@ static void send_request(mg_upstream_t *up) {
   mg_var_t storage[48];
   mg_vars_t vars;
   mg_vars_init_in(&vars, storage, (int)(sizeof storage / sizeof *storage));
-  if (req->env_ref != LUA_NOREF) mg_lua_env_export(req);
+  if (req->env_ref != LUA_NOREF) mg_hooks->env_export(req);
   mg_cgi_env_build(req, clen, &vars);
   size_t inline_body = up->pending_bytes <= 16384 ? up->pending_bytes : 0;
   if (held) inline_body = req->body.fd < 0 && req->body.mem.len <= 16384 ? req->body.mem.len : 0;
@@ -697,7 +697,7 @@ static int pick_member(mg_upstream_t *up) {
   if (!up->balancer) return 0;
   mg_balancer_t *b = up->balancer;
   mg_member_t *m = NULL;
-  int idx = mg_lua_has_phase(req, MG_PHASE_BALANCER) || b->method == MG_LB_LUA ? mg_lua_balancer(req, b, 1) : 0;
+  int idx = mg_hooks && (mg_req_hook_count(req, MG_PHASE_BALANCER) || b->method == MG_LB_LUA) ? mg_hooks->balancer(req, b, 1) : 0;
   if (idx < 0) {
     up_close(up);
     return -1;
@@ -728,7 +728,7 @@ static void explain_backend(mg_upstream_t *up) {
   mg_req_t *req = up->req;
   mg_vars_t vars;
   mg_vars_init(&vars);
-  if (req->env_ref != LUA_NOREF) mg_lua_env_export(req);
+  if (req->env_ref != LUA_NOREF) mg_hooks->env_export(req);
   uint64_t clen = req->redirects ? 0 : req->body_ready ? req->body.len : req->content_length > 0 ? (uint64_t)req->content_length : 0;
   mg_cgi_env_build(req, clen, &vars);
   mg_explain->backend(req, up->member, &vars);

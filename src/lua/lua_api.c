@@ -10,7 +10,7 @@
 #include "lua_socket.h"
 #include "lua_thread.h"
 #include "lua_util.h"
-#include "shdict.h"
+#include "lua_shdict.h"
 #include "lua_subrequest.h"
 
 /* M._lookup("user" | "group", name) → the id, or nil: for mg.set{ user =, group = }. */

@@ -70,21 +70,6 @@ static void check_phase(lua_State *L, mg_req_t *req, int allowed, const char *wh
   if (!(req->phase & allowed)) luaL_error(L, "API disabled in the context of %s: %s", phase_name(req->phase), what);
 }
 
-int mg_lua_has_phase(const mg_req_t *req, int phase) {
-  /* Global hooks (mg.on) are for client requests; a subrequest runs its route's hooks only. */
-  if (req->cfg->hooks[phase].n && !req->is_subrequest) return 1;
-  return req->route && req->route->hooks[phase].n;
-}
-
-int mg_lua_hook_at(const mg_req_t *req, int phase, int i) {
-  const mg_hooks_t *g = req->is_subrequest ? NULL : &req->cfg->hooks[phase];
-  int ng = g ? g->n : 0;
-  if (i < ng) return g->refs[i];
-  const mg_hooks_t *r = req->route ? &req->route->hooks[phase] : NULL;
-  if (r && i - ng < r->n) return r->refs[i - ng];
-  return LUA_NOREF;
-}
-
 /* ---- headers proxy ----------------------------------------------------------------------- */
 
 static mg_fields_t *hdr_fields(lua_State *L, hdr_box_t **out) {
@@ -121,8 +106,7 @@ static int hdr_newindex(lua_State *L) {
   }
   size_t vl;
   const char *v = luaL_checklstring(L, 3, &vl);
-  for (size_t i = 0; i < vl; i++)
-    if (v[i] == '\r' || v[i] == '\n' || v[i] == 0) return luaL_error(L, "header value for '%s' holds CR, LF or NUL", name);
+  if (!mg_http_value_is_safe(v, vl)) return luaL_error(L, "header value for '%s' holds CR, LF or NUL", name);
   mg_fields_set(&b->req->pool, f, name, v);
   return 0;
 }
@@ -246,7 +230,6 @@ static int req_index(lua_State *L) {
   mg_req_t *req = check_req(L, 1);
   size_t kl;
   const char *k = luaL_checklstring(L, 2, &kl);
-  int port;
   switch (k[0]) {
     case 'c':
       if (strcmp(k, "ctx") == 0) return push_ref_table(L, &req->ctx_ref);
@@ -275,14 +258,14 @@ static int req_index(lua_State *L) {
       break;
     case 'r':
       if (strcmp(k, "raw_uri") == 0) return lua_pushstring(L, req->target), 1;
-      if (strcmp(k, "remote_addr") == 0) return lua_pushstring(L, mg_req_remote(req, &port)), 1;
-      if (strcmp(k, "remote_port") == 0) return mg_req_remote(req, &port), lua_pushinteger(L, port), 1;
+      if (strcmp(k, "remote_addr") == 0) return lua_pushstring(L, req->remote), 1;
+      if (strcmp(k, "remote_port") == 0) return lua_pushinteger(L, req->remote_port), 1;
       if (strcmp(k, "route") == 0) return req->route ? lua_pushstring(L, req->route->match) : lua_pushnil(L), 1;
       if (strcmp(k, "redirect") == 0) return lua_pushcfunction(L, req_redirect), 1;
       if (strcmp(k, "read_body") == 0) return lua_pushcfunction(L, req_read_body), 1;
       break;
     case 's':
-      if (strcmp(k, "scheme") == 0) return lua_pushstring(L, mg_req_is_tls(req) ? "https" : "http"), 1;
+      if (strcmp(k, "scheme") == 0) return lua_pushstring(L, req->is_tls ? "https" : "http"), 1;
       if (strcmp(k, "set_body") == 0) return lua_pushcfunction(L, req_set_body), 1;
       if (strcmp(k, "subrequest") == 0 && subrequest_fn) return lua_pushcfunction(L, subrequest_fn), 1;
       break;
@@ -300,15 +283,14 @@ static int req_newindex(lua_State *L) {
     check_phase(L, req, PH_REWRITE, "setting req.uri");
     size_t len;
     const char *uri = luaL_checklstring(L, 3, &len);
-    const char *path, *query;
-    size_t pl, ql;
-    if (mg_target_split(uri, len, &path, &pl, &query, &ql) < 0 || uri[0] != '/')
+    char *path, *query;
+    size_t pl;
+    int rc = mg_target_parse(&req->pool, uri, len, req->cfg->set.allow_encoded_slashes, &path, &pl, &query);
+    if (rc == MG_PATH_BAD_TARGET || uri[0] != '/')
       return luaL_error(L, "req.uri must be a local path starting with '/', got '%s'", uri);
-    char *norm = mg_pool_alloc(&req->pool, pl + 2);
-    int n = mg_path_normalize(path, pl, norm, req->cfg->set.allow_encoded_slashes);
-    if (n < 0) return luaL_error(L, "req.uri '%s' is not a valid path", uri);
-    req->path = norm, req->path_len = (size_t)n;
-    if (query) req->query = mg_pool_strndup(&req->pool, query, ql);
+    if (rc < 0) return luaL_error(L, "req.uri '%s' is not a valid path", uri);
+    req->path = path, req->path_len = pl;
+    if (query) req->query = query;
     return 0;
   }
   if (strcmp(k, "query") == 0) {
@@ -536,7 +518,16 @@ static void ensure_metatables(lua_State *L) {
 
 /* Pushes the request's userdata, creating it on first use. The metatables were made when the
  * worker was prepared (mg_lua_worker_prepare), not looked for again per request. */
+static void req_release(void *arg);
+
+void mg_lua_req_attach(mg_req_t *req) {
+  if (req->lua_attached) return;
+  req->lua_attached = 1;
+  mg_pool_cleanup(&req->pool, req_release, req);
+}
+
 static void push_req(lua_State *L, mg_req_t *req) {
+  mg_lua_req_attach(req);
   if (req->self_ref != LUA_NOREF) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, req->self_ref);
     return;
@@ -573,7 +564,10 @@ static void detach(lua_State *L, int *ref) {
   *ref = LUA_NOREF;
 }
 
-void mg_lua_req_release(mg_req_t *req) {
+/* The pool cleanup of a request Lua has seen (mg_lua_req_attach): drops its Lua references,
+ * closes its cosockets, abandons a waiting thread. */
+static void req_release(void *arg) {
+  mg_req_t *req = arg;
   mg_socket_close_owned(&req->sockets);
   if (req->thread) {
     mg_thread_t *t = req->thread;
@@ -647,7 +641,8 @@ mg_thread_t *mg_lua_hook_thread(mg_req_t *req, int ref, int phase_bit) {
  * the first nonzero return and gives it back (0 when every hook ran). */
 static int each_hook(mg_req_t *req, int phase, int (*visit)(mg_req_t *req, int ref, void *arg), void *arg) {
   int ref;
-  for (int i = 0; (ref = mg_lua_hook_at(req, phase, i)) != LUA_NOREF; i++) {
+  for (int i = 0, n = mg_req_hook_count(req, phase); i < n; i++) {
+    ref = mg_req_hook_at(req, phase, i);
     int rc = visit(req, ref, arg);
     if (rc) return rc;
   }
@@ -681,7 +676,8 @@ int mg_lua_body_filter(mg_req_t *req, const char *data, size_t len, int eof, cha
   lua_pushlstring(L, data, len); /* the current chunk */
   int ref, rc = 0;
   int saved = req->phase, saved_now = mg_lua_phase_now;
-  for (int i = 0; (ref = mg_lua_hook_at(req, MG_PHASE_BODY_FILTER, i)) != LUA_NOREF; i++) {
+  for (int i = 0, n = mg_req_hook_count(req, MG_PHASE_BODY_FILTER); i < n; i++) {
+    ref = mg_req_hook_at(req, MG_PHASE_BODY_FILTER, i);
     lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
     push_req(L, req);
     push_res(L, req);

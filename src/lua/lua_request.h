@@ -1,7 +1,7 @@
 /* lua_request: the request phases run in Lua, and the `req` and `res` objects (SPEC 4).
  *
  * A request enters Lua only when a hook or handler is configured for it: the engine asks
- * mg_lua_has_phase() first, which reads two counters and touches no Lua state. rewrite and
+ * mg_req_hook_count() first, which reads two counters and touches no Lua state. rewrite and
  * access hooks run in Lua threads started by the engine (phase.c), so they may wait;
  * balancer, header_filter and log hooks run here in one protected call each and cannot. A Lua
  * error ends the request with 500 (or cuts the connection when the head is already sent) and
@@ -14,10 +14,6 @@
 #include "request.h"
 #include "lua_thread.h"
 
-int mg_lua_has_phase(const mg_req_t *req, int phase);
-/* The registry reference of the i-th hook of `phase` for req (global hooks, then the route's;
- * a subrequest runs only its route's), or LUA_NOREF past the last. */
-int mg_lua_hook_at(const mg_req_t *req, int phase, int i);
 /* A Lua thread ready to run hook `ref` as fn(req) in phase `phase_bit` (MG_PH_*). */
 mg_thread_t *mg_lua_hook_thread(mg_req_t *req, int ref, int phase_bit);
 /* What req:exit()/req:redirect() asked for, once the hook or handler has returned:
@@ -51,8 +47,9 @@ int mg_lua_body_filter(mg_req_t *req, const char *data, size_t len, int eof, cha
 int mg_lua_balancer(mg_req_t *req, mg_balancer_t *b, int method);
 /* Copies req.env into req->env_list / req->env_pathinfo, the plain data cgi_env.c reads. */
 void mg_lua_env_export(mg_req_t *req);
-/* Drops the request's Lua references, closes its cosockets, abandons a waiting thread. */
-void mg_lua_req_release(mg_req_t *req);
+/* Lua has a hold on req (a reference, a cosocket, a waiting thread): what it holds is
+ * released by a cleanup of the request's pool. Once per request; push_req calls it. */
+void mg_lua_req_attach(mg_req_t *req);
 /* Runs init_worker hooks and starts mg.timer timers in a worker's loop. */
 int mg_lua_worker_init(mg_config_t *cfg, uv_loop_t *loop);
 /* What a worker's Lua state needs before it serves, without init_worker or timers (--explain). */

@@ -109,8 +109,8 @@ static void complete(capture_t *c) {
 
 static void cap_head(mg_req_t *req) { (void)req; }
 
-static void cap_body(mg_req_t *req, char *block, const char *data, size_t len) {
-  capture_t *c = req->capture;
+static void cap_body(mg_req_t *req, char *block, char *heap, const char *data, size_t len) {
+  capture_t *c = req->transport;
   if (!c->done) {
     const mg_settings_t *s = &req->cfg->set;
     mg_req_t *main = main_of(req);
@@ -122,6 +122,7 @@ static void cap_body(mg_req_t *req, char *block, const char *data, size_t len) {
         log_cap(main, "subrequest_max_total_body (%llu bytes) reached: the bodies of this request's subrequests are refused beyond it", s->subrequest_max_total_body);
       }
       mg_block_put(block);
+      free(heap);
       mg_req_stop(req);
       complete(c);
       return;
@@ -130,19 +131,21 @@ static void cap_body(mg_req_t *req, char *block, const char *data, size_t len) {
     mg_buf_append(&c->body, data, len);
   }
   mg_block_put(block);
+  free(heap);
 }
 
-static void cap_end(mg_req_t *req) { complete(req->capture); }
+static void cap_end(mg_req_t *req) { complete(req->transport); }
 
 static void cap_abort(mg_req_t *req) {
-  capture_t *c = req->capture;
+  capture_t *c = req->transport;
   if (c->done) return;
   c->aborted = 1;
   mg_req_stop(req);
   complete(c);
 }
 
-static const mg_sink_t capture_sink = {cap_head, cap_body, cap_end, cap_abort};
+/* The capture: a sink with no framing, no flow control and no socket of its own. */
+static const mg_sink_t capture_sink = {.name = "capture", .head = cap_head, .body = cap_body, .end = cap_end, .abort = cap_abort};
 
 static void sub_cancel(mg_thread_t *t) {
   capture_t *c = t->wait;
@@ -208,7 +211,7 @@ int mg_subrequest_lua(lua_State *L) {
   }
   main->subrequests++;
   main->subrequest_bytes += bl;
-  mg_req_t *child = mg_req_new_child(parent);
+  mg_req_t *child = mg_req_new_child(parent, &capture_sink, NULL);
   mg_pool_t *pool = &child->pool;
   child->method = child->orig_method = mg_pool_strdup(pool, method);
   child->is_head = strcmp(method, "HEAD") == 0;
@@ -274,6 +277,7 @@ int mg_subrequest_lua(lua_State *L) {
         lua_insert(L, -2);
         lua_rawset(L, -4);
       }
+      mg_lua_req_attach(child);
       child->env_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     }
     lua_pop(L, 1);
@@ -283,8 +287,7 @@ int mg_subrequest_lua(lua_State *L) {
   c->child = child;
   uv_timer_init(mg_thread_loop(), &c->reaper);
   c->reaper.data = c;
-  child->sink = &capture_sink;
-  child->capture = c;
+  child->transport = c;
   mg_phase_start(child);
   if (c->done) return push_result(L, c);
   c->t = t;

@@ -13,19 +13,17 @@
 
 #include "log.h"
 #include "lua_vm.h"
+#include "phase.h"
 
 #define POOL_MAX 256
 #define THREAD_MT "moongate.thread"
 
 int mg_lua_phase_now;
 
-static const char *phase_labels[] = {"rewrite", "access", "balancer", "header_filter", "log",
-                                     "content", "timer",  "body_filter", "init_worker"};
-
-const char *mg_lua_phase_name(int phase) {
-  for (int i = 0; i < 9; i++)
-    if (phase == 1 << i) return phase_labels[i];
-  return "init";
+const char *mg_lua_phase_name(int phase_bit) {
+  for (int p = 1; p < MG_PHASE_COUNT; p++)
+    if (phase_bit == 1 << p) return mg_phase_name(p);
+  return mg_phase_name(MG_PHASE_INIT);
 }
 
 static uv_loop_t *loop;

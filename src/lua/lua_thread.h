@@ -24,21 +24,22 @@
 
 #include "request.h"
 
+/* Phases as bits (1 << MG_PHASE_*, config.h), for the checks of where an API may run. */
 enum {
-  MG_PH_REWRITE = 1,
-  MG_PH_ACCESS = 2,
-  MG_PH_BALANCER = 4,
-  MG_PH_HEADER_FILTER = 8,
-  MG_PH_LOG = 16,
-  MG_PH_CONTENT = 32,
-  MG_PH_TIMER = 64,
-  MG_PH_BODY_FILTER = 128,
-  MG_PH_INIT_WORKER = 256,
+  MG_PH_REWRITE = 1 << MG_PHASE_REWRITE,
+  MG_PH_ACCESS = 1 << MG_PHASE_ACCESS,
+  MG_PH_BALANCER = 1 << MG_PHASE_BALANCER,
+  MG_PH_HEADER_FILTER = 1 << MG_PHASE_HEADER_FILTER,
+  MG_PH_LOG = 1 << MG_PHASE_LOG,
+  MG_PH_BODY_FILTER = 1 << MG_PHASE_BODY_FILTER,
+  MG_PH_CONTENT = 1 << MG_PHASE_CONTENT,
+  MG_PH_TIMER = 1 << MG_PHASE_TIMER,
+  MG_PH_INIT_WORKER = 1 << MG_PHASE_INIT_WORKER,
 };
 #define MG_PH_WAITABLE (MG_PH_REWRITE | MG_PH_ACCESS | MG_PH_CONTENT | MG_PH_TIMER | MG_PH_INIT_WORKER)
 
-/* "rewrite", "access", ..., "init" (loading init.lua) for 0. */
-const char *mg_lua_phase_name(int phase);
+/* The name of a phase given as its bit ("init" for 0: loading init.lua). */
+const char *mg_lua_phase_name(int phase_bit);
 
 /* The phase Lua code runs in right now (0 outside any). Set by whoever calls into Lua. */
 extern int mg_lua_phase_now;

@@ -40,6 +40,19 @@ int mg_target_split(const char *t, size_t len, const char **path, size_t *path_l
   return 0;
 }
 
+int mg_target_parse(mg_pool_t *pool, const char *target, size_t len, int allow_encoded_slashes, char **path,
+                    size_t *path_len, char **query) {
+  const char *p, *q;
+  size_t pl, ql;
+  if (mg_target_split(target, len, &p, &pl, &q, &ql) < 0) return MG_PATH_BAD_TARGET;
+  char *norm = mg_pool_alloc(pool, pl + 2);
+  int n = mg_path_normalize(p, pl, norm, allow_encoded_slashes);
+  if (n < 0) return n;
+  *path = norm, *path_len = (size_t)n;
+  *query = q ? mg_pool_strndup(pool, q, ql) : NULL;
+  return 0;
+}
+
 int mg_path_normalize(const char *in, size_t len, char *out, int allow_encoded_slashes) {
   if (len == 0 || in[0] != '/') return MG_PATH_BAD;
   /* Each kept segment is written followed by '/'; ".." pops back to the previous one. */

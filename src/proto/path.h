@@ -9,10 +9,13 @@
 
 #include <stddef.h>
 
+#include "pool.h"
+
 enum {
   MG_PATH_OK = 0,
   MG_PATH_BAD = -1,           /* 400: not a path, bad escape, NUL, climbs above "/" */
   MG_PATH_ENCODED_SLASH = -2, /* 404: "%2F" without allow_encoded_slashes */
+  MG_PATH_BAD_TARGET = -3,    /* 400: not a request target at all */
 };
 
 /* Splits a request target into path and query. Origin form "/p?q" and absolute form
@@ -20,6 +23,13 @@ enum {
  * never a forward proxy). Returns 0, or MG_PATH_BAD. `query` is NULL when there is no '?'. */
 int mg_target_split(const char *target, size_t len, const char **path, size_t *path_len,
                     const char **query, size_t *query_len);
+
+/* The one way a target becomes a path and a query (a request's, an internal redirect's, a
+ * subrequest's, req.uri's): split with mg_target_split, the path normalised into the pool
+ * (*path, NUL-terminated), the query copied (*query, NULL without '?'). Returns 0,
+ * MG_PATH_BAD_TARGET, MG_PATH_BAD or MG_PATH_ENCODED_SLASH. */
+int mg_target_parse(mg_pool_t *pool, const char *target, size_t len, int allow_encoded_slashes, char **path,
+                    size_t *path_len, char **query);
 
 /* 1 when h[0..n) is a valid Host field value (RFC 9112 3.2, RFC 3986 3.2.2): an IP literal
  * in brackets or a reg-name (unreserved, sub-delims, percent escapes), then optionally ':'

@@ -112,17 +112,6 @@ long mg_scgi_decode(const char *in, size_t len, mg_vars_t *out) {
   return (long)(i + n + 1);
 }
 
-int mg_http_is_token(const char *s, size_t n) {
-  static const char *extra = "!#$%&'*+-.^_`|~";
-  if (n == 0) return 0;
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)s[i];
-    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || (c && strchr(extra, c))))
-      return 0;
-  }
-  return 1;
-}
-
 static int is_hop_by_hop(const char *n, size_t l) {
   static const char *hop[] = {"Connection", "Keep-Alive", "Transfer-Encoding", "TE", "Trailer", "Upgrade",
                               "Proxy-Connection", NULL};
@@ -223,41 +212,3 @@ int mg_cgi_parse(const char *buf, size_t len, mg_cgi_head_t *h) {
   }
 }
 
-const char *mg_http_reason(int s) {
-  switch (s) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 303: return "See Other";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 411: return "Length Required";
-    case 412: return "Precondition Failed";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 416: return "Range Not Satisfiable";
-    case 417: return "Expectation Failed";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return s < 300 ? "OK" : s < 400 ? "Redirect" : s < 500 ? "Client Error" : "Server Error";
-  }
-}

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "buf.h"
+#include "fields.h"
 
 typedef struct {
   const char *name, *value;
@@ -73,17 +74,5 @@ enum { MG_CGI_MORE = 0, MG_CGI_DONE = 1, MG_CGI_ERROR = -1 };
  * MG_CGI_ERROR with h->error set. */
 int mg_cgi_parse(const char *buf, size_t len, mg_cgi_head_t *h);
 
-int mg_http_is_token(const char *s, size_t n);
-/* 1 when v[0..n) may be an HTTP field value (RFC 9110 5.5): visible characters, obs-text,
- * and SP/HTAB between them; no other control character. Inline: it runs on every field of
- * every backend response. */
-static inline int mg_http_is_field_value(const char *v, size_t n) {
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)v[i];
-    if (c < 0x20 ? c != '\t' : c == 0x7f) return 0;
-  }
-  return 1;
-}
-const char *mg_http_reason(int status);
 
 #endif

@@ -17,11 +17,11 @@
 #include <uv.h>
 
 #include "config.h"
-#include "http.h"
+#include "http1.h"
 #include "log.h"
-#include "lua_request.h"
+#include "hooks.h"
 #include "scgi.h"
-#include "server.h"
+#include "loop.h"
 
 static mg_server_t server;
 static uv_loop_t loop;
@@ -197,7 +197,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   uv_unref((uv_handle_t *)&backend);
   server.loop = &loop;
   /* The Lua threads' wake queue and timers run on this loop. */
-  if (mg_lua_worker_init(cfg, &loop) < 0) abort();
+  if (mg_hooks->worker_start(cfg, &loop) < 0) abort();
   server.cfg = cfg;
   return 0;
 }

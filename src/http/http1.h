@@ -1,12 +1,12 @@
-/* http: the client connection, HTTP/1.1 (SPEC 6).
+/* http1: the client connection, HTTP/1.1 (docs/reference.md, "Client connections").
  *
  * A connection owns its libuv stream, its llhttp parser and its place in the timeout queues;
  * it carries one request at a time. Pipelined requests wait in the read block: the parser is
- * paused at the end of each message and resumed when the response is complete. It implements
- * the response API of request.h (framing, backpressure, lingering close) and hands each parsed
- * head to the engine (phase.h). Only the worker's listener code (server.c) uses this header. */
-#ifndef MG_HTTP_H
-#define MG_HTTP_H
+ * paused at the end of each message and resumed when the response is complete. It is the
+ * sink of its requests (core/request.h: framing, backpressure, lingering close) and hands each
+ * parsed head to the engine (phase.h). The listeners (listen.c) and --explain use this header. */
+#ifndef MG_HTTP1_H
+#define MG_HTTP1_H
 
 #include <llhttp.h>
 #include <uv.h>
@@ -14,10 +14,12 @@
 #include "loop.h"
 #include "request.h"
 
-/* Starts serving an accepted stream. Takes ownership of conn (allocated by mg_conn_new). */
+typedef struct mg_conn_s mg_conn_t;
+
 /* A new connection with its stream handle initialized (TCP, or a unix socket). */
 mg_conn_t *mg_conn_new(mg_server_t *server, int unix_socket);
 uv_stream_t *mg_conn_stream(mg_conn_t *c);
+/* Starts serving the accepted stream. */
 void mg_conn_start(mg_conn_t *c);
 /* Answers 503 (max_connections reached) and closes the connection. */
 void mg_conn_reject(mg_conn_t *c);
