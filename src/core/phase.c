@@ -113,9 +113,3 @@ void mg_phase_restart(mg_req_t *req, const char *location) {
   req->handler_started = 0;
   engine_run(req);
 }
-
-void mg_phase_abort(mg_req_t *req) {
-  if (!req->thread) return;
-  if (mg_hooks) mg_hooks->abandon(req);
-  req->thread = NULL;
-}

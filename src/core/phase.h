@@ -26,7 +26,5 @@ void mg_phase_restart(mg_req_t *req, const char *location);
 /* A hook that waited has ended with `result` (MG_OK: the engine goes on; MG_ENDED: it
  * handled the request). */
 void mg_phase_resume(mg_req_t *req, int result);
-/* The request ends before its engine did (client gone): abandons a waiting Lua thread. */
-void mg_phase_abort(mg_req_t *req);
 
 #endif

@@ -19,7 +19,6 @@
 #include "log.h"
 #include "loop.h"
 #include "path.h"
-#include "phase.h"
 
 const mg_explain_t *mg_explain;
 const mg_hooks_table_t *mg_hooks;
@@ -104,11 +103,18 @@ static void access_log(mg_req_t *req) {
   mg_log_access(&e);
 }
 
+/* The request ends while a hook or handler waits for something: that wait is abandoned. */
+static void abandon_wait(mg_req_t *req) {
+  if (!req->thread) return;
+  if (mg_hooks) mg_hooks->abandon(req);
+  req->thread = NULL;
+}
+
 void mg_req_finish(mg_req_t *req) {
   if (req->finished) return;
   req->finished = 1;
   req->server->nfinished++;
-  mg_phase_abort(req);
+  abandon_wait(req);
   mg_req_stop(req);
   if (mg_hooks && mg_req_hook_count(req, MG_PHASE_LOG)) mg_hooks->log(req);
   if (req->target) access_log(req);
@@ -131,7 +137,7 @@ mg_req_t *mg_req_new_child(mg_req_t *parent, const mg_sink_t *sink, void *transp
 
 void mg_req_release(mg_req_t *req) {
   mg_req_stop(req);
-  mg_phase_abort(req);
+  abandon_wait(req);
   mg_req_free(req);
 }
 
