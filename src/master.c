@@ -48,6 +48,7 @@
 
 #include "buf.h"
 #include "log.h"
+#include "listen.h"
 #include "worker.h"
 #include "status.h"
 
