@@ -3,13 +3,16 @@
 lua-nginx-module, against the same C SCGI backend, in alternating rounds in one run.
 
     bench.py BUILD_DIR [--rounds N] [--seconds S] [--quick] [--only TEXT] [--workers 1 2]
+             [--baseline OTHER_BUILD_DIR]
 
 Prints a table of medians (5 alternating rounds by default), with each server's CPU time per
 request (user + system of its processes over the run, divided by the requests) and moongate's
 ratios; a `floor` row (../shared/bench/floor_proxy.c, the least work any gateway can do per
 request on this kernel) in the 12-byte scenario; a unix-socket backend scenario; and the
-syscalls per request of moongate and nginx (strace -c -f on a short run). Only loopback is
-used and every load run is bounded by wrk's duration.
+syscalls per request of moongate and nginx (strace -c -f on a short run). With --baseline, an
+earlier build runs beside this one in the same alternating rounds ("moongate@base",
+"moongate+hooks@base") in the 12-byte, balancer and hooked scenarios: a before/after table of a
+change from one run. Only loopback is used and every load run is bounded by wrk's duration.
 """
 import argparse
 import os
@@ -295,6 +298,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="one round of 3 s: a smoke run")
     ap.add_argument("--only", help="run only the scenarios whose name contains this text")
     ap.add_argument("--workers", type=int, nargs="*", default=[1, 2], help="worker counts to run")
+    ap.add_argument("--baseline", help="an earlier build directory to run beside this one")
     args = ap.parse_args()
     if args.quick:
         args.rounds, args.seconds = 1, 3
@@ -336,6 +340,10 @@ def main():
         # the server, so the p99 compares latency at the same load, not at saturation.
         ("p99 at ~2k req/s", "/hello", 20, ["moongate", "nginx", "apache"]),
     ]
+    if args.baseline:
+        base_of = {"12-byte responses": ["moongate@base"], "two-member balancer": ["moongate@base"],
+                   "hooked route": ["moongate+hooks@base", "moongate@base"]}
+        scenarios = [(sc, p, c, names + base_of.get(sc, [])) for sc, p, c, names in scenarios]
     if args.only:
         scenarios = [sc for sc in scenarios if args.only in sc[0]]
     try:
@@ -346,8 +354,13 @@ def main():
                                 ("nginx", lambda d: start_nginx(d, workers)),
                                 ("nginx+lua", lambda d: start_nginx(d, workers, lua=True)),
                                 ("apache", lambda d: start_apache(d, workers)),
-                                ("floor", lambda d: start_floor(d, workers))]:
+                                ("floor", lambda d: start_floor(d, workers)),
+                                ("moongate@base", lambda d: start_moongate(os.path.abspath(args.baseline), d, workers)),
+                                ("moongate+hooks@base",
+                                 lambda d: start_moongate(os.path.abspath(args.baseline), d, workers, hooked=True))]:
                 if name == "floor" and (workers != 1 or not have_floor):
+                    continue
+                if name.endswith("@base") and not args.baseline:
                     continue
                 d = os.path.join(tmp, "%s-%d" % (name, workers))
                 os.makedirs(d, exist_ok=True)
@@ -395,14 +408,15 @@ def main():
         rps = statistics.median(v[0] for v in vals)
         lat = statistics.median(v[1] for v in vals)
         cpu = statistics.median(v[2] for v in vals)
-        mine = "moongate+hooks" if name == "nginx+lua" and scen == "hooked route" else "moongate"
+        mine = "moongate+hooks" if name in ("nginx+lua", "moongate+hooks@base") and scen == "hooked route" else "moongate"
         mg = results.get((scen, workers, mine))
         ratio = cpu_ratio = p_rate = p_cpu = ""
-        if mg and not name.startswith("moongate") and len(mg) == len(vals) > 1 and "KiB" not in scen:
+        theirs = not name.startswith("moongate") or name.endswith("@base")
+        if mg and theirs and len(mg) == len(vals) > 1 and "KiB" not in scen:
             p_rate = "%.2fx" % statistics.median(a[0] / b[0] for a, b in zip(mg, vals) if b[0])
             if all(b[2] for b in vals):
                 p_cpu = "%.2fx" % statistics.median(a[2] / b[2] for a, b in zip(mg, vals))
-        if mg and not name.startswith("moongate"):
+        if mg and theirs:
             m = statistics.median(v[0] for v in mg)
             ratio = "%.2fx" % ((rps / m) if "KiB" in scen else (m / rps))
             mc = statistics.median(v[2] for v in mg)
