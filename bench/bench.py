@@ -296,7 +296,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="one round of 3 s: a smoke run")
-    ap.add_argument("--only", help="run only the scenarios whose name contains this text")
+    ap.add_argument("--only", help="run only the scenarios whose name contains this text (several: a,b)")
     ap.add_argument("--workers", type=int, nargs="*", default=[1, 2], help="worker counts to run")
     ap.add_argument("--baseline", help="an earlier build directory to run beside this one")
     args = ap.parse_args()
@@ -345,7 +345,7 @@ def main():
                    "hooked route": ["moongate+hooks@base", "moongate@base"]}
         scenarios = [(sc, p, c, names + base_of.get(sc, [])) for sc, p, c, names in scenarios]
     if args.only:
-        scenarios = [sc for sc in scenarios if args.only in sc[0]]
+        scenarios = [sc for sc in scenarios if any(t in sc[0] for t in args.only.split(","))]
     try:
         for workers in args.workers:
             servers = {}
