@@ -124,7 +124,7 @@ static void fs_read_pump(mg_req_t *req) {
     }
     fs->off += n;
     mg_req_send_body(req, blk, blk, (size_t)n);
-    if (req->handler_data != fs || req->aborted || req->resp_ended) return; /* cancelled meanwhile */
+    if (req->handler_data != fs || mg_req_peer_gone(req) || req->resp_ended) return; /* cancelled meanwhile */
   }
   if (!fs) return;
   fs_close(fs);

@@ -252,11 +252,10 @@ static void h1_head(mg_req_t *req) {
   const mg_settings_t *s = &req->cfg->set;
   if (c->nrequests + 1 >= s->keepalive_requests || req->server->draining) req->keepalive = 0;
   int body = status_has_body(req->status);
-  const char *cl = mg_fields_get(&req->resp_headers, "Content-Length");
   if (!body) {
     mg_fields_set(&req->pool, &req->resp_headers, "Content-Length", NULL);
     req->resp_length = 0;
-  } else if (!cl) {
+  } else if (req->resp_length < 0) { /* no Content-Length (the core read it) */
     if (req->is_head) {
       /* A HEAD response carries no body, so it needs no framing: nothing to add. */
     } else if (req->http_minor >= 1) {
@@ -857,9 +856,10 @@ void mg_conn_set_peer(mg_conn_t *c, const char *ip, int port) {
   c->remote_port = (uint16_t)port;
 }
 
+/* A client that only half-closed (peer_eof) still reads the response: not gone. */
 static int h1_peer_gone(const mg_req_t *req) {
   const mg_conn_t *c = req->transport;
-  return c->closing || c->peer_eof;
+  return c->closing;
 }
 
 static const mg_sink_t h1_sink = {

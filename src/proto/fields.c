@@ -63,16 +63,17 @@ int mg_fields_count(const mg_fields_t *f, const char *name) {
   return k;
 }
 
-int mg_http_is_token(const char *s, size_t n) {
-  static const char *extra = "!#$%&'*+-.^_`|~";
-  if (n == 0) return 0;
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)s[i];
-    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || (c && strchr(extra, c))))
-      return 0;
-  }
-  return 1;
-}
+/* RFC 9110 5.6.2 tchar: ALPHA, DIGIT and "!#$%&'*+-.^_`|~". */
+#define T(c) [c] = 1
+const unsigned char mg_http_tchar[256] = {
+    T('!'), T('#'), T('$'), T('%'), T('&'), T('\''), T('*'), T('+'), T('-'), T('.'), T('^'), T('_'), T('`'), T('|'), T('~'),
+    T('0'), T('1'), T('2'), T('3'), T('4'), T('5'), T('6'), T('7'), T('8'), T('9'),
+    T('A'), T('B'), T('C'), T('D'), T('E'), T('F'), T('G'), T('H'), T('I'), T('J'), T('K'), T('L'), T('M'),
+    T('N'), T('O'), T('P'), T('Q'), T('R'), T('S'), T('T'), T('U'), T('V'), T('W'), T('X'), T('Y'), T('Z'),
+    T('a'), T('b'), T('c'), T('d'), T('e'), T('f'), T('g'), T('h'), T('i'), T('j'), T('k'), T('l'), T('m'),
+    T('n'), T('o'), T('p'), T('q'), T('r'), T('s'), T('t'), T('u'), T('v'), T('w'), T('x'), T('y'), T('z'),
+};
+#undef T
 
 const char *mg_http_reason(int s) {
   switch (s) {

@@ -35,8 +35,15 @@ void mg_fields_set(mg_pool_t *p, mg_fields_t *f, const char *name, const char *v
 /* How many fields are named `name`. */
 int mg_fields_count(const mg_fields_t *f, const char *name);
 
-/* 1 when s[0..n) is an HTTP token (RFC 9110 5.6.2): a field name or a method. */
-int mg_http_is_token(const char *s, size_t n);
+/* 1 when s[0..n) is an HTTP token (RFC 9110 5.6.2): a field name or a method. Inline over
+ * a table: it runs on every field name of every backend response. */
+extern const unsigned char mg_http_tchar[256];
+static inline int mg_http_is_token(const char *s, size_t n) {
+  if (n == 0) return 0;
+  for (size_t i = 0; i < n; i++)
+    if (!mg_http_tchar[(unsigned char)s[i]]) return 0;
+  return 1;
+}
 /* 1 when v[0..n) may be an HTTP field value (RFC 9110 5.5): visible characters, obs-text,
  * and SP/HTAB between them; no other control character. Inline: it runs on every field of
  * every backend response. */
