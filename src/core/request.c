@@ -323,6 +323,9 @@ void mg_req_send_body(mg_req_t *req, char *block, const char *data, size_t len) 
 }
 
 void mg_req_send_end(mg_req_t *req) {
+  /* A response already cut stays cut: the sink saw its abort, and an end now would pass
+   * what it got off as whole. */
+  if (req->aborted) return;
   if (!req->head_sent) mg_req_send_head(req);
   if (req->body_filtered) {
     /* The last call, with eof: a filter may still add its tail. */
