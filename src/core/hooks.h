@@ -29,7 +29,8 @@ typedef struct {
   /* The balancer hooks and a Lua method: the chosen 1-based member, 0 to let the balancer
    * choose, -1 when the request was ended. */
   int (*balancer)(mg_req_t *req, mg_balancer_t *b, int method);
-  /* req.env into req->env_list and req->env_pathinfo, for the SCGI environment. */
+  /* req.env into req->env_list and req->env_pathinfo, for the SCGI environment; needed only
+   * for a request the binding has touched (req->lua). */
   void (*env_export)(mg_req_t *req);
   /* A worker starts serving cfg in loop: init_worker hooks and timers. 0 or -1. */
   int (*worker_start)(mg_config_t *cfg, uv_loop_t *loop);

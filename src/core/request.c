@@ -8,7 +8,6 @@
  * never longer than its Content-Length and never shorter without the response being cut. */
 #include "request.h"
 
-#include <lauxlib.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,7 +57,6 @@ mg_req_t *mg_req_new(mg_server_t *server, const mg_sink_t *sink, void *transport
   req->id[prefix_len + mg_fmt_hex(req->id + prefix_len, ++server->nreqs)] = 0;
   req->content_length = -1;
   req->status = 200;
-  req->env_ref = req->ctx_ref = req->self_ref = req->res_ref = req->hdr_ref[0] = req->hdr_ref[1] = LUA_NOREF;
   req->resp_length = -1;
   mg_body_init(&req->body);
   return req;

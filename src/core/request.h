@@ -117,9 +117,9 @@ struct mg_req_s {
   int redirects;
   char *redirect_url, *redirect_query, *redirect_method; /* previous hop */
 
-  /* Lua: registry references of req.env, req.ctx and the userdata; LUA_NOREF until used. */
-  int env_ref, ctx_ref, self_ref, res_ref, hdr_ref[2];
-  int phase;
+  /* The script binding's state of this request (lua/lua_request.h), opaque here: NULL until
+   * Lua touches the request, then from the pool, released by a cleanup of the pool. */
+  void *lua;
 
   /* The phase engine (phase.c): where the request is in its life, and the Lua thread it waits
    * on, if any. While a hook waits before the handler has started, the client's body is held
@@ -127,14 +127,11 @@ struct mg_req_s {
   uint8_t stage;
   uint16_t hook_i;
   unsigned hold_body : 1, handler_started : 1, is_subrequest : 1, body_ready : 1, body_reading : 1;
-  unsigned lua_attached : 1; /* the Lua binding hung its cleanup on the pool */
   void *thread;       /* the suspended mg_thread_t of a hook or content handler */
-  void *sockets;      /* cosockets the request's Lua code opened (lua_socket.c) */
   mg_kv_t *env_list;  /* req.env as plain data, for cgi_env.c (exported before the SCGI head) */
   int nenv_list;
   int env_pathinfo;   /* req.env["proxy-scgi-pathinfo"] was set */
   mg_body_t body;     /* valid when body_ready */
-  void *body_waiter;  /* the thread waiting in req:read_body() */
   mg_req_t *parent;   /* a subrequest's parent */
   int depth;          /* subrequest depth */
   /* A client request's count of subrequests (nested ones too) and the bytes of their bodies,
@@ -158,7 +155,6 @@ struct mg_req_s {
   uint64_t bytes_sent; /* body bytes */
   mg_upstream_t *up;
   void *handler_data; /* static/sendfile state */
-  void *lua_exit;     /* what req:exit()/req:redirect() asked for */
   char *remote;       /* the client's address, formatted */
   uint16_t remote_port;
   unsigned is_tls : 1; /* the client's connection is TLS (HTTPS=on, req.scheme) */

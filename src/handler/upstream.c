@@ -25,7 +25,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stddef.h>
-#include <lauxlib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -319,7 +318,7 @@ static void send_request(mg_upstream_t *up) {
   mg_var_t storage[48];
   mg_vars_t vars;
   mg_vars_init_in(&vars, storage, (int)(sizeof storage / sizeof *storage));
-  if (req->env_ref != LUA_NOREF) mg_hooks->env_export(req);
+  if (req->lua) mg_hooks->env_export(req);
   mg_cgi_env_build(req, clen, &vars);
   size_t inline_body = up->pending_bytes <= 16384 ? up->pending_bytes : 0;
   if (held) inline_body = req->body.fd < 0 && req->body.mem.len <= 16384 ? req->body.mem.len : 0;
@@ -728,7 +727,7 @@ static void explain_backend(mg_upstream_t *up) {
   mg_req_t *req = up->req;
   mg_vars_t vars;
   mg_vars_init(&vars);
-  if (req->env_ref != LUA_NOREF) mg_hooks->env_export(req);
+  if (req->lua) mg_hooks->env_export(req);
   uint64_t clen = req->redirects ? 0 : req->body_ready ? req->body.len : req->content_length > 0 ? (uint64_t)req->content_length : 0;
   mg_cgi_env_build(req, clen, &vars);
   mg_explain->backend(req, up->member, &vars);

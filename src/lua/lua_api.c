@@ -6,12 +6,10 @@
 #include <pwd.h>
 #include <string.h>
 
-#include "lua_request.h"
 #include "lua_socket.h"
 #include "lua_thread.h"
 #include "lua_util.h"
 #include "lua_shdict.h"
-#include "lua_subrequest.h"
 
 /* M._lookup("user" | "group", name) → the id, or nil: for mg.set{ user =, group = }. */
 static int l_lookup(lua_State *L) {
@@ -35,5 +33,4 @@ void mg_lua_api_open(lua_State *L) {
   mg_socket_open(L);
   mg_shdict_open(L);
   mg_util_open(L);
-  mg_lua_set_subrequest(mg_subrequest_lua);
 }

@@ -3,15 +3,27 @@
  * The core, the transports and the handlers reach Lua only through this table. Rewrite and
  * access hooks run here in Lua threads (lua_thread.c): one that never waits costs a coroutine
  * resume; one that waits hands the request back to the phase engine with mg_phase_resume when
- * its thread has ended. The other entries are the binding's functions in lua_request.c. */
+ * its thread has ended. Balancer, header_filter, body_filter and log hooks run in one
+ * protected call each and cannot wait. A Lua error ends the request with 500 (or cuts the
+ * connection when the head is already sent) and logs the traceback; the worker goes on. */
 #include "lua_hooks.h"
 
+#include <assert.h>
+#include <lauxlib.h>
+#include <string.h>
+
+#include "balancer.h"
 #include "hooks.h"
 #include "log.h"
+#include "loop.h"
 #include "lua_request.h"
+#include "lua_res.h"
 #include "lua_thread.h"
 #include "lua_vm.h"
+#include "lua_worker.h"
 #include "phase.h"
+
+/* ---- rewrite and access: hooks in Lua threads ----------------------------------------------- */
 
 /* What a finished hook asked for: MG_OK to go on, MG_ENDED when it failed (500), answered or
  * restarted the request. */
@@ -42,7 +54,9 @@ static void on_hook_done(mg_thread_t *t, int rc) {
 
 static int run_hook(mg_req_t *req, int phase, int ref) {
   if (mg_explain) mg_explain->hook_begin(req, phase, ref);
-  mg_thread_t *t = mg_lua_hook_thread(req, ref, 1 << phase);
+  mg_thread_t *t = mg_thread_new(req->cfg->L, req, 1 << phase);
+  lua_rawgeti(t->co, LUA_REGISTRYINDEX, ref); /* co: fn */
+  mg_lua_push_req(t->co, req);                /* co: fn req */
   t->on_done = on_hook_done;
   int rc = mg_thread_start(t, 1);
   if (rc == MG_THREAD_WAIT) {
@@ -58,16 +72,231 @@ static void abandon(mg_req_t *req) {
   if (t) mg_thread_abort(t);
 }
 
+/* ---- header_filter, body_filter, log: hooks in one protected call --------------------------- */
+
+/* Calls one hook with the request (and the response, for header_filter and log). Returns
+ * MG_OK, or -1 (a failure) after logging the Lua error. */
+static int call_hook(mg_req_t *req, int ref, int phase_bit, int with_res) {
+  lua_State *L = req->cfg->L;
+  int top = lua_gettop(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+  mg_lua_push_req(L, req);
+  if (with_res) mg_lua_push_res(L, req);
+  mg_lua_req_t *lr = req->lua;
+  int saved = lr->phase, saved_now = mg_lua_phase_now;
+  lr->phase = mg_lua_phase_now = phase_bit;
+  char err[2048];
+  int rc = mg_lua_call(L, with_res ? 2 : 1, 0, err, sizeof err);
+  lr->phase = saved, mg_lua_phase_now = saved_now;
+  if (rc < 0) mg_log_error(MG_LOG_ERROR, req->id, "Lua error in %s hook: %s", mg_lua_phase_name(phase_bit), err);
+  assert(lua_gettop(L) == top);
+  (void)top;
+  return rc;
+}
+
+/* The global hooks first, then the route's; the first that fails stops the others. */
+static void header_filter(mg_req_t *req) {
+  for (int i = 0, n = mg_req_hook_count(req, MG_PHASE_HEADER_FILTER); i < n; i++) {
+    if (call_hook(req, mg_req_hook_at(req, MG_PHASE_HEADER_FILTER, i), MG_PH_HEADER_FILTER, 1) < 0) {
+      /* The head is not out yet: request.c replaces the response with a 500 page. */
+      req->filter_failed = 1;
+      return;
+    }
+  }
+}
+
+/* Every log hook runs: an error is logged, and the response is already complete. */
+static void log_phase(mg_req_t *req) {
+  for (int i = 0, n = mg_req_hook_count(req, MG_PHASE_LOG); i < n; i++)
+    call_hook(req, mg_req_hook_at(req, MG_PHASE_LOG, i), MG_PH_LOG, 1);
+}
+
+/* Every hook sees the chunk the previous one left; a string return replaces it. MG_OK with
+ * the chunk to send in *out (malloc'd, the caller's), or -1 (a failure) after logging. */
+static int body_filter(mg_req_t *req, const char *data, size_t len, int eof, char **out, size_t *out_len) {
+  lua_State *L = req->cfg->L;
+  int top = lua_gettop(L);
+  lua_pushlstring(L, data, len); /* the current chunk */
+  int rc = MG_OK;
+  mg_lua_req_t *lr = mg_lua_req_attach(req);
+  int saved = lr->phase, saved_now = mg_lua_phase_now;
+  for (int i = 0, n = mg_req_hook_count(req, MG_PHASE_BODY_FILTER); i < n; i++) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, mg_req_hook_at(req, MG_PHASE_BODY_FILTER, i));
+    mg_lua_push_req(L, req);
+    mg_lua_push_res(L, req);
+    lua_pushvalue(L, top + 1);
+    lua_pushboolean(L, eof);
+    lr->phase = mg_lua_phase_now = MG_PH_BODY_FILTER;
+    char err[2048];
+    rc = mg_lua_call(L, 4, 1, err, sizeof err);
+    lr->phase = saved, mg_lua_phase_now = saved_now;
+    if (rc < 0) {
+      mg_log_error(MG_LOG_ERROR, req->id, "Lua error in body_filter hook: %s", err);
+      break;
+    }
+    if (lua_type(L, -1) == LUA_TSTRING) lua_replace(L, top + 1);
+    else lua_pop(L, 1);
+  }
+  if (rc == MG_OK) {
+    size_t n;
+    const char *s = lua_tolstring(L, top + 1, &n);
+    *out = mg_malloc(n ? n : 1);
+    memcpy(*out, s, n);
+    *out_len = n;
+  }
+  lua_settop(L, top);
+  return rc;
+}
+
+/* ---- balancer ------------------------------------------------------------------------------- */
+
+/* The members as plain views, the second argument of a balancer hook or Lua method. */
+static void push_members(lua_State *L, mg_balancer_t *b) {
+  uint64_t now = mg_now_ms();
+  lua_createtable(L, b->nmembers, 0);
+  for (int i = 0; i < b->nmembers; i++) {
+    mg_member_t *m = &b->members[i];
+    lua_createtable(L, 0, 9);
+    lua_pushinteger(L, i + 1);
+    lua_setfield(L, -2, "index");
+    lua_pushstring(L, m->addr.url);
+    lua_setfield(L, -2, "name");
+    if (m->route) lua_pushstring(L, m->route), lua_setfield(L, -2, "route");
+    lua_pushinteger(L, m->lbfactor);
+    lua_setfield(L, -2, "lbfactor");
+    char flags[8] = "", *f = flags;
+    if (m->flags & MG_MEMBER_DISABLED) *f++ = 'D';
+    if (m->flags & MG_MEMBER_HOT_STANDBY) *f++ = 'H';
+    if (m->flags & MG_MEMBER_STOPPED) *f++ = 'S';
+    if (m->flags & MG_MEMBER_DRAINING) *f++ = 'N';
+    *f = 0;
+    lua_pushstring(L, flags);
+    lua_setfield(L, -2, "status");
+    lua_pushinteger(L, (lua_Integer)m->local.inflight);
+    lua_setfield(L, -2, "inflight");
+    lua_pushnumber(L, (lua_Number)m->local.requests);
+    lua_setfield(L, -2, "requests");
+    lua_pushnumber(L, (lua_Number)m->local.errors);
+    lua_setfield(L, -2, "errors");
+    lua_pushboolean(L, mg_member_usable(m, now));
+    lua_setfield(L, -2, "usable");
+    lua_rawseti(L, -2, i + 1);
+  }
+}
+
+/* Reads a member choice at the top of the stack: a member view, an index or a URL. Pops it
+ * and returns the 1-based member, or 0 for none. */
+static int member_choice(lua_State *L, mg_balancer_t *b) {
+  int idx = 0;
+  if (lua_type(L, -1) == LUA_TNUMBER) idx = (int)lua_tointeger(L, -1);
+  else if (lua_istable(L, -1)) {
+    lua_getfield(L, -1, "index");
+    idx = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+  } else if (lua_type(L, -1) == LUA_TSTRING) {
+    const char *url = lua_tostring(L, -1);
+    for (int i = 0; i < b->nmembers; i++)
+      if (strcmp(b->members[i].addr.url, url) == 0) idx = i + 1;
+  }
+  lua_pop(L, 1);
+  return idx >= 1 && idx <= b->nmembers ? idx : 0;
+}
+
+/* Calls a balancer hook or Lua method as fn(req, members). Returns its choice (0: none), or
+ * -1 when it failed (500, the error logged) or called req:exit. */
+static int call_chooser(mg_req_t *req, mg_balancer_t *b, int ref, const char *what) {
+  lua_State *L = req->cfg->L;
+  int top = lua_gettop(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+  mg_lua_push_req(L, req);
+  push_members(L, b);
+  mg_lua_req_t *lr = req->lua;
+  int saved_now = mg_lua_phase_now;
+  lr->phase = mg_lua_phase_now = MG_PH_BALANCER;
+  char err[2048];
+  int rc = mg_lua_call(L, 2, 1, err, sizeof err);
+  lr->phase = 0, mg_lua_phase_now = saved_now;
+  if (rc < 0) {
+    mg_log_error(MG_LOG_ERROR, req->id, "Lua error in %s of balancer %s: %s", what, b->name, err);
+    mg_req_error(req, 500, NULL);
+    return -1;
+  }
+  int idx = member_choice(L, b);
+  assert(lua_gettop(L) == top);
+  (void)top;
+  const char *unused;
+  if (mg_lua_take_exit(req, &unused) != MG_LUA_EXIT_NONE) return -1;
+  return idx;
+}
+
+static int balancer_hook(mg_req_t *req, mg_balancer_t *b, int ref) {
+  if (!mg_explain) return call_chooser(req, b, ref, "balancer hook");
+  mg_explain->hook_begin(req, MG_PHASE_BALANCER, ref);
+  int idx = call_chooser(req, b, ref, "balancer hook");
+  mg_explain->hook_end(req, idx < 0 ? "the hook failed or ended the request (see the error log)" : NULL);
+  return idx;
+}
+
+/* The hooks in order until one chooses a member or ends the request; then a Lua method. */
+static int balancer(mg_req_t *req, mg_balancer_t *b, int method) {
+  for (int i = 0, n = mg_req_hook_count(req, MG_PHASE_BALANCER); i < n; i++) {
+    int idx = balancer_hook(req, b, mg_req_hook_at(req, MG_PHASE_BALANCER, i));
+    if (idx != 0) return idx;
+  }
+  if (method && b->method == MG_LB_LUA) return call_chooser(req, b, b->method_ref, "method");
+  return 0;
+}
+
+/* ---- req.env as plain data ------------------------------------------------------------------ */
+
+/* Copies req.env into req->env_list and req->env_pathinfo, the plain data cgi_env.c reads.
+ * Cheap for a request whose Lua never made req.env. */
+static void env_export(mg_req_t *req) {
+  req->nenv_list = 0;
+  req->env_pathinfo = 0;
+  mg_lua_req_t *lr = req->lua;
+  if (!lr || lr->env_ref == LUA_NOREF) return;
+  lua_State *L = req->cfg->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, lr->env_ref); /* env */
+  int n = 0;
+  lua_pushnil(L);
+  while (lua_next(L, -2)) n++, lua_pop(L, 1);
+  req->env_list = mg_pool_alloc(&req->pool, sizeof(mg_kv_t) * (size_t)(n ? n : 1));
+  lua_pushnil(L);
+  while (lua_next(L, -2)) { /* env key value */
+    size_t nl = 0, vl = 0;
+    const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &nl) : NULL;
+    int remove = lua_isboolean(L, -1) && !lua_toboolean(L, -1);
+    int t = lua_type(L, -1);
+    const char *v = remove ? NULL : (t == LUA_TSTRING || t == LUA_TNUMBER) ? lua_tolstring(L, -1, &vl) : NULL;
+    if (k && strcmp(k, "proxy-scgi-pathinfo") == 0) {
+      req->env_pathinfo = !remove && t != LUA_TNIL;
+    } else if (!k || (!v && !remove) || memchr(k, 0, nl) || (v && memchr(v, 0, vl)) || nl == 0) {
+      mg_log_error(MG_LOG_WARN, req->id, "req.env: entries must be name = string, number or false; one dropped");
+    } else if (strcmp(k, "CONTENT_LENGTH") == 0 || strcmp(k, "SCGI") == 0) {
+      mg_log_error(MG_LOG_WARN, req->id, "req.env: %s cannot be overridden", k);
+    } else {
+      mg_kv_t *kv = &req->env_list[req->nenv_list++];
+      kv->name = mg_pool_strndup(&req->pool, k, nl);
+      kv->value = v ? mg_pool_strndup(&req->pool, v, vl) : NULL;
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+}
+
+/* ---- the table ------------------------------------------------------------------------------ */
+
 static uint64_t calls(void) { return mg_lua_calls; }
 
 static const mg_hooks_table_t lua_hooks = {
     .run = run_hook,
     .abandon = abandon,
-    .header_filter = mg_lua_header_filter,
-    .body_filter = mg_lua_body_filter,
-    .log = mg_lua_log_phase,
-    .balancer = mg_lua_balancer,
-    .env_export = mg_lua_env_export,
+    .header_filter = header_filter,
+    .body_filter = body_filter,
+    .log = log_phase,
+    .balancer = balancer,
+    .env_export = env_export,
     .worker_start = mg_lua_worker_init,
     .calls = calls,
 };

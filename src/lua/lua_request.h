@@ -1,61 +1,92 @@
-/* lua_request: the request phases run in Lua, and the `req` and `res` objects (SPEC 4).
+/* lua_request: the Lua state of one request, and the checks every request API makes.
  *
  * A request enters Lua only when a hook or handler is configured for it: the engine asks
- * mg_req_hook_count() first, which reads two counters and touches no Lua state. rewrite and
- * access hooks run in Lua threads started by the engine (phase.c), so they may wait;
- * balancer, header_filter and log hooks run here in one protected call each and cannot. A Lua
- * error ends the request with 500 (or cuts the connection when the head is already sent) and
- * logs the traceback; the worker goes on. */
+ * mg_req_hook_count() first, which reads two counters and touches no Lua state, and a request
+ * that never enters Lua costs the binding nothing (req->lua stays NULL). The first time Lua
+ * touches a request (its `req` object is made, a subrequest is given an env), one
+ * mg_lua_req_t is taken from the request's pool and a cleanup of that pool is registered: the
+ * Lua side of the request (references, cosockets, a waiting thread) is released with it.
+ *
+ * The API around the request is split by what it owns: the req object (lua_req.c), the res
+ * object (lua_res.c), the header proxies and the one rule for a table of header fields
+ * (lua_headers.c), the request body (lua_body.c), the hook points of the core (lua_hooks.c),
+ * a worker's start: init_worker and timers (lua_worker.c). This file is the lowest of them:
+ * it calls none. */
 #ifndef MG_LUA_REQUEST_H
 #define MG_LUA_REQUEST_H
 
 #include <lua.h>
 
-#include "request.h"
 #include "lua_thread.h"
+#include "lua_worker.h" /* mg_lua_worker_prepare, which explain.c finds here */
+#include "request.h"
 
-/* A Lua thread ready to run hook `ref` as fn(req) in phase `phase_bit` (MG_PH_*). */
-mg_thread_t *mg_lua_hook_thread(mg_req_t *req, int ref, int phase_bit);
-/* What req:exit()/req:redirect() asked for, once the hook or handler has returned:
- * MG_LUA_EXIT_NONE; MG_LUA_EXIT_RESPONDED (the response is under way); MG_LUA_EXIT_REDIRECT
- * with the local URI in *redirect (the caller restarts the request). */
+/* The metatables of the request's objects, made once per worker (mg_lua_worker_prepare). */
+#define MG_LUA_REQ_MT "moongate.req"
+#define MG_LUA_RES_MT "moongate.res"
+#define MG_LUA_HDR_MT "moongate.headers"
+
+/* A userdata of the request (req, res, a headers proxy) starts with its request pointer: the
+ * release clears it, so an object kept past its request raises an error, never reads freed
+ * memory. */
+typedef struct {
+  mg_req_t *req;
+} mg_lua_box_t;
+
+/* What req:exit() / req:redirect() asked for, kept until the hook or handler returns. */
+typedef struct {
+  int status; /* 0: no req:exit */
+  char *body;
+  size_t body_len;
+  int redirect;
+  char *location;
+} mg_lua_exit_t;
+
+/* The request's Lua state, hung on req->lua (from its pool) by mg_lua_req_attach. */
+typedef struct mg_lua_req_s {
+  /* Registry references (LUA_NOREF until made): the req, res and headers userdata, req.env
+   * and req.ctx. */
+  int self_ref, res_ref, hdr_ref[2], env_ref, ctx_ref;
+  int phase;                      /* MG_PH_* the request's Lua code runs in now, 0 between */
+  void *sockets;                  /* the cosockets its Lua code opened (lua_socket.c) */
+  mg_thread_t *body_waiter;       /* the thread waiting in req:read_body() */
+  mg_lua_exit_t exit;
+} mg_lua_req_t;
+
+/* The request's Lua state, made on first use: its references set to LUA_NOREF and the pool
+ * cleanup that releases it registered. Then the same state on every call. Never fails (out
+ * of memory aborts). */
+mg_lua_req_t *mg_lua_req_attach(mg_req_t *req);
+
+/* Pushes the request's `req` userdata, made on first use (and attaching the request). */
+void mg_lua_push_req(lua_State *L, mg_req_t *req);
+/* The request behind the req userdata at idx; raises when it has ended. */
+mg_req_t *mg_lua_check_req(lua_State *L, int idx);
+/* Raises "API disabled in the context of <phase>: <what>" unless the request's Lua code runs
+ * in one of the `allowed` phases (MG_PH_* bits), as lua-nginx-module does. */
+void mg_lua_check_phase(lua_State *L, mg_req_t *req, int allowed, const char *what);
+/* Inside a Lua thread, raises unless `req` is that thread's own request: what a waiting call
+ * starts for it (a subrequest, a body read) would not end with it. */
+void mg_lua_check_own(lua_State *L, mg_req_t *req, const char *what);
+/* For a waiting call on `req` (req:subrequest): the running thread, after mg_thread_check and
+ * mg_lua_check_own (a req kept from another request, or used from a timer, is refused). */
+mg_thread_t *mg_lua_check_own_req(lua_State *L, mg_req_t *req, const char *what);
+
+/* What req:exit() / req:redirect() will do once the hook or handler has returned. */
+mg_lua_exit_t *mg_lua_exit_of(mg_req_t *req);
+/* What they asked for, taken once the hook or handler has returned: MG_LUA_EXIT_NONE;
+ * MG_LUA_EXIT_RESPONDED (the response is under way); MG_LUA_EXIT_REDIRECT with the local URI
+ * in *redirect (the caller restarts the request). */
 enum { MG_LUA_EXIT_NONE, MG_LUA_EXIT_RESPONDED, MG_LUA_EXIT_REDIRECT };
 int mg_lua_take_exit(mg_req_t *req, const char **redirect);
+/* Forgets what they asked for (the hook failed: its 500 wins). */
 void mg_lua_exit_clear(mg_req_t *req);
-void mg_lua_push_req(lua_State *L, mg_req_t *req);
-/* A plain table of header fields (lowercase names, lists for repeats), as req:headers(). */
-void mg_lua_push_fields(lua_State *L, const mg_fields_t *f);
+
 /* A response status from Lua (a return value, req:exit, res.status) must be a final status:
  * a whole number from 200 to 599 (1xx would be sent as the final response while the client
  * waits for another). 1 with it in *status, 0 for anything else. */
 int mg_lua_final_status(lua_State *L, int idx, int *status);
 /* The value at idx as text for an error message ("101", "'abc'", "nil"); may push a string. */
 const char *mg_lua_status_text(lua_State *L, int idx);
-/* The request behind the req userdata at idx; raises when it has ended. */
-mg_req_t *mg_lua_check_req(lua_State *L, int idx);
-/* For a waiting call on `req` (req:subrequest, req:read_body): the running thread, after
- * mg_thread_check; raises when req is not that thread's own request (a req kept from another
- * request, or used from a timer): what waits for it would not end with it. */
-mg_thread_t *mg_lua_check_own_req(lua_State *L, mg_req_t *req, const char *what);
-void mg_lua_header_filter(mg_req_t *req);
-void mg_lua_log_phase(mg_req_t *req);
-/* Runs the body_filter hooks on a chunk (eof on the last call). Returns 0 with the chunk to
- * send in *out (malloc'd, owned by the caller), or -1 after logging a Lua error. */
-int mg_lua_body_filter(mg_req_t *req, const char *data, size_t len, int eof, char **out, size_t *out_len);
-/* Runs the balancer hooks and a Lua method. Returns the chosen 1-based member index, 0 to
- * leave the choice to the balancer, or -1 when the request was ended. */
-int mg_lua_balancer(mg_req_t *req, mg_balancer_t *b, int method);
-/* Copies req.env into req->env_list / req->env_pathinfo, the plain data cgi_env.c reads. */
-void mg_lua_env_export(mg_req_t *req);
-/* Lua has a hold on req (a reference, a cosocket, a waiting thread): what it holds is
- * released by a cleanup of the request's pool. Once per request; push_req calls it. */
-void mg_lua_req_attach(mg_req_t *req);
-/* Runs init_worker hooks and starts mg.timer timers in a worker's loop. */
-int mg_lua_worker_init(mg_config_t *cfg, uv_loop_t *loop);
-/* What a worker's Lua state needs before it serves, without init_worker or timers (--explain). */
-void mg_lua_worker_prepare(mg_config_t *cfg, uv_loop_t *loop);
-
-/* req:subrequest is implemented in subrequest.c. */
-void mg_lua_set_subrequest(lua_CFunction fn);
 
 #endif

@@ -15,6 +15,7 @@
 #include <sys/un.h>
 
 #include "log.h"
+#include "lua_request.h"
 #include "lua_thread.h"
 #include "lua_vm.h"
 #include "stream.h"
@@ -226,7 +227,8 @@ static void attach(sock_box_t *b, mg_socket_t *s, mg_thread_t *t) {
   b->s = s;
   s->box = b;
   s->read_ms = b->read_ms;
-  owner_link(s, t->req ? &t->req->sockets : &t->sockets);
+  mg_lua_req_t *lr = t->req ? t->req->lua : NULL; /* a request's thread: attached */
+  owner_link(s, lr ? &lr->sockets : &t->sockets);
 }
 
 static int l_tcp(lua_State *L) {

@@ -23,7 +23,7 @@
 #include <lua.h>
 #include <stdint.h>
 
-/* Closes every cosocket in an owner's list (req->sockets, a timer thread's). */
+/* Closes every cosocket in an owner's list (a request's, in its mg_lua_req_t; a timer thread's). */
 void mg_socket_close_owned(void **list);
 
 /* The default timeout of cosocket operations and pooled connections (ms), once per worker. */

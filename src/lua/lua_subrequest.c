@@ -17,6 +17,7 @@
 #include <strings.h>
 
 #include "log.h"
+#include "lua_headers.h"
 #include "lua_request.h"
 #include "lua_thread.h"
 #include "lua_vm.h"
@@ -277,8 +278,7 @@ int mg_subrequest_lua(lua_State *L) {
         lua_insert(L, -2);
         lua_rawset(L, -4);
       }
-      mg_lua_req_attach(child);
-      child->env_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+      mg_lua_req_attach(child)->env_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     }
     lua_pop(L, 1);
   }

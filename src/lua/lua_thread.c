@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "lua_request.h"
 #include "lua_vm.h"
 #include "phase.h"
 
@@ -75,10 +76,12 @@ mg_thread_t *mg_thread_new(lua_State *L, mg_req_t *req, int phase) {
 static int thread_run(mg_thread_t *t, int nargs) {
   mg_thread_t *saved = running;
   int saved_phase = mg_lua_phase_now;
-  int saved_req_phase = t->req ? t->req->phase : 0;
+  /* A thread with a request runs its Lua code, so the request is attached (mg_lua_push_req). */
+  mg_lua_req_t *lr = t->req ? t->req->lua : NULL;
+  int saved_req_phase = lr ? lr->phase : 0;
   running = t;
   mg_lua_phase_now = t->phase;
-  if (t->req) t->req->phase = t->phase;
+  if (lr) lr->phase = t->phase;
   t->cancel = NULL, t->wait = NULL, t->waiting = 0;
   mg_lua_calls++;
   mg_lua_enter();
@@ -86,7 +89,7 @@ static int thread_run(mg_thread_t *t, int nargs) {
   mg_lua_leave();
   running = saved;
   mg_lua_phase_now = saved_phase;
-  if (t->req) t->req->phase = saved_req_phase;
+  if (lr) lr->phase = saved_req_phase;
   if (rc == LUA_YIELD) {
     if (t->waiting) return MG_THREAD_WAIT;
     /* A bare coroutine.yield() in a hook: nothing would ever resume it. */
