@@ -21,14 +21,14 @@ typedef struct {
   void (*abandon)(mg_req_t *req);
   /* The header_filter hooks, before the head is framed; an error sets req->filter_failed. */
   void (*header_filter)(mg_req_t *req);
-  /* The body_filter hooks on a piece (eof on the last call): 0 with the piece to send in
-   * *out (malloc'd, the caller's), or -1 after logging the error. */
+  /* The body_filter hooks on a piece (eof on the last call): MG_OK with the piece to send in
+   * *out (malloc'd, the caller's), or a negative value (a failure) after logging the error. */
   int (*body_filter)(mg_req_t *req, const char *data, size_t len, int eof, char **out, size_t *out_len);
   /* The log hooks, once the response is complete. */
   void (*log)(mg_req_t *req);
-  /* The balancer hooks and a Lua method: the chosen 1-based member, 0 to let the balancer
-   * choose, -1 when the request was ended. */
-  int (*balancer)(mg_req_t *req, mg_balancer_t *b, int method);
+  /* The balancer hooks and a Lua method: MG_OK with the chosen 1-based member in *member (0
+   * to let the balancer choose), or MG_ENDED when a hook failed (500) or answered. */
+  int (*balancer)(mg_req_t *req, mg_balancer_t *b, int method, int *member);
   /* req.env into req->env_list and req->env_pathinfo, for the SCGI environment; needed only
    * for a request the binding has touched (req->lua). */
   void (*env_export)(mg_req_t *req);

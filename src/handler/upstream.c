@@ -696,8 +696,8 @@ static int pick_member(mg_upstream_t *up) {
   if (!up->balancer) return 0;
   mg_balancer_t *b = up->balancer;
   mg_member_t *m = NULL;
-  int idx = mg_hooks && (mg_req_hook_count(req, MG_PHASE_BALANCER) || b->method == MG_LB_LUA) ? mg_hooks->balancer(req, b, 1) : 0;
-  if (idx < 0) {
+  int idx = 0;
+  if (mg_hooks && (mg_req_hook_count(req, MG_PHASE_BALANCER) || b->method == MG_LB_LUA) && mg_hooks->balancer(req, b, 1, &idx) == MG_ENDED) {
     up_close(up);
     return -1;
   }

@@ -74,7 +74,7 @@ static void lua_start(mg_req_t *req) {
   mg_lua_push_req(t->co, req);                                     /* co: fn req */
   t->on_done = on_done;
   int rc = mg_thread_start(t, 1);
-  if (rc == MG_THREAD_WAIT) {
+  if (rc == MG_WAITS) {
     req->thread = t;
     return;
   }

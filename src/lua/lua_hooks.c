@@ -59,7 +59,7 @@ static int run_hook(mg_req_t *req, int phase, int ref) {
   mg_lua_push_req(t->co, req);                /* co: fn req */
   t->on_done = on_hook_done;
   int rc = mg_thread_start(t, 1);
-  if (rc == MG_THREAD_WAIT) {
+  if (rc == MG_WAITS) {
     req->thread = t;
     return MG_WAITS;
   }
@@ -202,9 +202,9 @@ static int member_choice(lua_State *L, mg_balancer_t *b) {
   return idx >= 1 && idx <= b->nmembers ? idx : 0;
 }
 
-/* Calls a balancer hook or Lua method as fn(req, members). Returns its choice (0: none), or
- * -1 when it failed (500, the error logged) or called req:exit. */
-static int call_chooser(mg_req_t *req, mg_balancer_t *b, int ref, const char *what) {
+/* Calls a balancer hook or Lua method as fn(req, members). MG_OK with its choice in *member
+ * (0: none), or MG_ENDED when it failed (500, the error logged) or called req:exit. */
+static int call_chooser(mg_req_t *req, mg_balancer_t *b, int ref, const char *what, int *member) {
   lua_State *L = req->cfg->L;
   int top = lua_gettop(L);
   lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
@@ -219,32 +219,33 @@ static int call_chooser(mg_req_t *req, mg_balancer_t *b, int ref, const char *wh
   if (rc < 0) {
     mg_log_error(MG_LOG_ERROR, req->id, "Lua error in %s of balancer %s: %s", what, b->name, err);
     mg_req_error(req, 500, NULL);
-    return -1;
+    return MG_ENDED;
   }
-  int idx = member_choice(L, b);
+  *member = member_choice(L, b);
   assert(lua_gettop(L) == top);
   (void)top;
   const char *unused;
-  if (mg_lua_take_exit(req, &unused) != MG_LUA_EXIT_NONE) return -1;
-  return idx;
+  if (mg_lua_take_exit(req, &unused) != MG_LUA_EXIT_NONE) return MG_ENDED;
+  return MG_OK;
 }
 
-static int balancer_hook(mg_req_t *req, mg_balancer_t *b, int ref) {
-  if (!mg_explain) return call_chooser(req, b, ref, "balancer hook");
+static int balancer_hook(mg_req_t *req, mg_balancer_t *b, int ref, int *member) {
+  if (!mg_explain) return call_chooser(req, b, ref, "balancer hook", member);
   mg_explain->hook_begin(req, MG_PHASE_BALANCER, ref);
-  int idx = call_chooser(req, b, ref, "balancer hook");
-  mg_explain->hook_end(req, idx < 0 ? "the hook failed or ended the request (see the error log)" : NULL);
-  return idx;
+  int rc = call_chooser(req, b, ref, "balancer hook", member);
+  mg_explain->hook_end(req, rc == MG_ENDED ? "the hook failed or ended the request (see the error log)" : NULL);
+  return rc;
 }
 
 /* The hooks in order until one chooses a member or ends the request; then a Lua method. */
-static int balancer(mg_req_t *req, mg_balancer_t *b, int method) {
+static int balancer(mg_req_t *req, mg_balancer_t *b, int method, int *member) {
+  *member = 0;
   for (int i = 0, n = mg_req_hook_count(req, MG_PHASE_BALANCER); i < n; i++) {
-    int idx = balancer_hook(req, b, mg_req_hook_at(req, MG_PHASE_BALANCER, i));
-    if (idx != 0) return idx;
+    int rc = balancer_hook(req, b, mg_req_hook_at(req, MG_PHASE_BALANCER, i), member);
+    if (rc != MG_OK || *member) return rc;
   }
-  if (method && b->method == MG_LB_LUA) return call_chooser(req, b, b->method_ref, "method");
-  return 0;
+  if (method && b->method == MG_LB_LUA) return call_chooser(req, b, b->method_ref, "method", member);
+  return MG_OK;
 }
 
 /* ---- req.env as plain data ------------------------------------------------------------------ */

@@ -91,7 +91,7 @@ static int thread_run(mg_thread_t *t, int nargs) {
   mg_lua_phase_now = saved_phase;
   if (lr) lr->phase = saved_req_phase;
   if (rc == LUA_YIELD) {
-    if (t->waiting) return MG_THREAD_WAIT;
+    if (t->waiting) return MG_WAITS;
     /* A bare coroutine.yield() in a hook: nothing would ever resume it. */
     t->error = mg_strdup("coroutine.yield() called outside a waiting call (use mg.sleep, cosockets, mg.wait)");
     t->failed = 1;
@@ -99,7 +99,7 @@ static int thread_run(mg_thread_t *t, int nargs) {
   }
   if (rc == 0) {
     t->done = 1;
-    return MG_THREAD_DONE;
+    return MG_OK;
   }
   const char *msg = lua_tostring(t->co, -1);
   luaL_traceback(t->L, t->co, msg ? msg : "(error object is not a string)", 0);
@@ -113,7 +113,7 @@ int mg_thread_start(mg_thread_t *t, int nargs) { return thread_run(t, nargs); }
 
 void mg_thread_resume(mg_thread_t *t, int nargs) {
   int rc = thread_run(t, nargs);
-  if (rc != MG_THREAD_WAIT) t->on_done(t, rc);
+  if (rc != MG_WAITS) t->on_done(t, rc);
 }
 
 static void unqueue(mg_thread_t *t) {
@@ -324,7 +324,7 @@ static int l_spawn(lua_State *L) {
   lua_pushvalue(L, -1);
   c->handle_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   int rc = mg_thread_start(c, n - 1);
-  if (rc != MG_THREAD_WAIT) on_child_done(c, rc);
+  if (rc != MG_WAITS) on_child_done(c, rc);
   return 1;
 }
 

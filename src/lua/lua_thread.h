@@ -44,7 +44,10 @@ const char *mg_lua_phase_name(int phase_bit);
 /* The phase Lua code runs in right now (0 outside any). Set by whoever calls into Lua. */
 extern int mg_lua_phase_now;
 
-enum { MG_THREAD_DONE, MG_THREAD_WAIT, MG_THREAD_ERROR };
+/* A thread's result is in the tree's vocabulary (request.h): MG_OK (the coroutine returned),
+ * MG_WAITS (it waits: on_done follows), or MG_THREAD_ERROR, a failure and so negative: the
+ * Lua code raised an error (t->error). */
+enum { MG_THREAD_ERROR = -1 };
 
 typedef struct mg_thread_s mg_thread_t;
 typedef void (*mg_thread_done_cb)(mg_thread_t *t, int rc);
@@ -55,7 +58,7 @@ struct mg_thread_s {
   lua_State *L;      /* the configuration's main state */
   mg_req_t *req;     /* NULL for timers and init_worker */
   int phase;         /* MG_PH_* */
-  mg_thread_done_cb on_done; /* a thread that waited and then ended: DONE or ERROR */
+  mg_thread_done_cb on_done; /* a thread that waited and then ended: MG_OK or MG_THREAD_ERROR */
   void *data;        /* the owner's */
   /* The current wait: what to call to give it up on abort. */
   void (*cancel)(mg_thread_t *t);
@@ -78,8 +81,8 @@ uv_loop_t *mg_thread_loop(void);
 /* A thread ready to run: push the function and its arguments onto t->co, then call
  * mg_thread_start. `req` may be NULL. Never fails (out of memory aborts). */
 mg_thread_t *mg_thread_new(lua_State *L, mg_req_t *req, int phase);
-/* Runs until the coroutine returns (MG_THREAD_DONE: its results are on t->co), fails
- * (MG_THREAD_ERROR: t->error) or waits (MG_THREAD_WAIT: on_done is called when it has ended). */
+/* Runs until the coroutine returns (MG_OK: its results are on t->co), fails
+ * (MG_THREAD_ERROR: t->error) or waits (MG_WAITS: on_done is called when it has ended). */
 int mg_thread_start(mg_thread_t *t, int nargs);
 /* Gives the thread back: a finished coroutine returns to the pool. Aborts what still waits. */
 void mg_thread_release(mg_thread_t *t);

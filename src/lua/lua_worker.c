@@ -37,7 +37,7 @@ static void on_lua_timer(uv_timer_t *tm) {
   t->on_done = on_timer_done;
   t->data = lt;
   int rc = mg_thread_start(t, 0);
-  if (rc == MG_THREAD_WAIT) lt->running = t;
+  if (rc == MG_WAITS) lt->running = t;
   else on_timer_done(t, rc);
 }
 
@@ -67,7 +67,7 @@ int mg_lua_worker_init(mg_config_t *cfg, uv_loop_t *loop) {
     lua_rawgeti(t->co, LUA_REGISTRYINDEX, cfg->init_worker.refs[i]);
     t->on_done = on_init_worker_done;
     int rc = mg_thread_start(t, 0);
-    if (rc != MG_THREAD_WAIT) on_init_worker_done(t, rc);
+    if (rc != MG_WAITS) on_init_worker_done(t, rc);
   }
   for (int i = 0; i < cfg->ntimers; i++) {
     lua_timer_t *lt = mg_calloc(1, sizeof *lt);
