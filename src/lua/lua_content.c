@@ -2,13 +2,15 @@
  *
  * The function runs in a Lua thread as fn(req) and may wait; it answers by returning
  * `status, body, headers` or through req:exit / req:redirect. A Lua error is a 500 with the
- * traceback in the error log. */
+ * traceback in the error log; so is a returned status that is not final, or a header field
+ * that could not be sent (lua_headers.h), logged with the route. */
 #include <lauxlib.h>
 #include <lua.h>
 #include <string.h>
 
 #include "handler.h"
 #include "log.h"
+#include "lua_headers.h"
 #include "lua_request.h"
 #include "lua_thread.h"
 #include "phase.h"
@@ -23,16 +25,12 @@ static void respond(mg_req_t *req, lua_State *co) {
     return;
   }
   if (lua_istable(co, 3)) {
-    lua_pushnil(co);
-    while (lua_next(co, 3)) {
-      size_t nl, vl;
-      const char *n = lua_type(co, -2) == LUA_TSTRING ? lua_tolstring(co, -2, &nl) : NULL;
-      const char *v = lua_tolstring(co, -1, &vl);
-      if (n && v && mg_http_is_token(n, nl) && !strpbrk(v, "\r\n") && strlen(v) == vl)
-        mg_fields_set(&req->pool, &req->resp_headers, n, v);
-      else
-        mg_log_error(MG_LOG_WARN, req->id, "content handler of route %s returned a bad header; dropped", req->route->decl);
-      lua_pop(co, 1);
+    const char *err = mg_lua_fields_from_table(co, 3, &req->pool, &req->resp_headers, 1);
+    if (err) {
+      mg_log_error(MG_LOG_ERROR, req->id, "content handler of route %s returned headers that cannot be sent: %s",
+                   req->route->decl, err);
+      mg_req_error(req, 500, NULL);
+      return;
     }
   }
   size_t bl = 0;

@@ -17,6 +17,57 @@ typedef struct {
   int response;  /* 0: request headers, 1: response headers */
 } hdr_box_t;
 
+/* ---- the rule for a field set from Lua ------------------------------------------------------ */
+
+/* NULL when the name is a token, else the message, pushed. */
+static const char *bad_name(lua_State *L, const char *name, size_t nl) {
+  return mg_http_is_token(name, nl) ? NULL : lua_pushfstring(L, "invalid header field name '%s'", name);
+}
+
+/* NULL when the value may be sent, else the message, pushed. */
+static const char *bad_value(lua_State *L, const char *name, const char *v, size_t vl) {
+  return mg_http_value_is_safe(v, vl) ? NULL : lua_pushfstring(L, "header value for '%s' holds CR, LF or NUL", name);
+}
+
+/* The pair (name, value) at the top of the stack as a field: NULL, or the message, pushed. */
+static const char *bad_pair(lua_State *L) {
+  if (lua_type(L, -2) != LUA_TSTRING)
+    return lua_pushfstring(L, "header field names must be strings, not %s", luaL_typename(L, -2));
+  size_t nl, vl;
+  const char *name = lua_tolstring(L, -2, &nl);
+  int t = lua_type(L, -1);
+  if (t != LUA_TSTRING && t != LUA_TNUMBER)
+    return lua_pushfstring(L, "header value for '%s' must be a string, not %s", name, lua_typename(L, t));
+  const char *v = lua_tolstring(L, -1, &vl); /* a number becomes a string in its stack slot only */
+  const char *err = bad_name(L, name, nl);
+  return err ? err : bad_value(L, name, v, vl);
+}
+
+const char *mg_lua_fields_from_table(lua_State *L, int idx, mg_pool_t *pool, mg_fields_t *f, int replace) {
+  if (idx < 0) idx = lua_gettop(L) + idx + 1;
+  /* Every field is checked before any is copied: a caller that refuses the table has nothing
+   * to undo. */
+  lua_pushnil(L);
+  while (lua_next(L, idx)) { /* name value */
+    const char *err = bad_pair(L);
+    if (err) {                    /* name value err */
+      lua_insert(L, -3);          /* err name value */
+      lua_pop(L, 2);              /* err */
+      return err;
+    }
+    lua_pop(L, 1);
+  }
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    size_t nl, vl;
+    const char *name = lua_tolstring(L, -2, &nl), *v = lua_tolstring(L, -1, &vl);
+    if (replace) mg_fields_set(pool, f, name, v);
+    else mg_fields_add(pool, f, name, nl, v, vl);
+    lua_pop(L, 1);
+  }
+  return NULL;
+}
+
 /* ---- req:headers() / res:headers() ---------------------------------------------------------- */
 
 /* A new plain table, lowercase names, a list for a repeated field (SPEC 14). A copy: changing
@@ -74,7 +125,8 @@ static int hdr_newindex(lua_State *L) {
   mg_fields_t *f = hdr_fields(L, &b);
   size_t nl;
   const char *name = luaL_checklstring(L, 2, &nl);
-  if (!mg_http_is_token(name, nl)) return luaL_error(L, "bad header name '%s'", name);
+  const char *err = bad_name(L, name, nl);
+  if (err) return luaL_error(L, "%s", err);
   if (b->response ? b->req->head_sent : 0) return luaL_error(L, "response headers are already sent");
   if (!b->response) mg_lua_check_phase(L, b->req, MG_PH_REWRITE | MG_PH_ACCESS | MG_PH_BALANCER, "setting request headers");
   else
@@ -86,7 +138,7 @@ static int hdr_newindex(lua_State *L) {
   }
   size_t vl;
   const char *v = luaL_checklstring(L, 3, &vl);
-  if (!mg_http_value_is_safe(v, vl)) return luaL_error(L, "header value for '%s' holds CR, LF or NUL", name);
+  if ((err = bad_value(L, name, v, vl))) return luaL_error(L, "%s", err);
   mg_fields_set(&b->req->pool, f, name, v);
   return 0;
 }

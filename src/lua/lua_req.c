@@ -40,16 +40,8 @@ static int req_exit(lua_State *L) {
   const char *body = luaL_optlstring(L, 3, NULL, &bl);
   if (!lua_isnoneornil(L, 4)) {
     luaL_checktype(L, 4, LUA_TTABLE);
-    lua_pushnil(L);
-    while (lua_next(L, 4)) {
-      size_t nl, vl;
-      const char *n = lua_tolstring(L, -2, &nl);
-      const char *v = lua_tolstring(L, -1, &vl);
-      if (!n || !v || !mg_http_is_token(n, nl) || strpbrk(v, "\r\n") || strlen(v) != vl)
-        return luaL_error(L, "bad argument #4 to 'exit' (header names must be tokens, values without CR/LF)");
-      mg_fields_set(&req->pool, &req->resp_headers, n, v);
-      lua_pop(L, 1);
-    }
+    const char *err = mg_lua_fields_from_table(L, 4, &req->pool, &req->resp_headers, 1);
+    if (err) return luaL_argerror(L, 4, err);
   }
   mg_lua_exit_t *e = mg_lua_exit_of(req);
   e->status = status;

@@ -242,17 +242,10 @@ int mg_subrequest_lua(lua_State *L) {
   if (lua_istable(L, 3)) lua_getfield(L, 3, "headers");
   else lua_pushnil(L);
   if (lua_istable(L, -1)) {
-    lua_pushnil(L);
-    while (lua_next(L, -2)) {
-      size_t kl, vl;
-      const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &kl) : NULL;
-      const char *v = lua_tolstring(L, -1, &vl);
-      if (!k || !v || !mg_http_is_token(k, kl) || strpbrk(v, "\r\n") || strlen(v) != vl) {
-        mg_req_release(child);
-        return luaL_error(L, "req:subrequest: headers must be name = value (a token and a value without CR/LF)");
-      }
-      mg_fields_add(pool, &child->headers, k, kl, v, vl);
-      lua_pop(L, 1);
+    const char *err = mg_lua_fields_from_table(L, -1, pool, &child->headers, 0);
+    if (err) {
+      mg_req_release(child);
+      return luaL_error(L, "req:subrequest: opts.headers: %s", err);
     }
   } else {
     for (int i = 0; i < parent->headers.n; i++) {
