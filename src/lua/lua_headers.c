@@ -153,17 +153,8 @@ static int hdr_call(lua_State *L) {
 /* One proxy per request and list, kept in the registry so that the release can detach it
  * from the request. */
 void mg_lua_headers_push(lua_State *L, mg_req_t *req, int response) {
-  int *ref = &mg_lua_req_attach(req)->hdr_ref[response];
-  if (*ref != LUA_NOREF) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, *ref);
-    return;
-  }
-  hdr_box_t *b = lua_newuserdata(L, sizeof *b);
-  b->req = req, b->response = response;
-  luaL_getmetatable(L, MG_LUA_HDR_MT);
-  lua_setmetatable(L, -2);
-  lua_pushvalue(L, -1);
-  *ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  hdr_box_t *b = mg_lua_push_box(L, &mg_lua_req_attach(req)->hdr_ref[response], sizeof *b, MG_LUA_HDR_MT);
+  if (b) b->req = req, b->response = response;
 }
 
 void mg_lua_headers_open(lua_State *L) {

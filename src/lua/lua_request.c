@@ -28,20 +28,24 @@ mg_lua_req_t *mg_lua_req_attach(mg_req_t *req) {
   return lr;
 }
 
-/* Pushes the request's userdata, creating it on first use. The metatables were made when the
- * worker was prepared (mg_lua_worker_prepare), not looked for again per request. */
-void mg_lua_push_req(lua_State *L, mg_req_t *req) {
-  mg_lua_req_t *lr = mg_lua_req_attach(req);
-  if (lr->self_ref != LUA_NOREF) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, lr->self_ref);
-    return;
+void *mg_lua_push_box(lua_State *L, int *ref, size_t size, const char *mt) {
+  if (*ref != LUA_NOREF) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, *ref);
+    return NULL;
   }
-  mg_lua_box_t *b = lua_newuserdata(L, sizeof *b);
-  b->req = req;
-  luaL_getmetatable(L, MG_LUA_REQ_MT);
+  void *b = lua_newuserdata(L, size);
+  luaL_getmetatable(L, mt);
   lua_setmetatable(L, -2);
   lua_pushvalue(L, -1);
-  lr->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  *ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return b;
+}
+
+/* The metatables were made when the worker was prepared (mg_lua_worker_prepare), not looked
+ * for again per request. */
+void mg_lua_push_req(lua_State *L, mg_req_t *req) {
+  mg_lua_box_t *b = mg_lua_push_box(L, &mg_lua_req_attach(req)->self_ref, sizeof *b, MG_LUA_REQ_MT);
+  if (b) b->req = req;
 }
 
 /* Detaches a cached userdata from the request and drops its reference. */

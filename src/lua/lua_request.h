@@ -59,7 +59,12 @@ typedef struct mg_lua_req_s {
 mg_lua_req_t *mg_lua_req_attach(mg_req_t *req);
 
 /* Pushes the request's `req` userdata, made on first use (and attaching the request). */
+/* Pushes the request's userdata, creating it on first use. */
 void mg_lua_push_req(lua_State *L, mg_req_t *req);
+/* The userdata cached in *ref (a registry reference the release detaches), or a new one of
+ * `size` bytes with metatable `mt`, cached there: returns the new one for its owner to fill
+ * (it starts with the request pointer), NULL when it was cached. */
+void *mg_lua_push_box(lua_State *L, int *ref, size_t size, const char *mt);
 /* The request behind the req userdata at idx; raises when it has ended. */
 mg_req_t *mg_lua_check_req(lua_State *L, int idx);
 /* Raises "API disabled in the context of <phase>: <what>" unless the request's Lua code runs

@@ -37,17 +37,8 @@ static int res_newindex(lua_State *L) {
 }
 
 void mg_lua_push_res(lua_State *L, mg_req_t *req) {
-  mg_lua_req_t *lr = mg_lua_req_attach(req);
-  if (lr->res_ref != LUA_NOREF) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, lr->res_ref);
-    return;
-  }
-  mg_lua_box_t *b = lua_newuserdata(L, sizeof *b);
-  b->req = req;
-  luaL_getmetatable(L, MG_LUA_RES_MT);
-  lua_setmetatable(L, -2);
-  lua_pushvalue(L, -1);
-  lr->res_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  mg_lua_box_t *b = mg_lua_push_box(L, &mg_lua_req_attach(req)->res_ref, sizeof *b, MG_LUA_RES_MT);
+  if (b) b->req = req;
 }
 
 void mg_lua_res_open(lua_State *L) {

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "log_capture.h"
 #include "hooks.h"
 #include "log.h"
 #include "loop.h"
@@ -106,27 +107,8 @@ static void done(mg_req_t *req) {
   mg_req_free(req);
 }
 
-/* The error log goes to a file, so that routing's messages can be read back. */
-static char log_path[] = "/tmp/test_phase_log.XXXXXX";
-static long log_read;
-static const char *log_take(void) {
-  static char buf[4096];
-  FILE *f = fopen(log_path, "r");
-  buf[0] = 0;
-  if (!f) return buf;
-  fseek(f, log_read, SEEK_SET);
-  size_t n = fread(buf, 1, sizeof buf - 1, f);
-  buf[n] = 0;
-  log_read += (long)n;
-  fclose(f);
-  return buf;
-}
-
 int main(void) {
-  int fd = mkstemp(log_path);
-  CHECK(fd >= 0);
-  close(fd);
-  CHECK(mg_log_open(log_path, NULL, "info") == 0);
+  CHECK(log_capture_start() == 0);
 
   /* Global rewrite hooks 1 and 2; the route /app has access hooks 3 and 4; /internal answers
    * only subrequests and internal redirects; /upload takes bodies of 100 bytes at most. */
@@ -332,6 +314,6 @@ int main(void) {
   done(req);
 
   mg_log_close();
-  unlink(log_path);
+  log_capture_end();
   CHECK_DONE();
 }

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "log_capture.h"
 #include "hooks.h"
 #include "log.h"
 #include "loop.h"
@@ -110,22 +111,6 @@ static void set_field(mg_req_t *req, const char *name, const char *value) {
   mg_fields_set(&req->pool, &req->resp_headers, name, value);
 }
 
-/* The error log goes to a file: the lines a case writes are read back with log_take(). */
-static char log_path[] = "/tmp/test_request_log.XXXXXX";
-static long log_read;
-static const char *log_take(void) {
-  static char buf[4096];
-  FILE *f = fopen(log_path, "r");
-  buf[0] = 0;
-  if (!f) return buf;
-  fseek(f, log_read, SEEK_SET);
-  size_t n = fread(buf, 1, sizeof buf - 1, f);
-  buf[n] = 0;
-  log_read += (long)n;
-  fclose(f);
-  return buf;
-}
-
 /* ---- the fake hooks table ---------------------------------------------------------------- */
 
 static struct {
@@ -174,10 +159,7 @@ static void on_cancel(mg_req_t *req) {
 }
 
 int main(void) {
-  int fd = mkstemp(log_path);
-  CHECK(fd >= 0);
-  close(fd);
-  CHECK(mg_log_open(log_path, NULL, "info") == 0);
+  CHECK(log_capture_start() == 0);
   CHECK(!mg_log_access_enabled());
   server.cfg = &cfg;
   rec_t r;
@@ -615,6 +597,6 @@ int main(void) {
   done(req);
 
   mg_log_close();
-  unlink(log_path);
+  log_capture_end();
   CHECK_DONE();
 }
