@@ -1,6 +1,6 @@
--- _apache_output: the init.lua text of `moongate import-apache` (SPEC 16), written from the
--- model that lua/_import_apache.lua builds from the translation, and checked before it is
--- printed.
+-- _apache_output: the init.lua text of `moongate import-apache` (docs/migrating-from-apache.md),
+-- written from the model that lua/_import_apache.lua builds from the translation, and checked
+-- before it is printed.
 --
 -- What it owns, and promises:
 --   * What reaches the output. The output is Lua source made from text an attacker may have

@@ -1,5 +1,5 @@
 -- _apache_reader: an Apache httpd configuration read into a tree, the way httpd reads it
--- (SPEC 16; the reader of `moongate import-apache`, lua/_import_apache.lua).
+-- (the reader of `moongate import-apache`, lua/_import_apache.lua; docs/migrating-from-apache.md).
 --
 -- What it owns: logical lines (a backslash as the very last character continues a line on the
 -- next; whole-line comments), words (Apache's ap_getword_conf: white space, "..." and '...'

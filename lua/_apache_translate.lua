@@ -1,4 +1,5 @@
--- _apache_translate: the translation of `moongate import-apache` (SPEC 16): the tree that
+-- _apache_translate: the translation of `moongate import-apache` (docs/migrating-from-apache.md,
+-- "Apache mod_proxy_scgi, directive by directive"): the tree that
 -- lua/_apache_reader.lua reads, translated directive by directive into a translation's state.
 --
 -- What it owns: the directive table. DIRECTIVES and SECTIONS map a lower-case name to the

@@ -1,6 +1,7 @@
--- _explain: the report of `moongate --explain` (SPEC 16), filled by src/explain.c as the
--- request runs: the hooks with what each changed (the request compared before and after),
--- internal restarts, the route, the member, the SCGI variables in order, or the response.
+-- _explain: the report of `moongate --explain` (docs/lua-api.md, "Testing a policy"), filled
+-- by src/explain.c as the request runs: the hooks with what each changed (the request compared
+-- before and after), internal restarts, the route, the member, the SCGI variables in order, or
+-- the response.
 -- output(json) renders it as text or as one JSON object with the keys route, hooks, member,
 -- env ([name, value] pairs in order) and response.
 local M = {}

@@ -1,6 +1,6 @@
--- _import_apache: `moongate import-apache FILE` (SPEC 16): an Apache httpd configuration's
--- mod_proxy / mod_proxy_scgi / mod_proxy_balancer parts as an init.lua a person would keep
--- editing.
+-- _import_apache: `moongate import-apache FILE` (docs/migrating-from-apache.md): an Apache
+-- httpd configuration's mod_proxy / mod_proxy_scgi / mod_proxy_balancer parts as an init.lua a
+-- person would keep editing.
 --
 -- The command joins three pieces, each of its own file, and owns the one pass between the
 -- last two:

@@ -1,7 +1,7 @@
--- moongate.lua: the Lua half of the configuration API (SPEC section 3).
+-- moongate.lua: the Lua half of the configuration API (docs/reference.md, "init.lua").
 --
 -- init.lua calls these functions; each one validates its arguments at once and records a
--- declaration in `M._state`, which the C loader (src/lua_config.c) turns into the runtime
+-- declaration in `M._state`, which the C loader (src/config_load.c) turns into the runtime
 -- configuration. Every mistake raises an error naming the init.lua file and line of the call,
 -- so nothing is ever silently defaulted. Sizes and times are converted here to bytes and
 -- milliseconds, so C only ever sees numbers.

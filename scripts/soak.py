@@ -88,7 +88,7 @@ mg.set { client_max_body_size = "20m", error_log = "error.log" }
 mg.route("/d/", "scgi://127.0.0.1:%d/", { sendfile = true, sendfile_roots = { "%s" } })
 mg.route("/static/", { root = "%s" })
 mg.route("=/lua", function(req) return 200, "v%d\\n" end, { hooks = { access = function(req) req.ctx.x = 1 end } })
--- Lua that waits and state shared by workers (issues 11 and 12): the count must only grow,
+-- Lua that waits and state shared by workers: the count must only grow,
 -- across workers and across the reloads below (same dictionary name and size).
 local counts = mg.shared("soak", "1m")
 mg.route("/_inner/", "scgi://127.0.0.1:%d/", { internal = true })

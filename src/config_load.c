@@ -1,4 +1,4 @@
-/* lua_config: runs init.lua and maps its declarations to a mg_config_t.
+/* config_load: runs init.lua and maps its declarations to a mg_config_t.
  *
  * lua/moongate.lua has already validated every argument and converted sizes and times, so
  * this file only copies values into C structures, resolves backend addresses, opens static

@@ -1,9 +1,9 @@
 /* explain: `moongate --explain "METHOD /path?query" [--header "Name: value"]... [--json]`
- * (SPEC 16).
+ * (docs/lua-api.md, "Testing a policy: `moongate --explain`").
  *
  * The request runs through the real code: explain makes a worker's loop and Lua state from the
  * configuration (without init_worker hooks, timers or health checks), opens a socketpair, hands
- * one end to http.c as a client connection and writes the request into the other. Parsing,
+ * one end to http/http1.c as a client connection and writes the request into the other. Parsing,
  * normalization, limits, routing and the rewrite/access/balancer hooks are the ones that serve;
  * mg_explain (request.h) makes them report what happens: each hook with what it changed
  * (lua/_explain.lua compares the request before and after), internal restarts, the member the

@@ -1,6 +1,6 @@
-/* explain: `moongate --explain` (SPEC 16) -- a request run through routing and the rewrite,
- * access and balancer hooks of a configuration without contacting any backend, reported as
- * text or JSON. */
+/* explain: `moongate --explain` (docs/lua-api.md, "Testing a policy") -- a request run through
+ * routing and the rewrite, access and balancer hooks of a configuration without contacting any
+ * backend, reported as text or JSON. */
 #ifndef MG_EXPLAIN_H
 #define MG_EXPLAIN_H
 

@@ -1,11 +1,12 @@
-/* import_apache: `moongate import-apache FILE` (SPEC 16).
+/* import_apache: `moongate import-apache FILE` (docs/migrating-from-apache.md, "Start with the
+ * importer").
  *
- * The translation is Lua (lua/_import_apache.lua, compiled into the binary): a parser of
- * Apache's configuration syntax and a writer of init.lua. This file runs it in a Lua state of
- * its own and gives it what Lua lacks: glob(3) for Include patterns, a folder test, a reader
- * that refuses what is not a regular file (a FIFO would block it, /dev/zero never end) and
- * stops at a size limit, the user and group lookup of moongate's own checks, and the two
- * output streams. Returns the exit status: 0 all translated, 3 something was not, 1 a syntax
+ * The translation is Lua (lua/_import_apache.lua and the lua/_apache_*.lua modules it joins,
+ * compiled into the binary): a reader of Apache's configuration syntax, a translation and a
+ * writer of init.lua. This file runs it in a Lua state of its own and gives it what Lua lacks:
+ * glob(3) for Include patterns, a folder test, a reader that refuses what is not a regular
+ * file (a FIFO would block it, /dev/zero never end) and stops at a size limit, the user and
+ * group lookup of moongate's own checks, and the two output streams. Returns the exit status: 0 all translated, 3 something was not, 1 a syntax
  * or read error. */
 #include "import_apache.h"
 

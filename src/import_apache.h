@@ -1,5 +1,5 @@
 /* import_apache: `moongate import-apache FILE` prints the init.lua equivalent of an Apache
- * httpd configuration's mod_proxy_scgi parts (SPEC 16). */
+ * httpd configuration's mod_proxy_scgi parts (docs/migrating-from-apache.md). */
 #ifndef MG_IMPORT_APACHE_H
 #define MG_IMPORT_APACHE_H
 

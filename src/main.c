@@ -1,4 +1,4 @@
-/* main: the command line (SPEC 2).
+/* main: the command line (docs/reference.md, "Command line").
  *
  *   moongate [-c FILE] [-t] [-s reload|stop|quit|reopen] [--pid FILE] [-V] [-h]
  *   moongate --explain "METHOD /path?query" [--header "Name: value"]... [--json] [-c FILE]

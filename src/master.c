@@ -1,4 +1,5 @@
-/* worker: the master process, its workers, reload and stop (SPEC 10, 11).
+/* master: the master process, its workers, reload and stop (docs/deploying.md, "3. Start,
+ * reload, stop").
  *
  * The master loads the configuration, binds the listeners and forks the workers; it holds no
  * request and runs no libuv loop, only a poll() on a self-pipe fed by its signal handlers and
@@ -599,7 +600,8 @@ int mg_master_run(mg_config_t *cfg, const char *pid_file) {
       } else if (sig == SIGTERM || sig == SIGINT || sig == SIGQUIT) {
         if (!m->stopping) mg_log(MG_LOG_NOTICE, "%s: stopping", sig == SIGQUIT ? "QUIT" : "TERM"), notify("STOPPING=1");
         m->stopping = 1;
-        /* TERM gives every worker a deadline; QUIT drains without one (SPEC 2). */
+        /* TERM gives every worker a deadline; QUIT drains without one (docs/reference.md,
+         * "Command line"). */
         for (int k = 0; k < m->nchildren; k++)
           tell_stop(&m->children[k], sig == SIGQUIT ? SIGQUIT : SIGTERM, sig == SIGQUIT ? NULL : "TERM");
         discard_pending(m);

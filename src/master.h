@@ -1,4 +1,4 @@
-/* worker: the master process (see worker.c for the design). */
+/* master: the master process (see master.c for the design). */
 #ifndef MG_MASTER_H
 #define MG_MASTER_H
 

@@ -1,4 +1,4 @@
-/* fdio: descriptors watched edge-triggered beside libuv, for the upstream path (issue 13).
+/* fdio: descriptors watched edge-triggered beside libuv, for the upstream path.
  *
  * libuv's streams re-arm epoll whenever reading or writing starts or stops and ask the kernel
  * for SO_ERROR after every connect: three syscalls per backend connection that change nothing.

@@ -1,4 +1,4 @@
-/* body: a request body held whole by the gateway (see mg_body_t in http.h).
+/* body: a request body held whole by the gateway (see mg_body_t in request.h).
  *
  * In memory up to 64 KiB, then an unlinked temporary file (O_TMPFILE in $TMPDIR or /tmp):
  * req:read_body() on a large upload never holds it in memory, as nginx's

@@ -1,11 +1,11 @@
 /* config: the runtime configuration a worker serves with, built from init.lua.
  *
  * A mg_config_t is immutable once loaded: workers serve one configuration for their whole
- * life, and a reload replaces the workers (see worker.c), so no request ever sees a
+ * life, and a reload replaces the workers (see master.c), so no request ever sees a
  * configuration change under it. The Lua state that ran init.lua belongs to the configuration:
- * hooks and handlers are registry references into it. src/lua_config.c fills this structure
- * from the declarations lua/moongate.lua recorded; this file owns the types, the defaults of
- * the C side, backend address resolution and freeing. */
+ * hooks and handlers are registry references into it. src/config_load.c fills this structure
+ * from the declarations lua/moongate.lua recorded (resolving backend addresses with base/addr.h)
+ * and frees it; this file owns the types and the phase numbering. */
 #ifndef MG_CONFIG_H
 #define MG_CONFIG_H
 
@@ -47,7 +47,7 @@ typedef struct {
 } mg_hooks_t;
 
 typedef struct mg_balancer_s mg_balancer_t;
-typedef struct mg_handler_s mg_handler_t; /* http.h */
+typedef struct mg_handler_s mg_handler_t; /* request.h */
 
 typedef struct {
   char *match;
@@ -133,7 +133,7 @@ typedef struct mg_config_s {
 } mg_config_t;
 
 /* Loads init.lua into a new configuration. Returns it, or NULL with a message naming
- * file:line in err (err_len bytes). Defined in lua_config.c. */
+ * file:line in err (err_len bytes). Defined in config_load.c. */
 mg_config_t *mg_config_load(const char *file, char *err, size_t err_len);
 void mg_config_free(mg_config_t *cfg);
 

@@ -1,8 +1,9 @@
-/* handler: the producers of responses behind routes (SPEC 3 target kinds), one per kind.
+/* handler: the producers of responses behind routes (the target kinds of docs/reference.md,
+ * "Routes"), one per kind.
  *
  * The engine (phase.c) starts route->handler and never names a kind; only the configuration
- * mapping (lua_config.c) picks the handler of a route. A handler answers through the response
- * API of http.h (mg_req_send_head/body/end, mg_req_respond, mg_req_error), sets
+ * mapping (config_load.c) picks the handler of a route. A handler answers through the response
+ * API of request.h (mg_req_send_head/body/end, mg_req_respond, mg_req_error), sets
  * req->handler_cancel when it holds anything that must stop if the client goes away, and may
  * restart the request with mg_phase_restart (internal redirect). */
 #ifndef MG_HANDLER_H

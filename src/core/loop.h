@@ -1,8 +1,8 @@
 /* loop: the state of one worker's event loop that its listeners and connections share.
  *
- * server.c owns it (listeners, signals, drain); http.c reads it (the loop, the configuration,
- * the timeout queues, the drain flags). It is a header of its own so that the connection
- * code does not depend on the listener code that creates connections. */
+ * worker.c owns it (signals, drain), http/listen.c fills its listeners, http/http1.c reads it
+ * (the loop, the configuration, the timeout queues, the drain flags). It is a header of its own
+ * so that the connection code does not depend on the listener code that creates connections. */
 #ifndef MG_LOOP_H
 #define MG_LOOP_H
 
@@ -16,7 +16,7 @@
 typedef struct mg_conn_s mg_conn_t;
 
 typedef struct mg_listener_s {
-  uv_poll_t poll; /* readable: connections wait to be accepted (server.c accepts them itself) */
+  uv_poll_t poll; /* readable: connections wait to be accepted (listen.c accepts them itself) */
   int fd;
   struct mg_server_s *server;
   int unix_socket;
@@ -39,10 +39,10 @@ typedef struct mg_server_s {
   uv_timer_t accept_timer; /* accepting resumes when it fires, after descriptors ran out */
   int accept_paused;
   mg_timeq_t timeouts; /* the client connections' timeouts (http/http1.c) */
-  void (*on_conn_closed)(struct mg_server_s *s); /* server.c: a drain ends with the last one */
+  void (*on_conn_closed)(struct mg_server_s *s); /* worker.c: a drain ends with the last one */
 } mg_server_t;
 
-/* Connection bookkeeping, called by http.c. */
+/* Connection bookkeeping, called by http/listen.c and http/http1.c. */
 static inline void mg_server_conn_opened(mg_server_t *s) { s->nconns++; }
 static inline void mg_server_conn_closed(mg_server_t *s) {
   s->nconns--;

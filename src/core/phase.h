@@ -1,4 +1,5 @@
-/* phase: the request's life as one resumable engine (SPEC 4 and 12).
+/* phase: the request's life as one resumable engine (docs/lua-api.md, "Phases" and "Waiting:
+ * coroutines, cosockets, subrequests").
  *
  * rewrite hooks → routing (404, internal routes, client_max_body_size) → access hooks → the
  * route's handler. The engine runs each hook through the hooks table (hooks.h); when one

@@ -1,4 +1,5 @@
-/* redirect: the internal redirect policy (ProxySCGIInternalRedirect, SPEC 7).
+/* redirect: the internal redirect policy (ProxySCGIInternalRedirect; `internal_redirect` in
+ * docs/reference.md, "Routes").
  *
  * upstream.c decides when a response asks for one (status 200 and the route's header holding
  * a local URL); this file restarts the request there: GET (HEAD stays HEAD) without body,
@@ -10,7 +11,7 @@
 #include "request.h"
 
 /* `location` starts with '/' and lives in the request's pool. */
-/* The REDIRECT_* bookkeeping of a restart at `location` (SPEC 7): the method becomes GET (HEAD
+/* The REDIRECT_* bookkeeping of a restart at `location`: the method becomes GET (HEAD
  * stays HEAD), the body is dropped, the route is forgotten. Returns 0, or -1 after answering
  * 500 (bad location, internal_redirect_limit reached). phase.c then runs the request again. */
 int mg_redirect_prepare(mg_req_t *req, const char *location);

@@ -1,4 +1,4 @@
-/* route: the routing table lookup (SPEC 3), no I/O.
+/* route: the routing table lookup (docs/reference.md, "Routes"), no I/O.
  *
  * Host routes are tried before host-less ones; within each, an exact route ("=/path") beats a
  * prefix, and the longest prefix wins. A prefix that ends in "/" matches every path under it;

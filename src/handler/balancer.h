@@ -1,4 +1,4 @@
-/* balancer: balancer:// clusters and member selection (SPEC 9), no I/O.
+/* balancer: balancer:// clusters and member selection (docs/balancer.md), no I/O.
  *
  * A balancer owns its members. Selection is a pure function of the members' counters and
  * flags: byrequests is smooth weighted round robin, bytraffic the least bytes per lbfactor,

@@ -1,4 +1,5 @@
-/* cgi_env: the SCGI variables a backend receives for a request (SPEC 5), no I/O.
+/* cgi_env: the SCGI variables a backend receives for a request (docs/reference.md, "What the
+ * backend receives"), no I/O.
  *
  * The order is fixed: CONTENT_LENGTH and SCGI first, then the request variables, then one
  * HTTP_* per header field name, then the route's `env` and the hooks' req.env, which may

@@ -1,4 +1,4 @@
-/* health: active health checks that speak SCGI (SPEC 9).
+/* health: active health checks that speak SCGI (docs/balancer.md, "Health checks").
  *
  * Every `interval`, each member of a balancer with `health` gets a real SCGI GET for
  * `health.uri`; the check passes when the response's status is `expect` within `timeout`.

@@ -1,4 +1,5 @@
-/* sendfile: the X-Sendfile policy (ProxySCGISendfile, SPEC 8).
+/* sendfile: the X-Sendfile policy (ProxySCGISendfile; the route options in docs/reference.md,
+ * "Routes").
  *
  * When a route enables it and the backend names a file in the route's header, the file is
  * sent by the gateway instead of the backend's body, keeping the backend's status and other

@@ -1,4 +1,5 @@
-/* http1: the client connection, HTTP/1.1 (docs/reference.md, "Client connections").
+/* http1: the client connection, HTTP/1.1 (its limits and timeouts: docs/reference.md,
+ * "Settings"; what it refuses: "Framing moongate refuses").
  *
  * A connection owns its libuv stream, its llhttp parser and its place in the timeout queues;
  * it carries one request at a time. Pipelined requests wait in the read block: the parser is

@@ -1,4 +1,4 @@
-/* tls: TLS listeners on OpenSSL 3 (SPEC 15).
+/* tls: TLS listeners on OpenSSL 3 (docs/reference.md, "TLS").
  *
  * A listener with `tls` gets one SSL_CTX per certificate, made when the configuration loads
  * (in the master, before the fork, so every worker shares the session-ticket keys and a

@@ -1,4 +1,5 @@
-/* path: request-target parsing and path normalization (SPEC 3), pure functions, no I/O.
+/* path: request-target parsing and path normalization (docs/reference.md, "Routes"), pure
+ * functions, no I/O.
  *
  * The normalized path is what routing matches and what hooks see as req.uri: unreserved
  * characters percent-decoded, other escapes kept (with upper-case hex), "." and ".."

@@ -1,4 +1,4 @@
-/* zone: a zone of shared memory, seen by every worker (SPEC 13), with its lock and allocator.
+/* zone: a zone of shared memory, seen by every worker, with its lock and allocator.
  *
  * A zone is mapped (MAP_SHARED | MAP_ANONYMOUS) in the process that loads the configuration,
  * the master, before it forks the workers, so every worker shares it. Zones are kept by name

@@ -1,4 +1,4 @@
-"""Balanced gateway (issue 4): lbmethods, stickiness, failover, retry, standby, health, status."""
+"""Balanced gateway: lbmethods, stickiness, failover, retry, standby, health, status."""
 import collections
 import json
 import os

@@ -1,4 +1,4 @@
-"""Gateway core (issue 2): the HTTP/1.1 front end and SCGI proxying, end to end.
+"""Gateway core: the HTTP/1.1 front end and SCGI proxying, end to end.
 
 Each case is data: a config, a request, and what the client and the backend must see.
 """
@@ -327,7 +327,7 @@ def test_config_check_ok(tmp_path):
     assert p.returncode == 0 and p.stdout.strip() == "moongate: configuration ok"
 
 
-# ---- issue 21: clients that end their side, descriptors running out -----------------------------
+# ---- clients that end their side, descriptors running out ---------------------------------------
 
 def test_half_close_after_a_proxied_request_still_gets_the_response(gateway, demo_backend):
     """A FIN after a complete request (HTTP/1.0 clients may do it) is a half-close: the

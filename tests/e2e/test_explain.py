@@ -1,5 +1,6 @@
-"""`moongate --explain` (SPEC 16): a request through routing and the rewrite, access and
-balancer hooks without contacting a backend; the report as text and as JSON."""
+"""`moongate --explain` (docs/lua-api.md, "Testing a policy"): a request through routing and the
+rewrite, access and balancer hooks without contacting a backend; the report as text and as
+JSON."""
 import json
 import os
 import socket

@@ -1,4 +1,4 @@
-"""Faults and hostile clients (issues 6, 7 and 21): workers, limits, timeouts, bounded memory."""
+"""Faults and hostile clients: workers, limits, timeouts, bounded memory."""
 import os
 import re
 import signal

@@ -1,6 +1,7 @@
-"""`moongate import-apache` (SPEC 16): Apache 2.4 from Debian runs a configuration, moongate
-runs its translation, against the same SCGI backends; the same requests must give each backend
-the same variables, variable by variable, and the client the same status and body.
+"""`moongate import-apache` (docs/migrating-from-apache.md): Apache 2.4 from Debian runs a
+configuration, moongate runs its translation, against the same SCGI backends; the same requests
+must give each backend the same variables, variable by variable, and the client the same status
+and body.
 
 Where Apache and moongate differ on purpose, the test names the difference (NAMED_* below)
 rather than skipping the variable."""
@@ -23,17 +24,17 @@ MODULES = ["mpm_event", "authz_core", "proxy", "proxy_scgi", "proxy_balancer", "
            "lbmethod_byrequests", "setenvif", "env"]
 
 # Variables only Apache sends: its document root, the file paths derived from it and its admin
-# (no meaning for a gateway), the process environment it leaks (PATH; SPEC 5 forbids it),
-# CGI's interface version, and mod_proxy_balancer's bookkeeping (BALANCER_*: which balancer and
-# member it chose; SPEC 5 does not send them -- docs/migrating-from-apache.md says so).
+# (no meaning for a gateway), the process environment it leaks (PATH; moongate never sends its
+# own), CGI's interface version, and mod_proxy_balancer's bookkeeping (BALANCER_*: which balancer
+# and member it chose; moongate does not send them -- docs/migrating-from-apache.md says so).
 NAMED_APACHE_ONLY = {"PATH", "DOCUMENT_ROOT", "CONTEXT_DOCUMENT_ROOT", "CONTEXT_PREFIX", "SERVER_ADMIN",
                      "SCRIPT_FILENAME", "PATH_TRANSLATED", "SERVER_SIGNATURE", "GATEWAY_INTERFACE",
                      "BALANCER_NAME", "BALANCER_WORKER_NAME", "BALANCER_WORKER_ROUTE", "BALANCER_SESSION_ROUTE",
                      "BALANCER_SESSION_STICKY", "BALANCER_ROUTE_CHANGED"}
 # After an internal redirect Apache copies every CGI variable of the previous hop with a
-# REDIRECT_ prefix; SPEC 7 sends the four a redirect target needs (compared like the rest).
+# REDIRECT_ prefix; moongate sends the four a redirect target needs (compared like the rest).
 SPEC7_REDIRECT = {"REDIRECT_STATUS", "REDIRECT_URL", "REDIRECT_QUERY_STRING", "REDIRECT_REQUEST_METHOD"}
-# Apache forwards the proxy-scgi-pathinfo switch itself; SPEC 5 does not.
+# Apache forwards the proxy-scgi-pathinfo switch itself; moongate does not.
 NAMED_APACHE_ONLY.add("proxy-scgi-pathinfo")
 # Variables both send with values that name the server or the client's port.
 NAMED_VALUE_DIFFERS = {"SERVER_SOFTWARE", "REMOTE_PORT"}
@@ -264,7 +265,7 @@ ProxyPass "/other/" "scgi://127.0.0.1:%d/"
                 ("GET", "/app/ignored?loc=/other/not-followed", [], None),
                 ("GET", "/app/dl?file=%s" % path, [], None),
                 ("GET", "/other/x?xloc=/app/y", [], None)]
-        # Named: after a redirect SPEC 7 drops the body with its CONTENT_TYPE; Apache keeps
+        # Named: after a redirect moongate drops the body with its CONTENT_TYPE; Apache keeps
         # CONTENT_TYPE beside CONTENT_LENGTH 0.
         named = {("/app/go?xloc=/other/after-post", "CONTENT_TYPE")}
         # ProxySCGISendfile On: the importer cannot know where the files are and asks for the
@@ -295,7 +296,7 @@ ProxyPass "/nopi/" "scgi://127.0.0.1:%d/"
 ''' % (a.port, a.port)
     reqs = [("GET", "/pi/a/b?x=1", [], None), ("GET", "/nopi/a/b", [], None), ("GET", "/pi/", [], None),
             ("GET", "/pi/a%20b/c", [], None)]
-    # Named: Apache 2.4's "best guess" for an encoded path (SPEC 5) -- SCRIPT_NAME "/pi/a b",
+    # Named: Apache 2.4's "best guess" for an encoded path -- SCRIPT_NAME "/pi/a b",
     # PATH_INFO "/a%20b/c"; moongate sends "/pi" and "/a b/c", which round-trip.
     named = {("/pi/a%20b/c", "SCRIPT_NAME"), ("/pi/a%20b/c", "PATH_INFO")}
     ap, mg, lua = differential(tmp_path, conf, reqs, named=named)
@@ -496,8 +497,9 @@ def main_file_name(d):
     return name
 
 
-# The reproduction of issue 21 and each vector it names: a bare CR in the text the importer
-# writes into a comment (or a file name) would end the comment, and the rest would run.
+# The hostile probe's reproduction (docs/reliability.md, "The hostile probe") and each vector it
+# names: a bare CR in the text the importer writes into a comment (or a file name) would end the
+# comment, and the rest would run.
 VECTORS = {
     "issue_repro": issue_repro,
     "include_comment": vector(b'Include conf.d/none*.conf "CODE"'.replace(b"conf.d/none*.conf", b"evil-inc.conf")),

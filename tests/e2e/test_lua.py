@@ -1,4 +1,4 @@
-"""The Lua layer (issue 3): phases, the request object, isolation of errors, reload."""
+"""The Lua layer: phases, the request object, isolation of errors, reload."""
 import os
 import signal
 import socket
@@ -215,7 +215,7 @@ def test_route_without_hooks_never_enters_lua(gateway, echo_backend):
     assert calls() == start + 3
 
 
-# ---- issue 21: what hostile Lua code could do -------------------------------------------------------
+# ---- what hostile Lua code could do (docs/reliability.md, "The hostile probe") ----------------------
 
 def pipelined(port, paths):
     """Sends every request on one connection at once and reads the responses in order. The
@@ -244,7 +244,7 @@ def pipelined(port, paths):
 ])
 def test_lua_1xx_status_is_500_and_the_next_pipelined_response_stays_its_own(gateway, code, logged):
     """A 1xx from Lua is no final response: the client would take the next response for this
-    one's (issue 21 item 4). The request gets 500 and the log names the status."""
+    one's. The request gets 500 and the log names the status."""
     g = gateway('''
 mg.route("=/bad", function(req) req:read_body() %s end)
 mg.route("=/next", function(req) return 200, "next\\n" end)
@@ -289,7 +289,7 @@ mg.route("=/ok", function(req) return 200, "ok\\n" end)
 
 @pytest.mark.parametrize("path,lines", [("/spin", (4,)), ("/calls", (5, 3)), ("/pcall", (6,)), ("/hook/x", (7,))])
 def test_lua_spinning_past_lua_max_run_time_is_ended_and_the_worker_serves(gateway, echo_backend, path, lines):
-    """A hook that never yields held its worker for ever (issue 21 item 6): past
+    """A hook that never yields must not hold its worker for ever: past
     lua_max_run_time of CPU it is ended with 500 and a log line naming file:line; a compiled
     loop (LuaJIT's traces call no hooks), a loop of calls and a pcall that catches the error
     are ended alike."""
@@ -350,7 +350,7 @@ mg.route("=/long", function(req) local t = os.clock() while os.clock() - t < 0.8
     assert request(g.port, path="/long").body == b"done"
 
 
-# ---- a req kept past its request (issue 21 item 7) ------------------------------------------------
+# ---- a req kept past its request ------------------------------------------------------------------
 
 def test_req_of_another_request_cannot_wait_and_a_finished_one_raises(gateway):
     """Request B calling saved:subrequest() on request A's req made a child that outlived A (a
@@ -412,7 +412,7 @@ end)
     assert "proxies=falsefalsefalse" in body
 
 
-# ---- init.lua checks (issue 21, low) ---------------------------------------------------------------
+# ---- init.lua checks ------------------------------------------------------------------------------
 
 
 

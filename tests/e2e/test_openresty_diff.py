@@ -1,5 +1,5 @@
 """Differential: the same Lua under Debian's nginx + lua-nginx-module and under moongate, for
-the results issue 21 changed that OpenResty also has (cosocket timeouts). Only the socket
+the results that OpenResty also has (cosocket timeouts). Only the socket
 constructor and the clock are named per server; the body is one text."""
 import os
 import shutil

@@ -1,5 +1,5 @@
-"""Operating it (issue 14, the parts without TLS): log reopening for logrotate, and listener
-options that are refused rather than ignored; reload and stop when workers misbehave (issue 21)."""
+"""Operating it (the parts without TLS): log reopening for logrotate, and listener options that
+are refused rather than ignored; reload and stop when workers misbehave."""
 import json
 import os
 import re

@@ -1,12 +1,13 @@
-"""The policy invariant (issue 16): what the last access hook left in req.headers and req.env
-is exactly what the backend receives, whatever the client sent.
+"""The policy invariant (docs/reliability.md): what the last access hook left in req.headers and
+req.env is exactly what the backend receives, whatever the client sent.
 
 Requests are generated from a fixed seed: repeated fields in mixed case, fields named like CGI
 variables or holding underscores, Content-Length and chunked bodies, trailers that repeat or
 contradict the head, several requests pipelined in one write. A global access hook edits the
 headers and env as a policy would; the route's access hook (the last one) records its whole
 view in the variable MG_VIEW. The test then derives, from that view alone, the HTTP_* and env
-variables SPEC 5 says the backend gets, and compares them with what the backend echoed.
+variables the backend gets (docs/reference.md, "What the backend receives"), and compares them
+with what the backend echoed.
 """
 import random
 import socket
@@ -105,8 +106,8 @@ def parse_view(text):
 
 
 def expected_vars(headers, env):
-    """SPEC 5, applied to a hook's view: one HTTP_* per forwardable name, repeats joined, then
-    env overrides (false removes)."""
+    """What the backend receives, applied to a hook's view: one HTTP_* per forwardable name,
+    repeats joined, then env overrides (false removes)."""
     out = {}
     for name, values in headers.items():
         if name in ("content-length", "content-type", "proxy"):

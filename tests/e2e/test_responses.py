@@ -1,4 +1,4 @@
-"""Backend-driven responses (issue 5): internal redirect, X-Sendfile, static files."""
+"""Backend-driven responses: internal redirect, X-Sendfile, static files."""
 import hashlib
 import os
 import socket

@@ -1,4 +1,4 @@
-"""Security cases (issue 7): request smuggling shapes (RFC 9112 section 6 and llhttp's
+"""Security cases: request smuggling shapes (RFC 9112 section 6 and llhttp's
 strict mode), header injection from the backend, spoofing, never an open proxy."""
 import socket
 import time
@@ -102,7 +102,7 @@ def test_transfer_encoding_in_http10_is_refused_and_closes(gateway, echo_backend
     g.wait_log("Transfer-Encoding in an HTTP/1.0 request")
 
 
-# ---- request trailers (issue 16): never merged, never seen by hooks -------------------------
+# ---- request trailers: never merged, never seen by hooks ------------------------------------
 
 IDENTITY = """
 mg.route("/", "scgi://127.0.0.1:{BACKEND}/", { hooks = { access = function(req)
@@ -197,7 +197,7 @@ def test_httpoxy_and_underscore_spoofing(gateway, echo_backend):
     assert d["REMOTE_ADDR"] == "127.0.0.1"
 
 
-# ---- issue 21: the hostile probe's framing findings -------------------------------------------
+# ---- the hostile probe's framing findings (docs/reliability.md, "The hostile probe") ----------
 
 class RecordingBackend:
     """A listening socket that only counts the connections a gateway makes to it."""

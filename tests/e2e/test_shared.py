@@ -1,5 +1,6 @@
-"""State shared by workers and the policy kit (issue 12, SPEC 13 and 14): shared dictionaries,
-limit_req, req:headers(), body_filter, cjson and the helpers."""
+"""State shared by workers and the policy kit (docs/lua-api.md, "State shared by all workers"
+and "More of the request and response"): shared dictionaries, limit_req, req:headers(),
+body_filter, cjson and the helpers."""
 import hashlib
 import json
 import os

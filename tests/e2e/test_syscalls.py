@@ -1,7 +1,7 @@
-"""The upstream path at the kernel's floor (issue 13), pinned by counting system calls: a
-backend socket is registered once in epoll and removed by its close, the request is written
-right after connect, and no SO_ERROR query follows it; and by counting heap allocations: a
-common proxied request allocates nothing. Counts, unlike timings, do not depend on the
+"""The upstream path at the kernel's floor (docs/performance.md), pinned by counting system
+calls: a backend socket is registered once in epoll and removed by its close, the request is
+written right after connect, and no SO_ERROR query follows it; and by counting heap
+allocations: a common proxied request allocates nothing. Counts, unlike timings, do not depend on the
 machine's load."""
 import os
 import re
@@ -81,7 +81,7 @@ def test_backend_syscalls_per_request(gateway, echo_backend):
 def test_no_heap_allocation_per_proxied_request(gateway, echo_backend, tmp_path, monkeypatch):
     """The request, its upstream, the SCGI netstring and the response head come from per-worker
     free lists and stack buffers: after warm-up, proxying a request calls malloc, calloc and
-    realloc not at all (7 times before issue 13's second pass)."""
+    realloc not at all (7 times before the free lists and stack buffers)."""
     assert shutil.which("gcc"), "gcc is needed to build the counting shim"
     shim = str(tmp_path / "malloc_count.so")
     subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", shim, os.path.join(HERE, "helpers", "malloc_count.c")],

@@ -1,5 +1,5 @@
-"""TLS listeners (issue 14, SPEC 15), checked with Debian's curl and openssl s_client: SNI,
-ALPN, protocol versions, session resumption, HTTPS=on to backends, certificates re-read on
+"""TLS listeners (docs/reference.md, "TLS"), checked with Debian's curl and openssl s_client:
+SNI, ALPN, protocol versions, session resumption, HTTPS=on to backends, certificates re-read on
 reload without failing a request in flight, a bad certificate as a load error, garbage and
 stalled handshakes closed on time, a 1 MiB body intact."""
 import hashlib

@@ -1,6 +1,6 @@
-"""Lua that waits (issue 11, SPEC 12): mg.sleep, cosockets and their pool, subrequests and
-internal routes, mg.spawn/mg.wait, req:read_body/body/set_body, phase rules, and aborts that
-leave nothing behind. Every gateway here runs one worker, so concurrency is the event loop's."""
+"""Lua that waits (docs/lua-api.md, "Waiting"): mg.sleep, cosockets and their pool, subrequests
+and internal routes, mg.spawn/mg.wait, req:read_body/body/set_body, phase rules, and aborts
+that leave nothing behind. Every gateway here runs one worker, so concurrency is the event loop's."""
 import os
 import socket
 import socketserver
@@ -476,7 +476,7 @@ end } })
     assert rss_kib(worker) - rss_before < 8 * 1024
 
 
-# ---- timeouts that mean something (issue 21 item 8) ----------------------------------------------
+# ---- timeouts that mean something ---------------------------------------------------------------
 
 def test_zero_timeouts_mean_the_default_not_for_ever(gateway, line_server):
     """settimeout(0) meant "no timeout": a silent peer held the descriptor for good. 0 is the
@@ -593,7 +593,7 @@ def test_nan_infinite_and_negative_timeouts_are_bad_arguments(gateway):
     assert lines["huge"] == "accepted"
 
 
-# ---- a cap on subrequests (issue 21 item 9) -------------------------------------------------------
+# ---- a cap on subrequests ----------------------------------------------------------------------
 
 def test_subrequest_fan_out_stops_at_subrequest_limit(gateway):
     """A handler fanning out 4 subrequests to itself, 6 deep, would make 5,460 (at depth 10 it

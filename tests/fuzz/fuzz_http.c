@@ -2,9 +2,10 @@
  * limits, normalization, routing, Lua hooks and handler, static files, error responses,
  * pipelining, trailers), with one configuration loaded once.
  *
- * It also checks the policy invariant of issue 16: requests under /scgi go to an SCGI backend
- * served by this harness in the same loop, and the last access hook writes in MG_EXPECT the
- * HTTP_* variables its view of req.headers and req.env implies (SPEC 5). The backend aborts
+ * It also checks the policy invariant (docs/reliability.md, "The policy invariant"): requests
+ * under /scgi go to an SCGI backend served by this harness in the same loop, and the last access
+ * hook writes in MG_EXPECT the HTTP_* variables its view of req.headers and req.env implies
+ * (docs/reference.md, "What the backend receives"). The backend aborts
  * when what it received differs: no client bytes after the head may change what a hook
  * decided. */
 #include <signal.h>
