@@ -33,6 +33,7 @@
 #include "log.h"
 #include "loop.h"
 #include "lua_request.h"
+#include "lua_worker.h"
 #include "lua_vm.h"
 
 typedef struct {

@@ -77,7 +77,7 @@ struct mg_sink_s {
   int (*local)(const mg_req_t *req, char *addr, size_t n, int *port);
 };
 
-/* The routes' handlers (SPEC 3 target kinds) behind one interface: the engine starts the
+/* The routes' handlers (the target kinds of docs/reference.md, "Routes") behind one interface: the engine starts the
  * route's handler and never names a kind. */
 struct mg_handler_s {
   const char *name;
@@ -135,7 +135,7 @@ struct mg_req_s {
   mg_req_t *parent;   /* a subrequest's parent */
   int depth;          /* subrequest depth */
   /* A client request's count of subrequests (nested ones too) and the bytes of their bodies,
-   * against subrequest_limit and subrequest_max_total_body (subrequest.c). */
+   * against subrequest_limit and subrequest_max_total_body (lua/lua_subrequest.c). */
   uint32_t subrequests;
   uint8_t subrequest_capped; /* the cap's log line is written once per request */
   uint64_t subrequest_bytes;
@@ -168,7 +168,7 @@ struct mg_req_s {
   uint64_t upstream_start_ns, upstream_usec;
 
   /* Last: a new request zeroes every field above; the parser's scratch buffer stays with the
-   * struct when it is reused (req_new), and the pool's 2 KiB of inline storage needs no
+   * struct when it is reused (mg_req_new), and the pool's 2 KiB of inline storage needs no
    * clearing. */
   mg_buf_t scratch; /* the URL or header piece being assembled by the parser */
 #define MG_SCRATCH_KEEP 4096 /* a scratch buffer larger than this is not kept past the head */

@@ -1,6 +1,7 @@
-/* lua_api: the request-time functions of the moongate module (SPEC 12), registered into the
- * module table before init.lua runs: mg.sleep, mg.spawn, mg.wait (lua_thread.c), mg.socket
- * (lua_socket.c), and req:subrequest (subrequest.c). The only file that knows them all. */
+/* lua_api: the functions of the moongate module implemented in C, registered into the module
+ * table before init.lua runs: mg.sleep, mg.spawn, mg.wait (lua_thread.c), mg.socket
+ * (lua_socket.c), mg.shared and mg.limit_req (lua_shdict.c, lua_limit_req.c), the helpers
+ * (lua_util.c), and M._lookup for mg.set's user and group. The only file that knows them all. */
 #ifndef MG_LUA_API_H
 #define MG_LUA_API_H
 

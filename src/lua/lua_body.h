@@ -1,4 +1,4 @@
-/* lua_body: the request body in Lua (SPEC 12): req:read_body(), req:body(), req:set_body().
+/* lua_body: the request body in Lua (docs/lua-api.md, "req" and "Waiting: coroutines, cosockets, subrequests"): req:read_body(), req:body(), req:set_body().
  *
  * req:read_body() reads the whole body before the backend is contacted, waiting in the
  * calling thread while it arrives; it is held in the request (in memory up to 64 KiB, beyond

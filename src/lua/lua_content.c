@@ -1,4 +1,4 @@
-/* lua_content: the Lua content handler, a route whose target is a function (SPEC 3, 12).
+/* lua_content: the Lua content handler, a route whose target is a function (docs/reference.md, "Routes"; docs/lua-api.md, "Content handlers").
  *
  * The function runs in a Lua thread as fn(req) and may wait; it answers by returning
  * `status, body, headers` or through req:exit / req:redirect. A Lua error is a 500 with the

@@ -70,7 +70,7 @@ const char *mg_lua_fields_from_table(lua_State *L, int idx, mg_pool_t *pool, mg_
 
 /* ---- req:headers() / res:headers() ---------------------------------------------------------- */
 
-/* A new plain table, lowercase names, a list for a repeated field (SPEC 14). A copy: changing
+/* A new plain table, lowercase names, a list for a repeated field. A copy: changing
  * it changes nothing; req.headers is the way to edit. */
 void mg_lua_push_fields(lua_State *L, const mg_fields_t *f) {
   lua_createtable(L, 0, f->n);

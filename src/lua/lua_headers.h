@@ -1,4 +1,4 @@
-/* lua_headers: header fields in Lua (SPEC 4, 14): the req.headers and res.headers proxies,
+/* lua_headers: header fields in Lua (docs/lua-api.md, "req" and "More of the request and response"): the req.headers and res.headers proxies,
  * the plain copies req:headers() and res:headers(), and the one rule for a Lua table of
  * header fields (req:exit's headers, a content handler's returned headers, a subrequest's
  * opts.headers).

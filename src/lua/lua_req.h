@@ -1,4 +1,4 @@
-/* lua_req: the `req` object's fields and methods (SPEC 4, 12, 14): what a hook or handler
+/* lua_req: the `req` object's fields and methods (docs/lua-api.md, "req"): what a hook or handler
  * reads (req.method, req.uri, req.headers, req.ctx, req.env, ...), what it may assign
  * (req.uri in rewrite; req.query and req.method in rewrite and access), req:exit(),
  * req:redirect(), and the methods of the other files (req:read_body() and its kin,

@@ -18,7 +18,6 @@
 #include <lua.h>
 
 #include "lua_thread.h"
-#include "lua_worker.h" /* mg_lua_worker_prepare, which explain.c finds here */
 #include "request.h"
 
 /* The metatables of the request's objects, made once per worker (mg_lua_worker_prepare). */

@@ -1,4 +1,4 @@
-/* lua_res: the `res` object of the header_filter, body_filter and log hooks (SPEC 4):
+/* lua_res: the `res` object of the header_filter, body_filter and log hooks (docs/lua-api.md, "res (header_filter, log)"):
  * res.status (assignable in header_filter, a final status only), res.headers (the response's
  * headers proxy), res.bytes_sent. Like req, it is cleared when its request is released. */
 #ifndef MG_LUA_RES_H

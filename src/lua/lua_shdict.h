@@ -1,5 +1,5 @@
 /* lua_shdict: the Lua binding of the shared dictionaries, mg.shared(name[, size]) and the
- * dictionary methods (SPEC 13), over shm/dict.h; and the registry of the zones a Lua state
+ * dictionary methods (docs/lua-api.md, "State shared by all workers"), over shm/dict.h; and the registry of the zones a Lua state
  * (a configuration) holds.
  *
  * mg.shared(name, size) in init.lua opens the dictionary, whose zone the master maps before

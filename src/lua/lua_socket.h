@@ -1,4 +1,4 @@
-/* lua_socket: cosockets, mg.socket.tcp() (SPEC 12), with OpenResty's names and results.
+/* lua_socket: cosockets, mg.socket.tcp() (docs/lua-api.md, "Waiting: coroutines, cosockets, subrequests"), with OpenResty's names and results.
  *
  * A cosocket is a TCP or unix-socket connection whose operations wait in the calling Lua
  * thread without blocking the worker. Results follow ngx.socket.tcp: connect → 1 or nil, err;

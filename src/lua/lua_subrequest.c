@@ -1,4 +1,4 @@
-/* subrequest: see subrequest.h.
+/* lua_subrequest: see lua_subrequest.h.
  *
  * The child is released on a zero timer after its response is complete, never inside the
  * handler call that completed it (the handler's frames are still on the stack).

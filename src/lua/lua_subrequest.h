@@ -1,4 +1,4 @@
-/* subrequest: req:subrequest(uri[, opts]) (SPEC 12), nginx's ngx.location.capture.
+/* lua_subrequest: req:subrequest(uri[, opts]) (docs/lua-api.md, "Waiting: coroutines, cosockets, subrequests"), nginx's ngx.location.capture.
  *
  * A subrequest is a child request run through the same engine (routing, the target route's
  * hooks, any handler: SCGI, balancer, static, Lua) whose response goes to a capture sink

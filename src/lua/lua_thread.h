@@ -1,4 +1,4 @@
-/* lua_thread: Lua code that can wait (SPEC 12), lua-nginx-module's model.
+/* lua_thread: Lua code that can wait (docs/lua-api.md, "Waiting: coroutines, cosockets, subrequests"), lua-nginx-module's model.
  *
  * Every hook and content handler runs in a coroutine taken from a per-worker pool (a
  * coroutine that returned normally is reused; one that failed or was abandoned is dropped).

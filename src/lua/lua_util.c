@@ -1,4 +1,4 @@
-/* lua_util: the helpers of SPEC 14: mg.log, mg.now, mg.time, base64, URI escaping, query
+/* lua_util: the helpers (docs/lua-api.md, "More of the request and response"): mg.log, mg.now, mg.time, base64, URI escaping, query
  * arguments, digests and HMAC, hex. Digests, HMAC and base64 come from OpenSSL's libcrypto;
  * URI escaping follows RFC 3986 (unreserved characters are kept, everything else is %XX). */
 #include "lua_util.h"

@@ -1,6 +1,6 @@
 /* lua_worker: a worker's Lua before and as it starts serving: the request objects'
  * metatables, the run-time limit, the cosockets' default timeout, then the init_worker hooks
- * and the mg.timer timers (SPEC 3, 12).
+ * and the mg.timer timers (docs/reference.md, "init.lua"; docs/lua-api.md, "Waiting: coroutines, cosockets, subrequests").
  *
  * An init_worker hook or a timer runs in a Lua thread without a request, so it may wait (a
  * cosocket to prime a cache); the worker serves meanwhile. One that fails is logged and the
