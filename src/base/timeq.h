@@ -16,6 +16,14 @@
 /* The loop-independent clock in ms (monotonic). */
 static inline uint64_t mg_now_ms(void) { return uv_hrtime() / 1000000; }
 
+/* uv_timer_start counted from now rather than from the loop's cached time: a timer started
+ * after CPU work in the same loop turn (a Lua hook, a handler after hooks) would otherwise
+ * fire early by the duration of that work. One clock read (vDSO, no syscall). */
+static inline int mg_timer_start(uv_timer_t *t, uv_timer_cb cb, uint64_t ms, uint64_t repeat) {
+  uv_update_time(t->loop);
+  return uv_timer_start(t, cb, ms, repeat);
+}
+
 #define MG_TIMEQ_QUEUES 4
 
 typedef struct mg_timeq_entry_s {

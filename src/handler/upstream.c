@@ -566,7 +566,7 @@ static void established(mg_upstream_t *up) {
   if (up->member) mg_member_start(up->member);
   /* The request outlives its upstream: the access log needs its own copy of the name. */
   up->req->upstream_name = mg_pool_strdup(&up->req->pool, up->name);
-  if (up->timeout_ms) uv_timer_start(&up->timer, on_timeout, up->timeout_ms, up->timeout_ms);
+  if (up->timeout_ms) mg_timer_start(&up->timer, on_timeout, up->timeout_ms, up->timeout_ms);
   else uv_timer_stop(&up->timer);
 }
 
@@ -683,7 +683,7 @@ static void up_connect(mg_upstream_t *up) {
     return;
   }
   uint64_t ct = up->member && up->member->connect_timeout_ms ? up->member->connect_timeout_ms : req->route->connect_timeout;
-  if (ct) uv_timer_start(&up->timer, on_timeout, ct, 0);
+  if (ct) mg_timer_start(&up->timer, on_timeout, ct, 0);
   /* The request goes out now: on loopback the connection is usually up already. */
   if (!up->head_queued) send_request(up);
   if (up->closing) return;

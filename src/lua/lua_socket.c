@@ -209,7 +209,7 @@ static void on_op_timeout(uv_timer_t *tm) {
 static int wait_op(lua_State *L, mg_thread_t *t, mg_socket_t *s, int op, uint64_t ms) {
   s->op = op;
   s->waiter = t;
-  if (ms) uv_timer_start(&s->timer, on_op_timeout, ms, 0);
+  if (ms) mg_timer_start(&s->timer, on_op_timeout, ms, 0);
   return mg_thread_wait(L, t, op_cancel, s);
 }
 
@@ -565,7 +565,7 @@ static int l_connect(lua_State *L) {
   s->wbuf = (char *)rs; /* while resolving, wbuf holds the resolver request */
   s->op = OP_RESOLVE;
   s->waiter = t;
-  if (b->connect_ms) uv_timer_start(&s->timer, on_op_timeout, b->connect_ms, 0);
+  if (b->connect_ms) mg_timer_start(&s->timer, on_op_timeout, b->connect_ms, 0);
   return mg_thread_wait(L, t, resolve_cancel, s);
 }
 
@@ -709,7 +709,7 @@ static int l_setkeepalive(lua_State *L) {
   s->pnext = pool_head;
   pool_head = s;
   s->roff = s->rbuf.len = 0;
-  if (idle) uv_timer_start(&s->timer, on_idle_timeout, idle, 0);
+  if (idle) mg_timer_start(&s->timer, on_idle_timeout, idle, 0);
   update_reading(s);
   lua_pushinteger(L, 1);
   return 1;

@@ -284,6 +284,6 @@ int mg_subrequest_lua(lua_State *L) {
   mg_phase_start(child);
   if (c->done) return push_result(L, c);
   c->t = t;
-  uv_timer_start(&c->reaper, on_timeout, timeout_ms, 0);
+  mg_timer_start(&c->reaper, on_timeout, timeout_ms, 0);
   return mg_thread_wait(L, t, sub_cancel, c);
 }

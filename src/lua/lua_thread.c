@@ -94,6 +94,7 @@ static int thread_run(mg_thread_t *t, int nargs) {
     if (t->waiting) return MG_WAITS;
     /* A bare coroutine.yield() in a hook: nothing would ever resume it. */
     t->error = mg_strdup("coroutine.yield() called outside a waiting call (use mg.sleep, cosockets, mg.wait)");
+    t->message_len = strlen(t->error);
     t->failed = 1;
     return MG_THREAD_ERROR;
   }
@@ -102,7 +103,9 @@ static int thread_run(mg_thread_t *t, int nargs) {
     return MG_OK;
   }
   const char *msg = lua_tostring(t->co, -1);
-  luaL_traceback(t->L, t->co, msg ? msg : "(error object is not a string)", 0);
+  if (!msg) msg = "(error object is not a string)";
+  t->message_len = strlen(msg);
+  luaL_traceback(t->L, t->co, msg, 0);
   t->error = mg_strdup(lua_tostring(t->L, -1));
   lua_pop(t->L, 1);
   t->done = 1, t->failed = 1;
@@ -259,7 +262,7 @@ static int l_sleep(lua_State *L) {
   uv_timer_init(loop, &s->timer);
   s->timer.data = s;
   s->t = t;
-  uv_timer_start(&s->timer, on_sleep, ms, 0);
+  mg_timer_start(&s->timer, on_sleep, ms, 0);
   return mg_thread_wait(L, t, sleep_cancel, s);
 }
 
@@ -270,7 +273,9 @@ static int take_result(lua_State *L, mg_thread_t *c) {
   int n;
   if (c->failed) {
     lua_pushboolean(L, 0);
-    lua_pushstring(L, c->error ? c->error : "failed");
+    /* The message, as ngx.thread.wait gives it; the traceback is for the error log. */
+    if (c->error) lua_pushlstring(L, c->error, c->message_len);
+    else lua_pushliteral(L, "failed");
     n = 2;
   } else {
     int nres = lua_gettop(c->co);

@@ -71,6 +71,7 @@ struct mg_thread_s {
   int wake_nargs;
   void *sockets;       /* cosockets owned by a thread without a request (timers) */
   char *error;         /* message and traceback of a failed thread (malloc'd) */
+  size_t message_len;  /* the message alone: error[0..message_len), what mg.wait returns */
   unsigned done : 1, failed : 1, queued : 1, waiting : 1, released : 1;
 };
 

@@ -70,3 +70,51 @@ def test_settimeout_results_match_openresty(gateway, openresty, silent, arg):
     assert ours == theirs, (ours, theirs)
     # 0 means the default (lua_socket_read_timeout / lua_socket_timeout); a bad value raises.
     assert theirs.split()[0] == (b"true" if arg == "zero" else b"false") and theirs.split()[-1] == b"default"
+
+
+# ---- light threads: what ngx.thread.wait / mg.wait give for a thread that raised -----------------
+
+WAIT_BODY = r'''
+local t = SPAWN(function() local x = nil; error("boom " .. tostring(x)) end)
+local ok, err = WAIT(t)
+RESULT(tostring(ok) .. "|" .. type(err) .. "|" .. (err:gsub("^.-:%d+: ", "")) .. "|" ..
+       tostring(err:find("traceback", 1, true) ~= nil) .. "\n")
+'''
+
+
+def start_openresty(tmp_path, locations):
+    """Debian's nginx + lua-nginx-module with one content_by_lua_block per location."""
+    if not shutil.which("nginx") or not os.path.exists(os.path.join(NGINX_MODULES, "ngx_http_lua_module.so")):
+        pytest.fail("nginx with lua-nginx-module is missing: make deps installs nginx-light and libnginx-mod-http-lua")
+    port = free_port()
+    (tmp_path / "logs").mkdir(exist_ok=True)
+    blocks = "\n".join("location = %s { content_by_lua_block { %s } }" % (loc, body) for loc, body in locations.items())
+    conf = tmp_path / "nginx-snippets.conf"
+    conf.write_text("""
+load_module %(m)s/ndk_http_module.so;
+load_module %(m)s/ngx_http_lua_module.so;
+daemon off; master_process off;
+error_log %(d)s/logs/error.log; pid %(d)s/nginx-snippets.pid;
+events {}
+http { access_log off; server { listen 127.0.0.1:%(p)d; %(b)s } }
+""" % {"m": NGINX_MODULES, "d": tmp_path, "p": port, "b": blocks})
+    p = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(tmp_path)], stderr=subprocess.DEVNULL)
+    wait_port(port, p)
+    return p, port
+
+
+def test_wait_on_a_thread_that_raised_gives_the_message_as_openresty(gateway, tmp_path):
+    theirs_body = WAIT_BODY.replace("SPAWN", "ngx.thread.spawn").replace("WAIT", "ngx.thread.wait") \
+        .replace("RESULT", "ngx.print")
+    p, port = start_openresty(tmp_path, {"/w": theirs_body})
+    try:
+        theirs = request(port, path="/w").body
+    finally:
+        p.terminate()
+        p.wait(5)
+    ours_body = WAIT_BODY.replace("SPAWN", "mg.spawn").replace("WAIT", "mg.wait").replace("RESULT(", "return 200, (")
+    g = gateway('mg.route("=/w", function(req)\n%s\nend)\n' % ours_body.rstrip())
+    ours = request(g.port, path="/w").body
+    assert ours == theirs == b"false|string|boom nil|false\n", (ours, theirs)
+    # The traceback is not lost: it is in the error log.
+    g.wait_log("stack traceback")

@@ -81,6 +81,31 @@ def test_twenty_sleeping_handlers_share_one_worker(gateway):
     assert took < 3.0, "20 x 0.5 s sleeps took %.2f s: the worker blocked" % took
 
 
+@pytest.mark.parametrize("what", ["sleep", "socket timeout"])
+def test_a_wait_started_after_cpu_work_lasts_its_whole_duration(gateway, line_server, what):
+    """A timer started from Lua after CPU work in the same loop turn counts from the moment it
+    is started, not from the loop's cached time at the start of the turn: mg.sleep(0.3) or a
+    0.3 s read timeout after 0.2 s of computing returns after 0.5 s, not after 0.3 s."""
+    srv = line_server(lambda conn: time.sleep(2))  # accepts, never answers
+    before, wait = "", "mg.sleep(0.3)"
+    if what == "socket timeout":
+        # Connected first (a wait of its own), then the work, then the read that times out.
+        before = 'local s = mg.socket.tcp(); s:settimeout(300); assert(s:connect("127.0.0.1", %d))' % srv.port
+        wait = 'assert(select(2, s:receive("*l")) == "timeout")'
+    g = gateway('''mg.route("=/t", function(req)
+  %s
+  local c0 = os.clock()
+  while os.clock() - c0 < 0.2 do end
+  %s
+  return 200, "ok\\n"
+end)
+''' % (before, wait))
+    t0 = time.monotonic()
+    r = request(g.port, path="/t")
+    took = time.monotonic() - t0
+    assert r.status == 200 and took >= 0.48, took
+
+
 def test_hooks_waiting_on_a_slow_tcp_server_share_one_worker(gateway, echo_backend, line_server):
     srv = line_server(slow_echo(0.3))
     g = gateway("""
