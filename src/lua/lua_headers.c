@@ -29,18 +29,37 @@ static const char *bad_value(lua_State *L, const char *name, const char *v, size
   return mg_http_value_is_safe(v, vl) ? NULL : lua_pushfstring(L, "header value for '%s' holds CR, LF or NUL", name);
 }
 
-/* The pair (name, value) at the top of the stack as a field: NULL, or the message, pushed. */
+/* One value (string or number) of field `name` at stack index idx: NULL, or the message. */
+static const char *bad_item(lua_State *L, const char *name, int idx) {
+  int t = lua_type(L, idx);
+  if (t != LUA_TSTRING && t != LUA_TNUMBER)
+    return lua_pushfstring(L, "header value for '%s' must be a string, not %s", name, lua_typename(L, t));
+  size_t vl;
+  const char *v = lua_tolstring(L, idx, &vl); /* a number becomes a string in its stack slot only */
+  return bad_value(L, name, v, vl);
+}
+
+/* The pair (name, value) at the top of the stack as fields: NULL, or the message, pushed. A
+ * value may be a list of values (OpenResty's ngx.header["Set-Cookie"] = { "a=1", "b=2" }):
+ * one field each. */
 static const char *bad_pair(lua_State *L) {
   if (lua_type(L, -2) != LUA_TSTRING)
     return lua_pushfstring(L, "header field names must be strings, not %s", luaL_typename(L, -2));
-  size_t nl, vl;
+  size_t nl;
   const char *name = lua_tolstring(L, -2, &nl);
-  int t = lua_type(L, -1);
-  if (t != LUA_TSTRING && t != LUA_TNUMBER)
-    return lua_pushfstring(L, "header value for '%s' must be a string, not %s", name, lua_typename(L, t));
-  const char *v = lua_tolstring(L, -1, &vl); /* a number becomes a string in its stack slot only */
   const char *err = bad_name(L, name, nl);
-  return err ? err : bad_value(L, name, v, vl);
+  if (err) return err;
+  if (lua_type(L, -1) != LUA_TTABLE) return bad_item(L, name, -1);
+  for (int i = 1, n = (int)lua_objlen(L, -1); i <= n; i++) {
+    lua_rawgeti(L, -1, i);
+    err = bad_item(L, name, -1);
+    if (err) {
+      lua_remove(L, -2); /* the item: the message stays on top */
+      return err;
+    }
+    lua_pop(L, 1);
+  }
+  return NULL;
 }
 
 const char *mg_lua_fields_from_table(lua_State *L, int idx, mg_pool_t *pool, mg_fields_t *f, int replace) {
@@ -60,9 +79,20 @@ const char *mg_lua_fields_from_table(lua_State *L, int idx, mg_pool_t *pool, mg_
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     size_t nl, vl;
-    const char *name = lua_tolstring(L, -2, &nl), *v = lua_tolstring(L, -1, &vl);
-    if (replace) mg_fields_set(pool, f, name, v);
-    else mg_fields_add(pool, f, name, nl, v, vl);
+    const char *name = lua_tolstring(L, -2, &nl);
+    if (lua_type(L, -1) == LUA_TTABLE) {
+      if (replace) mg_fields_set(pool, f, name, NULL);
+      for (int i = 1, n = (int)lua_objlen(L, -1); i <= n; i++) {
+        lua_rawgeti(L, -1, i);
+        const char *v = lua_tolstring(L, -1, &vl);
+        mg_fields_add(pool, f, name, nl, v, vl);
+        lua_pop(L, 1);
+      }
+    } else {
+      const char *v = lua_tolstring(L, -1, &vl);
+      if (replace) mg_fields_set(pool, f, name, v);
+      else mg_fields_add(pool, f, name, nl, v, vl);
+    }
     lua_pop(L, 1);
   }
   return NULL;
@@ -70,10 +100,29 @@ const char *mg_lua_fields_from_table(lua_State *L, int idx, mg_pool_t *pool, mg_
 
 /* ---- req:headers() / res:headers() ---------------------------------------------------------- */
 
-/* A new plain table, lowercase names, a list for a repeated field. A copy: changing
- * it changes nothing; req.headers is the way to edit. */
+/* The copy's __index, as OpenResty's get_headers(): a name not found as written is looked up
+ * lower-cased with '_' read as '-', so h["User-Agent"] and h.user_agent both find it. */
+static int fields_index(lua_State *L) {
+  size_t n;
+  const char *k = lua_tolstring(L, 2, &n);
+  if (!k || lua_type(L, 2) != LUA_TSTRING) return 0;
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (size_t i = 0; i < n; i++) {
+    char c = k[i];
+    luaL_addchar(&b, c == '_' ? '-' : (char)(c >= 'A' && c <= 'Z' ? c + 32 : c));
+  }
+  luaL_pushresult(&b);
+  lua_rawget(L, 1);
+  return 1;
+}
+
+/* A new table, lowercase names, a list for a repeated field, read case-insensitively. A copy:
+ * changing it changes nothing; req.headers is the way to edit. */
 void mg_lua_push_fields(lua_State *L, const mg_fields_t *f) {
   lua_createtable(L, 0, f->n);
+  luaL_getmetatable(L, MG_LUA_FIELDS_MT);
+  lua_setmetatable(L, -2);
   for (int i = 0; i < f->n; i++) {
     /* Field names can be as long as max_header_size: lower-case them through a Lua buffer. */
     luaL_Buffer b;
@@ -136,10 +185,13 @@ static int hdr_newindex(lua_State *L) {
     mg_fields_set(&b->req->pool, f, name, NULL);
     return 0;
   }
-  size_t vl;
-  const char *v = luaL_checklstring(L, 3, &vl);
-  if ((err = bad_value(L, name, v, vl))) return luaL_error(L, "%s", err);
-  mg_fields_set(&b->req->pool, f, name, v);
+  /* A string, a number, or a list of them (one field each, as ngx.header's). */
+  lua_settop(L, 3);
+  lua_createtable(L, 0, 1);
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 3);
+  lua_rawset(L, -3);
+  if ((err = mg_lua_fields_from_table(L, -1, &b->req->pool, f, 1))) return luaL_error(L, "%s", err);
   return 0;
 }
 
@@ -158,6 +210,11 @@ void mg_lua_headers_push(lua_State *L, mg_req_t *req, int response) {
 }
 
 void mg_lua_headers_open(lua_State *L) {
+  if (luaL_newmetatable(L, MG_LUA_FIELDS_MT)) {
+    lua_pushcfunction(L, fields_index);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
   if (luaL_newmetatable(L, MG_LUA_HDR_MT)) {
     lua_pushcfunction(L, hdr_index);
     lua_setfield(L, -2, "__index");

@@ -24,6 +24,7 @@
 #define MG_LUA_REQ_MT "moongate.req"
 #define MG_LUA_RES_MT "moongate.res"
 #define MG_LUA_HDR_MT "moongate.headers"
+#define MG_LUA_FIELDS_MT "moongate.fields" /* req:headers() copies: read case-insensitively */
 
 /* A userdata of the request (req, res, a headers proxy) starts with its request pointer: the
  * release clears it, so an object kept past its request raises an error, never reads freed

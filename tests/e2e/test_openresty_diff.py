@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import free_port, request, wait_port
+from conftest import free_port, raw, request, wait_port
 
 BODY = r'''
 local v = ({ zero = 0, nan = 0/0, inf = 1/0, neg = -1 })[ARG]
@@ -118,3 +118,54 @@ def test_wait_on_a_thread_that_raised_gives_the_message_as_openresty(gateway, tm
     assert ours == theirs == b"false|string|boom nil|false\n", (ours, theirs)
     # The traceback is not lost: it is in the error log.
     g.wait_log("stack traceback")
+
+
+# ---- header tables: a copy read case-insensitively, a list value as several fields -----------------
+
+HEADERS_BODY = r'''
+local h = GET_HEADERS
+local multi = h["X-Multi"]
+RESULT(tostring(h["User-Agent"]) .. "|" .. tostring(h.user_agent) .. "|" .. tostring(h["USER-AGENT"]) .. "|" ..
+       tostring(h["user-agent"]) .. "|" .. type(multi) .. "|" .. (type(multi) == "table" and table.concat(multi, ",") or "") ..
+       "|" .. tostring(h.x_missing) .. "\n")
+'''
+
+
+def test_header_tables_read_like_openresty(gateway, tmp_path):
+    hdrs = [("User-Agent", "probe/1"), ("X-Multi", "a"), ("X-Multi", "b")]
+    theirs_body = HEADERS_BODY.replace("GET_HEADERS", "ngx.req.get_headers()").replace("RESULT", "ngx.print")
+    p, port = start_openresty(tmp_path, {"/h": theirs_body})
+    try:
+        theirs = request(port, path="/h", headers=hdrs).body
+    finally:
+        p.terminate()
+        p.wait(5)
+    ours_body = HEADERS_BODY.replace("GET_HEADERS", "req:headers()").replace("RESULT(", "return 200, (")
+    g = gateway('mg.route("=/h", function(req)\n%s\nend)\n' % ours_body.rstrip())
+    ours = request(g.port, path="/h", headers=hdrs).body
+    assert ours == theirs == b"probe/1|probe/1|probe/1|probe/1|table|a,b|nil\n", (ours, theirs)
+
+
+def set_cookies(resp):
+    return [line.split(b":", 1)[1].strip() for line in resp.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+            if line.lower().startswith(b"set-cookie:")]
+
+
+def test_a_list_value_sends_one_field_each_like_openresty(gateway, tmp_path):
+    p, port = start_openresty(tmp_path, {"/c": 'ngx.header["Set-Cookie"] = { "a=1", "b=2" } ngx.say("ok")'})
+    try:
+        theirs = raw(port, b"GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    finally:
+        p.terminate()
+        p.wait(5)
+    g = gateway('''
+mg.route("=/c", function(req) return 200, "ok\\n", { ["Set-Cookie"] = { "a=1", "b=2" } } end)
+mg.route("=/x", function(req) req:exit(200, "ok\\n", { ["Set-Cookie"] = { "a=1", "b=2" } }) end)
+mg.route("=/f", function(req) return 200, "ok\\n" end, { hooks = { header_filter = function(req, res)
+  res.headers["Set-Cookie"] = { "a=1", "b=2" }
+end } })
+''')
+    assert set_cookies(theirs) == [b"a=1", b"b=2"]
+    for path in ("/c", "/x", "/f"):
+        ours = raw(g.port, b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path.encode())
+        assert set_cookies(ours) == set_cookies(theirs), (path, ours)
