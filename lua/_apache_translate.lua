@@ -415,7 +415,7 @@ end
 -- SetEnvIf attributes with a counterpart in req, as Lua source.
 local special_attrs = {
   request_uri = "req.uri", request_method = "req.method", remote_addr = "req.remote_addr",
-  request_protocol = '"HTTP/" .. req.http_version',
+  request_protocol = 'string.format("HTTP/%.1f", req.http_version)',
 }
 
 -- SetEnvIf ATTRIBUTE REGEX [!]VAR[=VALUE] ...: a condition and assignments to req.env, or nil.

@@ -77,7 +77,8 @@ int mg_lua_req_read_body(lua_State *L) {
   return mg_thread_wait(L, t, read_body_cancel, NULL);
 }
 
-/* req:body() → the body read by req:read_body(), nil and "in file" beyond lua_body_max. */
+/* req:body() → the body read by req:read_body(); nil for none, nil and "in file" beyond
+ * lua_body_max. */
 int mg_lua_req_body(lua_State *L) {
   mg_req_t *req = mg_lua_check_req(L, 1);
   if (!req->body_ready) {
@@ -86,6 +87,11 @@ int mg_lua_req_body(lua_State *L) {
     return 2;
   }
   mg_body_t *b = &req->body;
+  if (b->len == 0) {
+    /* No body (a GET, a body that went by): nil, as ngx.req.get_body_data(). */
+    lua_pushnil(L);
+    return 1;
+  }
   if (b->fd < 0) {
     lua_pushlstring(L, b->mem.data ? b->mem.data : "", b->mem.len);
     return 1;

@@ -78,7 +78,8 @@ static int req_index(lua_State *L) {
     case 'h':
       if (strcmp(k, "headers") == 0) return mg_lua_headers_push(L, req, 0), 1;
       if (strcmp(k, "host") == 0) return req->host ? lua_pushstring(L, req->host) : lua_pushnil(L), 1;
-      if (strcmp(k, "http_version") == 0) return lua_pushfstring(L, "%d.%d", req->http_major, req->http_minor), 1;
+      if (strcmp(k, "http_version") == 0) /* a number, as ngx.req.http_version(): 1.0, 1.1 */
+        return lua_pushnumber(L, req->http_major + req->http_minor / 10.0), 1;
       break;
     case 'i':
       if (strcmp(k, "id") == 0) return lua_pushstring(L, req->id), 1;

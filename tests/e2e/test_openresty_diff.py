@@ -169,3 +169,32 @@ end } })
     for path in ("/c", "/x", "/f"):
         ours = raw(g.port, b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path.encode())
         assert set_cookies(ours) == set_cookies(theirs), (path, ours)
+
+
+# ---- the request's version and body ---------------------------------------------------------------
+
+VERSION_BODY = r'''
+READ_BODY
+local v, b = VERSION, BODY
+RESULT(type(v) .. "|" .. string.format("%.1f", v) .. "|" .. tostring(v == 1.1 or v == 1.0) .. "|" .. type(b) .. "|" ..
+       tostring(b) .. "\n")
+'''
+
+
+@pytest.mark.parametrize("method,body", [("GET", None), ("POST", b""), ("POST", b"abc")])
+@pytest.mark.parametrize("version", ["1.1", "1.0"])
+def test_version_is_a_number_and_no_body_is_nil_like_openresty(gateway, tmp_path, method, body, version):
+    theirs_body = VERSION_BODY.replace("READ_BODY", "ngx.req.read_body()").replace("VERSION", "ngx.req.http_version()") \
+        .replace("BODY", "ngx.req.get_body_data()").replace("RESULT", "ngx.print")
+    p, port = start_openresty(tmp_path, {"/v": theirs_body})
+    try:
+        theirs = request(port, method, "/v", body=body, version=version).body
+    finally:
+        p.terminate()
+        p.wait(5)
+    ours_body = VERSION_BODY.replace("READ_BODY", "req:read_body()").replace("VERSION", "req.http_version") \
+        .replace("BODY", "(req:body())").replace("RESULT(", "return 200, (")
+    g = gateway('mg.route("=/v", function(req)\n%s\nend)\n' % ours_body.rstrip())
+    ours = request(g.port, method, "/v", body=body, version=version).body
+    assert ours == theirs, (ours, theirs)
+    assert theirs.startswith(b"number|" + version.encode() + b"|true|")
