@@ -313,6 +313,20 @@ static void consume(mg_socket_t *s, lua_State *co, size_t n, size_t skip) {
   s->roff += n + skip;
 }
 
+/* A line of "*l" without its CRs: every one is dropped, not only one before the LF, as
+ * lua-nginx-module's line reader ignores them wherever they are. */
+static void push_line(lua_State *co, const char *data, size_t n) {
+  if (!memchr(data, '\r', n)) {
+    lua_pushlstring(co, data, n);
+    return;
+  }
+  luaL_Buffer b;
+  luaL_buffinit(co, &b);
+  for (size_t i = 0; i < n; i++)
+    if (data[i] != '\r') luaL_addchar(&b, data[i]);
+  luaL_pushresult(&b);
+}
+
 /* Pushes the result of the pending receive onto co when the buffer (and EOF) allow it.
  * Returns the number of values pushed, 0 when more data is needed. */
 static int try_satisfy(mg_socket_t *s, lua_State *co) {
@@ -323,8 +337,8 @@ static int try_satisfy(mg_socket_t *s, lua_State *co) {
       const char *nl = memchr(data, '\n', avail);
       if (nl) {
         size_t n = (size_t)(nl - data);
-        size_t len = n && data[n - 1] == '\r' ? n - 1 : n;
-        consume(s, co, len, n - len + 1);
+        push_line(co, data, n);
+        s->roff += n + 1;
         return 1;
       }
       break;
@@ -370,7 +384,8 @@ static int try_satisfy(mg_socket_t *s, lua_State *co) {
     /* The peer closed (or failed) before the pattern was satisfied. */
     lua_pushnil(co);
     lua_pushstring(co, s->read_err ? err_text(s->read_err) : "closed");
-    lua_pushlstring(co, data, avail);
+    if (s->rmode == R_LINE) push_line(co, data, avail);
+    else lua_pushlstring(co, data, avail);
     s->roff += avail;
     return 3;
   }

@@ -198,3 +198,56 @@ def test_version_is_a_number_and_no_body_is_nil_like_openresty(gateway, tmp_path
     ours = request(g.port, method, "/v", body=body, version=version).body
     assert ours == theirs, (ours, theirs)
     assert theirs.startswith(b"number|" + version.encode() + b"|true|")
+
+
+# ---- receive("*l"): every CR of a line is dropped ---------------------------------------------------
+
+LINES_BODY = r'''
+local s = TCP()
+assert(s:connect("127.0.0.1", PEER))
+local out = {}
+for i = 1, 3 do
+  local line, err, partial = s:receive("*l")
+  out[#out + 1] = string.format("%q %s %q", tostring(line), tostring(err), tostring(partial))
+end
+RESULT(table.concat(out, "|") .. "\n")
+'''
+
+
+@pytest.fixture
+def lines_peer():
+    """Sends lines with CRs inside them, then closes, to every connection."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    stop = []
+
+    def serve():
+        while not stop:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            c.sendall(b"a\rb\r\r\nplain\nend\r")
+            c.close()
+
+    import threading
+    threading.Thread(target=serve, daemon=True).start()
+    yield srv.getsockname()[1]
+    stop.append(1)
+    srv.close()
+
+
+def test_receive_line_drops_every_cr_like_openresty(gateway, tmp_path, lines_peer):
+    body = LINES_BODY.replace("PEER", str(lines_peer))
+    p, port = start_openresty(tmp_path, {"/l": body.replace("TCP", "ngx.socket.tcp").replace("RESULT", "ngx.print")})
+    try:
+        theirs = request(port, path="/l").body
+    finally:
+        p.terminate()
+        p.wait(5)
+    g = gateway('mg.route("=/l", function(req)\n%s\nend)\n' % body.replace("TCP", "mg.socket.tcp")
+                .replace("RESULT(", "return 200, (").rstrip())
+    ours = request(g.port, path="/l").body
+    assert ours == theirs, (ours, theirs)
+    assert theirs.startswith(b'"ab" nil "nil"|"plain" nil "nil"|')
