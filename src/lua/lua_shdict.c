@@ -2,6 +2,8 @@
 #include "lua_shdict.h"
 
 #include <lauxlib.h>
+#include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,140 +29,243 @@ void mg_shdict_release_all(lua_State *L) {
 
 /* ---- arguments --------------------------------------------------------------------------------- */
 
+/* The methods reproduce lua-resty-core's shdict.lua (get, get_stale, the stores, incr, ttl,
+ * expire, capacity, free_space) and lua-nginx-module's C functions (the lists, get_keys,
+ * flush_expired, flush_all) down to their results and their messages, including those that
+ * come from LuaJIT's FFI conversions there ("cannot convert 'nil' to 'double'"). */
+
 static mg_zone_t *check_dict(lua_State *L) {
   mg_shdict_box_t *b = luaL_checkudata(L, 1, DICT_MT);
   if (!b->zone) luaL_error(L, "shared dictionary used after its configuration ended");
   return b->zone;
 }
 
-static const char *check_key(lua_State *L, size_t *kl) {
+/* The key at index 2, or NULL with OpenResty's message for a nil, empty or too long one in
+ * *err. `tostring`: a key of another type than string becomes its tostring (the FFI functions),
+ * else it must be a string or a number (the C functions: luaL_checklstring). */
+static const char *check_key(lua_State *L, size_t *kl, int tostring, const char **err) {
+  int t = lua_type(L, 2);
+  *err = NULL;
+  if (t == LUA_TNIL || t == LUA_TNONE) {
+    *err = "nil key";
+    return NULL;
+  }
+  if (tostring && t != LUA_TSTRING && t != LUA_TNUMBER) {
+    lua_getfield(L, LUA_GLOBALSINDEX, "tostring"); /* ... tostring */
+    lua_pushvalue(L, 2);                           /* ... tostring key */
+    lua_call(L, 1, 1);                             /* ... s */
+    lua_replace(L, 2);
+  }
   const char *k = luaL_checklstring(L, 2, kl);
-  if (*kl == 0) luaL_argerror(L, 2, "key must not be empty");
-  if (*kl > MG_DICT_MAX_KEY) luaL_argerror(L, 2, "key longer than 64 KiB");
-  return k;
+  if (*kl == 0) *err = "empty key";
+  else if (*kl > MG_DICT_MAX_KEY) *err = "key too long";
+  return *err ? NULL : k;
 }
 
-static double check_ttl(lua_State *L, int idx) {
-  double ttl = luaL_optnumber(L, idx, 0);
-  if (ttl < 0) luaL_argerror(L, idx, "ttl must not be negative");
-  return ttl;
+/* Pushes the failure `nil, msg` (or `false, msg` with `falsy`) and returns 2. */
+static int fail(lua_State *L, int falsy, const char *msg) {
+  if (falsy) lua_pushboolean(L, 0);
+  else lua_pushnil(L);
+  lua_pushstring(L, msg);
+  return 2;
 }
 
-/* ---- the methods --------------------------------------------------------------------------------- */
-
-static void on_value(void *ud, const mg_dict_value_t *v) {
-  lua_State *L = ud;
-  if (v->type == MG_DICT_STRING) lua_pushlstring(L, v->str, v->len);
-  else if (v->type == MG_DICT_NUMBER) lua_pushnumber(L, v->num);
-  else lua_pushboolean(L, v->boolean);
+/* Seconds as OpenResty passes them to its C side: whole milliseconds, truncated (a LuaJIT
+ * conversion to long; one out of its range is LONG_MIN); 0 (never expires) unless positive. */
+static double whole_ms(double s) {
+  double ms = s * 1000;
+  if (!(ms > -9.2233720368547758e18 && ms < 9.2233720368547758e18)) return 0;
+  long long l = (long long)ms;
+  return l > 0 ? (double)l / 1000 : 0;
 }
 
-/* d:get(key) → value or nil */
-static int l_get(lua_State *L) {
-  mg_zone_t *d = check_dict(L);
-  size_t kl;
-  const char *k = check_key(L, &kl);
-  if (mg_dict_get(d, k, kl, on_value, L) < 0) lua_pushnil(L);
+/* The exptime of a store, at idx: nil or false for none; a number not negative. */
+static double check_exptime(lua_State *L, int idx) {
+  int t = lua_type(L, idx);
+  if (t == LUA_TNONE || t == LUA_TNIL || (t == LUA_TBOOLEAN && !lua_toboolean(L, idx))) return 0;
+  if (t != LUA_TNUMBER) luaL_error(L, "attempt to compare %s with number", lua_typename(L, t));
+  double x = lua_tonumber(L, idx);
+  if (x < 0) luaL_error(L, "bad \"exptime\" argument");
+  return whole_ms(x);
+}
+
+/* The user's flags of a store, at idx: nil or false for none; a number as LuaJIT makes it an
+ * int (truncated; out of range: INT_MIN), true as 1. */
+static uint32_t check_flags(lua_State *L, int idx) {
+  int t = lua_type(L, idx);
+  if (t == LUA_TNONE || t == LUA_TNIL || t == LUA_TBOOLEAN) return (uint32_t)lua_toboolean(L, idx);
+  if (t != LUA_TNUMBER)
+    luaL_error(L, "bad argument #10 to 'ngx_lua_ffi_shdict_store' (cannot convert '%s' to 'int')", lua_typename(L, t));
+  double n = lua_tonumber(L, idx);
+  return (uint32_t)(n > -2147483649.0 && n < 2147483648.0 ? (int32_t)n : INT32_MIN);
+}
+
+/* A number argument as tonumber takes it (a numeric string too); 0 when it is not one. */
+static int to_number(lua_State *L, int idx, double *n) {
+  int t = lua_type(L, idx);
+  if (t != LUA_TNUMBER && !(t == LUA_TSTRING && lua_isnumber(L, idx))) return 0;
+  *n = lua_tonumber(L, idx);
   return 1;
 }
 
-/* d:set / d:add / d:replace(key, value[, ttl]) → true, nil, forcible or false, err, forcible */
-static int store(lua_State *L, mg_dict_mode_t mode) {
+/* ---- reading values ----------------------------------------------------------------------------- */
+
+typedef struct {
+  lua_State *L;
+  uint32_t flags;
+} got_t;
+
+static void on_value(void *ud, const mg_dict_value_t *v) {
+  got_t *g = ud;
+  if (v->type == MG_DICT_STRING) lua_pushlstring(g->L, v->str, v->len);
+  else if (v->type == MG_DICT_NUMBER) lua_pushnumber(g->L, v->num);
+  else lua_pushboolean(g->L, v->boolean);
+  g->flags = v->flags;
+}
+
+/* d:get(key) → value, or value, flags (when not 0); nil for a missing or expired key */
+static int l_get(lua_State *L) {
   mg_zone_t *d = check_dict(L);
   size_t kl;
-  const char *k = check_key(L, &kl);
-  double ttl = check_ttl(L, 4);
+  const char *err, *k = check_key(L, &kl, 1, &err);
+  if (!k) return fail(L, 0, err);
+  got_t g = {L, 0};
+  int rc = mg_dict_get(d, k, kl, on_value, &g);
+  if (rc == MG_DICT_NOT_FOUND) {
+    lua_pushnil(L);
+    return 1;
+  }
+  if (rc < 0) return fail(L, 0, mg_dict_strerror(rc));
+  if (!g.flags) return 1;
+  lua_pushnumber(L, (int32_t)g.flags);
+  return 2;
+}
+
+/* d:get_stale(key) → value, flags or nil, stale (an expired value not freed yet); nil */
+static int l_get_stale(lua_State *L) {
+  mg_zone_t *d = check_dict(L);
+  size_t kl;
+  const char *err, *k = check_key(L, &kl, 1, &err);
+  if (!k) return fail(L, 0, err);
+  got_t g = {L, 0};
+  int stale;
+  int rc = mg_dict_get_stale(d, k, kl, on_value, &g, &stale);
+  if (rc == MG_DICT_NOT_FOUND) {
+    lua_pushnil(L);
+    return 1;
+  }
+  if (rc < 0) return fail(L, 0, mg_dict_strerror(rc));
+  if (g.flags) lua_pushnumber(L, (int32_t)g.flags);
+  else lua_pushnil(L);
+  lua_pushboolean(L, stale);
+  return 3;
+}
+
+/* ---- storing ------------------------------------------------------------------------------------ */
+
+/* d:set / safe_set / add / safe_add / replace(key, value[, exptime[, flags]]) → true, nil,
+ * forcible or false, err, forcible */
+static int store(lua_State *L, mg_dict_mode_t mode) {
+  mg_zone_t *d = check_dict(L);
+  double ttl = check_exptime(L, 4);
+  size_t kl;
+  const char *err, *k = check_key(L, &kl, 1, &err);
+  if (!k) return fail(L, 0, err);
   int t = lua_type(L, 3);
   mg_dict_value_t v = {.type = MG_DICT_NIL};
-  if (t == LUA_TSTRING) {
-    v.type = MG_DICT_STRING, v.str = lua_tolstring(L, 3, &v.len);
-    if (v.len > MG_DICT_MAX_VALUE) return luaL_argerror(L, 3, "value larger than 1 MiB");
-  } else if (t == LUA_TNUMBER) {
-    v.type = MG_DICT_NUMBER, v.num = lua_tonumber(L, 3);
-  } else if (t == LUA_TBOOLEAN) {
-    v.type = MG_DICT_BOOLEAN, v.boolean = lua_toboolean(L, 3);
-  } else if (t != LUA_TNIL || mode != MG_DICT_SET) {
-    return luaL_argerror(L, 3, "value must be a string, a number or a boolean");
+  if (t == LUA_TSTRING) v.type = MG_DICT_STRING, v.str = lua_tolstring(L, 3, &v.len);
+  else if (t == LUA_TNUMBER) v.type = MG_DICT_NUMBER, v.num = lua_tonumber(L, 3);
+  else if (t == LUA_TBOOLEAN) v.type = MG_DICT_BOOLEAN, v.boolean = lua_toboolean(L, 3);
+  else if (t != LUA_TNIL && t != LUA_TNONE) return fail(L, 0, "bad value type");
+  v.flags = check_flags(L, 5);
+  int forcible = 0, rc;
+  if (v.type == MG_DICT_NIL && mode != MG_DICT_SET && mode != MG_DICT_SAFE_SET) {
+    err = "attempt to add or replace nil values";
+  } else {
+    rc = mg_dict_set(d, mode, k, kl, &v, ttl, &forcible);
+    err = rc < 0 ? mg_dict_strerror(rc) : NULL;
   }
-  int forcible;
-  int rc = mg_dict_set(d, mode, k, kl, &v, ttl, &forcible);
-  lua_pushboolean(L, rc == 0);
-  if (rc < 0) lua_pushstring(L, mg_dict_strerror(rc));
+  lua_pushboolean(L, err == NULL);
+  if (err) lua_pushstring(L, err);
   else lua_pushnil(L);
   lua_pushboolean(L, forcible);
   return 3;
 }
 
 static int l_set(lua_State *L) { return store(L, MG_DICT_SET); }
+static int l_safe_set(lua_State *L) { return store(L, MG_DICT_SAFE_SET); }
 static int l_add(lua_State *L) { return store(L, MG_DICT_ADD); }
+static int l_safe_add(lua_State *L) { return store(L, MG_DICT_SAFE_ADD); }
 static int l_replace(lua_State *L) { return store(L, MG_DICT_REPLACE); }
 
-/* d:incr(key, n[, init[, init_ttl]]) → the new value (and nil, forcible when made from init),
+/* d:delete(key) → true, nil, false (d:set(key, nil)) */
+static int l_delete(lua_State *L) {
+  lua_settop(L, 2);
+  lua_pushnil(L);
+  return store(L, MG_DICT_SET);
+}
+
+/* d:incr(key, n[, init[, init_ttl]]) → the new value (and nil, forcible when init is given),
  * or nil, err */
 static int l_incr(lua_State *L) {
   mg_zone_t *d = check_dict(L);
   size_t kl;
-  const char *k = check_key(L, &kl);
-  double n = luaL_checknumber(L, 3);
-  int has_init = !lua_isnoneornil(L, 4);
-  double init = has_init ? luaL_checknumber(L, 4) : 0;
-  double ttl = check_ttl(L, 5);
+  const char *err, *k = check_key(L, &kl, 1, &err);
+  if (!k) return fail(L, 0, err);
+  double n, init = 0, ttl = 0;
+  if (!to_number(L, 3, &n)) return luaL_error(L, "cannot convert 'nil' to 'double'");
+  int has_init = lua_toboolean(L, 4);
+  if (has_init && !to_number(L, 4, &init))
+    return luaL_error(L, "bad init arg: number expected, got %s", luaL_typename(L, 4));
+  if (!lua_isnoneornil(L, 5)) {
+    if (!to_number(L, 5, &ttl)) return luaL_error(L, "bad init_ttl arg: number expected, got %s", luaL_typename(L, 5));
+    if (ttl < 0) return luaL_error(L, "bad \"init_ttl\" argument");
+    if (!has_init) return luaL_error(L, "must provide \"init\" when providing \"init_ttl\"");
+  }
   double result;
   int forcible;
-  int rc = mg_dict_incr(d, k, kl, n, has_init ? &init : NULL, ttl, &result, &forcible);
-  if (rc < 0) {
-    lua_pushnil(L);
-    lua_pushstring(L, mg_dict_strerror(rc));
-    return 2;
-  }
+  int rc = mg_dict_incr(d, k, kl, n, has_init ? &init : NULL, whole_ms(ttl), &result, &forcible);
+  if (rc < 0) return fail(L, 0, mg_dict_strerror(rc));
   lua_pushnumber(L, result);
-  if (rc == 0) return 1;
+  if (!has_init) return 1;
   lua_pushnil(L);
   lua_pushboolean(L, forcible);
   return 3;
 }
 
-/* d:delete(key) → true */
-static int l_delete(lua_State *L) {
-  mg_zone_t *d = check_dict(L);
-  size_t kl;
-  const char *k = check_key(L, &kl);
-  mg_dict_delete(d, k, kl);
-  lua_pushboolean(L, 1);
-  return 1;
-}
+/* ---- expiry ------------------------------------------------------------------------------------- */
 
-/* d:ttl(key) → seconds left (0: no expiry), or nil, "not found" */
+/* d:ttl(key) → seconds left, to the millisecond (0: no expiry; negative: expired, not freed
+ * yet), or nil, "not found" */
 static int l_ttl(lua_State *L) {
   mg_zone_t *d = check_dict(L);
   size_t kl;
-  const char *k = check_key(L, &kl);
+  const char *err, *k = check_key(L, &kl, 1, &err);
+  if (!k) return fail(L, 0, err);
   double left;
   int rc = mg_dict_ttl(d, k, kl, &left);
-  if (rc < 0) {
-    lua_pushnil(L);
-    lua_pushstring(L, mg_dict_strerror(rc));
-    return 2;
-  }
-  lua_pushnumber(L, left);
+  if (rc < 0) return fail(L, 0, mg_dict_strerror(rc));
+  lua_pushnumber(L, floor(left * 1000 + 0.5) / 1000);
   return 1;
 }
 
-/* d:expire(key, ttl) → true, or nil, "not found" */
+/* d:expire(key, exptime) → true (exptime 0 or negative: no expiry), or nil, "not found" */
 static int l_expire(lua_State *L) {
-  double ttl = check_ttl(L, 3);
   mg_zone_t *d = check_dict(L);
+  if (!lua_toboolean(L, 3)) return luaL_error(L, "bad \"exptime\" argument");
   size_t kl;
-  const char *k = check_key(L, &kl);
-  int rc = mg_dict_expire(d, k, kl, ttl);
-  if (rc < 0) {
-    lua_pushnil(L);
-    lua_pushstring(L, mg_dict_strerror(rc));
-    return 2;
-  }
+  const char *err, *k = check_key(L, &kl, 1, &err);
+  if (!k) return fail(L, 0, err);
+  double ttl;
+  if (!to_number(L, 3, &ttl))
+    return luaL_error(L, "attempt to perform arithmetic on local 'exptime' (a %s value)", luaL_typename(L, 3));
+  int rc = mg_dict_expire(d, k, kl, whole_ms(ttl));
+  if (rc < 0) return fail(L, 0, mg_dict_strerror(rc));
   lua_pushboolean(L, 1);
   return 1;
 }
+
+/* ---- the whole dictionary ------------------------------------------------------------------------- */
 
 typedef struct {
   lua_State *L;
@@ -173,13 +278,29 @@ static void on_key(void *ud, const char *key, size_t klen) {
   lua_rawseti(ks->L, -2, ++ks->n);   /* keys */
 }
 
-/* d:get_keys([max]) → the keys (at most max, default 1024, 0 for all), most recent first */
+/* The optional count of get_keys and flush_expired (0 or negative: all). */
+static size_t check_max(lua_State *L, int dflt) {
+  int n = lua_gettop(L);
+  if (n != 1 && n != 2) luaL_error(L, "expecting 1 or 2 argument(s), but saw %d", n);
+  int max = n == 2 ? luaL_checkint(L, 2) : dflt;
+  return max > 0 ? (size_t)max : 0;
+}
+
+/* d:get_keys([max]) → the live keys (at most max, default 1024, 0 for all), least recently
+ * used first */
 static int l_get_keys(lua_State *L) {
+  size_t max = check_max(L, 1024);
   mg_zone_t *d = check_dict(L);
-  lua_Integer max = luaL_optinteger(L, 2, 1024);
   lua_newtable(L);
   keys_t ks = {L, 0};
-  if (max >= 0) mg_dict_keys(d, (size_t)max, on_key, &ks); /* a negative max: none */
+  mg_dict_keys(d, max, on_key, &ks);
+  return 1;
+}
+
+/* d:flush_expired([max]) → how many expired entries were freed (at most max, 0 for all) */
+static int l_flush_expired(lua_State *L) {
+  size_t max = check_max(L, 0);
+  lua_pushnumber(L, (lua_Number)mg_dict_flush_expired(check_dict(L), max));
   return 1;
 }
 
@@ -195,6 +316,71 @@ static int l_capacity(lua_State *L) {
 
 static int l_free_space(lua_State *L) {
   lua_pushnumber(L, (lua_Number)mg_dict_free_space(check_dict(L)));
+  return 1;
+}
+
+/* ---- lists ------------------------------------------------------------------------------------------ */
+
+/* The dictionary and key of a list function taking `nargs` arguments, or NULL with the failure
+ * pushed (*ret: how many results). */
+static const char *list_args(lua_State *L, int nargs, mg_zone_t **d, size_t *kl, int *ret) {
+  int n = lua_gettop(L);
+  if (n != nargs) luaL_error(L, "expecting %d arguments, but only seen %d", nargs, n);
+  *d = check_dict(L);
+  const char *err, *k = check_key(L, kl, 0, &err);
+  if (!k) *ret = fail(L, 0, err);
+  return k;
+}
+
+/* d:lpush / d:rpush(key, value) → the list's length, or nil, err */
+static int push(lua_State *L, int left) {
+  mg_zone_t *d;
+  size_t kl;
+  int ret;
+  const char *k = list_args(L, 3, &d, &kl, &ret);
+  if (!k) return ret;
+  mg_dict_value_t v = {.type = MG_DICT_NIL};
+  int t = lua_type(L, 3);
+  if (t == LUA_TSTRING) v.type = MG_DICT_STRING, v.str = lua_tolstring(L, 3, &v.len);
+  else if (t == LUA_TNUMBER) v.type = MG_DICT_NUMBER, v.num = lua_tonumber(L, 3);
+  else return fail(L, 0, "bad value type");
+  size_t len;
+  int rc = mg_dict_push(d, left, k, kl, &v, &len);
+  if (rc < 0) return fail(L, rc == MG_DICT_NO_MEMORY && len == SIZE_MAX, mg_dict_strerror(rc));
+  lua_pushnumber(L, (lua_Number)len);
+  return 1;
+}
+
+static int l_lpush(lua_State *L) { return push(L, 1); }
+static int l_rpush(lua_State *L) { return push(L, 0); }
+
+/* d:lpop / d:rpop(key) → the item, nil for a missing list, or nil, err */
+static int pop(lua_State *L, int left) {
+  mg_zone_t *d;
+  size_t kl;
+  int ret;
+  const char *k = list_args(L, 2, &d, &kl, &ret);
+  if (!k) return ret;
+  got_t g = {L, 0};
+  int rc = mg_dict_pop(d, left, k, kl, on_value, &g);
+  if (rc == MG_DICT_NOT_FOUND) lua_pushnil(L);
+  else if (rc < 0) return fail(L, 0, mg_dict_strerror(rc));
+  return 1;
+}
+
+static int l_lpop(lua_State *L) { return pop(L, 1); }
+static int l_rpop(lua_State *L) { return pop(L, 0); }
+
+/* d:llen(key) → the list's length (0: missing), or nil, "value not a list" */
+static int l_llen(lua_State *L) {
+  mg_zone_t *d;
+  size_t kl, len;
+  int ret;
+  const char *k = list_args(L, 2, &d, &kl, &ret);
+  if (!k) return ret;
+  int rc = mg_dict_llen(d, k, kl, &len);
+  if (rc < 0) return fail(L, 0, mg_dict_strerror(rc));
+  lua_pushnumber(L, (lua_Number)len);
   return 1;
 }
 
@@ -262,11 +448,15 @@ void mg_shdict_open_shared(lua_State *L) {
   lua_newtable(L);
   lua_setfield(L, LUA_REGISTRYINDEX, REGISTRY_KEY);
   if (luaL_newmetatable(L, DICT_MT)) {
-    static const luaL_Reg m[] = {{"get", l_get},           {"set", l_set},       {"add", l_add},
-                                 {"replace", l_replace},   {"incr", l_incr},     {"delete", l_delete},
-                                 {"ttl", l_ttl},           {"expire", l_expire}, {"get_keys", l_get_keys},
-                                 {"flush_all", l_flush_all}, {"capacity", l_capacity},
-                                 {"free_space", l_free_space}, {NULL, NULL}};
+    static const luaL_Reg m[] = {
+        {"get", l_get},         {"get_stale", l_get_stale},   {"set", l_set},
+        {"safe_set", l_safe_set}, {"add", l_add},             {"safe_add", l_safe_add},
+        {"replace", l_replace}, {"incr", l_incr},             {"delete", l_delete},
+        {"ttl", l_ttl},         {"expire", l_expire},         {"lpush", l_lpush},
+        {"rpush", l_rpush},     {"lpop", l_lpop},             {"rpop", l_rpop},
+        {"llen", l_llen},       {"get_keys", l_get_keys},     {"flush_all", l_flush_all},
+        {"flush_expired", l_flush_expired}, {"capacity", l_capacity}, {"free_space", l_free_space},
+        {NULL, NULL}};
     lua_newtable(L);
     luaL_register(L, NULL, m);
     lua_setfield(L, -2, "__index");

@@ -8,10 +8,15 @@
  * with the same size holds the same zone as the configuration it replaces, so the contents
  * survive it, and mg_shdict_release_all, when a configuration ends, drops its holds.
  *
- * The methods are those of OpenResty's ngx.shared.DICT, with its results: get, set, add,
- * replace (ok, err, forcible), incr (with init and init_ttl), delete, ttl, expire, get_keys,
- * flush_all, capacity, free_space. Misuse raises "bad argument"; "not found", "exists",
- * "no memory" and "not a number" are returned as nil or false and the message. */
+ * The methods are every one of OpenResty's ngx.shared.DICT, with its results value by value
+ * (as lua-resty-core and lua-nginx-module 0.10 give them, checked by
+ * tests/e2e/test_openresty_diff_shdict.py): get, get_stale, set, safe_set, add, safe_add,
+ * replace (ok, err, forcible), incr (with init and init_ttl), delete, ttl, expire, lpush,
+ * rpush, lpop, rpop, llen, get_keys, flush_all, flush_expired, capacity, free_space; user flags
+ * on the stores and get. A nil, empty or too long key is a result (nil, "nil key"), as are
+ * "not found", "exists", "no memory", "not a number", "value not a list", "value is a list" and
+ * "bad value type"; what OpenResty raises (a negative exptime, a bad init, a list call with the
+ * wrong number of arguments) raises with its message. */
 #ifndef MG_LUA_SHDICT_H
 #define MG_LUA_SHDICT_H
 

@@ -1,9 +1,11 @@
 /* Unit test of the shared dictionary through its C API (src/shm/dict.h): each value type
  * stored and read back, the set/add/replace modes, incr with and without init, ttl and expire
- * with time passing, delete, keys in LRU order, flush_all, the update of limit_req's state, a
- * full dictionary evicting (forcible) and never refusing a value that fits; then seeded random
- * sets, deletes and gets against a model, after which the emptied dictionary has all its space
- * back (every block freed and coalesced). */
+ * with time passing, delete, keys in LRU order, flush_all and flush_expired, the update of
+ * limit_req's state, user flags, expired entries kept stale until freed (get_stale) and freed
+ * two at a time by the stores, lists, a full dictionary evicting (forcible) at most 30 times and
+ * the safe modes never evicting; then seeded random sets, deletes and gets against a model,
+ * after which the emptied dictionary has all its space back (every block freed and coalesced,
+ * list items too). */
 #include "dict.h"
 
 #include <stdlib.h>
@@ -57,13 +59,24 @@ static void sleep_ms(long ms) {
 
 typedef struct {
   char keys[8][32];
+  char last[32];
   size_t n;
 } keys_t;
 
 static void on_key(void *ud, const char *key, size_t klen) {
   keys_t *ks = ud;
   if (ks->n < 8 && klen < 32) memcpy(ks->keys[ks->n], key, klen), ks->keys[ks->n][klen] = 0;
+  if (klen < 32) memcpy(ks->last, key, klen), ks->last[klen] = 0;
   ks->n++;
+}
+
+static size_t nkeys(mg_zone_t *d) { return mg_dict_keys(d, 0, on_key, &(keys_t){0}); }
+
+/* Everything flushed and freed: the dictionary has all its space back. */
+static void empty(mg_zone_t *d, size_t free0) {
+  mg_dict_flush_all(d);
+  mg_dict_flush_expired(d, 0);
+  CHECK(mg_dict_free_space(d) == free0);
 }
 
 /* limit_req's kind of update: a counter of two numbers, stored unless `store` is 0. */
@@ -161,7 +174,8 @@ static void test_ttl_and_expire(mg_zone_t *d) {
   CHECK(get(d, "t", &g) == 0);
   sleep_ms(80);
   CHECK(get(d, "t", &g) == MG_DICT_NOT_FOUND);
-  CHECK(mg_dict_ttl(d, "t", 1, &left) == MG_DICT_NOT_FOUND);
+  /* Expired, but not freed yet: its ttl is how long ago it expired. */
+  CHECK(mg_dict_ttl(d, "t", 1, &left) == 0 && left < -0.02 && left > -1);
   /* expire gives a key a ttl, or takes it away with 0. */
   CHECK(mg_dict_expire(d, "nothing", 7, 1) == MG_DICT_NOT_FOUND);
   CHECK(mg_dict_expire(d, "forever", 7, 0.05) == 0);
@@ -175,8 +189,7 @@ static void test_ttl_and_expire(mg_zone_t *d) {
 }
 
 static void test_keys_and_flush(mg_zone_t *d, size_t free0) {
-  mg_dict_flush_all(d);
-  CHECK(mg_dict_free_space(d) == free0);
+  empty(d, free0);
   int forcible;
   got_t g;
   CHECK(set_str(d, MG_DICT_SET, "a", "1", 1, 0, &forcible) == 0);
@@ -187,17 +200,50 @@ static void test_keys_and_flush(mg_zone_t *d, size_t free0) {
   CHECK(get(d, "a", &g) == 0); /* a get makes a key the most recently used */
   sleep_ms(40);
   keys_t ks = {0};
-  CHECK(mg_dict_keys(d, 0, on_key, &ks) == 3 && ks.n == 3); /* the expired key is not listed */
-  CHECK_STR(ks.keys[0], "a");
+  /* The least recently used first; the expired key is not listed. */
+  CHECK(mg_dict_keys(d, 0, on_key, &ks) == 3 && ks.n == 3);
+  CHECK_STR(ks.keys[0], "b");
   CHECK_STR(ks.keys[1], "c");
-  CHECK_STR(ks.keys[2], "b");
+  CHECK_STR(ks.keys[2], "a");
   keys_t two = {0};
   CHECK(mg_dict_keys(d, 2, on_key, &two) == 2 && two.n == 2);
   CHECK_STR(two.keys[1], "c");
+  /* ttl and expire leave the order as it is; an incr, a failed add, a replace move the key. */
+  CHECK(mg_dict_ttl(d, "b", 1, &(double){0}) == 0 && mg_dict_expire(d, "b", 1, 100) == 0);
+  CHECK(mg_dict_keys(d, 1, on_key, &(keys_t){0}) == 1);
+  keys_t again = {0};
+  mg_dict_keys(d, 1, on_key, &again);
+  CHECK_STR(again.keys[0], "b");
+  CHECK(set_str(d, MG_DICT_ADD, "b", "x", 1, 0, &forcible) == MG_DICT_EXISTS);
+  keys_t moved = {0};
+  mg_dict_keys(d, 0, on_key, &moved);
+  CHECK_STR(moved.keys[0], "c");
+  CHECK_STR(moved.last, "b");
+  /* flush_all makes everything stale at once and frees the three least recently used; the
+   * expired "gone" was the oldest of them. */
+  size_t before = mg_dict_free_space(d);
   mg_dict_flush_all(d);
-  keys_t none = {0};
-  CHECK(mg_dict_keys(d, 0, on_key, &none) == 0 && none.n == 0);
+  CHECK(nkeys(d) == 0);
+  CHECK(mg_dict_free_space(d) > before && mg_dict_free_space(d) < free0);
+  int stale = 0;
+  CHECK(mg_dict_get_stale(d, "b", 1, on_value, memset(&g, 0, sizeof g), &stale) == 0 && stale == 1 && got_str(&g, "2"));
+  CHECK(mg_dict_flush_expired(d, 0) == 1);
   CHECK(get(d, "a", &g) == MG_DICT_NOT_FOUND);
+  CHECK(mg_dict_get_stale(d, "b", 1, on_value, &g, &stale) == MG_DICT_NOT_FOUND);
+  CHECK(mg_dict_free_space(d) == free0);
+  /* flush_expired frees at most max, the oldest first. */
+  for (int i = 0; i < 5; i++) {
+    char k[8];
+    snprintf(k, sizeof k, "x%d", i);
+    CHECK(set_str(d, MG_DICT_SET, k, "v", 1, 0.01, &forcible) == 0);
+  }
+  CHECK(set_str(d, MG_DICT_SET, "live", "v", 1, 0, &forcible) == 0);
+  sleep_ms(30);
+  CHECK(mg_dict_flush_expired(d, 2) == 2);
+  CHECK(mg_dict_ttl(d, "x0", 2, &(double){0}) == MG_DICT_NOT_FOUND && mg_dict_ttl(d, "x2", 2, &(double){0}) == 0);
+  CHECK(mg_dict_flush_expired(d, 0) == 3 && mg_dict_flush_expired(d, 0) == 0);
+  CHECK(nkeys(d) == 1);
+  CHECK(mg_dict_delete(d, "live", 4) == 0);
   CHECK(mg_dict_free_space(d) == free0);
 }
 
@@ -243,18 +289,212 @@ static void test_eviction(mg_zone_t *d) {
   keys_t ks = {0};
   size_t n = mg_dict_keys(d, 0, on_key, &ks);
   CHECK(n > 100 && n < 260);
-  CHECK_STR(ks.keys[0], "fill2000");
+  CHECK_STR(ks.last, "fill2000"); /* the most recently used is listed last */
   got_t g;
   CHECK(get(d, "fill2000", &g) == 0 && g.v.len == sizeof v);
   CHECK(get(d, "fill1", &g) == MG_DICT_NOT_FOUND); /* the least recently used went first */
-  /* A value larger than the whole zone does not fit: everything is evicted for it, in vain. */
+  /* A value larger than the whole zone does not fit: the old value of its key is gone, and 30
+   * entries were evicted for it in vain, one per round as lua-nginx-module does. */
   static char huge[300 * 1024];
   CHECK(set_str(d, MG_DICT_SET, "fill2000", huge, sizeof huge, 0, &forcible) == MG_DICT_NO_MEMORY && forcible == 1);
   CHECK(get(d, "fill2000", &g) == MG_DICT_NOT_FOUND);
-  CHECK(mg_dict_keys(d, 0, on_key, &(keys_t){0}) == 0);
+  CHECK(nkeys(d) == n - 1 - 30);
+  /* The same in an empty dictionary: nothing to evict, forcible stays 0. */
+  mg_dict_flush_all(d);
+  mg_dict_flush_expired(d, 0);
+  CHECK(set_str(d, MG_DICT_SET, "big", huge, sizeof huge, 0, &forcible) == MG_DICT_NO_MEMORY && forcible == 0);
   double r, init = 0;
   CHECK(mg_dict_incr(d, "after", 5, 1, &init, 0, &r, &forcible) == MG_DICT_CREATED && r == 1 && forcible == 0);
   CHECK(mg_dict_delete(d, "after", 5) == 0);
+  /* A zone full of small entries: 30 evictions do not make room for a large value. */
+  int i = 0;
+  do {
+    snprintf(key, sizeof key, "s%06d", ++i);
+    CHECK(set_str(d, MG_DICT_SET, key, "v", 1, 0, &forcible) == 0);
+  } while (!forcible);
+  n = nkeys(d);
+  static char large[64 * 1024];
+  CHECK(set_str(d, MG_DICT_SET, "large", large, sizeof large, 0, &forcible) == MG_DICT_NO_MEMORY && forcible == 1);
+  CHECK(nkeys(d) == n - 30);
+  /* incr from init evicts like set. */
+  do {
+    snprintf(key, sizeof key, "s%06d", ++i);
+    CHECK(set_str(d, MG_DICT_SET, key, "v", 1, 0, &forcible) == 0);
+  } while (!forcible);
+  CHECK(mg_dict_incr(d, "counter", 7, 1, &init, 0, &r, &forcible) == MG_DICT_CREATED && r == 1 && forcible == 1);
+  CHECK(mg_dict_keys(d, 0, on_key, &ks) > 0);
+  CHECK_STR(ks.last, "counter");
+}
+
+static void test_flags(mg_zone_t *d, size_t free0) {
+  got_t g;
+  int forcible, stale;
+  mg_dict_value_t v = {.type = MG_DICT_STRING, .str = "v", .len = 1, .flags = 7};
+  CHECK(mg_dict_set(d, MG_DICT_SET, "f", 1, &v, 0, &forcible) == 0);
+  CHECK(get(d, "f", &g) == 0 && got_str(&g, "v") && g.v.flags == 7);
+  CHECK(mg_dict_get_stale(d, "f", 1, on_value, &g, &stale) == 0 && g.v.flags == 7 && stale == 0);
+  /* A store sets them, to 0 when not given; in place (same size) or not. */
+  v.flags = 0xffffffffu;
+  CHECK(mg_dict_set(d, MG_DICT_REPLACE, "f", 1, &v, 0, &forcible) == 0);
+  CHECK(get(d, "f", &g) == 0 && g.v.flags == 0xffffffffu);
+  mg_dict_value_t n = {.type = MG_DICT_NUMBER, .num = 1};
+  CHECK(mg_dict_set(d, MG_DICT_SET, "f", 1, &n, 0, &forcible) == 0);
+  CHECK(get(d, "f", &g) == 0 && g.v.type == MG_DICT_NUMBER && g.v.flags == 0);
+  /* An increment keeps them; a number made from init has none. */
+  n.flags = 3;
+  CHECK(mg_dict_set(d, MG_DICT_ADD, "n", 1, &n, 0, &forcible) == 0);
+  double r, init = 5;
+  CHECK(mg_dict_incr(d, "n", 1, 1, NULL, 0, &r, &forcible) == 0 && r == 2);
+  CHECK(get(d, "n", &g) == 0 && g.v.num == 2 && g.v.flags == 3);
+  CHECK(mg_dict_incr(d, "m", 1, 1, &init, 0, &r, &forcible) == MG_DICT_CREATED);
+  CHECK(get(d, "m", &g) == 0 && g.v.num == 6 && g.v.flags == 0);
+  empty(d, free0);
+}
+
+/* Fills d with 200-byte values under keys of one length until the first eviction; returns the
+ * number of the last key. */
+static int fill_equal(mg_zone_t *d) {
+  static char v[200];
+  char key[16];
+  int i = 0, forcible;
+  do {
+    snprintf(key, sizeof key, "k%05d", ++i);
+    CHECK(set_str(d, MG_DICT_SET, key, v, sizeof v, 0, &forcible) == 0);
+  } while (!forcible && i < 100000);
+  return i;
+}
+
+static void test_safe_modes(mg_zone_t *d, size_t free0) {
+  static char v[200], bigger[3000];
+  char last[16], prev[16];
+  int forcible;
+  got_t g;
+  int i = fill_equal(d);
+  size_t n = nkeys(d);
+  snprintf(last, sizeof last, "k%05d", i);
+  snprintf(prev, sizeof prev, "k%05d", i - 1);
+  /* The zone is full: the safe modes refuse a new key rather than evict. */
+  CHECK(set_str(d, MG_DICT_SAFE_SET, "new", v, sizeof v, 0, &forcible) == MG_DICT_NO_MEMORY && forcible == 0);
+  CHECK(set_str(d, MG_DICT_SAFE_ADD, "new", v, sizeof v, 0, &forcible) == MG_DICT_NO_MEMORY && forcible == 0);
+  CHECK(get(d, "new", &g) == MG_DICT_NOT_FOUND && nkeys(d) == n);
+  CHECK(set_str(d, MG_DICT_SAFE_ADD, last, v, sizeof v, 0, &forcible) == MG_DICT_EXISTS);
+  /* A value of the same size goes in place; a larger one frees the old and then fails. */
+  CHECK(set_str(d, MG_DICT_SAFE_SET, last, v, sizeof v, 0, &forcible) == 0 && forcible == 0);
+  CHECK(set_str(d, MG_DICT_SAFE_SET, last, bigger, sizeof bigger, 0, &forcible) == MG_DICT_NO_MEMORY);
+  CHECK(get(d, last, &g) == MG_DICT_NOT_FOUND && nkeys(d) == n - 1);
+  /* What that freed serves the next one; set then evicts where safe_set refused. */
+  CHECK(set_str(d, MG_DICT_SAFE_ADD, "new", v, sizeof v, 0, &forcible) == 0 && forcible == 0);
+  CHECK(set_str(d, MG_DICT_SAFE_SET, "new2", v, sizeof v, 0, &forcible) == MG_DICT_NO_MEMORY);
+  CHECK(set_str(d, MG_DICT_SET, "new2", v, sizeof v, 0, &forcible) == 0 && forcible == 1);
+  CHECK(get(d, prev, &g) == 0);
+  mg_dict_value_t nil = {.type = MG_DICT_NIL};
+  CHECK(mg_dict_set(d, MG_DICT_SAFE_SET, prev, strlen(prev), &nil, 0, &forcible) == 0);
+  CHECK(get(d, prev, &g) == MG_DICT_NOT_FOUND);
+  CHECK(mg_dict_set(d, MG_DICT_SAFE_ADD, prev, strlen(prev), &nil, 0, &forcible) == MG_DICT_INVALID);
+  empty(d, free0);
+}
+
+static void test_stale_and_lazy_freeing(mg_zone_t *d, size_t free0) {
+  got_t g;
+  int forcible, stale;
+  double left, r, init = 10;
+  mg_dict_value_t v = {.type = MG_DICT_STRING, .str = "old", .len = 3, .flags = 5};
+  CHECK(mg_dict_set(d, MG_DICT_SET, "a", 1, &v, 0.01, &forcible) == 0);
+  for (int i = 0; i < 4; i++) {
+    char k[4] = {'x', (char)('0' + i), 0};
+    CHECK(set_num(d, k, i, 0.01) == 0);
+  }
+  CHECK(set_num(d, "keep", 1, 0) == 0);
+  sleep_ms(30);
+  /* An expired entry is not found, but get_stale gives it, flags and all, with stale set. */
+  CHECK(mg_dict_get_stale(d, "a", 1, on_value, memset(&g, 0, sizeof g), &stale) == 0 && stale == 1);
+  CHECK(got_str(&g, "old") && g.v.flags == 5);
+  CHECK(mg_dict_ttl(d, "a", 1, &left) == 0 && left < 0);
+  /* expire brings it back; the get frees the two oldest expired entries on its way (x0, x1). */
+  CHECK(mg_dict_expire(d, "a", 1, 10) == 0);
+  CHECK(get(d, "a", &g) == 0 && got_str(&g, "old"));
+  CHECK(mg_dict_get_stale(d, "a", 1, on_value, &g, &stale) == 0 && stale == 0);
+  CHECK(mg_dict_ttl(d, "x0", 2, &left) == MG_DICT_NOT_FOUND && mg_dict_ttl(d, "x1", 2, &left) == MG_DICT_NOT_FOUND);
+  CHECK(mg_dict_ttl(d, "x2", 2, &left) == 0 && left < 0);
+  /* A store too frees two at most (x2, x3); the next stops at "keep", which is live. */
+  CHECK(set_num(d, "y", 1, 0) == 0);
+  CHECK(mg_dict_ttl(d, "x2", 2, &left) == MG_DICT_NOT_FOUND && mg_dict_ttl(d, "x3", 2, &left) == MG_DICT_NOT_FOUND);
+  CHECK(mg_dict_incr(d, "z", 1, 1, &init, 0, &r, &forcible) == MG_DICT_CREATED);
+  CHECK(nkeys(d) == 4); /* keep a y z */
+  /* add and incr take the place of an expired key; replace does not see it. */
+  CHECK(set_num(d, "e", 1, 0.01) == 0);
+  CHECK(set_num(d, "f", 1, 0.01) == 0);
+  sleep_ms(30);
+  CHECK(set_str(d, MG_DICT_REPLACE, "e", "r", 1, 0, &forcible) == MG_DICT_NOT_FOUND);
+  CHECK(set_str(d, MG_DICT_ADD, "e", "new", 3, 0, &forcible) == 0);
+  CHECK(get(d, "e", &g) == 0 && got_str(&g, "new"));
+  CHECK(mg_dict_incr(d, "f", 1, 1, NULL, 0, &r, &forcible) == MG_DICT_NOT_FOUND);
+  CHECK(mg_dict_incr(d, "f", 1, 1, &init, 0, &r, &forcible) == MG_DICT_CREATED && r == 11);
+  CHECK(mg_dict_ttl(d, "f", 1, &left) == 0 && left == 0);
+  empty(d, free0);
+}
+
+typedef struct {
+  mg_dict_value_t v;
+  char str[64];
+} item_got_t;
+
+static void on_item(void *ud, const mg_dict_value_t *v) {
+  item_got_t *g = ud;
+  g->v = *v;
+  if (v->type == MG_DICT_STRING && v->len < sizeof g->str) memcpy(g->str, v->str, v->len), g->str[v->len] = 0;
+}
+
+static void test_lists(mg_zone_t *d, size_t free0) {
+  size_t len;
+  item_got_t it;
+  got_t g;
+  int forcible;
+  mg_dict_value_t a = {.type = MG_DICT_STRING, .str = "a", .len = 1}, two = {.type = MG_DICT_NUMBER, .num = 2};
+  mg_dict_value_t yes = {.type = MG_DICT_BOOLEAN, .boolean = 1};
+  CHECK(mg_dict_llen(d, "l", 1, &len) == 0 && len == 0);
+  CHECK(mg_dict_pop(d, 1, "l", 1, on_item, &it) == MG_DICT_NOT_FOUND);
+  CHECK(mg_dict_push(d, 1, "l", 1, &a, &len) == 0 && len == 1);   /* a */
+  CHECK(mg_dict_push(d, 1, "l", 1, &two, &len) == 0 && len == 2); /* 2 a */
+  CHECK(mg_dict_push(d, 0, "l", 1, &two, &len) == 0 && len == 3); /* 2 a 2 */
+  CHECK(mg_dict_push(d, 0, "l", 1, &a, &len) == 0 && len == 4);   /* 2 a 2 a */
+  CHECK(mg_dict_push(d, 0, "l", 1, &yes, &len) == MG_DICT_INVALID);
+  CHECK(mg_dict_llen(d, "l", 1, &len) == 0 && len == 4);
+  CHECK(get(d, "l", &g) == MG_DICT_IS_LIST);
+  CHECK(mg_dict_incr(d, "l", 1, 1, NULL, 0, &(double){0}, &forcible) == MG_DICT_NOT_A_NUMBER);
+  CHECK(mg_dict_pop(d, 1, "l", 1, on_item, &it) == 0 && it.v.type == MG_DICT_NUMBER && it.v.num == 2);
+  CHECK(mg_dict_pop(d, 0, "l", 1, on_item, &it) == 0 && it.v.type == MG_DICT_STRING && strcmp(it.str, "a") == 0);
+  CHECK(mg_dict_pop(d, 0, "l", 1, on_item, &it) == 0 && it.v.num == 2);
+  CHECK(mg_dict_llen(d, "l", 1, &len) == 0 && len == 1);
+  /* The last item takes the key with it. */
+  CHECK(mg_dict_pop(d, 1, "l", 1, on_item, &it) == 0 && strcmp(it.str, "a") == 0);
+  CHECK(nkeys(d) == 0 && mg_dict_free_space(d) == free0);
+  /* A list operation on another value, and the other way round. */
+  CHECK(set_str(d, MG_DICT_SET, "s", "x", 1, 0, &forcible) == 0);
+  CHECK(mg_dict_push(d, 1, "s", 1, &a, &len) == MG_DICT_NOT_A_LIST);
+  CHECK(mg_dict_pop(d, 1, "s", 1, on_item, &it) == MG_DICT_NOT_A_LIST);
+  CHECK(mg_dict_llen(d, "s", 1, &len) == MG_DICT_NOT_A_LIST);
+  CHECK(mg_dict_delete(d, "s", 1) == 0);
+  /* An expired list starts over; a set over a list frees its items. */
+  for (int i = 0; i < 50; i++) CHECK(mg_dict_push(d, 0, "l", 1, &a, &len) == 0);
+  CHECK(mg_dict_expire(d, "l", 1, 0.01) == 0);
+  sleep_ms(30);
+  CHECK(mg_dict_llen(d, "l", 1, &len) == 0 && len == 0);
+  CHECK(mg_dict_pop(d, 1, "l", 1, on_item, &it) == MG_DICT_NOT_FOUND);
+  CHECK(mg_dict_push(d, 0, "l", 1, &two, &len) == 0 && len == 1);
+  for (int i = 0; i < 50; i++) CHECK(mg_dict_push(d, 0, "l", 1, &a, &len) == 0);
+  CHECK(set_str(d, MG_DICT_SET, "l", "x", 1, 0, &forcible) == 0);
+  CHECK(get(d, "l", &g) == 0 && got_str(&g, "x"));
+  CHECK(mg_dict_delete(d, "l", 1) == 0 && mg_dict_free_space(d) == free0);
+  /* A push never evicts; a list evicted by a set takes its items with it. */
+  static char chunk[8000];
+  mg_dict_value_t big = {.type = MG_DICT_STRING, .str = chunk, .len = sizeof chunk};
+  int pushed = 0, rc;
+  while ((rc = mg_dict_push(d, 0, "big", 3, &big, &len)) == 0) pushed++;
+  CHECK(rc == MG_DICT_NO_MEMORY && len != SIZE_MAX && pushed > 20 && nkeys(d) == 1);
+  CHECK(set_str(d, MG_DICT_SET, "other", chunk, sizeof chunk, 0, &forcible) == 0 && forcible == 1);
+  CHECK(nkeys(d) == 1 && mg_dict_llen(d, "big", 3, &len) == 0 && len == 0);
+  CHECK(mg_dict_delete(d, "other", 5) == 0 && mg_dict_free_space(d) == free0);
 }
 
 static char model[KEYS][8192];
@@ -279,8 +519,8 @@ static void test_against_model(mg_zone_t *d, size_t free0) {
       /* Mostly small values, sometimes large ones that force eviction. */
       size_t vl = rnd() % 8 == 0 ? 2000 + rnd() % 6000 : rnd() % 300;
       for (size_t k = 0; k < vl; k++) val[k] = (char)('a' + (r + k) % 26);
-      int forcible = 0;
-      if (set_str(d, MG_DICT_SET, key, val, vl, 0, &forcible) < 0) refused++;
+      int forcible = 0, rc = set_str(d, MG_DICT_SET, key, val, vl, 0, &forcible);
+      CHECK(rc == 0 || rc == MG_DICT_NO_MEMORY);
       if (forcible) {
         evictions++;
         /* Whatever was evicted is gone from the model too: resync it from the dictionary. */
@@ -289,6 +529,12 @@ static void test_against_model(mg_zone_t *d, size_t free0) {
           snprintf(mk, sizeof mk, "key-%d", m);
           if (model_len[m] >= 0 && get(d, mk, &g) == MG_DICT_NOT_FOUND) model_len[m] = -1;
         }
+      }
+      if (rc < 0) {
+        /* Not even 30 evictions made room: the key's old value is gone too. */
+        refused++;
+        model_len[i] = -1;
+        continue;
       }
       memcpy(model[i], val, vl);
       model_len[i] = (int)vl;
@@ -304,8 +550,8 @@ static void test_against_model(mg_zone_t *d, size_t free0) {
     }
   }
   CHECK(wrong_values == 0);
-  CHECK(refused == 0);  /* a value that fits is never refused: something is evicted */
-  CHECK(evictions > 0); /* the test did fill the zone */
+  CHECK(refused < ROUNDS / 100); /* rare: 30 evictions make room for almost every value */
+  CHECK(evictions > 0);          /* the test did fill the zone */
   size_t live = 0;
   for (int i = 0; i < KEYS; i++) live += model_len[i] >= 0;
   CHECK(mg_dict_keys(d, 0, on_key, &(keys_t){0}) == live);
@@ -332,11 +578,18 @@ int main(void) {
   test_keys_and_flush(d, free0);
   test_update(d);
   test_eviction(d);
+  empty(d, free0);
+  test_flags(d, free0);
+  test_safe_modes(d, free0);
+  test_stale_and_lazy_freeing(d, free0);
+  test_lists(d, free0);
   test_against_model(d, free0);
   CHECK_STR(mg_dict_strerror(MG_DICT_NOT_FOUND), "not found");
   CHECK_STR(mg_dict_strerror(MG_DICT_EXISTS), "exists");
   CHECK_STR(mg_dict_strerror(MG_DICT_NO_MEMORY), "no memory");
   CHECK_STR(mg_dict_strerror(MG_DICT_NOT_A_NUMBER), "not a number");
+  CHECK_STR(mg_dict_strerror(MG_DICT_NOT_A_LIST), "value not a list");
+  CHECK_STR(mg_dict_strerror(MG_DICT_IS_LIST), "value is a list");
   /* The same name and size gives the same dictionary, with its contents (how a reload keeps
    * them). */
   CHECK(set_num(d, "kept", 7, 0) == 0);
