@@ -53,7 +53,7 @@ static int l_incoming(lua_State *L) {
   if (!lb->dict.zone) return luaL_error(L, "limiter used after its configuration ended");
   size_t kl;
   const char *k = luaL_checklstring(L, 2, &kl);
-  if (kl == 0 || kl > MG_DICT_MAX_KEY) return luaL_argerror(L, 2, "key of 1 byte to 64 KiB");
+  if (kl == 0 || kl > MG_DICT_MAX_KEY) return luaL_argerror(L, 2, "key of 1 to 65535 bytes");
   incoming_t in = {.lb = lb, .commit = lua_toboolean(L, 3)};
   double state[2];
   /* An idle key's state is worth nothing once the bucket has drained. A key that does not fit
