@@ -1,6 +1,10 @@
-/* lua_util: the helpers (docs/lua-api.md, "More of the request and response"): mg.log, mg.now, mg.time, base64, URI escaping, query
- * arguments, digests and HMAC, hex. Digests, HMAC and base64 come from OpenSSL's libcrypto;
- * URI escaping follows RFC 3986 (unreserved characters are kept, everything else is %XX). */
+/* lua_util: the helpers (docs/lua-api.md, "String helpers"): mg.log, mg.now, mg.time, the
+ * digests and HMACs, hex, CRC-32, and through lua_codec.c the string codecs. The names that
+ * OpenResty also has give OpenResty's results (ngx.md5 is hex, ngx.md5_bin and ngx.sha1_bin
+ * raw, ngx.hmac_sha1 the raw 20 bytes, ngx.crc32_short and ngx.crc32_long the same number);
+ * their string argument is read as lua-resty-core reads it (mg_codec_arg: nil is ""), while
+ * the HMACs, which are lua-nginx-module C functions, want exactly two strings. Digests and
+ * HMACs come from OpenSSL's libcrypto, CRC-32 from zlib. */
 #include "lua_util.h"
 
 #include <lauxlib.h>
@@ -10,9 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <zlib.h>
 
-#include "buf.h"
 #include "log.h"
+#include "lua_codec.h"
 #include "lua_thread.h"
 
 /* mg.log(level, ...) */
@@ -57,239 +62,76 @@ static int l_time(lua_State *L) {
   return 1;
 }
 
-static int l_encode_base64(lua_State *L) {
+static int digest(lua_State *L, const EVP_MD *md, unsigned char *out, unsigned int *len) {
   size_t n;
-  const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &n);
-  luaL_Buffer b;
-  luaL_buffinit(L, &b);
-  /* EVP_EncodeBlock needs 4 output bytes per 3 input bytes (+1 NUL); go in pieces. */
-  unsigned char out[4 * 768 + 1];
-  for (size_t off = 0; off < n; off += 3 * 768) {
-    size_t piece = n - off < 3 * 768 ? n - off : 3 * 768;
-    int w = EVP_EncodeBlock(out, s + off, (int)piece);
-    luaL_addlstring(&b, (const char *)out, (size_t)w);
-  }
-  luaL_pushresult(&b);
-  return 1;
+  const char *s = mg_codec_arg(L, 1, &n);
+  if (!EVP_Digest(s, n, out, len, md, NULL)) return luaL_error(L, "digest failed");
+  return 0;
 }
 
-static int l_decode_base64(lua_State *L) {
-  size_t n;
-  const char *s = luaL_checklstring(L, 1, &n);
-  if (n % 4) {
-    lua_pushnil(L);
-    return 1;
-  }
-  luaL_Buffer b;
-  luaL_buffinit(L, &b);
-  unsigned char out[3 * 1024];
-  for (size_t off = 0; off < n; off += 4 * 1024) {
-    size_t piece = n - off < 4 * 1024 ? n - off : 4 * 1024;
-    int w = EVP_DecodeBlock(out, (const unsigned char *)s + off, (int)piece);
-    if (w < 0) {
-      lua_pushnil(L);
-      return 1;
-    }
-    /* EVP_DecodeBlock counts padding as zero bytes: drop them. */
-    if (off + piece == n) {
-      if (piece >= 1 && s[n - 1] == '=') w--;
-      if (piece >= 2 && s[n - 2] == '=') w--;
-    }
-    luaL_addlstring(&b, (const char *)out, (size_t)w);
-  }
-  luaL_pushresult(&b);
-  return 1;
-}
-
-static int unreserved(unsigned char c) {
-  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
-         c == '_' || c == '~';
-}
-
-static void add_escaped(mg_buf_t *b, const char *s, size_t n) {
-  static const char hex[] = "0123456789ABCDEF";
+static void push_hex(lua_State *L, const unsigned char *s, size_t n) {
+  static const char hex[] = "0123456789abcdef";
+  char small[2 * EVP_MAX_MD_SIZE];
+  char *d = 2 * n <= sizeof small ? small : lua_newuserdata(L, 2 * n);
   for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)s[i];
-    if (unreserved(c)) {
-      mg_buf_append(b, (const char *)&c, 1);
-    } else {
-      char e[3] = {'%', hex[c >> 4], hex[c & 15]};
-      mg_buf_append(b, e, 3);
-    }
+    d[2 * i] = hex[s[i] >> 4];
+    d[2 * i + 1] = hex[s[i] & 15];
   }
+  lua_pushlstring(L, d, 2 * n);
 }
 
-static int hexval(int c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-/* %XX decoded (a malformed escape is kept as is); with plus, '+' is a space (query strings). */
-static void push_unescaped(lua_State *L, const char *s, size_t n, int plus) {
-  luaL_Buffer b;
-  luaL_buffinit(L, &b);
-  for (size_t i = 0; i < n; i++) {
-    if (s[i] == '%' && i + 2 < n && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
-      luaL_addchar(&b, (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2])));
-      i += 2;
-    } else {
-      luaL_addchar(&b, plus && s[i] == '+' ? ' ' : s[i]);
-    }
-  }
-  luaL_pushresult(&b);
-}
-
-static int l_escape_uri(lua_State *L) {
-  size_t n;
-  const char *s = luaL_checklstring(L, 1, &n);
-  mg_buf_t b;
-  mg_buf_init(&b);
-  add_escaped(&b, s, n);
-  lua_pushlstring(L, b.data ? b.data : "", b.len);
-  mg_buf_free(&b);
-  return 1;
-}
-
-static int l_unescape_uri(lua_State *L) {
-  size_t n;
-  const char *s = luaL_checklstring(L, 1, &n);
-  push_unescaped(L, s, n, 0);
-  return 1;
-}
-
-static int cmp_keys(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
-
-/* mg.encode_args(t): "a=1&b=x%20y"; keys sorted; true gives a bare key, false is left out, a
- * list repeats the key. Built in a C buffer, so values can be read off the stack freely. */
-static int l_encode_args(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
-  int n = 0;
-  for (lua_pushnil(L); lua_next(L, 1); lua_pop(L, 1)) {
-    if (lua_type(L, -2) != LUA_TSTRING) return luaL_error(L, "mg.encode_args: keys must be strings");
-    n++;
-  }
-  const char **keys = lua_newuserdata(L, sizeof(char *) * (size_t)(n ? n : 1)); /* keys anchored by t */
-  int k = 0;
-  for (lua_pushnil(L); lua_next(L, 1); lua_pop(L, 1)) keys[k++] = lua_tostring(L, -2);
-  qsort(keys, (size_t)k, sizeof *keys, cmp_keys);
-  mg_buf_t b;
-  mg_buf_init(&b);
-  const char *bad = NULL;
-  for (int i = 0; i < k && !bad; i++) {
-    lua_getfield(L, 1, keys[i]); /* value */
-    int is_list = lua_type(L, -1) == LUA_TTABLE;
-    int count = is_list ? (int)lua_objlen(L, -1) : 1;
-    for (int j = 1; j <= count && !bad; j++) {
-      if (is_list) lua_rawgeti(L, -1, j);
-      else lua_pushvalue(L, -1); /* value item */
-      int vt = lua_type(L, -1);
-      if (vt == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
-        lua_pop(L, 1);
-        continue;
-      }
-      if (vt != LUA_TBOOLEAN && vt != LUA_TSTRING && vt != LUA_TNUMBER) {
-        bad = keys[i];
-      } else {
-        if (b.len) mg_buf_append(&b, "&", 1);
-        add_escaped(&b, keys[i], strlen(keys[i]));
-        if (vt != LUA_TBOOLEAN) {
-          size_t vl;
-          const char *v = lua_tolstring(L, -1, &vl); /* a number becomes a string on the stack only */
-          mg_buf_append(&b, "=", 1);
-          add_escaped(&b, v, vl);
-        }
-      }
-      lua_pop(L, 1);
-    }
-    lua_pop(L, 1);
-  }
-  if (bad) {
-    mg_buf_free(&b);
-    return luaL_error(L, "mg.encode_args: value of %s must be a string, number, boolean or list", bad);
-  }
-  lua_pushlstring(L, b.data ? b.data : "", b.len);
-  mg_buf_free(&b);
-  return 1;
-}
-
-/* mg.decode_args(s[, max]) → a table: repeated keys give lists, a bare key gives true. */
-static int l_decode_args(lua_State *L) {
-  size_t n;
-  const char *s = luaL_checklstring(L, 1, &n);
-  lua_Integer max = luaL_optinteger(L, 2, 100);
-  lua_newtable(L);
-  int count = 0;
-  for (size_t i = 0; i < n && (max == 0 || count < max);) {
-    size_t j = i;
-    while (j < n && s[j] != '&') j++;
-    if (j > i) {
-      const char *eq = memchr(s + i, '=', j - i);
-      size_t kl = eq ? (size_t)(eq - (s + i)) : j - i;
-      push_unescaped(L, s + i, kl, 1); /* t key */
-      if (eq) push_unescaped(L, eq + 1, (size_t)(s + j - eq - 1), 1);
-      else lua_pushboolean(L, 1);      /* t key value */
-      lua_pushvalue(L, -2);
-      lua_rawget(L, -4);               /* t key value old */
-      if (lua_isnil(L, -1)) {
-        lua_pop(L, 1);
-        lua_rawset(L, -3);
-      } else if (lua_istable(L, -1)) {
-        lua_insert(L, -2);             /* t key old value */
-        lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
-        lua_pop(L, 2);
-      } else {
-        lua_createtable(L, 2, 0);      /* t key value old list */
-        lua_insert(L, -2);
-        lua_rawseti(L, -2, 1);         /* t key value list */
-        lua_insert(L, -2);
-        lua_rawseti(L, -2, 2);         /* t key list */
-        lua_rawset(L, -3);
-      }
-      count++;
-    }
-    i = j + 1;
-  }
-  return 1;
-}
-
-static int digest(lua_State *L, const EVP_MD *md) {
-  size_t n;
-  const char *s = luaL_checklstring(L, 1, &n);
+/* A binary digest of the first argument. */
+static int push_digest(lua_State *L, const EVP_MD *md) {
   unsigned char out[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
-  if (!EVP_Digest(s, n, out, &len, md, NULL)) return luaL_error(L, "digest failed");
+  digest(L, md, out, &len);
   lua_pushlstring(L, (const char *)out, len);
   return 1;
 }
 
-static int l_md5(lua_State *L) { return digest(L, EVP_md5()); }
-static int l_sha1(lua_State *L) { return digest(L, EVP_sha1()); }
-static int l_sha256(lua_State *L) { return digest(L, EVP_sha256()); }
+/* mg.md5(s) → 32 lower-case hex digits, as ngx.md5 */
+static int l_md5(lua_State *L) {
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  digest(L, EVP_md5(), out, &len);
+  push_hex(L, out, len);
+  return 1;
+}
 
-static int l_hmac_sha256(lua_State *L) {
+static int l_md5_bin(lua_State *L) { return push_digest(L, EVP_md5()); }
+static int l_sha1_bin(lua_State *L) { return push_digest(L, EVP_sha1()); }
+static int l_sha256(lua_State *L) { return push_digest(L, EVP_sha256()); }
+
+/* hmac(key, s) → the raw digest; exactly two arguments, strings or numbers, as
+ * lua-nginx-module's ngx.hmac_sha1 checks them. */
+static int hmac(lua_State *L, const EVP_MD *md) {
+  if (lua_gettop(L) != 2) return luaL_error(L, "expecting 2 arguments, but got %d", lua_gettop(L));
   size_t kl, n;
   const char *k = luaL_checklstring(L, 1, &kl);
   const char *s = luaL_checklstring(L, 2, &n);
   unsigned char out[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
-  if (!HMAC(EVP_sha256(), k, (int)kl, (const unsigned char *)s, n, out, &len)) return luaL_error(L, "hmac failed");
+  if (!HMAC(md, k, (int)kl, (const unsigned char *)s, n, out, &len)) return luaL_error(L, "hmac failed");
   lua_pushlstring(L, (const char *)out, len);
+  return 1;
+}
+
+static int l_hmac_sha1(lua_State *L) { return hmac(L, EVP_sha1()); }
+static int l_hmac_sha256(lua_State *L) { return hmac(L, EVP_sha256()); }
+
+/* mg.crc32_short(s), mg.crc32_long(s) → the CRC-32 of s as a number. nginx has two functions
+ * (tuned for short and long input) with one result; zlib's is fast for both. */
+static int l_crc32(lua_State *L) {
+  size_t n;
+  const char *s = mg_codec_arg(L, 1, &n);
+  lua_pushnumber(L, (lua_Number)crc32_z(0, (const Bytef *)s, n));
   return 1;
 }
 
 static int l_to_hex(lua_State *L) {
   size_t n;
   const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &n);
-  static const char hex[] = "0123456789abcdef";
-  luaL_Buffer b;
-  luaL_buffinit(L, &b);
-  for (size_t i = 0; i < n; i++) {
-    luaL_addchar(&b, hex[s[i] >> 4]);
-    luaL_addchar(&b, hex[s[i] & 15]);
-  }
-  luaL_pushresult(&b);
+  push_hex(L, s, n);
   return 1;
 }
 
@@ -298,18 +140,18 @@ void mg_util_open(lua_State *L) {
       {"log", l_log},
       {"now", l_now},
       {"time", l_time},
-      {"encode_base64", l_encode_base64},
-      {"decode_base64", l_decode_base64},
-      {"escape_uri", l_escape_uri},
-      {"unescape_uri", l_unescape_uri},
-      {"encode_args", l_encode_args},
-      {"decode_args", l_decode_args},
       {"md5", l_md5},
-      {"sha1", l_sha1},
+      {"md5_bin", l_md5_bin},
+      {"sha1", l_sha1_bin},
+      {"sha1_bin", l_sha1_bin},
       {"sha256", l_sha256},
+      {"hmac_sha1", l_hmac_sha1},
       {"hmac_sha256", l_hmac_sha256},
+      {"crc32_short", l_crc32},
+      {"crc32_long", l_crc32},
       {"to_hex", l_to_hex},
       {NULL, NULL},
   };
   luaL_register(L, NULL, fns);
+  mg_codec_open(L);
 }

@@ -1,5 +1,6 @@
-/* lua_util: mg.log, mg.now, mg.time, mg.encode_base64/decode_base64, mg.escape_uri/unescape_uri,
- * mg.encode_args/decode_args, mg.md5/sha1/sha256, mg.hmac_sha256, mg.to_hex (docs/lua-api.md, "More of the request and response"). */
+/* lua_util: the helpers of the moongate module (docs/lua-api.md, "String helpers"): mg.log,
+ * mg.now, mg.time, mg.md5/md5_bin/sha1/sha1_bin/sha256, mg.hmac_sha1/hmac_sha256,
+ * mg.crc32_short/crc32_long, mg.to_hex, and the string codecs of lua_codec.h. */
 #ifndef MG_LUA_UTIL_H
 #define MG_LUA_UTIL_H
 
