@@ -104,6 +104,11 @@ local settings = {
   lua_body_max = { "size", "1m" },
   lua_max_run_time = { "time_off", 5 },
   lua_socket_timeout = { "positive_time", 60 },
+  regex_cache_max_entries = { "count", 1024 },
+  lua_ssl_trusted_certificate = { "string", "/etc/ssl/certs/ca-certificates.crt" },
+  lua_ssl_verify_depth = { "count", 1 },
+  lua_max_pending_timers = { "count", 1024 },
+  lua_max_running_timers = { "count", 256 },
 }
 M._settings = settings
 

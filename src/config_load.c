@@ -154,9 +154,14 @@ static int load_settings(loader_t *ld) {
   s->subrequest_max_total_body = (uint64_t)get_num(L, "subrequest_max_total_body", 16 << 20);
   s->lua_max_run_time = (uint64_t)get_num(L, "lua_max_run_time", 5000);
   s->lua_socket_timeout = (uint64_t)get_num(L, "lua_socket_timeout", 60000);
+  s->regex_cache_max_entries = (uint64_t)get_num(L, "regex_cache_max_entries", 1024);
+  s->lua_ssl_trusted_certificate = get_str(L, "lua_ssl_trusted_certificate");
+  s->lua_ssl_verify_depth = (uint64_t)get_num(L, "lua_ssl_verify_depth", 1);
+  s->lua_max_pending_timers = (uint64_t)get_num(L, "lua_max_pending_timers", 1024);
+  s->lua_max_running_timers = (uint64_t)get_num(L, "lua_max_running_timers", 256);
   /* Log files named relative to init.lua live beside it. */
-  char **paths[] = {&s->access_log, &s->error_log, &s->pid};
-  for (int i = 0; i < 3; i++) {
+  char **paths[] = {&s->access_log, &s->error_log, &s->pid, &s->lua_ssl_trusted_certificate};
+  for (int i = 0; i < 4; i++) {
     char *p = *paths[i];
     if (p && strcmp(p, "off") && strcmp(p, "stdout") && strcmp(p, "stderr") && p[0] != '/') {
       *paths[i] = resolve_path(ld->cfg, p);
@@ -565,7 +570,7 @@ void mg_config_free(mg_config_t *cfg) {
   free(cfg->watched);
   mg_settings_t *s = &cfg->set;
   free(s->server_name), free(s->access_log), free(s->error_log), free(s->log_level), free(s->pid);
-  free(s->user), free(s->group);
+  free(s->user), free(s->group), free(s->lua_ssl_trusted_certificate);
   if (cfg->L) mg_shdict_release_all(cfg->L), lua_close(cfg->L);
   free(cfg->file), free(cfg->dir);
   free(cfg);

@@ -105,6 +105,11 @@ typedef struct {
   uint64_t subrequest_max_body, lua_body_max;
   uint64_t subrequest_limit, subrequest_max_total_body; /* per client request */
   uint64_t lua_max_run_time, lua_socket_timeout;       /* ms; lua_max_run_time 0: no limit */
+  /* SPEC 17: the ngx.re cache, cosockets' TLS verification, one-shot timers. */
+  uint64_t regex_cache_max_entries;
+  char *lua_ssl_trusted_certificate; /* a CA file; absolute after loading */
+  uint64_t lua_ssl_verify_depth;
+  uint64_t lua_max_pending_timers, lua_max_running_timers;
 } mg_settings_t;
 
 typedef struct {
