@@ -1,15 +1,12 @@
 """Differential: the same Lua under Debian's nginx + lua-nginx-module and under moongate, for
 the results that OpenResty also has (cosocket timeouts). Only the socket
 constructor and the clock are named per server; the body is one text."""
-import os
-import shutil
 import socket
-import subprocess
-import time
 
 import pytest
 
-from conftest import free_port, raw, request, wait_port
+from conftest import raw, request
+from openresty import start_openresty, stop_openresty
 
 BODY = r'''
 local v = ({ zero = 0, nan = 0/0, inf = 1/0, neg = -1 })[ARG]
@@ -22,7 +19,6 @@ local took = NOW() - t0
 RESULT(tostring(okset) .. " " .. tostring(data) .. " " .. tostring(err) .. " " .. (took > 0.7 and took < 2.5 and "default" or string.format("%.1f", took)))
 '''
 
-NGINX_MODULES = "/usr/lib/nginx/modules"
 
 
 @pytest.fixture
@@ -36,27 +32,11 @@ def silent():
 
 @pytest.fixture
 def openresty(tmp_path, silent):
-    if not shutil.which("nginx") or not os.path.exists(os.path.join(NGINX_MODULES, "ngx_http_lua_module.so")):
-        pytest.fail("nginx with lua-nginx-module is missing: make deps installs nginx-light and libnginx-mod-http-lua")
-    port = free_port()
     body = BODY.replace("ARG", "ngx.var.arg_v").replace("TCP", "ngx.socket.tcp").replace("SILENT", str(silent)) \
         .replace("NOW()", "(function() ngx.update_time() return ngx.now() end)()").replace("RESULT", "ngx.say")
-    (tmp_path / "logs").mkdir()
-    conf = tmp_path / "nginx.conf"
-    conf.write_text("""
-load_module %(m)s/ndk_http_module.so;
-load_module %(m)s/ngx_http_lua_module.so;
-daemon off; master_process off;
-error_log %(d)s/logs/error.log; pid %(d)s/nginx.pid;
-events {}
-http { access_log off; lua_socket_read_timeout 1s;
-  server { listen 127.0.0.1:%(p)d; location /t { content_by_lua_block { %(b)s } } } }
-""" % {"m": NGINX_MODULES, "d": tmp_path, "p": port, "b": body})
-    p = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(tmp_path)], stderr=subprocess.DEVNULL)
-    wait_port(port, p)
+    p, port = start_openresty(tmp_path, {"/t": body}, http="lua_socket_read_timeout 1s;")
     yield port
-    p.terminate()
-    p.wait(5)
+    stop_openresty(p)
 
 
 @pytest.mark.parametrize("arg", ["zero", "nan", "inf", "neg"])
@@ -82,27 +62,6 @@ RESULT(tostring(ok) .. "|" .. type(err) .. "|" .. (err:gsub("^.-:%d+: ", "")) ..
 '''
 
 
-def start_openresty(tmp_path, locations):
-    """Debian's nginx + lua-nginx-module with one content_by_lua_block per location."""
-    if not shutil.which("nginx") or not os.path.exists(os.path.join(NGINX_MODULES, "ngx_http_lua_module.so")):
-        pytest.fail("nginx with lua-nginx-module is missing: make deps installs nginx-light and libnginx-mod-http-lua")
-    port = free_port()
-    (tmp_path / "logs").mkdir(exist_ok=True)
-    blocks = "\n".join("location = %s { content_by_lua_block { %s } }" % (loc, body) for loc, body in locations.items())
-    conf = tmp_path / "nginx-snippets.conf"
-    conf.write_text("""
-load_module %(m)s/ndk_http_module.so;
-load_module %(m)s/ngx_http_lua_module.so;
-daemon off; master_process off;
-error_log %(d)s/logs/error.log; pid %(d)s/nginx-snippets.pid;
-events {}
-http { access_log off; server { listen 127.0.0.1:%(p)d; %(b)s } }
-""" % {"m": NGINX_MODULES, "d": tmp_path, "p": port, "b": blocks})
-    p = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(tmp_path)], stderr=subprocess.DEVNULL)
-    wait_port(port, p)
-    return p, port
-
-
 def test_wait_on_a_thread_that_raised_gives_the_message_as_openresty(gateway, tmp_path):
     theirs_body = WAIT_BODY.replace("SPAWN", "ngx.thread.spawn").replace("WAIT", "ngx.thread.wait") \
         .replace("RESULT", "ngx.print")
@@ -110,8 +69,7 @@ def test_wait_on_a_thread_that_raised_gives_the_message_as_openresty(gateway, tm
     try:
         theirs = request(port, path="/w").body
     finally:
-        p.terminate()
-        p.wait(5)
+        stop_openresty(p)
     ours_body = WAIT_BODY.replace("SPAWN", "mg.spawn").replace("WAIT", "mg.wait").replace("RESULT(", "return 200, (")
     g = gateway('mg.route("=/w", function(req)\n%s\nend)\n' % ours_body.rstrip())
     ours = request(g.port, path="/w").body
@@ -138,8 +96,7 @@ def test_header_tables_read_like_openresty(gateway, tmp_path):
     try:
         theirs = request(port, path="/h", headers=hdrs).body
     finally:
-        p.terminate()
-        p.wait(5)
+        stop_openresty(p)
     ours_body = HEADERS_BODY.replace("GET_HEADERS", "req:headers()").replace("RESULT(", "return 200, (")
     g = gateway('mg.route("=/h", function(req)\n%s\nend)\n' % ours_body.rstrip())
     ours = request(g.port, path="/h", headers=hdrs).body
@@ -156,8 +113,7 @@ def test_a_list_value_sends_one_field_each_like_openresty(gateway, tmp_path):
     try:
         theirs = raw(port, b"GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     finally:
-        p.terminate()
-        p.wait(5)
+        stop_openresty(p)
     g = gateway('''
 mg.route("=/c", function(req) return 200, "ok\\n", { ["Set-Cookie"] = { "a=1", "b=2" } } end)
 mg.route("=/x", function(req) req:exit(200, "ok\\n", { ["Set-Cookie"] = { "a=1", "b=2" } }) end)
@@ -190,8 +146,7 @@ def test_version_is_a_number_and_no_body_is_nil_like_openresty(gateway, tmp_path
     try:
         theirs = request(port, method, "/v", body=body, version=version).body
     finally:
-        p.terminate()
-        p.wait(5)
+        stop_openresty(p)
     ours_body = VERSION_BODY.replace("READ_BODY", "req:read_body()").replace("VERSION", "req.http_version") \
         .replace("BODY", "(req:body())").replace("RESULT(", "return 200, (")
     g = gateway('mg.route("=/v", function(req)\n%s\nend)\n' % ours_body.rstrip())
@@ -244,8 +199,7 @@ def test_receive_line_drops_every_cr_like_openresty(gateway, tmp_path, lines_pee
     try:
         theirs = request(port, path="/l").body
     finally:
-        p.terminate()
-        p.wait(5)
+        stop_openresty(p)
     g = gateway('mg.route("=/l", function(req)\n%s\nend)\n' % body.replace("TCP", "mg.socket.tcp")
                 .replace("RESULT(", "return 200, (").rstrip())
     ours = request(g.port, path="/l").body

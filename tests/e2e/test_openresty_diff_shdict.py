@@ -9,14 +9,10 @@ two servers must be the same, in order. Nothing here depends on what differs by 
 allocators (how many entries fit, what free_space reports beyond its type) and the clock
 (wall time under nginx, monotonic under moongate; a ttl is compared to the millisecond only
 right after it was set)."""
-import os
-import shutil
-import subprocess
-
 import pytest
 
-from conftest import Gateway, free_port, request, wait_port
-from test_openresty_diff import NGINX_MODULES
+from conftest import Gateway, request
+from openresty import start_openresty, stop_openresty
 
 PRELUDE = r'''
 local lines = {}
@@ -256,28 +252,14 @@ P(select("#", D:capacity()), select("#", D:free_space()), select("#", D:flush_al
 
 def start_nginx(d):
     """nginx with every case at /NAME on a dictionary of its own; returns (port, process)."""
-    if not shutil.which("nginx") or not os.path.exists(os.path.join(NGINX_MODULES, "ngx_http_lua_module.so")):
-        pytest.fail("nginx with lua-nginx-module is missing: make deps installs nginx-light and libnginx-mod-http-lua")
-    (d / "logs").mkdir()
-    port = free_port()
-    dicts, locations = [], []
+    dicts, locations = [], {}
     for i, (name, (size, lua)) in enumerate(CASES.items()):
         path = d / ("%s.lua" % name)
         path.write_text("local D, SLEEP = ngx.shared.d%d, ngx.sleep\n%s%s\nngx.say(table.concat(lines, '\\n'))\n"
                         % (i, PRELUDE, lua))
         dicts.append("lua_shared_dict d%d %s;" % (i, size))
-        locations.append("location = /%s { content_by_lua_file %s; }" % (name, path))
-    (d / "nginx.conf").write_text("""
-load_module %(m)s/ndk_http_module.so;
-load_module %(m)s/ngx_http_lua_module.so;
-daemon off; master_process off;
-error_log %(d)s/logs/error.log; pid %(d)s/nginx.pid;
-events {}
-http { access_log off; %(dicts)s
-  server { listen 127.0.0.1:%(p)d; %(locs)s } }
-""" % {"m": NGINX_MODULES, "d": d, "p": port, "dicts": "\n".join(dicts), "locs": "\n".join(locations)})
-    p = subprocess.Popen(["nginx", "-c", str(d / "nginx.conf"), "-p", str(d)], stderr=subprocess.DEVNULL)
-    wait_port(port, p)
+        locations["/" + name] = ("file", str(path))
+    p, port = start_openresty(d, locations, http="\n".join(dicts))
     return port, p
 
 
@@ -298,8 +280,7 @@ def start_moongate(d):
 def openresty(tmp_path_factory):
     port, p = start_nginx(tmp_path_factory.mktemp("nginx"))
     yield port
-    p.terminate()
-    p.wait(5)
+    stop_openresty(p)
 
 
 @pytest.fixture(scope="module")

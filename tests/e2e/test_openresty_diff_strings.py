@@ -10,14 +10,10 @@ tricky input and every byte, encode_args with keys and values of every byte, bas
 unpadded, over-padded and invalid input, the digests, HMAC, CRC-32 and quote_sql_str, and every
 helper given nil, numbers, booleans, tables, nothing and too many arguments.
 """
-import os
-import shutil
-import subprocess
-
 import pytest
 
-from conftest import Gateway, free_port, request, wait_port
-from test_openresty_diff import NGINX_MODULES
+from conftest import Gateway, request
+from openresty import start_openresty, stop_openresty
 
 # One line per case: the results of PACK(expression) under NS, or the error it raised.
 RUNNER = r'''
@@ -193,30 +189,11 @@ def lua_list(items):
 
 def start_nginx(d, groups):
     """nginx + lua-nginx-module in folder d answering /NAME with the lines of each group."""
-    if not shutil.which("nginx") or not os.path.exists(os.path.join(NGINX_MODULES, "ngx_http_lua_module.so")):
-        pytest.fail("nginx with lua-nginx-module is missing: make deps installs nginx-light and libnginx-mod-http-lua")
-    (d / "logs").mkdir()
-    locations = ""
+    locations = {}
     for name, items in groups.items():
         (d / (name + ".lua")).write_text(RUNNER + "\nngx.print(run(ngx, %s))\n" % lua_list(items))
-        locations += "location = /%s { content_by_lua_file %s/%s.lua; }\n" % (name, d, name)
-    port = free_port()
-    (d / "nginx.conf").write_text("""
-load_module %(m)s/ndk_http_module.so;
-load_module %(m)s/ngx_http_lua_module.so;
-daemon off; master_process off;
-error_log %(d)s/logs/error.log; pid %(d)s/nginx.pid;
-events {}
-http { access_log off; server { listen 127.0.0.1:%(p)d; %(l)s } }
-""" % {"m": NGINX_MODULES, "d": d, "p": port, "l": locations})
-    proc = subprocess.Popen(["nginx", "-c", str(d / "nginx.conf"), "-p", str(d)], stderr=subprocess.DEVNULL)
-    try:
-        wait_port(port, proc)
-    except RuntimeError:
-        proc.kill()
-        proc.wait()
-        raise
-    return proc, port
+        locations["/" + name] = ("file", "%s/%s.lua" % (d, name))
+    return start_openresty(d, locations)
 
 
 def start_moongate(d, groups):
@@ -239,12 +216,10 @@ def servers(tmp_path_factory):
     try:
         g = start_moongate(tmp_path_factory.mktemp("moongate"), CASES)
     except BaseException:
-        nginx.terminate()
-        nginx.wait(5)
+        stop_openresty(nginx)
         raise
     yield port, g.port
-    nginx.terminate()
-    nginx.wait(5)
+    stop_openresty(nginx)
     g.stop()
 
 
@@ -283,8 +258,7 @@ def test_deliberate_differences_are_the_known_ones(tmp_path):
         finally:
             g.stop()
     finally:
-        nginx.terminate()
-        nginx.wait(5)
+        stop_openresty(nginx)
     assert theirs == [t for _, t, _ in DELIBERATE]
     assert ours == [o for _, _, o in DELIBERATE]
 
