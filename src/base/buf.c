@@ -171,6 +171,10 @@ size_t mg_fmt_u64(char *out, uint64_t v) {
   return n;
 }
 
+void mg_fmt_hex_fixed(char *out, uint64_t v, int digits) {
+  for (int i = digits - 1; i >= 0; i--) out[i] = "0123456789abcdef"[v & 15], v >>= 4;
+}
+
 size_t mg_fmt_hex(char *out, uint64_t v) {
   char tmp[16];
   size_t n = 0;

@@ -42,6 +42,8 @@ void mg_buf_puts(mg_buf_t *b, const char *s);
  * building a response head. */
 size_t mg_fmt_u64(char *out, uint64_t v);
 size_t mg_fmt_hex(char *out, uint64_t v);
+/* The low `digits` hex digits of v at out, zero-padded (no NUL). */
+void mg_fmt_hex_fixed(char *out, uint64_t v, int digits);
 void mg_buf_printf(mg_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Gives the bytes to the caller (who frees them with free(); borrowed bytes are copied to the
  * heap first) and leaves b empty. */

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include "hooks.h"
@@ -44,17 +45,20 @@ mg_req_t *mg_req_new(mg_server_t *server, const mg_sink_t *sink, void *transport
   req->server = server;
   req->cfg = server->cfg;
   req->start_ns = uv_hrtime();
-  /* Request ids are "<worker pid>-<counter>"; the pid is read once per worker. */
+  /* Request ids are 32 hex digits, as nginx's $request_id: 16 of a random number drawn once
+   * per worker process, then 16 of the worker's request counter. Unique within a worker by
+   * the counter, across workers and restarts by the random half. */
   static pid_t pid;
-  if (!pid) pid = getpid();
-  static char prefix[12];
-  static size_t prefix_len;
-  if (!prefix_len) {
-    prefix_len = mg_fmt_hex(prefix, (uint64_t)pid);
-    prefix[prefix_len++] = '-';
+  static char prefix[17];
+  if (pid != getpid()) {
+    pid = getpid();
+    uint64_t r = 0;
+    if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r) r = (uint64_t)pid * 0x9e3779b97f4a7c15u ^ uv_hrtime();
+    mg_fmt_hex_fixed(prefix, r, 16);
   }
-  memcpy(req->id, prefix, prefix_len);
-  req->id[prefix_len + mg_fmt_hex(req->id + prefix_len, ++server->nreqs)] = 0;
+  memcpy(req->id, prefix, 16);
+  mg_fmt_hex_fixed(req->id + 16, ++server->nreqs, 16);
+  req->id[32] = 0;
   req->content_length = -1;
   req->status = 200;
   req->resp_length = -1;
@@ -63,11 +67,23 @@ mg_req_t *mg_req_new(mg_server_t *server, const mg_sink_t *sink, void *transport
 }
 
 void mg_req_free(mg_req_t *req) {
+  if (req->holds) {
+    /* The transport lets go of it now (a keep-alive connection serves its next request). */
+    req->free_deferred = 1;
+    req->transport = NULL;
+    return;
+  }
   mg_body_reset(&req->body);
   /* The scratch buffer goes back with the struct, unless it grew past a typical head piece. */
   if (mg_free_full(&req_free_list) || req->scratch.cap > MG_SCRATCH_KEEP) mg_buf_free(&req->scratch);
   mg_pool_free(&req->pool); /* runs the cleanups of the layers above (the Lua binding's) */
   mg_free_put(&req_free_list, req);
+}
+
+void mg_req_hold(mg_req_t *req) { req->holds++; }
+
+void mg_req_unhold(mg_req_t *req) {
+  if (--req->holds == 0 && req->free_deferred) mg_req_free(req);
 }
 
 void mg_req_stop(mg_req_t *req) {
@@ -122,6 +138,7 @@ mg_req_t *mg_req_new_child(mg_req_t *parent, const mg_sink_t *sink, void *transp
   mg_req_t *req = mg_req_new(parent->server, sink, transport);
   req->is_subrequest = 1;
   req->parent = parent;
+  memcpy(req->id, parent->id, sizeof req->id); /* as nginx's: one $request_id per client request */
   req->depth = parent->depth + 1;
   req->http_major = parent->http_major, req->http_minor = parent->http_minor;
   req->host = parent->host ? mg_pool_strdup(&req->pool, parent->host) : NULL;
@@ -318,6 +335,20 @@ void mg_req_send_body(mg_req_t *req, char *block, const char *data, size_t len) 
     return;
   }
   body_out(req, block, NULL, data, len);
+}
+
+void mg_req_send_heap(mg_req_t *req, char *heap, size_t len) {
+  if (!req->head_sent) mg_req_send_head(req);
+  if (req->is_head || !status_has_body(req->status) || len == 0 || req->aborted || req->resp_ended) {
+    free(heap);
+    return;
+  }
+  if (req->body_filtered) {
+    filtered_out(req, heap, len, 0);
+    free(heap);
+    return;
+  }
+  body_out(req, NULL, heap, heap, len);
 }
 
 void mg_req_send_end(mg_req_t *req) {

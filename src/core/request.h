@@ -94,7 +94,7 @@ struct mg_req_s {
   void *transport; /* the sink's own state: the connection, or the capture */
   mg_server_t *server;
   const mg_config_t *cfg;
-  char id[24];
+  char id[40]; /* 32 hex digits (nginx's $request_id), a subrequest's with a suffix */
   uint64_t start_ns;
 
   /* The request as received. */
@@ -151,6 +151,10 @@ struct mg_req_s {
   mg_fields_t resp_headers;
   int64_t resp_length; /* Content-Length being sent, -1: chunked or close-delimited */
   unsigned head_sent : 1, resp_chunked : 1, resp_close : 1, resp_ended : 1, aborted : 1, finished : 1;
+  /* Holds of a layer above that keeps the request past its end (a log hook that waits,
+   * lua/lua_hooks.c): mg_req_free then waits for the last mg_req_unhold. */
+  uint16_t holds;
+  unsigned free_deferred : 1;
   unsigned body_filtered : 1, body_filter_off : 1; /* the body goes through body_filter hooks */
   uint64_t bytes_sent; /* body bytes */
   mg_upstream_t *up;
@@ -196,8 +200,13 @@ mg_req_t *mg_req_new(mg_server_t *server, const mg_sink_t *sink, void *transport
 /* The response is complete, or the client is gone: stops what still works for it (a waiting
  * hook, the handler), runs the log hooks, writes the access log line. Once. */
 void mg_req_finish(mg_req_t *req);
-/* Gives the request's memory back (after mg_req_finish). */
+/* Gives the request's memory back (after mg_req_finish), or, while it is held, once the last
+ * hold is dropped: its transport is gone then (req->transport is NULL). */
 void mg_req_free(mg_req_t *req);
+/* Keeps a finished request's memory (its pool, its fields) past mg_req_free until as many
+ * mg_req_unhold: what a log hook still running after the connection moved on reads. */
+void mg_req_hold(mg_req_t *req);
+void mg_req_unhold(mg_req_t *req);
 /* Stops the handler producing the response (its cancel function), e.g. a capture that has
  * seen enough, or a client that went away. */
 void mg_req_stop(mg_req_t *req);
@@ -238,6 +247,8 @@ void mg_req_flush(mg_req_t *req);
 /* Sends len bytes at data; `block` (from mg_block_get, may be NULL when data is static or
  * owned elsewhere until the write completes) is returned to the pool when the write is done. */
 void mg_req_send_body(mg_req_t *req, char *block, const char *data, size_t len);
+/* Sends len malloc'd bytes at heap, which the response API frees (Lua's ngx.say output). */
+void mg_req_send_heap(mg_req_t *req, char *heap, size_t len);
 void mg_req_send_end(mg_req_t *req);
 void mg_req_abort(mg_req_t *req, const char *why);
 /* A complete short response: status, text body, error-log line `fmt` (NULL for none). */

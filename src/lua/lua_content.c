@@ -48,6 +48,10 @@ static void finish(mg_req_t *req, mg_thread_t *t, int rc) {
     mg_req_error(req, 500, NULL);
     return;
   }
+  if (mg_lua_end_output(req)) { /* ngx.say/print wrote the response: its return values are moot */
+    mg_thread_release(t);
+    return;
+  }
   const char *location = NULL;
   int e = mg_lua_take_exit(req, &location);
   if (e != MG_LUA_EXIT_NONE) {
@@ -55,7 +59,9 @@ static void finish(mg_req_t *req, mg_thread_t *t, int rc) {
     if (e == MG_LUA_EXIT_REDIRECT) mg_phase_restart(req, location);
     return;
   }
-  /* The results are copied into the request before the coroutine goes back to the pool. */
+  /* The results are copied into the request before the coroutine goes back to the pool. After
+   * ngx.exit(ngx.OK) without output there are none: an empty 200, as OpenResty's. */
+  if (t->exited) lua_settop(t->co, 0);
   respond(req, t->co);
   mg_thread_release(t);
 }

@@ -3,13 +3,15 @@
  * The core, the transports and the handlers reach Lua only through this table. Rewrite and
  * access hooks run here in Lua threads (lua_thread.c): one that never waits costs a coroutine
  * resume; one that waits hands the request back to the phase engine with mg_phase_resume when
- * its thread has ended. Balancer, header_filter, body_filter and log hooks run in one
- * protected call each and cannot wait. A Lua error ends the request with 500 (or cuts the
+ * its thread has ended. Balancer, header_filter and body_filter hooks run in one protected
+ * call each and cannot wait; log hooks run in Lua threads and may wait, detached from the
+ * connection (below). A Lua error ends the request with 500 (or cuts the
  * connection when the head is already sent) and logs the traceback; the worker goes on. */
 #include "lua_hooks.h"
 
 #include <assert.h>
 #include <lauxlib.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "balancer.h"
@@ -19,6 +21,7 @@
 #include "lua_request.h"
 #include "lua_res.h"
 #include "lua_thread.h"
+#include "lua_timer.h"
 #include "lua_vm.h"
 #include "lua_worker.h"
 #include "phase.h"
@@ -37,6 +40,8 @@ static int hook_result(mg_req_t *req, mg_thread_t *t, int rc) {
     return MG_ENDED;
   }
   mg_thread_release(t);
+  /* Output written with ngx.say/print: the hook that wrote it ends the response. */
+  if (mg_lua_end_output(req)) return MG_ENDED;
   const char *location = NULL;
   int e = mg_lua_take_exit(req, &location);
   if (e == MG_LUA_EXIT_REDIRECT) {
@@ -84,10 +89,13 @@ static int call_hook(mg_req_t *req, int ref, int phase_bit, int with_res) {
   if (with_res) mg_lua_push_res(L, req);
   mg_lua_req_t *lr = req->lua;
   int saved = lr->phase, saved_now = mg_lua_phase_now;
+  mg_req_t *saved_req = mg_lua_req_now;
   lr->phase = mg_lua_phase_now = phase_bit;
+  mg_lua_req_now = req;
   char err[2048];
   int rc = mg_lua_call(L, with_res ? 2 : 1, 0, err, sizeof err);
   lr->phase = saved, mg_lua_phase_now = saved_now;
+  mg_lua_req_now = saved_req;
   if (rc < 0) mg_log_error(MG_LOG_ERROR, req->id, "Lua error in %s hook: %s", mg_lua_phase_name(phase_bit), err);
   assert(lua_gettop(L) == top);
   (void)top;
@@ -105,10 +113,77 @@ static void header_filter(mg_req_t *req) {
   }
 }
 
-/* Every log hook runs: an error is logged, and the response is already complete. */
-static void log_phase(mg_req_t *req) {
-  for (int i = 0, n = mg_req_hook_count(req, MG_PHASE_LOG); i < n; i++)
-    call_hook(req, mg_req_hook_at(req, MG_PHASE_LOG, i), MG_PH_LOG, 1);
+/* ---- log: hooks in Lua threads that may wait, detached from the connection ------------------ */
+
+/* Every log hook runs, in order, each in a Lua thread: an error is logged, and the response
+ * is already complete. One that waits (mg.sleep, a cosocket to ship the line) goes on
+ * detached: the request is held (mg_req_hold: its pool, so req and res stay readable) while
+ * its connection moves on to the next request, the hooks after it run when it ends, and the
+ * whole takes one of the lua_max_running_timers slots (lua_timer.c) until the last ends.
+ * `detached`: that is already so. A subrequest's log hook cannot wait (its parent may end
+ * first), nor one past the running limit: such a hook is ended where it waits. */
+static void log_hooks_from(mg_req_t *req, int i, int detached);
+
+static void on_log_hook_done(mg_thread_t *t, int rc) {
+  mg_req_t *req = t->req;
+  int next = (int)(intptr_t)t->data;
+  if (rc == MG_THREAD_ERROR) mg_log_error(MG_LOG_ERROR, req->id, "Lua error in log hook: %s", t->error);
+  mg_thread_release(t);
+  log_hooks_from(req, next, 1);
+}
+
+static void log_hooks_from(mg_req_t *req, int i, int detached) {
+  for (int n = mg_req_hook_count(req, MG_PHASE_LOG); i < n; i++) {
+    mg_thread_t *t = mg_thread_new(req->cfg->L, req, MG_PH_LOG);
+    lua_rawgeti(t->co, LUA_REGISTRYINDEX, mg_req_hook_at(req, MG_PHASE_LOG, i)); /* co: fn */
+    mg_lua_push_req(t->co, req);                                                 /* co: fn req */
+    mg_lua_push_res(t->co, req);                                                 /* co: fn req res */
+    t->on_done = on_log_hook_done;
+    t->data = (void *)(intptr_t)(i + 1);
+    int rc = mg_thread_start(t, 2);
+    if (rc == MG_WAITS) {
+      if (detached) return;
+      if (req->is_subrequest) {
+        mg_log_error(MG_LOG_ERROR, req->id, "a log hook of a subrequest cannot wait: it was ended");
+      } else if (mg_lua_detached_begin("a log hook", req->id)) {
+        mg_req_hold(req);
+        return;
+      }
+      mg_thread_abort(t);
+      continue;
+    }
+    if (rc == MG_THREAD_ERROR) mg_log_error(MG_LOG_ERROR, req->id, "Lua error in log hook: %s", t->error);
+    mg_thread_release(t);
+  }
+  if (detached) {
+    mg_lua_detached_end();
+    mg_req_unhold(req); /* may free it */
+  }
+}
+
+static void log_phase(mg_req_t *req) { log_hooks_from(req, 0, 0); }
+
+/* ngx.arg while body_filter hooks run: the stack slot of the chunk (in the main state) and eof. */
+static int bf_slot, bf_eof;
+
+int mg_lua_body_arg(lua_State *L, int i) {
+  if (!bf_slot || !(mg_lua_phase_now & MG_PH_BODY_FILTER)) return luaL_error(L, "ngx.arg is only in body_filter hooks");
+  if (i == 1) lua_pushvalue(L, bf_slot);
+  else if (i == 2) lua_pushboolean(L, bf_eof);
+  else lua_pushnil(L);
+  return 1;
+}
+
+int mg_lua_body_arg_set(lua_State *L, int i, int vidx) {
+  if (!bf_slot || !(mg_lua_phase_now & MG_PH_BODY_FILTER)) return luaL_error(L, "ngx.arg is only in body_filter hooks");
+  if (i != 1) return luaL_error(L, "assigning ngx.arg[%d] is not supported by moongate (ngx.arg[1], the chunk, is)", i);
+  int t = lua_type(L, vidx);
+  if (t == LUA_TNIL) lua_pushliteral(L, "");
+  else if (t == LUA_TSTRING || t == LUA_TNUMBER) lua_pushvalue(L, vidx);
+  else return luaL_error(L, "ngx.arg[1] must be a string, got %s", lua_typename(L, t));
+  lua_tostring(L, -1);
+  lua_replace(L, bf_slot);
+  return 0;
 }
 
 /* Every hook sees the chunk the previous one left; a string return replaces it. MG_OK with
@@ -120,6 +195,10 @@ static int body_filter(mg_req_t *req, const char *data, size_t len, int eof, cha
   int rc = MG_OK;
   mg_lua_req_t *lr = mg_lua_req_attach(req);
   int saved = lr->phase, saved_now = mg_lua_phase_now;
+  mg_req_t *saved_req = mg_lua_req_now;
+  int saved_slot = bf_slot, saved_eof = bf_eof;
+  mg_lua_req_now = req;
+  bf_slot = top + 1, bf_eof = eof;
   for (int i = 0, n = mg_req_hook_count(req, MG_PHASE_BODY_FILTER); i < n; i++) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, mg_req_hook_at(req, MG_PHASE_BODY_FILTER, i));
     mg_lua_push_req(L, req);
@@ -144,6 +223,8 @@ static int body_filter(mg_req_t *req, const char *data, size_t len, int eof, cha
     memcpy(*out, s, n);
     *out_len = n;
   }
+  mg_lua_req_now = saved_req;
+  bf_slot = saved_slot, bf_eof = saved_eof;
   lua_settop(L, top);
   return rc;
 }
@@ -212,10 +293,13 @@ static int call_chooser(mg_req_t *req, mg_balancer_t *b, int ref, const char *wh
   push_members(L, b);
   mg_lua_req_t *lr = req->lua;
   int saved_now = mg_lua_phase_now;
+  mg_req_t *saved_req = mg_lua_req_now;
   lr->phase = mg_lua_phase_now = MG_PH_BALANCER;
+  mg_lua_req_now = req;
   char err[2048];
   int rc = mg_lua_call(L, 2, 1, err, sizeof err);
   lr->phase = 0, mg_lua_phase_now = saved_now;
+  mg_lua_req_now = saved_req;
   if (rc < 0) {
     mg_log_error(MG_LOG_ERROR, req->id, "Lua error in %s of balancer %s: %s", what, b->name, err);
     mg_req_error(req, 500, NULL);

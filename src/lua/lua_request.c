@@ -112,6 +112,16 @@ mg_thread_t *mg_lua_check_own_req(lua_State *L, mg_req_t *req, const char *what)
 
 /* ---- req:exit() and req:redirect(), once the hook has returned ------------------------------ */
 
+mg_req_t *mg_lua_req_now;
+
+int mg_lua_end_output(mg_req_t *req) {
+  mg_lua_req_t *lr = req->lua;
+  if (!lr || !lr->ngx_output) return 0;
+  memset(&lr->exit, 0, sizeof lr->exit); /* the status of an ngx.exit after output is moot */
+  if (!req->resp_ended) mg_req_send_end(req);
+  return 1;
+}
+
 mg_lua_exit_t *mg_lua_exit_of(mg_req_t *req) { return &mg_lua_req_attach(req)->exit; }
 
 int mg_lua_take_exit(mg_req_t *req, const char **redirect) {

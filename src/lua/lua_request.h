@@ -50,8 +50,22 @@ typedef struct mg_lua_req_s {
   int phase;                      /* MG_PH_* the request's Lua code runs in now, 0 between */
   void *sockets;                  /* the cosockets its Lua code opened (lua_socket.c) */
   mg_thread_t *body_waiter;       /* the thread waiting in req:read_body() */
+  mg_thread_t *flush_waiter;      /* the thread waiting in ngx.flush(true) */
   mg_lua_exit_t exit;
+  /* ngx.say/print/flush wrote output (the response is under way: the hook or handler ends it
+   * when it returns), ngx.eof was called, ngx.status was assigned (before it, ngx.status reads 0
+   * as in OpenResty). */
+  unsigned ngx_output : 1, ngx_eof : 1, ngx_status_set : 1;
 } mg_lua_req_t;
+
+/* The request the running Lua code serves, NULL in a timer, init_worker or init.lua. Set by
+ * whoever calls into Lua (a thread's resume, a plain hook call) and restored after, as
+ * mg_lua_phase_now. The `ngx` API (lua_ngx.c) finds its request here. */
+extern mg_req_t *mg_lua_req_now;
+
+/* Ends a response Lua started with ngx.say/print/flush (once the hook or handler that wrote
+ * has returned or called ngx.exit): 1 when it did so, 0 when Lua wrote no output. */
+int mg_lua_end_output(mg_req_t *req);
 
 /* The request's Lua state, made on first use: its references set to LUA_NOREF and the pool
  * cleanup that releases it registered. Then the same state on every call. Never fails (out

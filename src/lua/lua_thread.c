@@ -79,8 +79,10 @@ static int thread_run(mg_thread_t *t, int nargs) {
   /* A thread with a request runs its Lua code, so the request is attached (mg_lua_push_req). */
   mg_lua_req_t *lr = t->req ? t->req->lua : NULL;
   int saved_req_phase = lr ? lr->phase : 0;
+  mg_req_t *saved_req = mg_lua_req_now;
   running = t;
   mg_lua_phase_now = t->phase;
+  mg_lua_req_now = t->req;
   if (lr) lr->phase = t->phase;
   t->cancel = NULL, t->wait = NULL, t->waiting = 0;
   mg_lua_calls++;
@@ -89,9 +91,14 @@ static int thread_run(mg_thread_t *t, int nargs) {
   mg_lua_leave();
   running = saved;
   mg_lua_phase_now = saved_phase;
+  mg_lua_req_now = saved_req;
   if (lr) lr->phase = saved_req_phase;
   if (rc == LUA_YIELD) {
     if (t->waiting) return MG_WAITS;
+    if (t->exited) { /* ngx.exit: the coroutine stays suspended and is dropped, never resumed */
+      t->done = 1;
+      return MG_OK;
+    }
     /* A bare coroutine.yield() in a hook: nothing would ever resume it. */
     t->error = mg_strdup("coroutine.yield() called outside a waiting call (use mg.sleep, cosockets, mg.wait)");
     t->message_len = strlen(t->error);
@@ -210,12 +217,23 @@ void mg_thread_release(mg_thread_t *t) {
 
 void mg_thread_abort(mg_thread_t *t) { mg_thread_release(t); }
 
+/* A wait that works on the request itself (its body, a subrequest): none once the response is
+ * complete, in a log hook. */
+static int waits_on_request(const char *what) {
+  return strncmp(what, "req:", 4) == 0 || strncmp(what, "ngx.req.", 8) == 0 || strncmp(what, "ngx.location.", 13) == 0;
+}
+
 mg_thread_t *mg_thread_check(lua_State *L, const char *what) {
   mg_thread_t *t = running;
-  if (!t || !(mg_lua_phase_now & MG_PH_WAITABLE))
+  if (!t || !(mg_lua_phase_now & MG_PH_WAITABLE) || (mg_lua_phase_now == MG_PH_LOG && waits_on_request(what)))
     luaL_error(L, "API disabled in the context of %s: %s", mg_lua_phase_name(mg_lua_phase_now), what);
   if (t->co != L) luaL_error(L, "%s: cannot wait inside a coroutine the script created itself", what);
   return t;
+}
+
+int mg_thread_exit(lua_State *L, mg_thread_t *t) {
+  t->exited = 1;
+  return lua_yield(L, 0);
 }
 
 int mg_thread_explained(lua_State *L) {
@@ -354,12 +372,34 @@ static int l_wait(lua_State *L) {
   return mg_thread_wait(L, w, wait_cancel, NULL);
 }
 
+/* mg.kill(t) (ngx.thread.kill): ends a light thread the caller spawned, with what it waits on.
+ * 1, or nil and OpenResty's error: "already waited or killed", "killer not parent". */
+static int l_kill(lua_State *L) {
+  mg_thread_t *k = mg_thread_check(L, "mg.kill");
+  mg_thread_t **b = luaL_checkudata(L, 1, THREAD_MT);
+  if (!*b) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "already waited or killed");
+    return 2;
+  }
+  mg_thread_t *c = *b;
+  if (c->parent != k) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "killer not parent");
+    return 2;
+  }
+  detach_child(c);
+  mg_thread_release(c);
+  lua_pushinteger(L, 1);
+  return 1;
+}
+
 void mg_thread_open(lua_State *L) {
   if (luaL_newmetatable(L, THREAD_MT)) {
     lua_pushliteral(L, "light thread");
     lua_setfield(L, -2, "__metatable");
   }
   lua_pop(L, 1);
-  static const luaL_Reg fns[] = {{"sleep", l_sleep}, {"spawn", l_spawn}, {"wait", l_wait}, {NULL, NULL}};
+  static const luaL_Reg fns[] = {{"sleep", l_sleep}, {"spawn", l_spawn}, {"wait", l_wait}, {"kill", l_kill}, {NULL, NULL}};
   luaL_register(L, NULL, fns);
 }

@@ -9,9 +9,11 @@
  * resume then happens on the next loop turn). Only this file resumes coroutines.
  *
  * Phases: the phase a thread runs in decides which APIs it may call. Waiting is allowed in
- * rewrite, access, content, timers and init_worker; in balancer, header_filter, body_filter
- * and log (which run as plain protected calls) a waiting call raises
- * "API disabled in the context of <phase>: <what>".
+ * rewrite, access, content, log, timers and init_worker; in balancer, header_filter and
+ * body_filter (which run as plain protected calls) a waiting call raises
+ * "API disabled in the context of <phase>: <what>". A log hook runs after the response, so
+ * there it may wait only on what is not its request's (mg.sleep, cosockets, light threads):
+ * req:subrequest and the like raise the same error.
  *
  * Abort: mg_thread_abort() cancels the thread's current wait (the wait's cancel function
  * closes or stops what it holds and never resumes), aborts the light threads it spawned and
@@ -36,7 +38,7 @@ enum {
   MG_PH_TIMER = 1 << MG_PHASE_TIMER,
   MG_PH_INIT_WORKER = 1 << MG_PHASE_INIT_WORKER,
 };
-#define MG_PH_WAITABLE (MG_PH_REWRITE | MG_PH_ACCESS | MG_PH_CONTENT | MG_PH_TIMER | MG_PH_INIT_WORKER)
+#define MG_PH_WAITABLE (MG_PH_REWRITE | MG_PH_ACCESS | MG_PH_CONTENT | MG_PH_LOG | MG_PH_TIMER | MG_PH_INIT_WORKER)
 
 /* The name of a phase given as its bit ("init" for 0: loading init.lua). */
 const char *mg_lua_phase_name(int phase_bit);
@@ -72,7 +74,7 @@ struct mg_thread_s {
   void *sockets;       /* cosockets owned by a thread without a request (timers) */
   char *error;         /* message and traceback of a failed thread (malloc'd) */
   size_t message_len;  /* the message alone: error[0..message_len), what mg.wait returns */
-  unsigned done : 1, failed : 1, queued : 1, waiting : 1, released : 1;
+  unsigned done : 1, failed : 1, queued : 1, waiting : 1, released : 1, exited : 1;
 };
 
 /* Sets the loop the wake queue runs on (once per worker). */
@@ -101,6 +103,10 @@ int mg_thread_wait(lua_State *L, mg_thread_t *t, void (*cancel)(mg_thread_t *t),
 /* The wait is over and its nargs results are pushed onto t->co: resume now / next turn. */
 void mg_thread_resume(mg_thread_t *t, int nargs);
 void mg_thread_wake(mg_thread_t *t, int nargs);
+
+/* ngx.exit: ends the running thread `t` (L must be its own coroutine) as if its function had
+ * returned: `return mg_thread_exit(L, t);`. */
+int mg_thread_exit(lua_State *L, mg_thread_t *t);
 
 /* The Lua thread running now, NULL in a plain protected call. */
 mg_thread_t *mg_thread_current(void);

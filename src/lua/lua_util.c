@@ -7,6 +7,8 @@
  * HMACs come from OpenSSL's libcrypto, CRC-32 from zlib. */
 #include "lua_util.h"
 
+#include "lua_request.h"
+
 #include <lauxlib.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -40,26 +42,8 @@ static int l_log(lua_State *L) {
     }
   }
   luaL_pushresult(&b);
-  mg_thread_t *t = mg_thread_current();
-  mg_log_error(levels[i], t && t->req ? t->req->id : NULL, "%s", lua_tostring(L, -1));
+  mg_log_error(levels[i], mg_lua_req_now ? mg_lua_req_now->id : NULL, "%s", lua_tostring(L, -1));
   return 0;
-}
-
-static int l_now(lua_State *L) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  lua_pushnumber(L, (double)ts.tv_sec + (double)(ts.tv_nsec / 1000000) / 1000.0);
-  return 1;
-}
-
-static int l_time(lua_State *L) {
-  /* The clock mg.now() reads: time(2) reads the kernel's coarse clock, which can still be on
-   * the previous second when CLOCK_REALTIME has passed it, so the two could disagree by a
-   * whole second. */
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  lua_pushnumber(L, (lua_Number)ts.tv_sec);
-  return 1;
 }
 
 static int digest(lua_State *L, const EVP_MD *md, unsigned char *out, unsigned int *len) {
@@ -138,8 +122,6 @@ static int l_to_hex(lua_State *L) {
 void mg_util_open(lua_State *L) {
   static const luaL_Reg fns[] = {
       {"log", l_log},
-      {"now", l_now},
-      {"time", l_time},
       {"md5", l_md5},
       {"md5_bin", l_md5_bin},
       {"sha1", l_sha1_bin},
