@@ -10,6 +10,7 @@
 #include "lua_thread.h"
 #include "lua_util.h"
 #include "lua_shdict.h"
+#include "lua_re.h"
 
 /* M._lookup("user" | "group", name) → the id, or nil: for mg.set{ user =, group = }. */
 static int l_lookup(lua_State *L) {
@@ -32,5 +33,6 @@ void mg_lua_api_open(lua_State *L) {
   mg_thread_open(L);
   mg_socket_open(L);
   mg_shdict_open(L);
+  mg_re_open(L);
   mg_util_open(L);
 }
