@@ -288,5 +288,30 @@ return function(mg, P)
     end,
   })
 
+  -- ---- require "resty.X" ------------------------------------------------------------------------
+  -- Debian installs the lua-resty libraries as nginx.X (lua-nginx-redis: nginx/redis.lua); code
+  -- written for OpenResty requires resty.X. After the usual searchers, resty.X finds nginx.X
+  -- (loaded once, under both names); resty.http is moongate.http when no lua-resty-http is
+  -- installed. resty.core's API (the FFI versions of ngx.*) is built into this ngx: requiring it
+  -- gives a table saying so rather than loading lua-resty-core, whose FFI calls need nginx.
+  package.preload["resty.core"] = function()
+    return { version = ngx.config.ngx_lua_version, built_in = "moongate" }
+  end
+  local searchpath = package.searchpath
+  package.loaders[#package.loaders + 1] = function(name)
+    local rest = name:match("^resty%.(.+)$")
+    if not rest then return nil end
+    local target = "nginx." .. rest
+    if rest == "http" then target = "moongate.http" end
+    if package.preload[target] or searchpath(target, package.path) or searchpath(target, package.cpath) then
+      return function()
+        local m = require(target)
+        package.loaded[name] = m
+        return m
+      end
+    end
+    return "\n\tno module '" .. target .. "' (resty." .. rest .. " as Debian installs it)"
+  end
+
   return ngx, ngx_print_log
 end
