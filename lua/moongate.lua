@@ -423,13 +423,19 @@ function M.on(phase, fn)
   list[#list + 1] = fn
 end
 
-function M.timer(seconds, fn)
-  local at = caller(2)
+-- mg.timer(seconds, fn) declares, in init.lua, a periodic timer of every worker. mg.timer is
+-- also the table of the run-time timers (mg.timer.at, .every, .running_count, .pending_count,
+-- filled in by src/lua/lua_timer.c), so it is a table called through __call.
+M.timer = setmetatable({}, { __call = function(_, seconds, fn)
+  local at = caller(2) -- __call adds no frame of its own
+  if state.loaded then
+    fail(at, "mg.timer(seconds, fn) declares a periodic timer in init.lua only; at run time use mg.timer.every(seconds, fn) or mg.timer.at(delay, fn)")
+  end
   local ms = parse_time(at, "mg.timer", seconds)
   if ms < 1 then fail(at, "mg.timer: interval must be positive") end
   if type(fn) ~= "function" then fail(at, "mg.timer: argument #2 must be a function, got %s", type(fn)) end
   state.timers[#state.timers + 1] = { ms = ms, fn = fn, at = at }
-end
+end })
 
 -- Checked after init.lua has run, when every name is known.
 function M._finish(file)
@@ -439,6 +445,7 @@ function M._finish(file)
     end
   end
   if #state.listens == 0 then fail(file or "init.lua", "no listener: call mg.listen(\"127.0.0.1:8080\")") end
+  state.loaded = true -- mg.timer(seconds, fn) is for init.lua only
   return state
 end
 

@@ -301,7 +301,7 @@ static int spawn(master_t *m, int slot, mg_config_t *cfg, int generation) {
         if (!mine) close(fd);
       }
     if (drop_privileges(cfg) < 0) _exit(1);
-    int rc = mg_server_run(cfg, m->fds + slot * m->nlistens, slot, ready_fds[1]);
+    int rc = mg_server_run(cfg, m->fds + slot * m->nlistens, slot, m->nworkers, ready_fds[1]);
     _exit(rc);
   }
   child_t *c = &m->children[m->nchildren++];

@@ -19,6 +19,7 @@
 #include "listen.h"
 #include "log.h"
 #include "hooks.h"
+#include "lua_timer.h"
 
 static void server_maybe_done(mg_server_t *s);
 
@@ -28,10 +29,17 @@ static void on_conn_closed(mg_server_t *s) {
 
 static void on_signal_closed(uv_handle_t *h) { (void)h; }
 
+/* A stopping worker also waits for its Lua timers (run prematurely when it began to stop) and
+ * its log hooks that wait, until they end or shutdown_timeout passes. */
+static void on_lua_idle(void *arg) {
+  mg_server_t *s = arg;
+  if (s->draining) server_maybe_done(s);
+}
+
 static void server_maybe_done(mg_server_t *s) {
   /* Reached twice when closing the idle connections ends the last one (from its close, then
    * from the drain that closed it): the handles are closed once. */
-  if (s->nconns > 0 || uv_is_closing((uv_handle_t *)&s->sig_term)) return;
+  if (s->nconns > 0 || mg_lua_timers_busy() > 0 || uv_is_closing((uv_handle_t *)&s->sig_term)) return;
   uv_close((uv_handle_t *)&s->sig_term, on_signal_closed);
   uv_close((uv_handle_t *)&s->sig_quit, on_signal_closed);
   uv_close((uv_handle_t *)&s->sig_hup, on_signal_closed);
@@ -53,6 +61,8 @@ static void server_drain(mg_server_t *s, uint64_t deadline_ms, int close_idle) {
   if (!s->draining) {
     s->draining = 1;
     mg_listeners_stop(s);
+    /* mg.worker.exiting() is true from now; pending timers run at once, premature. */
+    mg_lua_timers_exit(on_lua_idle, s);
   }
   /* Busy connections see `draining` when their response head is made and close after it.
    * When stopping, idle keep-alive connections close now; on QUIT (a reload) they stay until
@@ -100,7 +110,7 @@ static void server_report_ready(int fd) {
   close(fd);
 }
 
-int mg_server_run(mg_config_t *cfg, const int *fds, int slot, int ready_fd) {
+int mg_server_run(mg_config_t *cfg, const int *fds, int slot, int nslots, int ready_fd) {
   mg_server_t s;
   memset(&s, 0, sizeof s);
   s.on_conn_closed = on_conn_closed;
@@ -132,6 +142,7 @@ int mg_server_run(mg_config_t *cfg, const int *fds, int slot, int ready_fd) {
     mg_log(MG_LOG_ERROR, "cannot create the upstream epoll set: %s", strerror(errno));
     return 1;
   }
+  mg_lua_worker_identity(slot, nslots); /* mg.worker.id(), stable across reloads */
   if (mg_hooks && mg_hooks->worker_start(cfg, s.loop) < 0) return 1;
   if (slot == 0) mg_health_start(cfg, s.loop);
   server_report_ready(ready_fd);

@@ -14,10 +14,11 @@
 #include "loop.h"
 #include "stream.h"
 
-/* Serves the given listening fds (one per cfg->listens entry) until stopped. Runs
- * init_worker hooks first, then writes the worker's pid to ready_fd (when not -1) and closes
+/* Serves the given listening fds (one per cfg->listens entry) until stopped, as worker `slot`
+ * of `nslots` (mg.worker.id() and count(); a reload's new worker takes its old one's slot).
+ * Runs init_worker hooks first, then writes the worker's pid to ready_fd (when not -1) and closes
  * it: the master's sign that this worker accepts. Returns 0 on a clean stop. */
-int mg_server_run(mg_config_t *cfg, const int *fds, int slot, int ready_fd);
+int mg_server_run(mg_config_t *cfg, const int *fds, int slot, int nslots, int ready_fd);
 
 
 #endif

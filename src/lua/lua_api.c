@@ -8,6 +8,7 @@
 
 #include "lua_socket.h"
 #include "lua_thread.h"
+#include "lua_timer.h"
 #include "lua_util.h"
 #include "lua_shdict.h"
 #include "lua_re.h"
@@ -31,6 +32,7 @@ void mg_lua_api_open(lua_State *L) {
   lua_pushcfunction(L, l_lookup);
   lua_setfield(L, -2, "_lookup");
   mg_thread_open(L);
+  mg_lua_timer_open(L);
   mg_socket_open(L);
   mg_shdict_open(L);
   mg_re_open(L);
