@@ -6,6 +6,7 @@
 #include <pwd.h>
 #include <string.h>
 
+#include "lua_http_head.h"
 #include "lua_socket.h"
 #include "lua_thread.h"
 #include "lua_timer.h"
@@ -37,4 +38,5 @@ void mg_lua_api_open(lua_State *L) {
   mg_shdict_open(L);
   mg_re_open(L);
   mg_util_open(L);
+  mg_http_head_open(L);
 }
