@@ -109,6 +109,7 @@ local function text(answered)
     local r = st.route
     add("route     %s%s -> %s  (%s, %s)", r.match, r.host and (" host " .. r.host) or "", r.target,
         r.handler, r.decl or "?")
+    if r.captures then add("captures  %s", table.concat(r.captures, " ")) end
   else
     add("route     (none)")
   end

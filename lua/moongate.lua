@@ -263,11 +263,17 @@ end
 
 function M.route(match, target, opts)
   local at = caller(2)
-  if type(match) ~= "string" or match == "" then fail(at, "mg.route: argument #1 must be a path prefix or \"=/exact\", got %s", tostring(match)) end
-  local exact = false
-  if match:sub(1, 1) == "=" then exact = true; match = match:sub(2) end
-  if match:sub(1, 1) ~= "/" then fail(at, "mg.route: path %q must start with /", match) end
-  local r = { match = match, exact = exact, at = at, internal_redirect = "Location" }
+  if type(match) ~= "string" or match == "" then fail(at, "mg.route: argument #1 must be a path prefix, \"=/exact\" or \"~regex\", got %s", tostring(match)) end
+  local exact, regex, caseless = false, false, false
+  if match:sub(1, 2) == "~*" then regex, caseless = true, true; match = match:sub(3)
+  elseif match:sub(1, 1) == "~" then regex = true; match = match:sub(2)
+  elseif match:sub(1, 1) == "=" then exact = true; match = match:sub(2) end
+  if regex then
+    -- checked by PCRE2 when the configuration loads (config_load.c), which names this line
+    if match == "" then fail(at, "mg.route: empty regular expression") end
+    if match:find("%z") then fail(at, "mg.route: the regular expression holds a NUL byte") end
+  elseif match:sub(1, 1) ~= "/" then fail(at, "mg.route: path %q must start with /", match) end
+  local r = { match = match, exact = exact, regex = regex, caseless = caseless, at = at, internal_redirect = "Location" }
   if type(target) == "string" then
     local bname = target:match("^balancer://([%w%-_%.]+)/?$")
     if bname then

@@ -27,6 +27,7 @@
 #include "lua_hooks.h"
 #include "lua_vm.h"
 #include "phase.h"
+#include "route_re.h"
 #include "lua_shdict.h"
 #include "tls.h"
 
@@ -310,6 +311,12 @@ static int load_route(loader_t *ld, mg_route_t *r) {
   r->match_len = strlen(r->match);
   r->exact = get_bool(L, "exact", 0);
   r->host = get_str(L, "host");
+  if (get_bool(L, "regex", 0)) {
+    char err[300];
+    r->caseless = get_bool(L, "caseless", 0);
+    if (mg_route_re_compile(r, r->caseless, err, sizeof err) < 0)
+      return fail(ld, r->decl, "mg.route: bad regular expression \"%s\": %s", r->match, err);
+  }
   char *kind = get_str(L, "kind");
   int rc = 0;
   if (strcmp(kind, "scgi") == 0) {
@@ -547,6 +554,7 @@ void mg_config_free(mg_config_t *cfg) {
     mg_route_t *r = &cfg->routes[i];
     free(r->match), free(r->host), free(r->addr.url), free(r->root), free(r->internal_redirect);
     free(r->sendfile), free(r->decl);
+    mg_route_re_free(r);
     if (r->root_fd >= 0) close(r->root_fd);
     for (int k = 0; k < r->nsendfile_roots; k++) {
       free(r->sendfile_roots[k]);

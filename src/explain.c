@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "phase.h"
+#include "route_re.h"
 #include "balancer.h"
 #include "buf.h"
 #include "http1.h"
@@ -97,11 +98,22 @@ static void push_route(mg_req_t *req) {
   lua_State *L = X.L;
   const mg_route_t *r = req->route;
   lua_createtable(L, 0, 6);
-  lua_pushfstring(L, "%s%s", r->exact ? "=" : "", r->match);
+  lua_pushfstring(L, "%s%s", r->exact ? "=" : !r->re ? "" : r->caseless ? "~*" : "~", r->match);
   lua_setfield(L, -2, "match");
   if (r->host) {
     lua_pushstring(L, r->host);
     lua_setfield(L, -2, "host");
+  }
+  long ov[2 * MG_ROUTE_RE_MAX_PAIRS];
+  int n = r->re ? mg_route_re_match(r, req->path, req->path_len, ov, MG_ROUTE_RE_MAX_PAIRS) : 0;
+  if (n > 0) { /* captures: { "$0=/api/v2/", "$1=2", ... } */
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+      if (ov[2 * i] >= 0) lua_pushfstring(L, "$%d=%s", i, mg_pool_strndup(&req->pool, req->path + ov[2 * i], (size_t)(ov[2 * i + 1] - ov[2 * i])));
+      else lua_pushfstring(L, "$%d=false", i);
+      lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, "captures");
   }
   char target[300];
   switch (r->kind) {

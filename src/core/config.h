@@ -53,6 +53,8 @@ typedef struct {
   char *match;
   size_t match_len;
   int exact;
+  void *re;   /* a regex route ("~" or "~*"): its compiled pattern (route_re.h); else NULL */
+  int caseless; /* "~*" */
   char *host; /* lower case; NULL for every host */
   mg_target_kind_t kind;
   const mg_handler_t *handler; /* what serves the route (one per kind) */

@@ -4,7 +4,13 @@
 
 #include <string.h>
 
+#include "route_re.h"
+
 static int matches(const mg_route_t *r, const char *path, size_t len) {
+  if (r->re) {
+    long ov[2];
+    return mg_route_re_match(r, path, len, ov, 1) > 0;
+  }
   if (r->exact) return len == r->match_len && memcmp(path, r->match, len) == 0;
   if (len < r->match_len || memcmp(path, r->match, r->match_len) != 0) return 0;
   return r->match[r->match_len - 1] == '/' || len == r->match_len || path[r->match_len] == '/';
@@ -16,10 +22,11 @@ const mg_route_t *mg_route_find(const mg_config_t *cfg, const char *host, const 
   for (int i = 0; i < cfg->nroutes; i++) {
     const mg_route_t *r = &cfg->routes[i];
     if (r->host && (!host || strcmp(r->host, host) != 0)) continue;
-    if (!matches(r, path, len)) continue;
-    /* rank: host-specific, then exact, then prefix length */
-    int rank = (r->host ? 1 << 30 : 0) + (r->exact ? 1 << 29 : 0) + (int)r->match_len;
-    if (rank > best_rank) best = r, best_rank = rank;
+    /* rank: host-specific, then exact, then regex (the first declared, so all rank the
+     * same), then prefix length; a regex is run only when it could win */
+    int rank = (r->host ? 1 << 30 : 0) + (r->exact ? 1 << 29 : r->re ? 1 << 28 : (int)r->match_len);
+    if (rank <= best_rank || !matches(r, path, len)) continue;
+    best = r, best_rank = rank;
   }
   return best;
 }

@@ -1,6 +1,7 @@
 /* route: the routing table lookup (docs/reference.md, "Routes"), no I/O.
  *
  * Host routes are tried before host-less ones; within each, an exact route ("=/path") beats a
+ * regular expression ("~re", "~*re"), the first one declared that matches, which beats a
  * prefix, and the longest prefix wins. A prefix that ends in "/" matches every path under it;
  * one that does not matches itself and the paths under it at a segment boundary ("/app"
  * matches "/app" and "/app/x", never "/apple"), as Apache's ProxyPass and Alias do. */

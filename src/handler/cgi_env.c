@@ -6,6 +6,7 @@
 #include <strings.h>
 
 #include "path.h"
+#include "route_re.h"
 
 int mg_cgi_header_name(const char *field, char *out) {
   if (strcasecmp(field, "Content-Length") == 0 || strcasecmp(field, "Content-Type") == 0 ||
@@ -66,8 +67,15 @@ void mg_cgi_env_build(mg_req_t *req, uint64_t content_length, mg_vars_t *v) {
   add(v, "QUERY_STRING", req->query ? req->query : "");
   int pathinfo = r->pathinfo || req->env_pathinfo;
   const char *script_name, *path_info;
-  mg_cgi_split_path(pool, req->path, req->path_len, r->match, r->match_len, pathinfo && !r->exact, &script_name,
-                    &path_info);
+  if (r->re && pathinfo) {
+    /* A regex route: SCRIPT_NAME is the path up to the end of the match, PATH_INFO the rest. */
+    long ov[2];
+    size_t end = mg_route_re_match(r, req->path, req->path_len, ov, 1) > 0 ? (size_t)ov[1] : req->path_len;
+    mg_cgi_split_path(pool, req->path, req->path_len, req->path, end, 1, &script_name, &path_info);
+  } else {
+    mg_cgi_split_path(pool, req->path, req->path_len, r->match, r->match_len, pathinfo && !r->exact, &script_name,
+                      &path_info);
+  }
   add(v, "SCRIPT_NAME", script_name);
   if (path_info) add(v, "PATH_INFO", path_info);
   if (req->http_major == 1 && req->http_minor <= 1) {

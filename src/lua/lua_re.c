@@ -295,8 +295,9 @@ static size_t ctx_pos(lua_State *L, int ctx_idx) {
     lua_Number n = lua_tonumber(L, -1);
     if (n > (lua_Number)INT_MAX) pos = (size_t)INT_MAX;
     else if (n > 0) pos = (size_t)(int)(n - 1);
-  } else if (lua_toboolean(L, -1)) {
-    luaL_error(L, "attempt to compare number with %s", luaL_typename(L, -1));
+  } else if (lua_toboolean(L, -1)) { /* lua-resty-core's `pos <= 0`, raised as it raises */
+    lua_pushfstring(L, "attempt to compare %s with number", luaL_typename(L, -1));
+    lua_error(L);
   }
   lua_pop(L, 1);
   return pos;
@@ -361,7 +362,14 @@ static int re_match_helper(lua_State *L, int want_caps) {
   int ctx = ctx_arg(L, 4, fn);
   int res = want_caps && lua_toboolean(L, 5) ? 5 : 0;
   if (res && !lua_istable(L, 5)) type_error(L, 5, fn, "table");
-  int nth = !want_caps && lua_isnumber(L, 5) ? (int)lua_tointeger(L, 5) : 0;
+  lua_Number nth = 0; /* lua-resty-core indexes its ovector with nth * 2, a fraction included */
+  if (!want_caps && lua_toboolean(L, 5)) {
+    if (lua_type(L, 5) != LUA_TNUMBER) {
+      lua_pushfstring(L, "attempt to compare %s with number", luaL_typename(L, 5));
+      lua_error(L);
+    }
+    nth = lua_tonumber(L, 5);
+  }
   lua_settop(L, 5);
   re_t *re = re_get(L, 2, 3, fn);
   if (!re) { /* stack: ... err */
@@ -383,9 +391,11 @@ static int re_match_helper(lua_State *L, int want_caps) {
   if (want_caps) return push_captures(L, re, rc, s, res), 1;
   if (nth < 0) nth = 0;
   if (nth > re->ncap) return lua_pushnil(L), lua_pushnil(L), lua_pushliteral(L, "nth out of bound"), 3;
-  if (nth >= rc || ov[2 * nth] == PCRE2_UNSET) return lua_pushnil(L), lua_pushnil(L), 2;
-  lua_pushnumber(L, (lua_Number)ov[2 * nth] + 1);
-  lua_pushnumber(L, (lua_Number)ov[2 * nth + 1]);
+  if (nth >= rc) return lua_pushnil(L), lua_pushnil(L), 2;
+  int from = (int)(nth * 2), to = (int)(nth * 2 + 1);
+  if (to >= 2 * rc || ov[from] == PCRE2_UNSET || ov[to] == PCRE2_UNSET) return lua_pushnil(L), lua_pushnil(L), 2;
+  lua_pushnumber(L, (lua_Number)ov[from] + 1);
+  lua_pushnumber(L, (lua_Number)ov[to]);
   return 2;
 }
 

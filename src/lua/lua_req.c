@@ -16,6 +16,7 @@
 #include "lua_request.h"
 #include "lua_subrequest.h"
 #include "path.h"
+#include "route_re.h"
 
 /* Pushes the table behind *ref, made on first use. */
 static int push_ref_table(lua_State *L, int *ref) {
@@ -62,6 +63,27 @@ static int req_redirect(lua_State *L) {
   return 0;
 }
 
+/* req.captures: a regex route's groups as mg.re.match gives them ([0] the match, [1].. the
+ * groups, false for one that did not take part, named ones by name too); nil on other routes. */
+static int push_captures(lua_State *L, mg_req_t *req) {
+  const mg_route_t *r = req->route;
+  long ov[2 * MG_ROUTE_RE_MAX_PAIRS];
+  int n = r && r->re ? mg_route_re_match(r, req->path, req->path_len, ov, MG_ROUTE_RE_MAX_PAIRS) : 0;
+  if (n <= 0) return lua_pushnil(L), 1;
+  lua_createtable(L, n - 1, 0);
+  for (int i = 0; i < n; i++) {
+    if (ov[2 * i] >= 0) lua_pushlstring(L, req->path + ov[2 * i], (size_t)(ov[2 * i + 1] - ov[2 * i]));
+    else lua_pushboolean(L, 0);
+    lua_rawseti(L, -2, i);
+  }
+  const char *name;
+  for (int i = 0, g; (g = mg_route_re_name(r, i, &name)) >= 0; i++) {
+    lua_rawgeti(L, -1, g);
+    lua_setfield(L, -2, name);
+  }
+  return 1;
+}
+
 static int req_index(lua_State *L) {
   mg_req_t *req = mg_lua_check_req(L, 1);
   mg_lua_req_t *lr = req->lua;
@@ -70,6 +92,7 @@ static int req_index(lua_State *L) {
   switch (k[0]) {
     case 'c':
       if (strcmp(k, "ctx") == 0) return push_ref_table(L, &lr->ctx_ref);
+      if (strcmp(k, "captures") == 0) return push_captures(L, req);
       break;
     case 'e':
       if (strcmp(k, "env") == 0) return push_ref_table(L, &lr->env_ref);
