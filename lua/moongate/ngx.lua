@@ -79,35 +79,9 @@ return function(mg, P)
   end
   ngx.get_phase = P.get_phase
 
-  -- ---- log ---------------------------------------------------------------------------------------
-  -- ngx.log(level, ...): the arguments joined as lua-nginx-module joins them.
-  local mg_log = mg.log
-  local level_names = { [0] = "error", "error", "error", "error", "error", "warn", "notice", "info", "debug" }
-  local function joined(fname, first, ...)
-    local n = select("#", ...)
-    local parts = {}
-    for i = 1, n do
-      local v = select(i, ...)
-      local t = type(v)
-      if t == "string" or t == "number" then parts[i] = v
-      elseif v == nil then parts[i] = "nil"
-      elseif t == "boolean" then parts[i] = v and "true" or "false"
-      elseif v == P.null then parts[i] = "null"
-      elseif t == "table" and getmetatable(v) and getmetatable(v).__tostring then parts[i] = tostring(v)
-      else
-        error("bad argument #" .. (i + first) .. " to '" .. fname .. "' (expected table to have __tostring metamethod)", 3)
-      end
-    end
-    return concat(parts)
-  end
-  ngx.log = function(level, ...)
-    if type(level) ~= "number" or level < 0 or level > 8 or level % 1 ~= 0 then
-      error("bad argument #1 to 'log' (bad log level)", 2)
-    end
-    mg_log(level_names[level], joined("log", 1, ...))
-  end
-  -- OpenResty's print: the error log at notice.
-  local function ngx_print_log(...) mg_log("notice", joined("print", 0, ...)) end
+  -- ---- log: C (src/lua/lua_ngx.c), with OpenResty's argument checks and messages -------------------
+  ngx.log = P.log
+  local ngx_print_log = P.print_log
 
   -- ---- time and string helpers: the mg.* functions -------------------------------------------------
   for _, k in ipairs({ "now", "time", "update_time", "today", "localtime", "utctime", "http_time",
@@ -144,7 +118,7 @@ return function(mg, P)
   R.get_uri_args = function(max)
     local q = get_query()
     if not q then return {} end
-    return decode_args(q, max)
+    return decode_args(q, max or 100)
   end
   R.set_uri_args = function(args)
     if type(args) == "table" then args = encode_args(args)
@@ -173,7 +147,7 @@ return function(mg, P)
       return nil, "request body not read yet"
     end
     if b == nil then return {} end
-    return decode_args(b, max)
+    return decode_args(b, max or 100)
   end
   -- The body moongate spools to a file has no name (the file is unlinked at once): nil, as
   -- OpenResty's when the body is in memory.
@@ -220,7 +194,7 @@ return function(mg, P)
     local res, err = r:subrequest(path, o)
     if not res then
       -- OpenResty gives a 500 result for a subrequest that failed; the cause goes to the log.
-      mg_log("error", "ngx.location.capture(" .. uri .. "): " .. tostring(err))
+      mg.log("error", "ngx.location.capture(" .. uri .. "): " .. tostring(err))
       return { status = 500, header = {}, body = "", truncated = err == "body too large" }
     end
     return { status = res.status, header = res.headers, body = res.body, truncated = false }

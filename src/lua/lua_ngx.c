@@ -118,7 +118,7 @@ static int output(lua_State *L, int newline, const char *what) {
     if (rc < 0) {
       mg_buf_free(&out);
       if (rc == -2) return luaL_argerror(L, i, "non-array table found");
-      return luaL_argerror(L, i, lua_pushfstring(L, "string, number, boolean, nil, ngx.null, or array table expected, got %s",
+      return luaL_argerror(L, i, lua_pushfstring(L, "string, number, boolean, nil, ngx.null, or array table expected, but got %s",
                                                  luaL_typename(L, i)));
     }
   }
@@ -221,7 +221,7 @@ static int l_exit(lua_State *L) {
   mg_req_t *req = t->req;
   if (!req) return mg_thread_exit(L, t); /* a timer: it ends */
   mg_lua_req_t *lr = mg_lua_req_attach(req);
-  if (lr->ngx_output || req->head_sent) return mg_thread_exit(L, t); /* the response ends */
+  if (lr->ngx_output || req->head_sent) return mg_thread_exit(L, t); /* the response ends, whole */
   if (status == 0) {
     /* ngx.OK: this hook is done and the request goes on; in content, an empty 200. */
     return mg_thread_exit(L, t);
@@ -543,6 +543,56 @@ static int l_set_uri(lua_State *L) {
 static int l_arg_get(lua_State *L) { return mg_lua_body_arg(L, (int)luaL_checkinteger(L, 2)); }
 static int l_arg_set(lua_State *L) { return mg_lua_body_arg_set(L, (int)luaL_checkinteger(L, 2), 3); }
 
+/* ---- ngx.log and print ------------------------------------------------------------------------ */
+
+/* The arguments from `first` joined as lua-nginx-module joins them; raises its errors, the
+ * argument numbers counted from `first`. */
+static const char *log_text(lua_State *L, int first) {
+  int n = lua_gettop(L);
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (int i = first; i <= n; i++) {
+    int t = lua_type(L, i);
+    if (t == LUA_TSTRING || t == LUA_TNUMBER) {
+      lua_pushvalue(L, i);
+      luaL_addvalue(&b);
+    } else if (t == LUA_TNIL) {
+      luaL_addstring(&b, "nil");
+    } else if (t == LUA_TBOOLEAN) {
+      luaL_addstring(&b, lua_toboolean(L, i) ? "true" : "false");
+    } else if (t == LUA_TLIGHTUSERDATA && lua_touserdata(L, i) == NULL) {
+      luaL_addstring(&b, "null");
+    } else if (t == LUA_TTABLE && luaL_callmeta(L, i, "__tostring")) {
+      if (!lua_isstring(L, -1)) luaL_error(L, "'__tostring' must return a string");
+      luaL_addvalue(&b);
+    } else {
+      /* Numbered as OpenResty numbers them: the level is not counted. */
+      luaL_argerror(L, i - first + 1, "expected table to have __tostring metamethod");
+    }
+  }
+  luaL_pushresult(&b);
+  return lua_tostring(L, -1);
+}
+
+static const int log_levels[] = {MG_LOG_ERROR, MG_LOG_ERROR, MG_LOG_ERROR, MG_LOG_ERROR, MG_LOG_ERROR,
+                                 MG_LOG_WARN,  MG_LOG_NOTICE, MG_LOG_INFO, MG_LOG_DEBUG};
+
+/* ngx.log(level, ...). */
+static int l_log(lua_State *L) {
+  lua_Integer level = luaL_checkinteger(L, 1);
+  if (level < 0 || level > 8) return luaL_argerror(L, 1, lua_pushfstring(L, "bad log level: %d", (int)level));
+  const char *msg = log_text(L, 2);
+  mg_log_error(log_levels[level], mg_lua_req_now ? mg_lua_req_now->id : NULL, "%s", msg);
+  return 0;
+}
+
+/* print(...): the error log at notice, as OpenResty's. */
+static int l_print_log(lua_State *L) {
+  const char *msg = log_text(L, 1);
+  mg_log_error(MG_LOG_NOTICE, mg_lua_req_now ? mg_lua_req_now->id : NULL, "%s", msg);
+  return 0;
+}
+
 /* ---- ngx.get_phase, ngx.worker.pid ------------------------------------------------------------- */
 
 static int l_get_phase(lua_State *L) {
@@ -588,6 +638,8 @@ void mg_ngx_open(lua_State *L) {
       {"set_uri", l_set_uri},
       {"get_phase", l_get_phase},
       {"arg_get", l_arg_get},
+      {"log", l_log},
+      {"print_log", l_print_log},
       {"arg_set", l_arg_set},
       {NULL, NULL},
   };

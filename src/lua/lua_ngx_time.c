@@ -126,10 +126,14 @@ static int l_parse_http_time(lua_State *L) {
     else if (year < 100) year += 1900;
   } else if (!comma && sscanf(s, "%15s %3s %d %d:%d:%d %d%n", wd, mon, &day, &h, &m, &sec, &year, &n) == 7 && n) {
   } else {
-    return 0;
+    lua_pushnil(L);
+    return 1;
   }
   int mo = month_of(mon);
-  if (mo < 0 || day < 1 || day > 31 || h > 23 || m > 59 || sec > 60 || year < 1970) return 0;
+  if (mo < 0 || day < 1 || day > 31 || h > 23 || m > 59 || sec > 60 || year < 1970) {
+    lua_pushnil(L);
+    return 1;
+  }
   tm.tm_year = year - 1900, tm.tm_mon = mo, tm.tm_mday = day;
   tm.tm_hour = h, tm.tm_min = m, tm.tm_sec = sec;
   lua_pushnumber(L, (lua_Number)timegm(&tm));

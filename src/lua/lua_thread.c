@@ -358,8 +358,15 @@ static int l_wait(lua_State *L) {
   mg_thread_t *w = mg_thread_check(L, "mg.wait");
   int n = lua_gettop(L);
   if (n == 0) return luaL_argerror(L, 1, "a light thread from mg.spawn expected");
-  for (int i = 1; i <= n; i++)
-    if (check_handle(L, i)->parent != w) return luaL_argerror(L, i, "only the thread that spawned it can wait for it");
+  for (int i = 1; i <= n; i++) {
+    mg_thread_t **b = luaL_checkudata(L, i, THREAD_MT);
+    if (!*b) { /* OpenResty's result, not an error */
+      lua_pushnil(L);
+      lua_pushliteral(L, "already waited or killed");
+      return 2;
+    }
+    if ((*b)->parent != w) return luaL_argerror(L, i, "only the thread that spawned it can wait for it");
+  }
   for (int i = 1; i <= n; i++) {
     mg_thread_t *c = check_handle(L, i);
     if (c->done) {

@@ -4,7 +4,8 @@
     proc, port = start_openresty(folder, {"/t": ("file", "/path/t.lua")}, http="lua_shared_dict d 1m;")
 
 Each location is `location = PATH { content_by_lua_block { LUA } }`, or content_by_lua_file for
-a ("file", PATH) pair, or the raw directives of a ("raw", TEXT) pair. `http` goes into the http
+a ("file", PATH) pair, a prefix location for a ("prefix", LUA) pair, or the raw directives of a
+("raw", TEXT) pair. `http` goes into the http
 block, `server` into the server block. The server runs in one process (master_process off) so
 that per-worker state (timers, caches, pools) is the one the Lua sees, as in a moongate worker.
 Stop it with stop_openresty(proc).
@@ -28,6 +29,8 @@ def require_openresty():
 def location(path, body):
     if isinstance(body, tuple) and body[0] == "file":
         return "location = %s { content_by_lua_file %s; }" % (path, body[1])
+    if isinstance(body, tuple) and body[0] == "prefix":
+        return "location %s { content_by_lua_block { %s } }" % (path, body[1])
     if isinstance(body, tuple) and body[0] == "raw":
         return "location = %s { %s }" % (path, body[1])
     return "location = %s { content_by_lua_block { %s } }" % (path, body)

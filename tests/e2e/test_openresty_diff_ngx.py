@@ -1,0 +1,239 @@
+"""Differential: the same ngx.* code as a content handler under Debian's nginx + lua-nginx-module
+(content_by_lua_block) and under moongate (a route whose target runs it), with the same
+request; status, body and the named response headers must be equal.
+
+Each case is (lua, request, headers to compare). The Lua is written once, as OpenResty code;
+moongate runs it unchanged. Ports differ between the two servers, so each side's own port is
+replaced by PORT in what it answers. What moongate does deliberately differently is in
+DIFFERENCES, each with its reason, and test_deliberate_differences_are_the_known_ones checks that
+those cases do differ (a fix that makes one agree must move it back into CASES)."""
+import re
+
+import pytest
+
+from conftest import Gateway, request
+from openresty import start_openresty, stop_openresty
+
+# In `compare`: the body is not compared. nginx answers an error status or a redirect with its
+# HTML page ("<html><head><title>403 Forbidden</title>..."), moongate with its short text page
+# ("403 Forbidden"), as every moongate error is answered (docs/openresty.md, "Differences").
+NO_BODY = "(no body)"
+
+
+def req(path="", method="GET", headers=(), body=None):
+    return {"method": method, "path": path, "headers": list(headers), "body": body}
+
+
+# name: (lua, request (path relative to the case's location), response headers compared)
+CASES = {
+    # ---- ngx.var --------------------------------------------------------------------------------
+    "var_basic": (r'''
+for _, k in ipairs({"uri", "request_uri", "args", "query_string", "is_args", "arg_a", "arg_B", "arg_c",
+                    "arg_none", "request_method", "scheme", "host", "remote_addr", "server_protocol",
+                    "http_user_agent", "http_x_multi", "http_cookie", "cookie_sid", "cookie_none",
+                    "content_length", "content_type", "document_uri", "request", "https", "nosuchvar"}) do
+  ngx.say(k, "=", tostring(ngx.var[k]))
+end
+ngx.say("URI upper: ", ngx.var.URI)
+ngx.say("types: ", type(ngx.var.remote_port), " ", type(ngx.var.server_port), " ", #ngx.var.request_id)
+ngx.say("request_id hex: ", tostring(ngx.var.request_id:match("^%x+$") ~= nil))
+ngx.say("request_time: ", tostring(ngx.var.request_time:match("^%d+%.%d%d%d$") ~= nil))
+''', req("/a%20b/c?a=1&B=two%20x&c&a=3", headers=[("User-Agent", "ua/1"), ("X-Multi", "one"), ("X-Multi", "two"),
+                                              ("Cookie", "sid=abc; x=1"), ("Cookie", "y=2")]), []),
+    "var_write_args": (r'''
+ngx.var.args = "x=1&y=2"
+ngx.say(ngx.var.args, " ", ngx.var.arg_y, " ", ngx.req.get_uri_args().x)
+local ok, err = pcall(function() ngx.var.nosuch = "1" end)
+ngx.say(tostring(ok), " ", tostring(err):match("variable \"nosuch\" not found for writing") ~= nil)
+''', req("?q=0"), []),
+    # ---- ngx.req.* ---------------------------------------------------------------------------------
+    "req_headers": (r'''
+local h = ngx.req.get_headers()
+ngx.say(h["user-agent"], " ", h["User-Agent"], " ", h.user_agent, " ", type(h["x-dup"]), " ", table.concat(h["x-dup"], ","))
+local h2, err = ngx.req.get_headers(2)
+local n = 0 for _ in pairs(h2) do n = n + 1 end
+ngx.say("max2: ", n, " ", tostring(err))
+local raw = ngx.req.get_headers(0, true)
+ngx.say("raw: ", tostring(raw["X-Dup"] ~= nil), " ", tostring(raw["x-dup"]))
+ngx.req.set_header("X-New", "v")
+ngx.req.set_header("X-List", {"a", "b"})
+ngx.req.clear_header("User-Agent")
+local h3 = ngx.req.get_headers()
+ngx.say(h3["x-new"], " ", table.concat(h3["x-list"], "+"), " ", tostring(h3["user-agent"]))
+''', req(headers=[("User-Agent", "ua"), ("X-Dup", "1"), ("X-Dup", "2"), ("Accept", "*/*")]), []),
+    "req_misc": (r'''
+ngx.say(ngx.req.get_method(), " ", ngx.req.http_version(), " ", type(ngx.req.http_version()),
+        " ", tostring(ngx.req.is_internal()), " ", type(ngx.req.start_time()))
+local args = ngx.req.get_uri_args()
+local keys = {} for k in pairs(args) do keys[#keys + 1] = k end table.sort(keys)
+for _, k in ipairs(keys) do local v = args[k] ngx.say(k, "=", type(v) == "table" and table.concat(v, ",") or tostring(v)) end
+ngx.req.set_uri_args({z = "9"})
+ngx.say(ngx.var.args)
+ngx.req.set_uri_args("k=v")
+ngx.say(ngx.var.args)
+ngx.req.set_method(ngx.HTTP_POST)
+ngx.say(ngx.req.get_method(), " ", ngx.var.request_method)
+''', req("?a=1&a=2&b&c=%20x&=drop"), []),
+    "req_body": (r'''
+ngx.req.read_body()
+ngx.say("data: ", tostring(ngx.req.get_body_data()))
+local args = ngx.req.get_post_args()
+local keys = {} for k in pairs(args) do keys[#keys + 1] = k end table.sort(keys)
+for _, k in ipairs(keys) do ngx.say(k, "=", tostring(args[k])) end
+''', req(method="POST", headers=[("Content-Type", "application/x-www-form-urlencoded")], body=b"a=1&b=x%20y"), []),
+    "req_body_none": (r'''
+ngx.req.read_body()
+ngx.say("data: ", tostring(ngx.req.get_body_data()))
+''', req(), []),
+    # ---- output ----------------------------------------------------------------------------------------
+    "say_values": (r'''
+ngx.say("s", 1, 2.5, true, false, nil, ngx.null, {"a", {"b", {"c"}}, 3})
+local ok, err = pcall(ngx.say, {a = 1})
+ngx.say(tostring(ok), " ", err)
+ok, err = pcall(ngx.say, function() end)
+ngx.say(tostring(ok), " ", err)
+ngx.say(ngx.print("x"), " ", ngx.say())
+ngx.print()
+''', req(), []),
+    "status_and_headers": (r'''
+ngx.say("before ", ngx.status)
+''', req(), ["Content-Type"]),
+    "set_status": (r'''
+ngx.status = 201
+ngx.header["X-One"] = "1"
+ngx.header.x_two = {"a", "b"}
+ngx.header.content_type = "text/x-test"
+ngx.say(ngx.status, " ", ngx.header["X-One"], " ", type(ngx.header["x-two"]), " ", ngx.header.content_type)
+ngx.header["X-One"] = nil
+ngx.say(tostring(ngx.header["X-One"]), " ", tostring(ngx.headers_sent))
+''', req(), ["Content-Type", "X-Two"]),
+    "exit_403": (r'''ngx.exit(403)''', req(), [NO_BODY]),
+    "exit_after_say": (r'''
+ngx.say("partial")
+ngx.exit(500)
+ngx.say("never")
+''', req(), []),
+    "exit_200_empty": (r'''ngx.exit(ngx.HTTP_OK)''', req(), []),
+    "exit_ok": (r'''ngx.exit(ngx.OK)''', req(), []),
+    "redirect": (r'''return ngx.redirect("/elsewhere?x=1", 301)''', req(), ["Location", NO_BODY]),
+    "redirect_default": (r'''return ngx.redirect("/e")''', req(), ["Location", NO_BODY]),
+    "redirect_bad": (r'''
+local ok, err = pcall(ngx.redirect, "/x", 200)
+ngx.say(tostring(ok), " ", tostring(err))
+''', req(), []),
+    # ---- constants, phase, config, misc -----------------------------------------------------------------
+    "constants": (r'''
+ngx.say(ngx.OK, " ", ngx.ERROR, " ", ngx.AGAIN, " ", ngx.DONE, " ", ngx.DECLINED)
+ngx.say(ngx.HTTP_GET, " ", ngx.HTTP_HEAD, " ", ngx.HTTP_POST, " ", ngx.HTTP_PUT, " ", ngx.HTTP_DELETE, " ",
+        ngx.HTTP_OPTIONS, " ", ngx.HTTP_PATCH, " ", ngx.HTTP_TRACE)
+ngx.say(ngx.HTTP_OK, " ", ngx.HTTP_MOVED_TEMPORARILY, " ", ngx.HTTP_NOT_FOUND, " ", ngx.HTTP_TOO_MANY_REQUESTS, " ",
+        ngx.HTTP_INTERNAL_SERVER_ERROR, " ", ngx.HTTP_SERVICE_UNAVAILABLE, " ", ngx.HTTP_GATEWAY_TIMEOUT)
+ngx.say(ngx.STDERR, ngx.EMERG, ngx.ALERT, ngx.CRIT, ngx.ERR, ngx.WARN, ngx.NOTICE, ngx.INFO, ngx.DEBUG)
+ngx.say(ngx.get_phase(), " ", tostring(ngx.is_subrequest), " ", ngx.config.subsystem, " ", type(ngx.config.ngx_lua_version),
+        " ", type(ngx.config.debug), " ", type(ngx.config.prefix()))
+ngx.say(tostring(ngx.null == require("cjson").null), " ", type(ngx.null))
+ngx.ctx.a = 1
+ngx.say(ngx.ctx.a)
+''', req(), []),
+    "log_args": (r'''
+ngx.log(ngx.INFO, "x", 1, nil, true)
+local ok, err = pcall(ngx.log, ngx.ERR, {})
+ngx.say(tostring(ok), " ", err)
+ok, err = pcall(ngx.log, 99, "x")
+ngx.say(tostring(ok), " ", err)
+ngx.say(tostring(pcall(ngx.log, ngx.ERR, setmetatable({}, {__tostring = function() return "T" end}))))
+''', req(), []),
+    # ---- time ------------------------------------------------------------------------------------------------
+    "time": (r'''
+ngx.say(ngx.http_time(1290079655), "|", ngx.http_time(0), "|", ngx.http_time(4102444800))
+ngx.say(ngx.cookie_time(1290079655), "|", ngx.cookie_time(2208988800))
+ngx.say(ngx.parse_http_time("Thu, 18 Nov 2010 11:27:35 GMT"), " ", tostring(ngx.parse_http_time("nonsense")),
+        " ", tostring(ngx.parse_http_time("Thursday, 18-Nov-10 11:27:35 GMT")),
+        " ", tostring(ngx.parse_http_time("Thu Nov 18 11:27:35 2010")))
+local t1 = ngx.now()
+local x = 0 for i = 1, 2e6 do x = x + i end
+local t2 = ngx.now()
+ngx.update_time()
+local t3 = ngx.now()
+ngx.say("cached: ", tostring(t1 == t2), " moved: ", tostring(t3 >= t2), " ms: ", tostring(t1 * 1000 == math.floor(t1 * 1000)))
+ngx.say(type(ngx.time()), " ", tostring(ngx.time() == math.floor(ngx.time())), " ", #ngx.today(), " ", #ngx.localtime(), " ", #ngx.utctime())
+''', req(), []),
+    # ---- threads --------------------------------------------------------------------------------------------
+    "threads": (r'''
+local t1 = ngx.thread.spawn(function(a) ngx.sleep(0.01) return a, "x" end, 7)
+local t2 = ngx.thread.spawn(function() ngx.sleep(5) return "slow" end)
+ngx.say(select("#", ngx.thread.wait(t1)), " ", ngx.thread.wait(t1))
+ngx.say(tostring(ngx.thread.kill(t2)), " ", tostring(select(2, ngx.thread.kill(t2))))
+local t3 = ngx.thread.spawn(function() return 1 end)
+ngx.say(tostring(ngx.thread.wait(t3)))
+''', req(), []),
+}
+
+# Cases moongate answers differently on purpose: name -> why (docs/openresty.md says the same).
+DIFFERENCES = {
+}
+
+LOCATION = "/c_%s/"
+
+
+def lua_locations(cases):
+    # Prefix locations, so that a case's path may go on past its name.
+    return {LOCATION % name: ("prefix", lua) for name, (lua, _, _) in cases.items()}
+
+
+def moongate_config(cases):
+    return "".join('mg.route("%s", function(req)\n%s\nend)\n' % (LOCATION % name, lua) for name, (lua, _, _) in cases.items())
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    every = dict(CASES)
+    every.update({k: v for k, v in DIFF_CASES.items()})
+    p, nginx_port = start_openresty(tmp_path_factory.mktemp("openresty"), lua_locations(every),
+                                    server="default_type text/plain;")
+    try:
+        g = Gateway(tmp_path_factory.mktemp("moongate"), moongate_config(every))
+    except BaseException:
+        stop_openresty(p)
+        raise
+    yield nginx_port, g.port
+    stop_openresty(p)
+    g.stop()
+
+
+def answer(port, name, r, compare):
+    try:
+        resp = request(port, method=r["method"], path=LOCATION % name + r["path"].lstrip("/"), headers=r["headers"], body=r["body"])
+    except EOFError as e:
+        # A response cut on purpose (ngx.exit(500) after output) is a result to compare too.
+        return "cut", str(e)
+    body = resp.body.decode("latin-1").replace(str(port), "PORT")
+    if NO_BODY in compare:
+        body = NO_BODY
+    hdrs = {h: resp.header(h) for h in compare if h != NO_BODY}
+    return resp.status, body, hdrs
+
+
+DIFF_CASES = {
+    "config_debug": (r'''ngx.say(tostring(ngx.config.debug))''', req(), []),
+}
+DIFFERENCES.update({
+    "config_debug": "ngx.config.debug says whether nginx was built with --with-debug (Debian's is); moongate has "
+                    "no debug build: false",
+})
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_ngx_api_matches_openresty(servers, name):
+    nginx_port, mg_port = servers
+    lua, r, compare = CASES[name]
+    theirs = answer(nginx_port, name, r, compare)
+    ours = answer(mg_port, name, r, compare)
+    assert ours == theirs, "\nmoongate: %r\nopenresty: %r" % (ours, theirs)
+
+
+def test_deliberate_differences_are_the_known_ones(servers):
+    nginx_port, mg_port = servers
+    for name in DIFF_CASES:
+        lua, r, compare = DIFF_CASES[name]
+        assert answer(nginx_port, name, r, compare) != answer(mg_port, name, r, compare), (name, DIFFERENCES[name])
