@@ -55,6 +55,15 @@ static int on_header_value_complete(llhttp_t *p) {
   const char *v = h->value.at ? h->value.at : "";
   size_t vlen = h->value.len;
   while (vlen && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t')) vlen--; /* trailing OWS */
+  /* An obs-fold (a line break then a space or tab) stays in llhttp's value; RFC 9112 5.2 has a
+   * client replace it with spaces, so no CR or LF ever reaches a value. */
+  char *unfolded = NULL;
+  if (memchr(v, '\n', vlen) || memchr(v, '\r', vlen)) {
+    unfolded = lua_newuserdata(L, vlen ? vlen : 1); /* freed by the collector, also on a raise */
+    for (size_t i = 0; i < vlen; i++) unfolded[i] = (v[i] == '\r' || v[i] == '\n') ? ' ' : v[i];
+    v = unfolded;
+    lua_insert(L, 4); /* kept below the working slots: stack: bytes, headers, names, unfolded */
+  }
   luaL_Buffer lb;
   luaL_buffinit(L, &lb);
   for (size_t i = 0; i < h->field.len; i++) {
@@ -91,6 +100,7 @@ static int on_header_value_complete(llhttp_t *p) {
     lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
     lua_pop(L, 2);
   }
+  if (unfolded) lua_pop(L, 1);
   h->field.at = h->value.at = NULL;
   h->field.len = h->value.len = 0;
   return 0;

@@ -718,3 +718,36 @@ def test_https_through_sslhandshake(gateway, server, tmp_path):
     assert lines[2].startswith("nil ") and ("mismatch" in lines[2] or "verify" in lines[2]), out
     assert lines[3:] == ["200 1", "200 2"], out
     finish(g, srv)
+
+
+def test_head_forms_llhttp_accepts(gateway, server):
+    srv = server({
+        "/noreason": reply(b"HTTP/1.1 200\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", keep=False),
+        "/folded": reply(b"HTTP/1.1 200 OK\r\nX-F: a\r\n  b\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                         keep=False),
+        "/lf": reply(b"HTTP/1.0 404 Nope\nX-A:  spaced \t\nX-Empty:\nContent-Length: 2\n\nok", keep=False),
+        "/many": reply(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n" + b"".join(
+            b"X-%d: %d\r\n" % (i, i) for i in range(500)) + b"\r\n", keep=False),
+        "/huge": reply(b"HTTP/1.1 200 OK\r\n" + b"X-Big: " + b"a" * 300000 + b"\r\n\r\n", keep=False),
+    })
+    g, status, out = run(gateway, srv.port, '''
+      local res = http.new():request_uri("http://127.0.0.1:{SRV}/noreason")
+      say(res.status, "[" .. res.reason .. "]", "[" .. res.body .. "]")
+      res = http.new():request_uri("http://127.0.0.1:{SRV}/lf")
+      say(res.status, res.reason, "[" .. res.headers["x-a"] .. "]", "[" .. tostring(res.headers["x-empty"]) .. "]", res.body)
+      res = http.new():request_uri("http://127.0.0.1:{SRV}/many")
+      local n = 0
+      for k in pairs(res.headers) do n = n + 1 end
+      say(n, res.headers["x-499"])
+      res = http.new():request_uri("http://127.0.0.1:{SRV}/folded")
+      say("[" .. res.headers["x-f"] .. "]")
+      say(http.new():request_uri("http://127.0.0.1:{SRV}/huge"))
+    ''')
+    assert out.splitlines() == [
+        "200 [] []",
+        "404 Nope [spaced] [] ok",
+        "502 499",
+        "[a    b]",
+        "nil response head too large (more than 262144 bytes)",
+    ], out
+    finish(g, srv)
