@@ -16,7 +16,10 @@
 
 #include "log.h"
 #include "lua_request.h"
+#include "lua_sockbase.h"
+#include "lua_socket_tls.h"
 #include "lua_thread.h"
+#include "lua_udp.h"
 #include "lua_vm.h"
 #include "stream.h"
 
@@ -24,7 +27,7 @@
 #define READ_CAP (64 * 1024)
 #define DEFAULT_POOL_SIZE 30
 
-enum { OP_NONE, OP_RESOLVE, OP_CONNECT, OP_SEND, OP_RECEIVE };
+enum { OP_NONE, OP_RESOLVE, OP_CONNECT, OP_SEND, OP_RECEIVE, OP_HANDSHAKE };
 enum { R_LINE, R_ALL, R_COUNT, R_UNTIL };
 
 typedef struct mg_socket_s mg_socket_t;
@@ -32,9 +35,11 @@ typedef struct mg_socket_s mg_socket_t;
 typedef struct {
   mg_socket_t *s;
   uint64_t connect_ms, send_ms, read_ms; /* kept here: they outlive one connection */
+  int attached; /* it had a connection once (sslhandshake tells "never connected" apart) */
 } sock_box_t;
 
 struct mg_socket_s {
+  mg_owned_t own; /* first: the owner's list holds this */
   mg_stream_t h;
   uv_connect_t connect;
   uv_write_t write;
@@ -50,13 +55,19 @@ struct mg_socket_s {
   char *pattern;
   size_t plen;
   int until_size; /* receiveuntil iterator called with a size: 0 none */
+  int inclusive;  /* receiveuntil's { inclusive = true }: the pattern is part of the data */
+  int until_done; /* a sized iterator gave the last piece before the pattern: nil next */
+  const void *until_owner; /* which iterator until_done is about */
   mg_buf_t rbuf;
   size_t roff;
   char *wbuf; /* the unsent part of a send */
   size_t wlen;
+  /* TLS (sslhandshake): the connection's state stays with it in the pool */
+  mg_ctls_t *tls;
+  char *tls_name;   /* server_name to check the certificate against, when verifying */
+  int tls_verify;   /* ssl_verify */
+  int tls_retbool;  /* reused_session was false: the result is true, not a session */
   /* ownership and pool */
-  void **owner;
-  mg_socket_t *onext, **oprev;
   sock_box_t *box;
   mg_socket_t *pnext;
   uint64_t idle_ms;
@@ -74,9 +85,7 @@ typedef struct {
 
 static mg_socket_t *pool_head;
 /* lua_socket_timeout: operations and idle pooled connections. */
-static uint64_t default_ms = 60000;
-
-void mg_socket_set_default_timeout(uint64_t ms) { default_ms = ms; }
+#define default_ms mg_socket_default_ms
 extern void (*mg_thread_release_hook)(mg_thread_t *t);
 
 /* ---- lifecycle ------------------------------------------------------------------------------ */
@@ -87,22 +96,34 @@ static void on_sock_closed(uv_handle_t *h) {
   mg_buf_free(&s->rbuf);
   free(s->wbuf);
   free(s->pattern);
+  mg_ctls_free(s->tls);
+  free(s->tls_name);
   free(s);
 }
 
-static void owner_unlink(mg_socket_t *s) {
-  if (!s->oprev) return;
-  *s->oprev = s->onext;
-  if (s->onext) s->onext->oprev = s->oprev;
-  s->onext = NULL, s->oprev = NULL;
+/* A write of its own (ciphertext of the handshake, a close_notify, a TLS record that a read
+ * answered): freed in its callback, which never touches the socket. */
+typedef struct {
+  uv_write_t w;
+  char *data;
+} raw_write_t;
+
+static void on_raw_written(uv_write_t *w, int status) {
+  raw_write_t *rw = (raw_write_t *)w;
+  (void)status; /* a failed write shows as a failed read or send */
+  free(rw->data);
+  free(rw);
 }
 
-static void owner_link(mg_socket_t *s, void **list) {
-  mg_socket_t **head = (mg_socket_t **)list;
-  s->onext = *head;
-  if (*head) (*head)->oprev = &s->onext;
-  *head = s;
-  s->oprev = head;
+/* Writes the ciphertext waiting in the TLS layer; behind any write already queued. */
+static void tls_flush(mg_socket_t *s) {
+  size_t len;
+  char *data;
+  if (!s->tls || !s->stream_inited || !(data = mg_ctls_take(s->tls, &len))) return;
+  raw_write_t *rw = mg_malloc(sizeof *rw);
+  rw->data = data;
+  uv_buf_t ub = uv_buf_init(data, (unsigned)len);
+  if (uv_write(&rw->w, &s->h.stream, &ub, 1, on_raw_written) < 0) free(data), free(rw);
 }
 
 static void pool_unlink(mg_socket_t *s) {
@@ -122,19 +143,29 @@ static void sock_close(mg_socket_t *s) {
     ((resolve_t *)s->wbuf)->s = NULL;
     s->wbuf = NULL;
   }
-  owner_unlink(s);
+  mg_owned_unlink(&s->own);
   if (s->pooled) pool_unlink(s);
   if (s->box) s->box->s = NULL, s->box = NULL;
+  if (s->tls && s->connected && !s->eof && mg_ctls_done(s->tls)) {
+    /* A close_notify, as nginx's ngx_ssl_shutdown sends, if the socket takes it now. */
+    mg_ctls_shutdown(s->tls);
+    size_t len;
+    char *data = mg_ctls_take(s->tls, &len);
+    if (data) {
+      uv_buf_t ub = uv_buf_init(data, (unsigned)len);
+      (void)uv_try_write(&s->h.stream, &ub, 1);
+      free(data);
+    }
+  }
   uv_close((uv_handle_t *)&s->timer, on_sock_closed);
   if (s->stream_inited) uv_close(&s->h.handle, on_sock_closed);
 }
 
-void mg_socket_close_owned(void **list) {
-  mg_socket_t *s;
-  while ((s = *(mg_socket_t **)list)) {
-    if (s->waiter) s->waiter = NULL;
-    sock_close(s);
-  }
+/* The owner ends: its cosocket closes without resuming anyone. */
+static void on_owner_gone(mg_owned_t *o) {
+  mg_socket_t *s = (mg_socket_t *)o;
+  s->waiter = NULL;
+  sock_close(s);
 }
 
 static void release_hook(mg_thread_t *t) { mg_socket_close_owned(&t->sockets); }
@@ -145,22 +176,13 @@ static mg_socket_t *sock_new(uv_loop_t *loop) {
   uv_timer_init(loop, &s->timer);
   s->timer.data = s;
   s->handles = 1;
+  s->own.close = on_owner_gone;
   return s;
 }
 
 /* ---- waiting and results ------------------------------------------------------------------------ */
 
-static const char *err_text(int err) {
-  switch (err) {
-    case UV_ECONNREFUSED: return "connection refused";
-    case UV_ECONNRESET: return "connection reset by peer";
-    case UV_ETIMEDOUT: return "timeout";
-    case UV_EOF: return "closed";
-    case UV_ENOENT: return "no such file or directory";
-    case UV_EPIPE: return "broken pipe";
-    default: return uv_strerror(err);
-  }
-}
+#define err_text mg_socket_err_text
 
 /* Resumes the waiting thread with the values pushed onto its stack. */
 static void finish_op(mg_socket_t *s, int nres) {
@@ -225,15 +247,17 @@ static int push_closed(lua_State *L) {
 
 static void attach(sock_box_t *b, mg_socket_t *s, mg_thread_t *t) {
   b->s = s;
+  b->attached = 1;
   s->box = b;
   s->read_ms = b->read_ms;
   mg_lua_req_t *lr = t->req ? t->req->lua : NULL; /* a request's thread: attached */
-  owner_link(s, lr ? &lr->sockets : &t->sockets);
+  mg_owned_link(&s->own, lr ? &lr->sockets : &t->sockets);
 }
 
 static int l_tcp(lua_State *L) {
   sock_box_t *b = lua_newuserdata(L, sizeof *b);
   b->s = NULL;
+  b->attached = 0;
   b->connect_ms = b->send_ms = b->read_ms = default_ms;
   luaL_getmetatable(L, SOCK_MT);
   lua_setmetatable(L, -2);
@@ -248,36 +272,71 @@ static int l_gc(lua_State *L) {
 
 /* ---- reading ------------------------------------------------------------------------------------ */
 
+/* Ciphertext lands here and is fed to the TLS layer at once: libuv calls on_alloc and then
+ * on_sock_read before anything else runs, so one buffer serves every TLS cosocket. */
+static char cipher_in[16384];
+
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
   mg_socket_t *s = h->data;
   (void)hint;
-  mg_buf_reserve(&s->rbuf, s->rbuf.len + 16384);
+  if (s->tls) {
+    *buf = uv_buf_init(cipher_in, sizeof cipher_in);
+    return;
+  }
+  mg_buf_reserve(&s->rbuf, 16384);
   buf->base = s->rbuf.data + s->rbuf.len;
   buf->len = 16384;
 }
 
 static int try_satisfy(mg_socket_t *s, lua_State *co);
 static void update_reading(mg_socket_t *s);
+static void handshake_step(mg_socket_t *s);
+
+/* Ciphertext came: the handshake goes on (and may resume its waiter), then whole records are
+ * decrypted into rbuf. Returns 1 when the connection ended (close_notify or a broken record). */
+static int tls_input(mg_socket_t *s, const char *data, size_t n) {
+  mg_ctls_feed(s->tls, data, n);
+  if (!mg_ctls_done(s->tls)) {
+    handshake_step(s);
+    if (s->closing || !mg_ctls_done(s->tls)) return 0;
+  }
+  int rc = mg_ctls_read(s->tls, &s->rbuf);
+  tls_flush(s); /* a read may answer (a key update) */
+  if (rc == MG_CTLS_WANT) return 0;
+  if (rc == MG_CTLS_ERROR) s->read_err = UV_EPROTO;
+  return 1;
+}
 
 static void on_sock_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
   mg_socket_t *s = st->data;
-  (void)buf;
   if (nread == 0 || s->closing) return;
-  if (nread < 0) {
-    s->eof = 1;
+  size_t got = 0;
+  int ended = nread < 0;
+  if (ended) {
     if (nread != UV_EOF) s->read_err = (int)nread;
-    uv_read_stop(st);
-    s->reading = 0;
-    if (s->pooled) {
-      sock_close(s); /* an idle pooled connection that the peer closed */
-      return;
-    }
+  } else if (s->tls) {
+    size_t before = s->rbuf.len;
+    ended = tls_input(s, buf->base, (size_t)nread);
+    if (s->closing) return; /* a failed handshake closed it */
+    got = s->rbuf.len - before;
   } else {
     s->rbuf.len += (size_t)nread;
-    if (s->pooled) {
-      sock_close(s); /* bytes nobody asked for: the connection cannot be reused */
+    got = (size_t)nread;
+  }
+  if (ended) {
+    s->eof = 1;
+    uv_read_stop(st);
+    s->reading = 0;
+    if (s->op == OP_HANDSHAKE) {
+      fail_op(s, "handshake failed", 1);
       return;
     }
+  }
+  /* A pooled connection that the peer closed, or that got bytes nobody asked for (a TLS
+   * session ticket is no plaintext: it keeps the connection), cannot be reused. */
+  if (s->pooled && (ended || got)) {
+    sock_close(s);
+    return;
   }
   if (s->waiter && s->op == OP_RECEIVE) {
     int n = try_satisfy(s, s->waiter->co);
@@ -295,7 +354,7 @@ static void update_reading(mg_socket_t *s) {
   if (s->roff && s->roff == s->rbuf.len) s->rbuf.len = s->roff = 0;
   /* The cap bounds what nobody has asked for yet; a waiting receive reads on (a reply larger
    * than the cap, receive(n) with a large n, "*a" to the end). */
-  int want = !s->eof && (s->op == OP_RECEIVE || s->rbuf.len - s->roff < READ_CAP);
+  int want = !s->eof && (s->op == OP_RECEIVE || s->op == OP_HANDSHAKE || s->rbuf.len - s->roff < READ_CAP);
   if (want && !s->reading) {
     if (s->roff > READ_CAP) {
       memmove(s->rbuf.data, s->rbuf.data + s->roff, s->rbuf.len - s->roff);
@@ -359,17 +418,15 @@ static int try_satisfy(mg_socket_t *s, lua_State *co) {
       const char *p = avail >= s->plen ? memmem(data, avail, s->pattern, s->plen) : NULL;
       if (p) {
         size_t n = (size_t)(p - data);
-        if (s->until_size && n == 0) {
-          /* Everything before the pattern was returned in pieces: the end of this part. */
-          s->roff += s->plen;
-          lua_pushnil(co);
-          return 1;
-        }
         if (s->until_size && n > (size_t)s->until_size) {
           consume(s, co, (size_t)s->until_size, 0);
           return 1;
         }
-        consume(s, co, n, s->until_size ? 0 : s->plen);
+        /* The last part before the pattern ("" when the pieces took it all), with the pattern
+         * when inclusive; a sized iterator says nil next (lua-nginx-module's state -1). */
+        if (s->inclusive) consume(s, co, n + s->plen, 0);
+        else consume(s, co, n, s->plen);
+        if (s->until_size) s->until_done = 1;
         return 1;
       }
       /* Bytes that cannot be the start of the pattern may go out in pieces of `size`. */
@@ -426,15 +483,31 @@ static int l_receive(lua_State *L) {
   return luaL_argerror(L, 2, "bad pattern argument");
 }
 
-/* The iterator receiveuntil returns: iter([size]). Upvalues: the box, the pattern. */
+/* An iterator's option; its address names the iterator that a sized call ended a part of. */
+typedef struct {
+  int inclusive;
+} until_t;
+
+/* The iterator receiveuntil returns: iter([size]). Upvalues: the box, the pattern, until_t. */
 static int l_until_iter(lua_State *L) {
   sock_box_t *b = lua_touserdata(L, lua_upvalueindex(1));
   size_t plen;
   const char *pat = lua_tolstring(L, lua_upvalueindex(2), &plen);
+  until_t *u = lua_touserdata(L, lua_upvalueindex(3));
+  if (lua_gettop(L) > 1) return luaL_error(L, "expecting 0 or 1 arguments, but seen %d", lua_gettop(L));
   int size = (int)luaL_optinteger(L, 1, 0);
   lua_settop(L, 0);
   mg_socket_t *s = b->s;
   if (!s || !s->connected) return push_closed(L);
+  if (s->op != OP_NONE) return luaL_error(L, "socket busy with another operation");
+  if (s->until_done && s->until_owner == u) {
+    /* The previous piece was the last before the pattern. */
+    s->until_done = 0;
+    lua_pushnil(L);
+    lua_pushnil(L);
+    lua_pushnil(L);
+    return 3;
+  }
   if (!s->pattern || s->plen != plen || memcmp(s->pattern, pat, plen) != 0) {
     free(s->pattern);
     s->pattern = mg_malloc(plen);
@@ -442,16 +515,36 @@ static int l_until_iter(lua_State *L) {
     s->plen = plen;
   }
   s->until_size = size > 0 ? size : 0;
+  s->inclusive = u->inclusive;
+  s->until_done = 0;
+  s->until_owner = u; /* compared, never read: the part's end is known when the wait ends */
   return do_receive(L, b, R_UNTIL, 0);
 }
 
+/* sock:receiveuntil(pattern[, { inclusive = bool }]) → iterator, or nil, "pattern is empty". */
 static int l_receiveuntil(lua_State *L) {
   check_box(L);
+  int n = lua_gettop(L);
+  if (n != 2 && n != 3) return luaL_error(L, "expecting 2 or 3 arguments (including the object), but got %d", n);
+  int inclusive = 0;
+  if (n == 3) {
+    luaL_checktype(L, 3, LUA_TTABLE);
+    lua_getfield(L, 3, "inclusive");
+    if (lua_isboolean(L, -1)) inclusive = lua_toboolean(L, -1);
+    else if (!lua_isnil(L, -1)) return luaL_error(L, "bad \"inclusive\" option value type: %s", luaL_typename(L, -1));
+    lua_pop(L, 1);
+  }
   size_t plen;
   luaL_checklstring(L, 2, &plen);
-  if (plen == 0) return luaL_argerror(L, 2, "pattern is empty");
+  if (plen == 0) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "pattern is empty");
+    return 2;
+  }
   lua_settop(L, 2);
-  lua_pushcclosure(L, l_until_iter, 2);
+  until_t *u = lua_newuserdata(L, sizeof *u);
+  u->inclusive = inclusive;
+  lua_pushcclosure(L, l_until_iter, 3);
   return 1;
 }
 
@@ -600,51 +693,62 @@ static void on_sent(uv_write_t *w, int status) {
   finish_op(s, 1);
 }
 
-/* sock:send(data) with a string or an array of strings → bytes sent or nil, err. */
+/* sock:send(data) → bytes sent or nil, err. data: mg_socket_data's rules (nested arrays of
+ * strings and numbers, a number, nil, a boolean). Over TLS the bytes counted are plaintext. */
 static int l_send(lua_State *L) {
   sock_box_t *b = check_box(L);
   mg_socket_t *s = b->s;
-  size_t len;
-  const char *data;
-  if (lua_istable(L, 2)) {
-    luaL_Buffer lb;
-    luaL_buffinit(L, &lb);
-    for (int i = 1;; i++) {
-      lua_rawgeti(L, 2, i);
-      if (lua_isnil(L, -1)) {
-        lua_pop(L, 1);
-        break;
-      }
-      if (!lua_isstring(L, -1)) return luaL_argerror(L, 2, "array of strings expected");
-      luaL_addvalue(&lb);
-    }
-    luaL_pushresult(&lb);
-    data = lua_tolstring(L, -1, &len);
-  } else {
-    data = luaL_checklstring(L, 2, &len);
-  }
+  if (lua_gettop(L) != 2) return luaL_error(L, "expecting 2 arguments (including the object), but got %d", lua_gettop(L));
+  /* As lua-nginx-module: a closed socket is said before a bad argument. */
   if (!s || !s->connected) return push_closed(L);
   if (s->op != OP_NONE) return luaL_error(L, "socket busy with another operation");
+  if (s->tls && !mg_ctls_done(s->tls)) return push_closed(L);
+  mg_buf_t data;
+  mg_buf_init(&data);
+  mg_socket_data(L, 2, &data); /* raises before it allocates */
+  size_t len = data.len;
+  if (len == 0) {
+    mg_buf_free(&data);
+    lua_pushinteger(L, 0);
+    return 1;
+  }
+  if (s->tls) {
+    /* The plaintext becomes records; what goes on the wire is the ciphertext. */
+    size_t clen = 0;
+    int rc = mg_ctls_write(s->tls, data.data, len);
+    char *cipher = rc == 0 ? mg_ctls_take(s->tls, &clen) : NULL;
+    mg_buf_free(&data);
+    if (!cipher) {
+      sock_close(s);
+      return push_closed(L);
+    }
+    data.data = cipher, data.len = clen, data.cap = clen + 1; /* freed with free() below */
+  }
   /* Most sends fit in the socket buffer: no wait at all. */
-  uv_buf_t ub = uv_buf_init((char *)data, (unsigned)len);
-  int n = len ? uv_try_write(&s->h.stream, &ub, 1) : 0;
-  if (n == (int)len) {
+  uv_buf_t ub = uv_buf_init(data.data, (unsigned)data.len);
+  int n = uv_try_write(&s->h.stream, &ub, 1);
+  if (n == (int)data.len) {
+    free(data.data);
     lua_pushinteger(L, (lua_Integer)len);
     return 1;
   }
   if (n < 0 && n != UV_EAGAIN) {
+    free(data.data);
     sock_close(s);
     lua_pushnil(L);
     lua_pushstring(L, err_text(n));
     return 2;
   }
   if (n < 0) n = 0;
+  /* The rest is the socket's before anything can raise: an error below leaks nothing. */
+  free(s->wbuf);
+  s->wlen = len;
+  s->wbuf = mg_malloc(data.len - (size_t)n);
+  memcpy(s->wbuf, data.data + n, data.len - (size_t)n);
+  ub = uv_buf_init(s->wbuf, (unsigned)(data.len - (size_t)n));
+  free(data.data);
   mg_thread_t *t = mg_thread_check(L, "send");
   if (mg_explain) return mg_thread_explained(L);
-  s->wlen = len;
-  s->wbuf = mg_malloc(len - (size_t)n);
-  memcpy(s->wbuf, data + n, len - (size_t)n);
-  ub = uv_buf_init(s->wbuf, (unsigned)(len - (size_t)n));
   s->write.data = s;
   int rc = uv_write(&s->write, &s->h.stream, &ub, 1, on_sent);
   if (rc < 0) {
@@ -656,6 +760,94 @@ static int l_send(lua_State *L) {
     return 2;
   }
   return wait_op(L, t, s, OP_SEND, b->send_ms);
+}
+
+/* ---- TLS ------------------------------------------------------------------------------------ */
+
+/* Pushes sslhandshake's results onto co for a handshake that ended with rc; returns their
+ * count and sets *failed when the connection is to be closed (as lua-nginx-module does). */
+static int handshake_results(mg_socket_t *s, lua_State *co, int rc, int *failed) {
+  char buf[256];
+  const char *err = NULL;
+  if (rc == MG_CTLS_ERROR) err = "handshake failed";
+  else if (s->tls_verify) err = mg_ctls_verify(s->tls, s->tls_name, buf, sizeof buf);
+  *failed = err != NULL;
+  if (err) {
+    lua_pushnil(co);
+    lua_pushstring(co, err);
+    return 2;
+  }
+  if (s->tls_retbool) lua_pushboolean(co, 1);
+  else mg_ctls_push_session(co, s->tls);
+  return 1;
+}
+
+/* Ciphertext came during a handshake: one more step, and its end resumes the waiter. */
+static void handshake_step(mg_socket_t *s) {
+  int rc = mg_ctls_handshake(s->tls);
+  tls_flush(s);
+  if (rc == MG_CTLS_WANT || s->op != OP_HANDSHAKE || !s->waiter) return;
+  int failed;
+  int n = handshake_results(s, s->waiter->co, rc, &failed);
+  if (failed) sock_close(s);
+  finish_op(s, n);
+}
+
+/* sock:sslhandshake([reused_session[, server_name[, ssl_verify[, send_status_req]]]]) →
+ * a session (true when reused_session is false) or nil, err. On a connection that already
+ * speaks TLS (one taken from the pool), no new handshake: reused_session itself when it is a
+ * session, else as after a handshake. */
+static int l_sslhandshake(lua_State *L) {
+  sock_box_t *b = check_box(L);
+  int nargs = lua_gettop(L);
+  if (nargs > 5)
+    return luaL_error(L, "ngx.socket sslhandshake: expecting 1 ~ 5 arguments (including the object), but seen %d", nargs);
+  const char *name = lua_isnoneornil(L, 3) ? NULL : luaL_checkstring(L, 3);
+  int verify = lua_toboolean(L, 4), status_req = lua_toboolean(L, 5);
+  int retbool = lua_isboolean(L, 2) && !lua_toboolean(L, 2);
+  mg_socket_t *s = b->s;
+  if (!b->attached) return luaL_error(L, "socket is never created nor connected");
+  if (!s || !s->connected || s->eof) return push_closed(L);
+  if (s->op != OP_NONE) return luaL_error(L, "socket busy with another operation");
+  if (s->tls) {
+    if (!mg_ctls_done(s->tls)) {
+      /* A handshake given up half-way (its thread was killed) cannot go on. */
+      sock_close(s);
+      lua_pushnil(L);
+      lua_pushliteral(L, "handshake failed");
+      return 2;
+    }
+    if (mg_ctls_is_session(L, 2)) lua_pushvalue(L, 2);
+    else if (retbool) lua_pushboolean(L, 1);
+    else mg_ctls_push_session(L, s->tls);
+    return 1;
+  }
+  mg_thread_t *t = mg_thread_check(L, "sslhandshake");
+  if (mg_explain) return mg_thread_explained(L);
+  const char *err;
+  s->tls = mg_ctls_new(L, 2, name, status_req, &err);
+  if (!s->tls) {
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  free(s->tls_name);
+  s->tls_name = name && verify ? mg_strdup(name) : NULL;
+  s->tls_verify = verify, s->tls_retbool = retbool;
+  /* Bytes that came before the handshake are the server's first records. */
+  mg_ctls_feed(s->tls, s->rbuf.data ? s->rbuf.data + s->roff : "", s->rbuf.len - s->roff);
+  s->rbuf.len = s->roff = 0;
+  int rc = mg_ctls_handshake(s->tls);
+  tls_flush(s);
+  if (rc != MG_CTLS_WANT) {
+    int failed;
+    int n = handshake_results(s, L, rc, &failed);
+    if (failed) sock_close(s);
+    return n;
+  }
+  s->op = OP_HANDSHAKE;
+  update_reading(s);
+  return wait_op(L, t, s, OP_HANDSHAKE, b->connect_ms);
 }
 
 /* ---- the rest -------------------------------------------------------------------------------------- */
@@ -717,7 +909,7 @@ static int l_setkeepalive(lua_State *L) {
   for (mg_socket_t *p = pool_head; p; p = p->pnext)
     if (strcmp(p->key, s->key) == 0) count++, oldest = p;
   if (count >= size && oldest) sock_close(oldest);
-  owner_unlink(s);
+  mg_owned_unlink(&s->own);
   s->box = NULL;
   b->s = NULL;
   s->pooled = 1;
@@ -745,7 +937,8 @@ void mg_socket_open(lua_State *L) {
         {"receive", l_receive},         {"receiveuntil", l_receiveuntil},
         {"settimeout", l_settimeout},   {"settimeouts", l_settimeouts},
         {"close", l_close},             {"setkeepalive", l_setkeepalive},
-        {"getreusedtimes", l_getreusedtimes}, {NULL, NULL},
+        {"getreusedtimes", l_getreusedtimes}, {"sslhandshake", l_sslhandshake},
+        {NULL, NULL},
     };
     lua_newtable(L);
     luaL_register(L, NULL, methods);
@@ -754,8 +947,18 @@ void mg_socket_open(lua_State *L) {
     lua_setfield(L, -2, "__gc");
   }
   lua_pop(L, 1);
+  mg_ctls_open(L);
   lua_newtable(L);
   lua_pushcfunction(L, l_tcp);
   lua_setfield(L, -2, "tcp");
+  /* connect(...) = tcp() and its connect(...), giving the socket: in Lua, as it waits. */
+  static const char connect_lua[] =
+      "local tcp = ... return function(...) local sock = tcp() local ok, err = sock:connect(...) "
+      "if not ok then return nil, err end return sock end";
+  if (luaL_loadbuffer(L, connect_lua, sizeof connect_lua - 1, "=mg.socket.connect") != 0) lua_error(L);
+  lua_pushcfunction(L, l_tcp);
+  lua_call(L, 1, 1);
+  lua_setfield(L, -2, "connect");
+  mg_udp_open(L);
   lua_setfield(L, -2, "socket");
 }

@@ -23,13 +23,9 @@
 #include <lua.h>
 #include <stdint.h>
 
-/* Closes every cosocket in an owner's list (a request's, in its mg_lua_req_t; a timer thread's). */
-void mg_socket_close_owned(void **list);
+#include "lua_sockbase.h" /* mg_socket_close_owned, mg_socket_set_default_timeout */
 
-/* The default timeout of cosocket operations and pooled connections (ms), once per worker. */
-void mg_socket_set_default_timeout(uint64_t ms);
-
-/* mg.socket = { tcp = ... } into the table at the top of the stack. */
+/* mg.socket = { tcp, connect, udp } into the table at the top of the stack. */
 void mg_socket_open(lua_State *L);
 
 #endif

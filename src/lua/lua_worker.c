@@ -8,6 +8,7 @@
 #include "lua_req.h"
 #include "lua_res.h"
 #include "lua_socket.h"
+#include "lua_socket_tls.h"
 #include "lua_thread.h"
 #include "lua_timer.h"
 #include "lua_vm.h"
@@ -27,6 +28,7 @@ void mg_lua_worker_prepare(mg_config_t *cfg, uv_loop_t *loop) {
   mg_thread_init(loop);
   mg_lua_limit_install(cfg->L, cfg->set.lua_max_run_time);
   mg_socket_set_default_timeout(cfg->set.lua_socket_timeout);
+  mg_ctls_configure(cfg->set.lua_ssl_trusted_certificate, (int)cfg->set.lua_ssl_verify_depth);
 }
 
 int mg_lua_worker_init(mg_config_t *cfg, uv_loop_t *loop) {
