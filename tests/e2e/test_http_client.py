@@ -645,6 +645,7 @@ def test_send_request_read_response_pipeline_and_refusals(gateway, server):
       local rs = httpc:request_pipeline{ { path = "/b" }, { path = "/c" } }
       for _, r in ipairs(rs) do say(r.status, r:read_body()) end
       say(pcall(http.get_client_body_reader, httpc))
+      say(require("resty.http") == http)
       say(httpc:get_reused_times(), httpc:set_keepalive())
       say(http.new():connect{ host = "127.0.0.1", port = 1 })
     ''')
@@ -652,7 +653,8 @@ def test_send_request_read_response_pipeline_and_refusals(gateway, server):
     assert lines[:4] == ["true", "200 A", "200 BB", "200 CCC"], out
     assert lines[4].startswith("false ") and lines[4].endswith(
         "moongate.http: get_client_body_reader is not supported by moongate"), out
-    assert lines[5:] == ["0 1", "nil 'scheme' is required when providing a port"], out
+    assert lines[5] == "true", "require \"resty.http\" gives moongate.http: " + out
+    assert lines[6:] == ["0 1", "nil 'scheme' is required when providing a port"], out
     assert srv.connections == 1
     finish(g, srv)
 
@@ -750,4 +752,32 @@ def test_head_forms_llhttp_accepts(gateway, server):
         "[a    b]",
         "nil response head too large (more than 262144 bytes)",
     ], out
+    finish(g, srv)
+
+
+def test_access_hook_asks_a_service(gateway, server):
+    """The typical policy: an access hook asks an HTTP service over a pooled connection."""
+    def decide(seen, conn, f):
+        verdict = b"allow" if seen.header("X-User") == "alice" else b"deny"
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(verdict), verdict))
+        return True
+    srv = server({"/check": decide})
+    g = gateway('''
+local http = require "resty.http"
+mg.on("access", function(req)
+  local httpc = http.new()
+  httpc:set_timeout(1000)
+  local res, err = httpc:request_uri("http://127.0.0.1:%d/check", {
+    headers = { ["X-User"] = (req.query or ""):match("user=(%%w+)") or "" },
+    keepalive_timeout = 1000,
+  })
+  if not res then return req:exit(503, "policy: " .. err .. "\\n") end
+  if res.body ~= "allow" then return req:exit(403, "denied\\n") end
+end)
+mg.route("=/page", function(req) return 200, "page\\n" end)
+''' % srv.port)
+    outs = [request(g.port, path="/page?user=" + u) for u in ("alice", "bob", "alice", "alice")]
+    assert [(r.status, r.body) for r in outs] == [
+        (200, b"page\n"), (403, b"denied\n"), (200, b"page\n"), (200, b"page\n")]
+    assert srv.connections == 1, "the hook's requests share one pooled connection"
     finish(g, srv)
