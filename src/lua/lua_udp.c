@@ -175,7 +175,7 @@ static int l_gc(lua_State *L) {
 
 /* ---- setpeername ---------------------------------------------------------------------------- */
 
-/* A socket connected to sa: 0, or -errno. */
+/* A socket connected to sa: 0, or -errno (u->fd is set unless socket() itself failed). */
 static int open_fd(udp_t *u, const struct sockaddr *sa, socklen_t len) {
   int fd = socket(sa->sa_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return -errno;
@@ -188,13 +188,10 @@ static int open_fd(udp_t *u, const struct sockaddr *sa, socklen_t len) {
       return -e;
     }
   }
-  if (connect(fd, sa, len) != 0) {
-    int e = errno;
-    close(fd);
-    return -e;
-  }
+  /* A failed connect keeps the socket, unconnected, as lua-nginx-module's does: a send then
+   * says "transport endpoint is not connected". */
   u->fd = fd;
-  return 0;
+  return connect(fd, sa, len) != 0 ? -errno : 0;
 }
 
 static void on_resolved(uv_getaddrinfo_t *r, int status, struct addrinfo *res) {
