@@ -197,7 +197,7 @@ return function(mg, P)
       mg.log("error", "ngx.location.capture(" .. uri .. "): " .. tostring(err))
       return { status = 500, header = {}, body = "", truncated = err == "body too large" }
     end
-    return { status = res.status, header = res.headers, body = res.body, truncated = false }
+    return { status = res.status, header = res.header, body = res.body, truncated = false }
   end
   ngx.location = strict("location.", {
     capture = capture,

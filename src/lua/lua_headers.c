@@ -150,6 +150,29 @@ void mg_lua_push_fields(lua_State *L, const mg_fields_t *f) {
   }
 }
 
+void mg_lua_push_fields_raw(lua_State *L, const mg_fields_t *f) {
+  lua_createtable(L, 0, f->n);
+  for (int i = 0; i < f->n; i++) {
+    lua_getfield(L, -1, f->v[i].name);
+    if (lua_isnil(L, -1)) {
+      lua_pop(L, 1);
+      lua_pushstring(L, f->v[i].value);
+      lua_setfield(L, -2, f->v[i].name);
+    } else if (lua_istable(L, -1)) {
+      lua_pushstring(L, f->v[i].value);
+      lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
+      lua_pop(L, 1);
+    } else {
+      lua_createtable(L, 2, 0);
+      lua_insert(L, -2);
+      lua_rawseti(L, -2, 1);
+      lua_pushstring(L, f->v[i].value);
+      lua_rawseti(L, -2, 2);
+      lua_setfield(L, -2, f->v[i].name);
+    }
+  }
+}
+
 /* ---- the proxies ---------------------------------------------------------------------------- */
 
 static mg_fields_t *hdr_fields(lua_State *L, hdr_box_t **out) {

@@ -19,6 +19,9 @@
 void mg_lua_headers_push(lua_State *L, mg_req_t *req, int response);
 /* A plain table of header fields (lowercase names, lists for repeats), as req:headers(). */
 void mg_lua_push_fields(lua_State *L, const mg_fields_t *f);
+/* The same with the names as sent and no metatable (OpenResty's res.header of a capture, and
+ * ngx.req.get_headers(0, true)). */
+void mg_lua_push_fields_raw(lua_State *L, const mg_fields_t *f);
 /* Copies the table of header fields at idx (name = value: a string name that is an HTTP
  * token, a string or number value without CR, LF or NUL) into f from pool: with `replace`,
  * each name replaces the fields of that name already in f (mg_fields_set), else the fields

@@ -163,26 +163,28 @@ static void log_hooks_from(mg_req_t *req, int i, int detached) {
 
 static void log_phase(mg_req_t *req) { log_hooks_from(req, 0, 0); }
 
-/* ngx.arg while body_filter hooks run: the stack slot of the chunk (in the main state) and eof. */
-static int bf_slot, bf_eof;
+/* ngx.arg while body_filter hooks run: the chunk is in a registry slot (a C function called
+ * from the hook cannot reach the caller's stack) with eof; bf_set says ngx.arg[1] was assigned. */
+static int bf_ref = LUA_NOREF, bf_on, bf_eof, bf_set;
 
 int mg_lua_body_arg(lua_State *L, int i) {
-  if (!bf_slot || !(mg_lua_phase_now & MG_PH_BODY_FILTER)) return luaL_error(L, "ngx.arg is only in body_filter hooks");
-  if (i == 1) lua_pushvalue(L, bf_slot);
+  if (!bf_on || !(mg_lua_phase_now & MG_PH_BODY_FILTER)) return luaL_error(L, "ngx.arg is only in body_filter hooks");
+  if (i == 1) lua_rawgeti(L, LUA_REGISTRYINDEX, bf_ref);
   else if (i == 2) lua_pushboolean(L, bf_eof);
   else lua_pushnil(L);
   return 1;
 }
 
 int mg_lua_body_arg_set(lua_State *L, int i, int vidx) {
-  if (!bf_slot || !(mg_lua_phase_now & MG_PH_BODY_FILTER)) return luaL_error(L, "ngx.arg is only in body_filter hooks");
+  if (!bf_on || !(mg_lua_phase_now & MG_PH_BODY_FILTER)) return luaL_error(L, "ngx.arg is only in body_filter hooks");
   if (i != 1) return luaL_error(L, "assigning ngx.arg[%d] is not supported by moongate (ngx.arg[1], the chunk, is)", i);
   int t = lua_type(L, vidx);
   if (t == LUA_TNIL) lua_pushliteral(L, "");
   else if (t == LUA_TSTRING || t == LUA_TNUMBER) lua_pushvalue(L, vidx);
   else return luaL_error(L, "ngx.arg[1] must be a string, got %s", lua_typename(L, t));
   lua_tostring(L, -1);
-  lua_replace(L, bf_slot);
+  lua_rawseti(L, LUA_REGISTRYINDEX, bf_ref);
+  bf_set = 1;
   return 0;
 }
 
@@ -196,15 +198,19 @@ static int body_filter(mg_req_t *req, const char *data, size_t len, int eof, cha
   mg_lua_req_t *lr = mg_lua_req_attach(req);
   int saved = lr->phase, saved_now = mg_lua_phase_now;
   mg_req_t *saved_req = mg_lua_req_now;
-  int saved_slot = bf_slot, saved_eof = bf_eof;
+  int saved_on = bf_on, saved_eof = bf_eof;
   mg_lua_req_now = req;
-  bf_slot = top + 1, bf_eof = eof;
+  if (bf_ref == LUA_NOREF) lua_pushnil(L), bf_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  bf_on = 1, bf_eof = eof;
   for (int i = 0, n = mg_req_hook_count(req, MG_PHASE_BODY_FILTER); i < n; i++) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, mg_req_hook_at(req, MG_PHASE_BODY_FILTER, i));
     mg_lua_push_req(L, req);
     mg_lua_push_res(L, req);
     lua_pushvalue(L, top + 1);
     lua_pushboolean(L, eof);
+    lua_pushvalue(L, top + 1); /* what ngx.arg[1] reads */
+    lua_rawseti(L, LUA_REGISTRYINDEX, bf_ref);
+    bf_set = 0;
     lr->phase = mg_lua_phase_now = MG_PH_BODY_FILTER;
     char err[2048];
     rc = mg_lua_call(L, 4, 1, err, sizeof err);
@@ -213,8 +219,12 @@ static int body_filter(mg_req_t *req, const char *data, size_t len, int eof, cha
       mg_log_error(MG_LOG_ERROR, req->id, "Lua error in body_filter hook: %s", err);
       break;
     }
-    if (lua_type(L, -1) == LUA_TSTRING) lua_replace(L, top + 1);
-    else lua_pop(L, 1);
+    if (lua_type(L, -1) == LUA_TSTRING) {
+      lua_replace(L, top + 1);
+    } else {
+      lua_pop(L, 1);
+      if (bf_set) lua_rawgeti(L, LUA_REGISTRYINDEX, bf_ref), lua_replace(L, top + 1);
+    }
   }
   if (rc == MG_OK) {
     size_t n;
@@ -224,7 +234,7 @@ static int body_filter(mg_req_t *req, const char *data, size_t len, int eof, cha
     *out_len = n;
   }
   mg_lua_req_now = saved_req;
-  bf_slot = saved_slot, bf_eof = saved_eof;
+  bf_on = saved_on, bf_eof = saved_eof;
   lua_settop(L, top);
   return rc;
 }

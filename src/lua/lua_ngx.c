@@ -385,32 +385,10 @@ static int l_get_headers(lua_State *L) {
   int max = (int)luaL_optinteger(L, 1, 100), raw = lua_toboolean(L, 2);
   const mg_fields_t *f = &req->headers;
   int n = max > 0 && f->n > max ? max : f->n;
-  if (!raw) {
-    mg_fields_t view = *f;
-    view.n = n;
-    mg_lua_push_fields(L, &view);
-  } else {
-    lua_createtable(L, 0, n);
-    for (int i = 0; i < n; i++) {
-      lua_getfield(L, -1, f->v[i].name);
-      if (lua_isnil(L, -1)) {
-        lua_pop(L, 1);
-        lua_pushstring(L, f->v[i].value);
-        lua_setfield(L, -2, f->v[i].name);
-      } else if (lua_istable(L, -1)) {
-        lua_pushstring(L, f->v[i].value);
-        lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
-        lua_pop(L, 1);
-      } else {
-        lua_createtable(L, 2, 0);
-        lua_insert(L, -2);
-        lua_rawseti(L, -2, 1);
-        lua_pushstring(L, f->v[i].value);
-        lua_rawseti(L, -2, 2);
-        lua_setfield(L, -2, f->v[i].name);
-      }
-    }
-  }
+  mg_fields_t view = *f;
+  view.n = n;
+  if (raw) mg_lua_push_fields_raw(L, &view);
+  else mg_lua_push_fields(L, &view);
   if (n < f->n) {
     lua_pushliteral(L, "truncated");
     return 2;

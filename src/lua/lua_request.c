@@ -10,8 +10,10 @@
 #include "lua_request.h"
 
 #include <lauxlib.h>
+#include <stdio.h>
 #include <string.h>
 
+#include "fields.h"
 #include "lua_socket.h"
 
 /* The pool cleanup of a request Lua has seen: drops its Lua references, closes its
@@ -137,8 +139,16 @@ int mg_lua_take_exit(mg_req_t *req, const char **redirect) {
     mg_req_respond(req, e.status, mg_fields_get(&req->resp_headers, "Content-Type") ? NULL : "text/plain", e.body, e.body_len);
   } else {
     /* A status with no body: an error page for error statuses, an empty body otherwise. */
-    if (e.status >= 400) mg_req_error(req, e.status, NULL);
-    else mg_req_respond(req, e.status, NULL, "", 0);
+    if (e.status >= 400) {
+      /* The error page, keeping the header fields Lua set (ngx.header, req:exit's headers), as
+       * nginx keeps them on its error pages. */
+      char page[128];
+      int n = snprintf(page, sizeof page, "%d %s\n", e.status, mg_http_reason(e.status));
+      if (!req->msg_done) req->keepalive = 0;
+      mg_req_respond(req, e.status, "text/plain", page, (size_t)n);
+    } else {
+      mg_req_respond(req, e.status, NULL, "", 0);
+    }
   }
   return MG_LUA_EXIT_RESPONDED;
 }

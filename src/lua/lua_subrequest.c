@@ -73,6 +73,8 @@ static int push_result(lua_State *L, capture_t *c) {
   lua_setfield(L, -2, "status");
   mg_lua_push_fields(L, &r->resp_headers);
   lua_setfield(L, -2, "headers");
+  mg_lua_push_fields_raw(L, &r->resp_headers); /* ngx.location.capture's res.header */
+  lua_setfield(L, -2, "header");
   lua_pushlstring(L, c->body.data ? c->body.data : "", c->body.len);
   lua_setfield(L, -2, "body");
   return 1;

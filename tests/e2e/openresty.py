@@ -31,6 +31,8 @@ def location(path, body):
         return "location = %s { content_by_lua_file %s; }" % (path, body[1])
     if isinstance(body, tuple) and body[0] == "prefix":
         return "location %s { content_by_lua_block { %s } }" % (path, body[1])
+    if isinstance(body, tuple) and body[0] == "raw_prefix":
+        return "location %s { %s }" % (path, body[1])
     if isinstance(body, tuple) and body[0] == "raw":
         return "location = %s { %s }" % (path, body[1])
     return "location = %s { content_by_lua_block { %s } }" % (path, body)

@@ -169,6 +169,97 @@ ngx.say(tostring(ngx.thread.wait(t3)))
 ''', req(), []),
 }
 
+# Cases with hooks in several phases: name: ({phase: lua}, request, headers compared). Under
+# nginx each phase is its *_by_lua_block of the case's location; under moongate the content is the
+# route's function, access/header_filter/body_filter/log its hooks and rewrite a global mg.on hook
+# for the case's path. "/c_sub/" is a plain content location both have, for subrequests and exec.
+PHASE_CASES = {
+    "ph_ctx_and_phases": ({
+        "rewrite": 'ngx.ctx.p = { ngx.get_phase() }',
+        "access": 'table.insert(ngx.ctx.p, ngx.get_phase()) ngx.ctx.x = 7',
+        "content": 'table.insert(ngx.ctx.p, ngx.get_phase()) ngx.say(table.concat(ngx.ctx.p, ","), " ", ngx.ctx.x)',
+        "header_filter": 'ngx.header["X-Phase"] = ngx.get_phase() .. ":" .. ngx.status .. ":" .. tostring(ngx.ctx.x)',
+    }, req(), ["X-Phase"]),
+    "ph_body_filter_arg": ({
+        "content": 'ngx.say("hello") ngx.say("world")',
+        "header_filter": 'ngx.header.content_length = nil ngx.header["X-Sent"] = tostring(ngx.headers_sent)',
+        "body_filter": 'ngx.arg[1] = string.upper(ngx.arg[1]) .. (ngx.arg[2] and "[eof]" or "")',
+    }, req(), ["X-Sent"]),
+    "ph_access_exit": ({
+        "access": 'ngx.header["X-Denied"] = "yes" ngx.exit(ngx.HTTP_FORBIDDEN)',
+        "content": 'ngx.say("never")',
+        "header_filter": 'ngx.header["X-Status"] = tostring(ngx.status)',
+    }, req(), ["X-Denied", "X-Status", NO_BODY]),
+    "ph_access_say": ({
+        "access": 'ngx.status = 202 ngx.say("from access") ngx.exit(ngx.HTTP_OK)',
+        "content": 'ngx.say("never")',
+    }, req(), []),
+    "ph_access_ok": ({
+        "access": 'ngx.ctx.a = "went on" ngx.exit(ngx.OK)',
+        "content": 'ngx.say(ngx.ctx.a)',
+    }, req(), []),
+    "ph_exec": ({
+        "access": 'return ngx.exec("/c_sub/exec", { from = "access" })',
+        "content": 'ngx.say("never")',
+    }, req(), []),
+    "ph_capture": ({
+        "content": r'''
+local res = ngx.location.capture("/c_sub/cap", { method = ngx.HTTP_POST, body = "payload", args = { k = "v 1" } })
+ngx.say(res.status, " ", res.header["X-Sub"], " ", res.header.x_sub, " ", tostring(res.truncated))
+ngx.print(res.body)
+local a, b = ngx.location.capture_multi({ { "/c_sub/one" }, { "/c_sub/two", { args = "n=2" } } })
+ngx.print(a.body, b.body)
+''',
+    }, req(), []),
+    "ph_header_filter_status": ({
+        "content": 'ngx.say("body")',
+        "header_filter": 'ngx.status = 299 ngx.header["X-Was"] = "set"',
+    }, req(), ["X-Was"]),
+    "ph_eof_then_work": ({
+        "content": 'ngx.say("done") ngx.eof() ngx.sleep(0.01) local ok, err = ngx.say("late") ngx.log(ngx.INFO, tostring(ok), err)',
+    }, req(), []),
+    "ph_flush": ({
+        "content": 'ngx.print("a") ngx.flush(true) ngx.print("b") ngx.flush() ngx.say(tostring(ngx.headers_sent))',
+    }, req(), []),
+}
+
+SUB = r'''
+ngx.req.read_body()
+ngx.header["X-Sub"] = "sub:" .. ngx.var.uri
+ngx.say(ngx.req.get_method(), " ", ngx.var.uri, " ", tostring(ngx.var.args), " ", tostring(ngx.req.get_body_data()),
+        " ", tostring(ngx.is_subrequest), " ", tostring(ngx.req.is_internal()))
+'''
+
+NGINX_PHASES = {"rewrite": "rewrite_by_lua_block", "access": "access_by_lua_block", "content": "content_by_lua_block",
+                "header_filter": "header_filter_by_lua_block", "body_filter": "body_filter_by_lua_block",
+                "log": "log_by_lua_block"}
+
+
+def nginx_phase_locations(cases):
+    out = {"/c_sub/": ("prefix", SUB)}
+    for name, (phases, _, _) in cases.items():
+        blocks = " ".join("%s { %s }" % (NGINX_PHASES[p], lua) for p, lua in phases.items())
+        out["/c_%s/" % name] = ("raw_prefix", blocks)
+    return out
+
+
+def moongate_phase_config(cases):
+    out = ['mg.route("/c_sub/", function(req)\n%s\nend)\n' % SUB]
+    for name, (phases, _, _) in cases.items():
+        path = "/c_%s/" % name
+        if "rewrite" in phases:
+            out.append('mg.on("rewrite", function(req) if req.uri:sub(1, %d) == "%s" then %s end end)\n'
+                       % (len(path), path, phases["rewrite"]))
+        hooks = []
+        for p, args in (("access", "req"), ("header_filter", "req, res"), ("body_filter", "req, res, chunk, eof"),
+                        ("log", "req, res")):
+            if p in phases:
+                hooks.append("%s = function(%s) %s end" % (p, args, phases[p]))
+        out.append('mg.route("%s", function(req)\n%s\nend, { hooks = { %s } })\n'
+                   % (path, phases.get("content", ""), ", ".join(hooks)))
+    return "".join(out)
+
+
 # Cases moongate answers differently on purpose: name -> why (docs/openresty.md says the same).
 DIFFERENCES = {
 }
@@ -189,10 +280,11 @@ def moongate_config(cases):
 def servers(tmp_path_factory):
     every = dict(CASES)
     every.update({k: v for k, v in DIFF_CASES.items()})
-    p, nginx_port = start_openresty(tmp_path_factory.mktemp("openresty"), lua_locations(every),
-                                    server="default_type text/plain;")
+    locations = lua_locations(every)
+    locations.update(nginx_phase_locations(PHASE_CASES))
+    p, nginx_port = start_openresty(tmp_path_factory.mktemp("openresty"), locations, server="default_type text/plain;")
     try:
-        g = Gateway(tmp_path_factory.mktemp("moongate"), moongate_config(every))
+        g = Gateway(tmp_path_factory.mktemp("moongate"), moongate_config(every) + moongate_phase_config(PHASE_CASES))
     except BaseException:
         stop_openresty(p)
         raise
@@ -227,6 +319,15 @@ DIFFERENCES.update({
 def test_ngx_api_matches_openresty(servers, name):
     nginx_port, mg_port = servers
     lua, r, compare = CASES[name]
+    theirs = answer(nginx_port, name, r, compare)
+    ours = answer(mg_port, name, r, compare)
+    assert ours == theirs, "\nmoongate: %r\nopenresty: %r" % (ours, theirs)
+
+
+@pytest.mark.parametrize("name", sorted(PHASE_CASES))
+def test_ngx_api_in_every_phase_matches_openresty(servers, name):
+    nginx_port, mg_port = servers
+    _, r, compare = PHASE_CASES[name]
     theirs = answer(nginx_port, name, r, compare)
     ours = answer(mg_port, name, r, compare)
     assert ours == theirs, "\nmoongate: %r\nopenresty: %r" % (ours, theirs)
