@@ -45,6 +45,7 @@ typedef struct re_s {
   uint32_t name_count, name_size;
   PCRE2_SPTR names;
   unsigned flags;
+  int fast; /* JIT-compiled and no UTF-8 check owed: pcre2_jit_match, PCRE2's fast path */
   /* cache entries only */
   struct re_s *next;
   const char *pat;
@@ -131,8 +132,11 @@ static int re_compile(re_t *re, const char *pat, size_t len, uint32_t popts, uns
   }
   /* A pattern JIT cannot compile (rare: very large ones) runs in the interpreter, as in
    * OpenResty, which logs it at debug level only. */
-  if (flags & MG_RE_JIT) pcre2_jit_compile(re->code, PCRE2_JIT_COMPLETE);
+  int jit = (flags & MG_RE_JIT) && pcre2_jit_compile(re->code, PCRE2_JIT_COMPLETE) == 0;
   re->flags = flags;
+  /* pcre2_jit_match skips the checks of pcre2_match: the UTF-8 check ("u" owes it) and the
+   * offset's (done in re_exec). */
+  re->fast = jit && !(flags & MG_RE_DFA) && (!(popts & PCRE2_UTF) || (flags & MG_RE_NO_UTF_CHECK));
   uint32_t n = 0;
   pcre2_pattern_info(re->code, PCRE2_INFO_CAPTURECOUNT, &n);
   re->ncap = (flags & MG_RE_DFA) ? 0 : (int)n;
@@ -270,6 +274,10 @@ static int re_exec(re_t *re, const char *s, size_t len, size_t pos) {
   if (re->flags & MG_RE_DFA) {
     int ws[RE_DFA_WORKSPACE];
     return pcre2_dfa_match(re->code, (PCRE2_SPTR)s, len, pos, mopts, re->md, NULL, ws, RE_DFA_WORKSPACE);
+  }
+  if (re->fast) {
+    if (pos > len) return PCRE2_ERROR_BADOFFSET;
+    return pcre2_jit_match(re->code, (PCRE2_SPTR)s, len, pos, mopts, re->md, NULL);
   }
   return pcre2_match(re->code, (PCRE2_SPTR)s, len, pos, mopts, re->md, NULL);
 }
