@@ -45,7 +45,7 @@ struct mg_socket_s {
   uv_write_t write;
   uv_timer_t timer;
   int handles;
-  unsigned stream_inited : 1, connected : 1, closing : 1, reading : 1, eof : 1, pooled : 1;
+  unsigned stream_inited : 1, connected : 1, closing : 1, reading : 1, eof : 1, eof_told : 1, pooled : 1;
   int read_err;
   int op;
   mg_thread_t *waiter;
@@ -437,8 +437,16 @@ static int try_satisfy(mg_socket_t *s, lua_State *co) {
       break;
     }
   }
+  if (s->eof && s->eof_told && avail == 0) {
+    /* Told once, with what was left: from then on the read side is closed (lua-nginx-module's
+     * read_closed), and a receive says only that. */
+    lua_pushnil(co);
+    lua_pushliteral(co, "closed");
+    return 2;
+  }
   if (s->eof) {
     /* The peer closed (or failed) before the pattern was satisfied. */
+    s->eof_told = 1;
     lua_pushnil(co);
     lua_pushstring(co, s->read_err ? err_text(s->read_err) : "closed");
     if (s->rmode == R_LINE) push_line(co, data, avail);

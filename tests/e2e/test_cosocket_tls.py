@@ -136,6 +136,41 @@ def servers(pki):
                 pass
             c.close()
     threading.Thread(target=garbage_loop, args=(made["garbage"],), daemon=True).start()
+    # A plain peer for the TCP cases: "B <text>\n" gets <text> (with \\n as a newline) and
+    # the connection closed; "E\n" gets every later byte echoed.
+    plain = socket.socket()
+    plain.bind(("127.0.0.1", 0))
+    plain.listen(64)
+    made["plain"] = plain
+
+    def plain_conn(c):
+        c.settimeout(10)
+        try:
+            f = c.makefile("rb")
+            first = f.readline()
+            if first.startswith(b"B "):
+                c.sendall(first[2:].rstrip(b"\n").replace(b"\\n", b"\n"))
+            elif first == b"E\n":
+                for _ in range(10000):
+                    data = c.recv(65536)
+                    if not data:
+                        break
+                    c.sendall(data)
+        except OSError:
+            pass
+        c.close()
+
+    def plain_loop():
+        while True:
+            try:
+                c, _ = plain.accept()
+            except OSError:
+                return
+            threading.Thread(target=plain_conn, args=(c,), daemon=True).start()
+    threading.Thread(target=plain_loop, daemon=True).start()
+    refused = socket.socket()
+    refused.bind(("127.0.0.1", 0))
+    made["refused"] = refused  # bound, never listening: connect is refused
     yield made
     for v in made.values():
         v.close()
@@ -226,6 +261,49 @@ OUT(type(s2:sslhandshake(nil, "localhost", true)))
 OUT(s2:send("two\n")) OUT(s2:receive())
 OUT(s2:receive(0))
 s2:close()''',
+    # ---- the plain TCP cosocket: nested send, receiveuntil's inclusive, connect ----
+    "nested_send": r'''
+local s = TCP() s:settimeout(3000)
+s:connect("127.0.0.1", PORT_plain)
+OUT(s:send("E\n"))
+OUT(s:send({"a", {"b", {"c", 1, 2.5, -3, 1e15, 2^31}}, {}, "|"}))
+OUT(s:receive(#"abc12.5-31e+152147483648|"))
+OUT(s:send(nil), s:send(true), s:send(false), s:send(12), s:send(0.1), s:send(""), s:send({}))
+OUT(s:receive(#"niltruefalse120.1"))
+for _, bad in ipairs({ {true}, {1, nil, 3}, {a = 1}, {{false}}, print, {print} }) do
+  local ok, err = pcall(s.send, s, bad)
+  OUT(ok, (tostring(err):gsub("^.-:%d+: ", "")))
+end
+s:close()
+OUT(s:send({true}))''',
+    "until_inclusive": r'''
+local s = TCP() s:settimeout(3000)
+s:connect("127.0.0.1", PORT_plain)
+s:send("B abc--def----ghi\n")
+local r = s:receiveuntil("--", { inclusive = true })
+for i = 1, 5 do OUT(r()) end''',
+    "until_sized": r'''
+for _, inc in ipairs({false, true}) do
+  local s = TCP() s:settimeout(3000)
+  s:connect("127.0.0.1", PORT_plain)
+  s:send("B --abcdefg--hi--j\n")
+  local r = s:receiveuntil("--", { inclusive = inc })
+  for i = 1, 10 do OUT(r(3)) end
+end''',
+    "until_options": r'''
+local s = TCP()
+OUT(s:receiveuntil(""))
+for _, opts in ipairs({ {inclusive = 1}, {inclusive = "yes"}, 5 }) do
+  local ok, err = pcall(s.receiveuntil, s, "x", opts)
+  OUT(ok, (tostring(err):gsub("^.-:%d+: ", "")))
+end
+OUT(type(s:receiveuntil("x", {})), type(s:receiveuntil("x", {inclusive = false})))''',
+    "socket_connect": r'''
+local s, err = CONNECT("127.0.0.1", PORT_plain)
+OUT(s ~= nil, err) -- a table under OpenResty, a userdata here
+OUT(s:send("B hi\n"))
+OUT(s:receive("*a"))
+OUT(CONNECT("127.0.0.1", PORT_refused))''',
     "too_many_args": r'''
 local s = TCP()
 local ok, err = pcall(s.sslhandshake, s, nil, "a", true, false, 1)
@@ -240,9 +318,9 @@ def out_fn(say):
 
 def body_for(case, servers, tcp, say):
     lua = CASES[case]
-    for name in ("good", "wrong", "expired", "rogue", "tls12", "garbage", "silent"):
+    for name in ("good", "wrong", "expired", "rogue", "tls12", "garbage", "silent", "plain", "refused"):
         lua = lua.replace("PORT_" + name, str(port_of(servers, name)))
-    return out_fn(say) + lua.replace("TCP()", tcp + "()")
+    return out_fn(say) + lua.replace("TCP()", tcp + "()").replace("CONNECT(", tcp[:-3] + "connect(")
 
 
 @pytest.fixture(scope="module")
@@ -265,10 +343,21 @@ def ours(gateway, pki, servers):
     return gateway("\n".join(lines) + "\n")
 
 
+# lua-nginx-module 0.10.23 has a race: when its handshake completes without waiting (the
+# server's records were already there when nginx read), a failed verification finalizes the
+# socket but sslhandshake returns true (ngx_http_lua_ffi_socket_tcp_sslhandshake returns NGX_OK
+# after ngx_http_lua_ssl_handshake_handler failed). On a loaded machine that happens now and
+# then; moongate always returns the error. Those answers of nginx's are asked again.
+VERIFY_FAILS = {"host_mismatch", "unknown_ca", "expired"}
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_sslhandshake_results_match_openresty(ours, openresty, case):
     mine = request(ours.port, path="/" + case).body.decode()
-    theirs = request(openresty, path="/" + case).body.decode()
+    for _ in range(20):
+        theirs = request(openresty, path="/" + case).body.decode()
+        if case not in VERIFY_FAILS or not theirs.startswith("true\n"):
+            break
     # A session is userdata here and cdata under LuaJIT's FFI (resty.core): named once, here.
     mine = mine.replace("userdata", "cdata")
     assert mine == theirs, (case, mine, theirs)
