@@ -71,6 +71,8 @@ class ScriptedServer:
         try:
             if self.tls:
                 conn = self.tls.wrap_socket(conn, server_side=True)
+                with self.lock:
+                    self.open_conns.append(conn)  # the wrapped socket owns the descriptor now
             conn.settimeout(10)
             f = conn.makefile("rb")
             for _ in range(100):  # requests per connection, bounded
@@ -705,11 +707,20 @@ def test_https_through_sslhandshake(gateway, server, tmp_path):
       say(res and res.status, res and res.body or err)
       res, err = http.new():request_uri("https://127.0.0.1:{SRV}/s", { ssl_server_name = "other.example" })
       say(res, err)
+      -- verified connections for localhost are pooled and reused for the same settings
       for i = 1, 2 do
         local k = http.new()
-        res = k:request_uri("https://localhost:{SRV}/s")
-        say(res.status, k:get_reused_times())
+        k:connect{ scheme = "https", host = "localhost", port = {SRV} }
+        res = k:request{ path = "/s" }
+        say(res.status, res:read_body(), k:get_reused_times(), k:set_keepalive())
       end
+      -- an unverified connection is never handed to a verifying client of the same address
+      local u = http.new()
+      u:connect{ scheme = "https", host = "localhost", port = {SRV}, ssl_verify = false }
+      say(u:get_reused_times(), u:request{ path = "/s" }:read_body(), u:set_keepalive())
+      local v = http.new()
+      say(v:connect{ scheme = "https", host = "localhost", port = {SRV} }, v:get_reused_times())
+      say(v:request{ path = "/s" }:read_body(), v:set_keepalive())
     ''', settings='mg.set { lua_ssl_trusted_certificate = "%s" }\n' % crt)
     lines = out.splitlines()
     # Until the cosocket has sslhandshake (src/lua/lua_socket.c), https:// is refused in words.
@@ -718,7 +729,7 @@ def test_https_through_sslhandshake(gateway, server, tmp_path):
         "it answers: " + lines[1])
     assert lines[:2] == ["200 secret", "200 secret"], out
     assert lines[2].startswith("nil ") and ("mismatch" in lines[2] or "verify" in lines[2]), out
-    assert lines[3:] == ["200 1", "200 2"], out
+    assert lines[3:] == ["200 secret 0 1", "200 secret 1 1", "0 secret 1", "true 0", "secret 1"], out
     finish(g, srv)
 
 
