@@ -60,7 +60,8 @@ return function(mg, P)
     HTTP_NOT_ALLOWED = 405, HTTP_NOT_ACCEPTABLE = 406, HTTP_REQUEST_TIMEOUT = 408,
     HTTP_CONFLICT = 409, HTTP_GONE = 410, HTTP_UPGRADE_REQUIRED = 426,
     HTTP_TOO_MANY_REQUESTS = 429, HTTP_CLOSE = 444, HTTP_ILLEGAL = 451,
-    HTTP_INTERNAL_SERVER_ERROR = 500, HTTP_METHOD_NOT_IMPLEMENTED = 501, HTTP_BAD_GATEWAY = 502,
+    HTTP_INTERNAL_SERVER_ERROR = 500, HTTP_NOT_IMPLEMENTED = 501, HTTP_METHOD_NOT_IMPLEMENTED = 501,
+    HTTP_BAD_GATEWAY = 502,
     HTTP_SERVICE_UNAVAILABLE = 503, HTTP_GATEWAY_TIMEOUT = 504, HTTP_VERSION_NOT_SUPPORTED = 505,
     HTTP_INSUFFICIENT_STORAGE = 507,
   }
@@ -95,6 +96,7 @@ return function(mg, P)
   ngx.var = setmetatable({}, { __index = P.var_get, __newindex = P.var_set })
   ngx.header = setmetatable({}, { __index = P.header_get, __newindex = P.header_set })
   ngx.arg = setmetatable({}, { __index = P.arg_get, __newindex = P.arg_set })
+  ngx.resp = strict("resp.", {}) -- ngx.resp.get_headers: res:headers() in header_filter and log
 
   -- ---- ngx.req --------------------------------------------------------------------------------------
   local req_of = P.req
@@ -271,6 +273,15 @@ return function(mg, P)
   package.preload["resty.core"] = function()
     return { version = ngx.config.ngx_lua_version, built_in = "moongate" }
   end
+  -- lua-resty-core's modules that drive nginx itself through the FFI: requiring one says so
+  -- instead of failing on a missing nginx symbol.
+  for _, m in ipairs({ "ngx.semaphore", "ngx.balancer", "ngx.ssl", "ngx.ocsp" }) do
+    package.preload[m] = function() error(m .. " is not supported by moongate", 2) end
+  end
+  -- ndk.set_var.NAME, the nginx development kit's directives: there are no nginx modules.
+  rawset(_G, "ndk", { set_var = setmetatable({}, { __index = function(_, k)
+    error("ndk.set_var." .. tostring(k) .. " is not supported by moongate", 2)
+  end }) })
   local searchpath = package.searchpath
   package.loaders[#package.loaders + 1] = function(name)
     local rest = name:match("^resty%.(.+)$")
