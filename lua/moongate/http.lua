@@ -119,42 +119,27 @@ end
 
 -- Reads the lines of one head up to its empty line and parses them. `first` is what precedes
 -- the lines (nothing for a response head; a made-up status line for trailers). Returns what
--- mg._http_head returns, or nil, err.
+-- mg._http_head returns, or nil, err. Empty lines before a status line are skipped, a few of
+-- them (RFC 9112 2.2 lets a client ignore them; lua-resty-http reads one as the status line).
 local function read_head(self, first)
-  local lines, total = { first }, #first
+  local lines, total, blank = { first }, #first, 0
   while true do
     local line, err = read_line(self, MAX_HEAD - total)
-    if not line then
-      if err == "too long" then
-        return nil, "response head too large (more than " .. MAX_HEAD .. " bytes)"
-      end
-      if err == "closed" and total == #first then return nil, "closed" end
-      return nil, err
-    end
-    if line == "" then
-      -- A peer that closes or answers nothing before the status line: lua-resty-http reads
-      -- a blank line as an empty status line; here leading blank lines are skipped (RFC 9112
-      -- 2.2 lets a client ignore them), a bounded number of them.
-      if total == #first and first == "" then
-        if #lines > 8 then return nil, "malformed response head: only empty lines" end
-        lines[#lines + 1] = false
-      else
-        break
-      end
+    if line == "" and #lines == 1 and first == "" and blank < 8 then
+      blank = blank + 1
+    elseif line == "" then
+      break
     else
-      total = total + #line + 2
-      if total > MAX_HEAD then
+      if line then total = total + #line + 2 end
+      if err == "too long" or total > MAX_HEAD then
         return nil, "response head too large (more than " .. MAX_HEAD .. " bytes)"
       end
+      if not line then return nil, err end
       lines[#lines + 1] = line .. "\r\n"
     end
   end
-  local out, n = {}, 0
-  for i = 1, #lines do
-    if lines[i] then n = n + 1; out[n] = lines[i] end
-  end
-  out[n + 1] = "\r\n"
-  return http_head(concat(out))
+  lines[#lines + 1] = "\r\n"
+  return http_head(concat(lines))
 end
 
 -- ---- connecting ----------------------------------------------------------------------------

@@ -736,6 +736,7 @@ def test_https_through_sslhandshake(gateway, server, tmp_path):
 def test_head_forms_llhttp_accepts(gateway, server):
     srv = server({
         "/noreason": reply(b"HTTP/1.1 200\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", keep=False),
+        "/blank": reply(b"\r\n\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: close\r\n\r\nb", keep=False),
         "/folded": reply(b"HTTP/1.1 200 OK\r\nX-F: a\r\n  b\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
                          keep=False),
         "/lf": reply(b"HTTP/1.0 404 Nope\nX-A:  spaced \t\nX-Empty:\nContent-Length: 2\n\nok", keep=False),
@@ -752,6 +753,8 @@ def test_head_forms_llhttp_accepts(gateway, server):
       local n = 0
       for k in pairs(res.headers) do n = n + 1 end
       say(n, res.headers["x-499"])
+      res = http.new():request_uri("http://127.0.0.1:{SRV}/blank")
+      say(res.status, res.body)
       res = http.new():request_uri("http://127.0.0.1:{SRV}/folded")
       say("[" .. res.headers["x-f"] .. "]")
       say(http.new():request_uri("http://127.0.0.1:{SRV}/huge"))
@@ -760,6 +763,7 @@ def test_head_forms_llhttp_accepts(gateway, server):
         "200 [] []",
         "404 Nope [spaced] [] ok",
         "502 499",
+        "200 b",
         "[a    b]",
         "nil response head too large (more than 262144 bytes)",
     ], out
