@@ -223,10 +223,13 @@ return function(mg, P)
   ngx.worker = from_mg("worker.", function() return mg.worker end)
   ngx.re = from_mg("re.", function() return mg.re end)
   ngx.socket = from_mg("socket.", function() return mg.socket end, { stream = "tcp" })
-  ngx.shared = setmetatable({}, { __index = function(_, name)
+  -- ngx.shared.NAME: the dictionary declared with mg.shared(NAME, size), found once and kept;
+  -- nil for a name init.lua did not declare, as OpenResty's for one nginx.conf did not.
+  ngx.shared = setmetatable({}, { __index = function(t, name)
     local ok, d = pcall(mg.shared, name)
-    if ok then return d end
-    return nil
+    if not ok then return nil end
+    rawset(t, name, d)
+    return d
   end })
 
   -- ---- ngx.config -----------------------------------------------------------------------------------
@@ -248,7 +251,7 @@ return function(mg, P)
     status = get_status,
     headers_sent = headers_sent,
     is_subrequest = is_subrequest,
-    ctx = function() return the_req().ctx end,
+    ctx = P.ctx,
   }
   setmetatable(ngx, {
     __index = function(_, k)

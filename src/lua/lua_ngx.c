@@ -314,12 +314,48 @@ static int l_is_subrequest(lua_State *L) {
   return 1;
 }
 
+/* ngx.ctx: the request's ctx table (req.ctx), made on first use. */
+static int l_ctx(lua_State *L) {
+  mg_req_t *req = cur(L);
+  mg_lua_req_t *lr = req->lua;
+  if (lr->ctx_ref == LUA_NOREF) {
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lr->ctx_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 1;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, lr->ctx_ref);
+  return 1;
+}
+
 /* The request's req object, for the Lua half (ngx.ctx, ngx.req.read_body, ...). */
 static int l_req(lua_State *L) {
   mg_req_t *req = mg_lua_req_now;
   if (!req) return 0;
   mg_lua_push_req(L, req);
   return 1;
+}
+
+/* Sets field `name` (a token, checked by the caller) of f to the value at vidx: a string or a
+ * number at once; a list through the one rule for a table of fields (lua_headers.h). */
+static int set_field(lua_State *L, mg_req_t *req, mg_fields_t *f, const char *name, int vidx) {
+  int t = lua_type(L, vidx);
+  if (t == LUA_TSTRING || t == LUA_TNUMBER) {
+    size_t vl;
+    const char *v = lua_tolstring(L, vidx, &vl);
+    if (!mg_http_value_is_safe(v, vl)) return luaL_error(L, "header value for '%s' holds CR, LF or NUL", name);
+    mg_fields_set(&req->pool, f, name, NULL); /* removes the old ones; the add copies */
+    mg_fields_add(&req->pool, f, name, strlen(name), v, vl);
+    return 0;
+  }
+  lua_settop(L, vidx);
+  lua_createtable(L, 0, 1);
+  lua_pushstring(L, name);
+  lua_pushvalue(L, vidx);
+  lua_rawset(L, -3);
+  const char *err = mg_lua_fields_from_table(L, -1, &req->pool, f, 1);
+  if (err) return luaL_error(L, "%s", err);
+  return 0;
 }
 
 /* ---- ngx.header ------------------------------------------------------------------------------- */
@@ -365,14 +401,7 @@ static int l_header_set(lua_State *L) {
     mg_fields_set(&req->pool, &req->resp_headers, name, NULL);
     return 0;
   }
-  lua_settop(L, 3);
-  lua_createtable(L, 0, 1);
-  lua_pushvalue(L, 2);
-  lua_pushvalue(L, 3);
-  lua_rawset(L, -3);
-  const char *err = mg_lua_fields_from_table(L, -1, &req->pool, &req->resp_headers, 1);
-  if (err) return luaL_error(L, "%s", err);
-  return 0;
+  return set_field(L, req, &req->resp_headers, name, 3);
 }
 
 /* ---- ngx.req.* -------------------------------------------------------------------------------- */
@@ -406,14 +435,7 @@ static int l_set_header(lua_State *L) {
     mg_fields_set(&req->pool, &req->headers, name, NULL);
     return 0;
   }
-  lua_settop(L, 2);
-  lua_createtable(L, 0, 1);
-  lua_pushvalue(L, 1);
-  lua_pushvalue(L, 2);
-  lua_rawset(L, -3);
-  const char *err = mg_lua_fields_from_table(L, -1, &req->pool, &req->headers, 1);
-  if (err) return luaL_error(L, "%s", err);
-  return 0;
+  return set_field(L, req, &req->headers, name, 2);
 }
 
 static int l_clear_header(lua_State *L) {
@@ -600,6 +622,7 @@ void mg_ngx_open(lua_State *L) {
       {"headers_sent", l_headers_sent},
       {"is_subrequest", l_is_subrequest},
       {"req", l_req},
+      {"ctx", l_ctx},
       {"header_get", l_header_get},
       {"header_set", l_header_set},
       {"get_headers", l_get_headers},

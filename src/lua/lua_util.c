@@ -11,7 +11,9 @@
 
 #include <lauxlib.h>
 #include <openssl/evp.h>
+#include <openssl/core_names.h>
 #include <openssl/hmac.h>
+#include <openssl/params.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,10 +48,34 @@ static int l_log(lua_State *L) {
   return 0;
 }
 
-static int digest(lua_State *L, const EVP_MD *md, unsigned char *out, unsigned int *len) {
+/* The algorithms, fetched from OpenSSL's default provider once per process, with one reused
+ * digest context and one HMAC context each: OpenSSL 3's one-shot EVP_Digest and HMAC fetch the
+ * algorithm and allocate a context on every call, which costs more than hashing a token. */
+typedef struct {
+  const char *name;
+  EVP_MD *md;
+  EVP_MD_CTX *ctx;
+  EVP_MAC_CTX *mac;
+} algo_t;
+enum { ALG_MD5, ALG_SHA1, ALG_SHA256 };
+static algo_t algos[] = {{"MD5", NULL, NULL, NULL}, {"SHA1", NULL, NULL, NULL}, {"SHA256", NULL, NULL, NULL}};
+
+static algo_t *algo(lua_State *L, int i) {
+  algo_t *a = &algos[i];
+  if (!a->md) {
+    a->md = EVP_MD_fetch(NULL, a->name, NULL);
+    a->ctx = EVP_MD_CTX_new();
+    if (!a->md || !a->ctx) luaL_error(L, "OpenSSL has no %s", a->name);
+  }
+  return a;
+}
+
+static int digest(lua_State *L, int alg, unsigned char *out, unsigned int *len) {
   size_t n;
   const char *s = mg_codec_arg(L, 1, &n);
-  if (!EVP_Digest(s, n, out, len, md, NULL)) return luaL_error(L, "digest failed");
+  algo_t *a = algo(L, alg);
+  if (!EVP_DigestInit_ex(a->ctx, a->md, NULL) || !EVP_DigestUpdate(a->ctx, s, n) || !EVP_DigestFinal_ex(a->ctx, out, len))
+    return luaL_error(L, "digest failed");
   return 0;
 }
 
@@ -65,10 +91,10 @@ static void push_hex(lua_State *L, const unsigned char *s, size_t n) {
 }
 
 /* A binary digest of the first argument. */
-static int push_digest(lua_State *L, const EVP_MD *md) {
+static int push_digest(lua_State *L, int alg) {
   unsigned char out[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
-  digest(L, md, out, &len);
+  digest(L, alg, out, &len);
   lua_pushlstring(L, (const char *)out, len);
   return 1;
 }
@@ -77,31 +103,46 @@ static int push_digest(lua_State *L, const EVP_MD *md) {
 static int l_md5(lua_State *L) {
   unsigned char out[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
-  digest(L, EVP_md5(), out, &len);
+  digest(L, ALG_MD5, out, &len);
   push_hex(L, out, len);
   return 1;
 }
 
-static int l_md5_bin(lua_State *L) { return push_digest(L, EVP_md5()); }
-static int l_sha1_bin(lua_State *L) { return push_digest(L, EVP_sha1()); }
-static int l_sha256(lua_State *L) { return push_digest(L, EVP_sha256()); }
+static int l_md5_bin(lua_State *L) { return push_digest(L, ALG_MD5); }
+static int l_sha1_bin(lua_State *L) { return push_digest(L, ALG_SHA1); }
+static int l_sha256(lua_State *L) { return push_digest(L, ALG_SHA256); }
 
 /* hmac(key, s) → the raw digest; exactly two arguments, strings or numbers, as
  * lua-nginx-module's ngx.hmac_sha1 checks them. */
-static int hmac(lua_State *L, const EVP_MD *md) {
+static int hmac(lua_State *L, int alg) {
   if (lua_gettop(L) != 2) return luaL_error(L, "expecting 2 arguments, but got %d", lua_gettop(L));
   size_t kl, n;
   const char *k = luaL_checklstring(L, 1, &kl);
   const char *s = luaL_checklstring(L, 2, &n);
+  algo_t *a = &algos[alg];
+  if (!a->mac) {
+    EVP_MAC *m = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    a->mac = m ? EVP_MAC_CTX_new(m) : NULL;
+    EVP_MAC_free(m);
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", (char *)a->name, 0), OSSL_PARAM_construct_end()};
+    if (!a->mac || !EVP_MAC_CTX_set_params(a->mac, params)) {
+      EVP_MAC_CTX_free(a->mac);
+      a->mac = NULL;
+      return luaL_error(L, "OpenSSL has no HMAC-%s", a->name);
+    }
+  }
   unsigned char out[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  if (!HMAC(md, k, (int)kl, (const unsigned char *)s, n, out, &len)) return luaL_error(L, "hmac failed");
+  size_t len = 0;
+  /* A new key each call (an empty key is a key too: k is never NULL). */
+  if (!EVP_MAC_init(a->mac, (const unsigned char *)k, kl, NULL) || !EVP_MAC_update(a->mac, (const unsigned char *)s, n) ||
+      !EVP_MAC_final(a->mac, out, &len, sizeof out))
+    return luaL_error(L, "hmac failed");
   lua_pushlstring(L, (const char *)out, len);
   return 1;
 }
 
-static int l_hmac_sha1(lua_State *L) { return hmac(L, EVP_sha1()); }
-static int l_hmac_sha256(lua_State *L) { return hmac(L, EVP_sha256()); }
+static int l_hmac_sha1(lua_State *L) { return hmac(L, ALG_SHA1); }
+static int l_hmac_sha256(lua_State *L) { return hmac(L, ALG_SHA256); }
 
 /* mg.crc32_short(s), mg.crc32_long(s) → the CRC-32 of s as a number. nginx has two functions
  * (tuned for short and long input) with one result; zlib's is fast for both. */
