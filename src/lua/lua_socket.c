@@ -73,7 +73,8 @@ struct mg_socket_s {
   uint64_t idle_ms;
   int reused;
   uint64_t read_ms;
-  char key[128];
+  int pool_size; /* connect's pool_size option, 0: none */
+  char key[256];
 };
 
 /* A name being resolved: libuv's request outlives the socket if the socket closes first. */
@@ -625,14 +626,33 @@ static int l_connect(lua_State *L) {
   int unix_sock = strncmp(host, "unix:", 5) == 0;
   int port = unix_sock ? 0 : (int)luaL_checkinteger(L, 3);
   if (!unix_sock && (port < 1 || port > 65535)) return luaL_argerror(L, 3, "port must be from 1 to 65535");
+  /* The options: pool (the pool's name instead of "host:port"), pool_size (setkeepalive's
+   * default size for this connection); lua-nginx-module's backlog queue is not there. */
+  int oi = unix_sock ? 3 : 4, pool_size = 0;
+  const char *pool = NULL;
+  if (!lua_isnoneornil(L, oi)) {
+    luaL_checktype(L, oi, LUA_TTABLE);
+    lua_getfield(L, oi, "pool");
+    if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
+      return luaL_error(L, "bad \"pool\" option type: %s", luaL_typename(L, -1));
+    pool = lua_tostring(L, -1); /* stays on the stack, so the string lives */
+    lua_getfield(L, oi, "pool_size");
+    if (!lua_isnil(L, -1) && (!lua_isnumber(L, -1) || lua_tointeger(L, -1) < 1))
+      return luaL_error(L, "bad \"pool_size\" option value: a positive number expected, got %s", luaL_typename(L, -1));
+    pool_size = (int)lua_tointeger(L, -1);
+    lua_getfield(L, oi, "backlog");
+    if (!lua_isnil(L, -1)) return luaL_error(L, "the backlog option of connect is not supported by moongate");
+  }
+  char key[sizeof ((mg_socket_t *)0)->key];
+  int klen = pool ? snprintf(key, sizeof key, "%s", pool)
+                  : unix_sock ? snprintf(key, sizeof key, "%s", host) : snprintf(key, sizeof key, "%s:%d", host, port);
+  if (klen >= (int)sizeof key) return luaL_argerror(L, pool ? oi : 2, "pool name longer than 255 bytes");
   mg_thread_t *t = mg_thread_check(L, "connect");
   if (mg_explain) return mg_thread_explained(L);
   if (b->s) sock_close(b->s); /* connect on a connected cosocket closes the old connection */
-  char key[128];
-  if (unix_sock) snprintf(key, sizeof key, "%s", host);
-  else snprintf(key, sizeof key, "%s:%d", host, port);
   mg_socket_t *s = pool_take(key);
   if (s) {
+    if (pool_size) s->pool_size = pool_size;
     s->reused++;
     attach(b, s, t);
     lua_pushinteger(L, 1);
@@ -641,6 +661,7 @@ static int l_connect(lua_State *L) {
   uv_loop_t *loop = mg_thread_loop();
   s = sock_new(loop);
   snprintf(s->key, sizeof s->key, "%s", key);
+  s->pool_size = pool_size;
   attach(b, s, t);
   int rc;
   if (unix_sock) {
@@ -901,7 +922,7 @@ static int l_setkeepalive(lua_State *L) {
   sock_box_t *b = check_box(L);
   mg_socket_t *s = b->s;
   uint64_t idle = lua_isnoneornil(L, 2) ? default_ms : check_ms(L, 2);
-  int size = lua_isnoneornil(L, 3) ? DEFAULT_POOL_SIZE : (int)luaL_checkinteger(L, 3);
+  int size = !lua_isnoneornil(L, 3) ? (int)luaL_checkinteger(L, 3) : s && s->pool_size ? s->pool_size : DEFAULT_POOL_SIZE;
   if (size < 1) return luaL_argerror(L, 3, "pool size must be positive");
   if (!s || !s->connected) return push_closed(L);
   if (s->op != OP_NONE) return luaL_error(L, "socket busy with another operation");

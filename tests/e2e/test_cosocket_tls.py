@@ -146,8 +146,12 @@ def servers(pki):
     def plain_conn(c):
         c.settimeout(10)
         try:
-            f = c.makefile("rb")
-            first = f.readline()
+            first = b""
+            while not first.endswith(b"\n") and len(first) < 1000:  # unbuffered: the rest is echoed
+                b = c.recv(1)
+                if not b:
+                    break
+                first += b
             if first.startswith(b"B "):
                 c.sendall(first[2:].rstrip(b"\n").replace(b"\\n", b"\n"))
             elif first == b"E\n":
@@ -304,6 +308,18 @@ OUT(s ~= nil, err) -- a table under OpenResty, a userdata here
 OUT(s:send("B hi\n"))
 OUT(s:receive("*a"))
 OUT(CONNECT("127.0.0.1", PORT_refused))''',
+    "pool_option": r'''
+local s = TCP() s:settimeout(3000)
+OUT(s:connect("127.0.0.1", PORT_plain, { pool = "first" }))
+OUT(s:send("E\n"), s:setkeepalive(1000))
+local s2 = TCP() s2:settimeout(3000)
+OUT(s2:connect("127.0.0.1", PORT_plain, { pool = "second" }), s2:getreusedtimes())
+local s3 = TCP() s3:settimeout(3000)
+OUT(s3:connect("127.0.0.1", PORT_plain, { pool = "first", pool_size = 2 }), s3:getreusedtimes())
+OUT(s3:send("still echoing\n")) OUT(s3:receive())
+s2:close() s3:close()
+local ok, err = pcall(s.connect, s, "127.0.0.1", PORT_plain, { pool = {} })
+OUT(ok, (tostring(err):match('bad "pool" option type: table')))''',
     "too_many_args": r'''
 local s = TCP()
 local ok, err = pcall(s.sslhandshake, s, nil, "a", true, false, 1)
