@@ -1,0 +1,41 @@
+"""A WebSocket peer for the lua-resty-websocket client tests (python3-websockets, RFC 6455).
+
+    python3 ws_echo.py PORT
+
+Listens on 127.0.0.1:PORT. Each text or binary message is answered with "echo: " + message
+(same type), except:
+  "bye"     -> the server closes with code 1000 and reason "bye!"
+  "pingme"  -> the server sends a ping with payload "srv", waits for the pong (at most 5 s)
+               and answers "pong received"
+  "path"    -> answers the request path and the Sec-WebSocket-Protocol it chose ("-" for none)
+"""
+import asyncio
+import sys
+
+import websockets
+
+
+async def handler(ws, path):
+    async for msg in ws:
+        if msg == "bye":
+            await ws.close(1000, "bye!")
+            return
+        if msg == "pingme":
+            waiter = await ws.ping(b"srv")
+            await asyncio.wait_for(waiter, 5)
+            await ws.send("pong received")
+        elif msg == "path":
+            await ws.send("%s %s" % (path, ws.subprotocol or "-"))
+        elif isinstance(msg, str):
+            await ws.send("echo: " + msg)
+        else:
+            await ws.send(b"echo: " + msg)
+
+
+async def main(port):
+    async with websockets.serve(handler, "127.0.0.1", port, subprotocols=["chat"], max_size=2 ** 20):
+        await asyncio.Future()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(int(sys.argv[1])))
