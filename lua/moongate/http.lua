@@ -25,8 +25,8 @@ local byte, find, format, gsub, lower, match, sub, upper =
   string.byte, string.find, string.format, string.gsub, string.lower, string.match, string.sub,
   string.upper
 local concat = table.concat
-local ipairs, next, pairs, pcall, rawget, rawset, select, setmetatable, tonumber, tostring, type =
-  ipairs, next, pairs, pcall, rawget, rawset, select, setmetatable, tonumber, tostring, type
+local ipairs, next, pairs, pcall, rawget, rawset, setmetatable, tonumber, tostring, type =
+  ipairs, next, pairs, pcall, rawget, rawset, setmetatable, tonumber, tostring, type
 local unpack = unpack
 
 local _M = { _VERSION = "0.17.2" }
@@ -144,56 +144,6 @@ end
 
 -- ---- connecting ----------------------------------------------------------------------------
 
--- The cosockets' pool is keyed by address only (src/lua/lua_socket.c takes connect's pool
--- option but does not yet keep pools apart by it), so a connection pooled under one pool name
--- could be handed to a connect that asked for another: a TLS connection verified for another
--- server name, or not verified at all, or one through another proxy. So the worker remembers
--- which names it pooled at each address, and a connection taken from an address where another
--- name was pooled is closed and another one taken, until a fresh one comes. A connect that gets
--- a fresh connection saw that address's pool empty, which forgets the names pooled before it.
--- (Once the cosocket keeps pools apart by name this only costs a look-up.)
-local pooled = {} -- address → { [pool name] = the stamp of its last pooling }
-local pool_stamp = 0
-local MAX_REDIAL = 64
-
-local function pool_connect(self, addr, name, ...)
-  local sock = self.sock
-  self.pool_addr, self.pool_name = addr, name
-  for _ = 1, MAX_REDIAL do
-    local mark = pool_stamp
-    local ok, err = sock:connect(...)
-    if not ok then return nil, err end
-    local names = pooled[addr]
-    if sock:getreusedtimes() == 0 then
-      if names then
-        for n, stamp in pairs(names) do
-          if stamp <= mark then names[n] = nil end
-        end
-        if next(names) == nil then pooled[addr] = nil end
-      end
-      return ok
-    end
-    local other = false
-    if names then
-      for n in pairs(names) do
-        if n ~= name then other = true break end
-      end
-    end
-    if not other then return ok end
-    sock:close()
-  end
-  return nil, "moongate.http: no fresh connection to " .. addr .. " after closing " .. MAX_REDIAL .. " pooled ones"
-end
-
-local function pool_remember(self)
-  local addr = self.pool_addr
-  if not addr then return end
-  pool_stamp = pool_stamp + 1
-  local names = pooled[addr]
-  if not names then names = {}; pooled[addr] = names end
-  names[self.pool_name] = pool_stamp
-end
-
 function _M.new()
   local sock, err = mg.socket.tcp()
   if not sock then return nil, err end
@@ -225,12 +175,7 @@ function _M.tcp_only_connect(self, host, port, ...)
   self.keepalive = true
   self.ssl = false
   self.body_pending = nil
-  local opts = select("#", ...) > 0 and select(1, ...) or (type(port) == "table" and port) or nil
-  local name = type(opts) == "table" and opts.pool or "plain"
-  if port ~= nil and type(port) ~= "table" then
-    return pool_connect(self, tostring(host) .. ":" .. tostring(port), name, host, port, ...)
-  end
-  return pool_connect(self, tostring(host), name, host, port, ...)
+  return sock:connect(host, port, ...)
 end
 
 -- The hosts of a no_proxy list that match `host`: the host itself or a domain it is in
@@ -265,9 +210,10 @@ local function connect_opts(self, options)
     return nil, "moongate.http: connect needs a host (a name, an address or unix:/path)"
   end
 
-  local ssl, ssl_verify = scheme == "https", nil
+  local ssl, ssl_verify, ssl_server_name = scheme == "https", nil, nil
   if ssl then
     ssl_verify = options.ssl_verify ~= false
+    ssl_server_name = options.ssl_server_name
     if options.ssl_client_cert or options.ssl_client_priv_key then
       if type(sock.setclientcert) ~= "function" then
         return nil, "moongate.http: ssl_client_cert and ssl_client_priv_key (mTLS) are not supported by moongate"
@@ -303,19 +249,17 @@ local function connect_opts(self, options)
   local pool = options.pool
   if not pool then
     pool = (scheme or "") .. ":" .. host .. ":" .. tostring(port) .. ":" .. tostring(ssl)
-      .. ":" .. (options.ssl_server_name or "") .. ":" .. tostring(ssl_verify)
+      .. ":" .. (ssl_server_name or "") .. ":" .. tostring(ssl_verify)
       .. ":" .. (proxy_uri or "") .. ":" .. (ssl and proxy_auth or "") .. ":"
   end
   if options.pool_debug == true then mg_log("debug", "poolname: ", pool) end
   local tcp_opts = { pool = pool, pool_size = options.pool_size, backlog = options.backlog }
-  -- Plain connections to one address are interchangeable, whatever their pool name says.
-  local kind = (ssl or proxy or options.pool) and pool or "plain"
 
   local ok, err
   self.body_pending = nil
   self.keepalive = true
   if proxy then
-    ok, err = pool_connect(self, proxy_host .. ":" .. proxy_port, kind, proxy_host, proxy_port, tcp_opts)
+    ok, err = sock:connect(proxy_host, proxy_port, tcp_opts)
     if not ok then
       return nil, "failed to connect to: " .. (proxy_host or "") .. ":" .. (proxy_port or "") .. ": " .. err
     end
@@ -335,10 +279,10 @@ local function connect_opts(self, options)
       self.body_pending = nil
     end
   elseif not port then
-    ok, err = pool_connect(self, host, kind, host, tcp_opts)
+    ok, err = sock:connect(host, tcp_opts)
     if not ok then return nil, err end
   else
-    ok, err = pool_connect(self, host .. ":" .. port, kind, host, port, tcp_opts)
+    ok, err = sock:connect(host, port, tcp_opts)
     if not ok then return nil, err end
   end
 
@@ -352,7 +296,7 @@ local function connect_opts(self, options)
       ok, err = sock:setclientcert(options.ssl_client_cert, options.ssl_client_priv_key)
       if not ok then return nil, "could not set client certificate: " .. tostring(err) end
     end
-    session, err = sock:sslhandshake(options.ssl_reused_session, options.ssl_server_name, ssl_verify,
+    session, err = sock:sslhandshake(options.ssl_reused_session, ssl_server_name, ssl_verify,
       options.ssl_send_status_req)
     if not session then
       self:close()
@@ -381,10 +325,7 @@ function _M.set_keepalive(self, ...)
   local sock = self.sock
   if not sock then return nil, "not initialized" end
   if self.keepalive == true and not self.body_pending then
-    local ok, err = sock:setkeepalive(...)
-    if not ok then return ok, err end
-    pool_remember(self)
-    return ok
+    return sock:setkeepalive(...)
   end
   local ok, err = sock:close()
   if ok then return 2, "connection must be closed" end
