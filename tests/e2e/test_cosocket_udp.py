@@ -101,6 +101,17 @@ OUT(u:receive())
 local v = UDP()
 OUT(v:setpeername("unix:PATH.missing"))
 OUT(v:send("x"))''',
+    "busy": r'''
+local u = UDP() u:settimeout(300)
+assert(u:setpeername("127.0.0.1", PORT))
+u:send("quiet")
+local t = SPAWN(function() return u:receive() end)
+OUT(u:send("x"))
+OUT(u:receive())
+OUT(u:close())
+OUT(u:setpeername("127.0.0.1", PORT))
+OUT(WAIT(t))
+OUT(u:close())''',
     "arguments": r'''
 local u = UDP()
 OUT(u:setpeername("127.0.0.1", 70000))
@@ -126,7 +137,9 @@ def out_fn(say):
 
 
 def body_for(case, srv, udp, say):
-    lua = CASES[case].replace("UDP()", udp + "()").replace("PORT", str(srv["port"])) \
+    ngx = udp.startswith("ngx")
+    lua = CASES[case].replace("SPAWN(", "ngx.thread.spawn(" if ngx else "mg.spawn(") \
+        .replace("WAIT(", "ngx.thread.wait(" if ngx else "mg.wait(").replace("UDP()", udp + "()").replace("PORT", str(srv["port"])) \
         .replace("DEAD", str(srv["dead"])).replace("PATH", srv["path"])
     return out_fn(say) + lua
 
