@@ -114,8 +114,6 @@ mg_thread_t *mg_lua_check_own_req(lua_State *L, mg_req_t *req, const char *what)
 
 /* ---- req:exit() and req:redirect(), once the hook has returned ------------------------------ */
 
-mg_req_t *mg_lua_req_now;
-
 int mg_lua_end_output(mg_req_t *req) {
   mg_lua_req_t *lr = req->lua;
   if (!lr || !lr->ngx_output) return 0;

@@ -58,11 +58,6 @@ typedef struct mg_lua_req_s {
   unsigned ngx_output : 1, ngx_eof : 1, ngx_status_set : 1;
 } mg_lua_req_t;
 
-/* The request the running Lua code serves, NULL in a timer, init_worker or init.lua. Set by
- * whoever calls into Lua (a thread's resume, a plain hook call) and restored after, as
- * mg_lua_phase_now. The `ngx` API (lua_ngx.c) finds its request here. */
-extern mg_req_t *mg_lua_req_now;
-
 /* Ends a response Lua started with ngx.say/print/flush (once the hook or handler that wrote
  * has returned or called ngx.exit): 1 when it did so, 0 when Lua wrote no output. */
 int mg_lua_end_output(mg_req_t *req);

@@ -27,6 +27,8 @@ const char *mg_lua_phase_name(int phase_bit) {
   return mg_phase_name(MG_PHASE_INIT);
 }
 
+mg_req_t *mg_lua_req_now;
+
 static uv_loop_t *loop;
 static mg_thread_t *running;
 static struct {

@@ -45,6 +45,10 @@ const char *mg_lua_phase_name(int phase_bit);
 
 /* The phase Lua code runs in right now (0 outside any). Set by whoever calls into Lua. */
 extern int mg_lua_phase_now;
+/* The request the running Lua code serves, NULL in a timer, init_worker or init.lua. Set by
+ * whoever calls into Lua (a thread's resume, a plain hook call) and restored after, as
+ * mg_lua_phase_now. The `ngx` API (lua_ngx.c) finds its request here. */
+extern mg_req_t *mg_lua_req_now;
 
 /* A thread's result is in the tree's vocabulary (request.h): MG_OK (the coroutine returned),
  * MG_WAITS (it waits: on_done follows), or MG_THREAD_ERROR, a failure and so negative: the

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import DEMO_APP, MOONGATE, ROOT, Process, free_port, request, scgi_vars, wait_port
+from conftest import DEMO_APP, MOONGATE, ROOT, Process, free_port, read_response, request, scgi_vars, wait_port
 
 EXAMPLES = os.path.join(ROOT, "examples")
 
@@ -72,7 +72,7 @@ def test_every_example_is_tested():
     tested = {"simple_gateway.lua", "balanced_gateway.lua", "setenvif_pathinfo.lua", "django_x_location.lua",
               "x_sendfile.lua", "access_control.lua", "header_rewrite.lua", "lua_health.lua", "custom_balancer.lua",
               "hot_reload.lua", "auth_request.lua", "redis_denylist.lua", "rate_limit.lua", "canary.lua",
-              "signed_urls.lua", "json_errors.lua"}
+              "signed_urls.lua", "json_errors.lua", "token_introspection.lua", "log_shipper.lua", "jwt_hs256.lua"}
     assert {f for f in os.listdir(EXAMPLES) if f.endswith(".lua")} == tested
 
 
@@ -210,19 +210,158 @@ def redis_cmd(port, *args):
 
 
 def test_redis_denylist(example, redis_server):
+    """OpenResty code with Debian's lua-resty-redis, unchanged, in an access hook."""
     assert redis_cmd(redis_server, "SADD", "denylist", "stolen-key").startswith(":")
     port, _ = example("redis_denylist.lua", {"REDIS_HOST, REDIS_PORT = \"127.0.0.1\", 6379":
                                             "REDIS_HOST, REDIS_PORT = \"127.0.0.1\", %d" % redis_server})
-    assert request(port, path="/api/x", headers=[("X-Api-Key", "stolen-key")]).status == 403
+    r = request(port, path="/api/x", headers=[("X-Api-Key", "stolen-key")])
+    assert (r.status, r.body) == (403, b"this key is denied\n")
     for _ in range(20):
         assert request(port, path="/api/x", headers=[("X-Api-Key", "good-key")]).status == 200
-    assert request(port, path="/api/x").status == 401
+    r = request(port, path="/api/x")
+    assert (r.status, r.body) == (401, b"X-Api-Key required\n")
     # The pooled cosocket: 21 lookups from one worker over one Redis connection (plus ours).
     clients = int(redis_cmd(redis_server, "INFO", "clients").split("connected_clients:")[1].split()[0])
     assert clients == 2, "expected the gateway's one pooled connection and this one, got %d" % clients
     # A key added now is refused at once: the denylist is read on every request.
     redis_cmd(redis_server, "SADD", "denylist", "good-key")
     assert request(port, path="/api/x", headers=[("X-Api-Key", "good-key")]).status == 403
+
+
+def test_redis_denylist_fails_closed(example):
+    port, _ = example("redis_denylist.lua", {"REDIS_HOST, REDIS_PORT = \"127.0.0.1\", 6379":
+                                            "REDIS_HOST, REDIS_PORT = \"127.0.0.1\", %d" % free_port()})
+    r = request(port, path="/api/x", headers=[("X-Api-Key", "k")])
+    assert (r.status, r.body) == (503, b"denylist unavailable\n")
+
+
+def test_log_shipper(example, redis_server):
+    """Each request lands in a Redis stream from the log phase, after its response; the log hook
+    waits on Redis without holding the next request on the same keep-alive connection."""
+    port, _ = example("log_shipper.lua", {"REDIS_HOST, REDIS_PORT = \"127.0.0.1\", 6379":
+                                         "REDIS_HOST, REDIS_PORT = \"127.0.0.1\", %d" % redis_server})
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        f = s.makefile("rb")
+        for i in range(5):
+            s.sendall(b"GET /ship/%d?x=1 HTTP/1.1\r\nHost: a\r\n\r\n" % i)
+            assert read_response(f).status == 200
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        n = int(redis_cmd(redis_server, "XLEN", "requests").strip()[1:])
+        if n == 5:
+            break
+        time.sleep(0.05)
+    assert n == 5
+    rows = redis_cmd(redis_server, "XRANGE", "requests", "-", "+")
+    for i in range(5):
+        assert "/ship/%d?x=1" % i in rows
+    assert rows.count("\r\nstatus\r\n$3\r\n200\r\n") == 5
+    assert re.search(r"\r\nid\r\n\$32\r\n[0-9a-f]{32}\r\n", rows)
+
+
+def make_jwt(claims, secret=b"change-me-to-32-random-bytes", alg="HS256"):
+    import base64
+
+    def b64(b):
+        return base64.urlsafe_b64encode(b).rstrip(b"=")
+    head = b64(json.dumps({"alg": alg, "typ": "JWT"}).encode())
+    body = b64(json.dumps(claims).encode())
+    sig = b64(hmac.new(secret, head + b"." + body, hashlib.sha256).digest())
+    return (head + b"." + body + b"." + sig).decode()
+
+
+def test_jwt_hs256(example):
+    port, _ = example("jwt_hs256.lua")
+    now = int(time.time())
+
+    def call(token):
+        hdrs = [("Authorization", "Bearer " + token)] if token is not None else []
+        return request(port, path="/api/x", headers=hdrs)
+    good = call(make_jwt({"sub": "alice", "exp": now + 60}))
+    assert good.status == 200
+    env = dict(scgi_vars(good.body))
+    assert env.get("HTTP_X_USER") == "alice" and "HTTP_AUTHORIZATION" not in env
+    for token, why in ((make_jwt({"sub": "a", "exp": now - 120}), "token expired"),
+                       (make_jwt({"sub": "a", "exp": now + 60, "nbf": now + 600}), "token not yet valid"),
+                       (make_jwt({"sub": "a", "exp": now + 60}, secret=b"other"), "bad signature"),
+                       (make_jwt({"sub": "a", "exp": now + 60}, alg="none"), "alg must be HS256"),
+                       ("abc", "not a JWS compact token"),
+                       (None, "bearer token required")):
+        r = call(token)
+        assert r.status == 401 and r.header("Content-Type") == "application/json", (why, r.status)
+        assert json.loads(r.body) == {"error": "invalid_token", "error_description": why}
+        assert r.header("WWW-Authenticate") == 'Bearer error="invalid_token"'
+
+
+@pytest.fixture
+def introspection_server(tmp_path):
+    """An HTTPS RFC 7662 endpoint on loopback with a test CA: active for token "good", counting calls."""
+    import ssl
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import parse_qs
+
+    from test_cosocket_tls import make_pki
+    pki = make_pki(tmp_path)
+    calls = []
+
+    class H(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+            form = parse_qs(body)
+            calls.append((self.headers.get("Authorization"), form))
+            active = form.get("token") == ["good"]
+            out = json.dumps({"active": True, "sub": "alice", "exp": int(time.time()) + 3600} if active
+                             else {"active": False}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+        def log_message(self, *a):
+            pass
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(os.path.join(pki, "good.crt"), os.path.join(pki, "good.key"))
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield srv.server_address[1], os.path.join(pki, "ca.crt"), calls
+    srv.shutdown()
+
+
+def test_token_introspection(example, introspection_server):
+    iport, ca, calls = introspection_server
+    port, _ = example("token_introspection.lua", {
+        "https://127.0.0.1:8443/introspect": "https://localhost:%d/introspect" % iport,
+        "/etc/ssl/certs/ca-certificates.crt": ca})
+    for _ in range(5):
+        r = request(port, path="/api/x", headers=[("Authorization", "Bearer good")])
+        assert r.status == 200
+        env = dict(scgi_vars(r.body))
+        assert env.get("HTTP_X_USER") == "alice" and "HTTP_AUTHORIZATION" not in env
+    # One call for five requests: the answer is cached in the shared dictionary.
+    assert len(calls) == 1
+    auth, form = calls[0]
+    assert auth == "Basic Z2F0ZXdheTpnYXRld2F5LXNlY3JldA==" and form["token"] == ["good"]
+    assert request(port, path="/api/x", headers=[("Authorization", "Bearer bad")]).status == 401
+    assert request(port, path="/api/x", headers=[("Authorization", "Bearer bad")]).status == 401
+    assert len(calls) == 2
+    assert request(port, path="/api/x").status == 401
+
+
+def test_token_introspection_refuses_an_unverified_server(example, introspection_server, tmp_path):
+    """The endpoint's certificate is checked: with the system CAs (which do not know the test CA)
+    the hook cannot introspect and answers 503, logging why."""
+    iport, ca, calls = introspection_server
+    port, path = example("token_introspection.lua", {
+        "https://127.0.0.1:8443/introspect": "https://localhost:%d/introspect" % iport})
+    assert request(port, path="/api/x", headers=[("Authorization", "Bearer good")]).status == 503
+    assert calls == []
+    log = open(str(path) + ".log").read()
+    assert "token introspection failed:" in log and "certificate" in log
 
 
 def test_rate_limit(example):
