@@ -111,7 +111,9 @@ static int state_gc(lua_State *L) {
 
 /* OpenResty writes compile errors into a 128-byte buffer: a long pattern's message is cut,
  * on purpose here too. */
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wformat-truncation"
+#endif
 
 /* Compiles into re. Returns 0, or -1 with OpenResty's message in err. */
 static int re_compile(re_t *re, const char *pat, size_t len, uint32_t popts, unsigned flags, char *err) {
