@@ -297,7 +297,7 @@ rc:set_keepalive(slave)
 local direct, err = rc:connect({url = "redis://127.0.0.1:{REDIS}/2"})
 ngx.say("direct db 2: ", direct:set("{NS}:db2", 1), " ", direct:del("{NS}:db2"))
 direct:del("{NS}:via_sentinel")
-rc:set_keepalive(direct)
+direct:close()  -- not pooled: a pooled connection keeps its SELECT 2 for whoever takes it next
 local bad, err = rc:connect({url = "sentinel://nosuchmaster:m/0", sentinels = sentinels})
 ngx.say("unknown master: ", tostring(bad), " ", tostring(err))
 ''', """master set: OK
@@ -682,6 +682,139 @@ bad uri: bad websocket uri
 })
 
 
+# ---- more of each library's surface -----------------------------------------------------------------
+CASES.update({
+    "redis_unix_and_big": Case(REDIS_CONN + r"""
+local red = redis:new()
+red:set_timeout(2000)
+local ok, err = red:connect("unix:{REDIS_SOCK}")
+ngx.say("unix: ", tostring(ok), " ", tostring(err))
+local big = string.rep("0123456789", 100000)
+ngx.say("set 1 MB: ", red:set("{NS}:big", big))
+local v = red:get("{NS}:big")
+ngx.say("get 1 MB: ", #v, " ", tostring(v == big))
+local list = {}
+for i = 1, 1000 do list[i] = "item" .. i end
+red:rpush("{NS}:biglist", unpack(list))
+local got = red:lrange("{NS}:biglist", 0, -1)
+ngx.say("1000 items: ", #got, " ", got[1], " ", got[1000])
+ngx.say("binary: ", red:set("{NS}:bin", "a\r\nb\0c"), " ", red:get("{NS}:bin") == "a\r\nb\0c")
+ngx.say("empty: [", red:set("{NS}:e", ""), "] [", red:get("{NS}:e"), "]")
+red:del("{NS}:big", "{NS}:biglist", "{NS}:bin", "{NS}:e")
+red:close()
+""", """unix: 1 nil
+set 1 MB: OK
+get 1 MB: 1000000 true
+1000 items: 1000 item1 item1000
+binary: OK true
+empty: [OK] []
+"""),
+    "redis_in_timer": Case(REDIS_CONN + r"""
+local function job(premature, key, value)
+  local red = conn()
+  red:set(key, value)
+  red:set_keepalive(100, 10)
+end
+local ok, err = ngx.timer.at(0, job, "{NS}:from_timer", "done")
+ngx.say("timer: ", tostring(ok), " ", tostring(err))
+local red = conn()
+local v
+for i = 1, 100 do
+  v = red:get("{NS}:from_timer")
+  if v ~= ngx.null then break end
+  ngx.sleep(0.01)
+end
+ngx.say("the timer wrote: ", tostring(v))
+red:del("{NS}:from_timer")
+red:close()
+""", """timer: 1 nil
+the timer wrote: done
+"""),
+    "memcached_admin": Case(MEMC_CONN + r"""
+local stats, err = memc:stats()
+local seen = {}
+for _, line in ipairs(stats) do
+  local name = line:match("^STAT (%S+) ")
+  if name then seen[name] = true end
+end
+ngx.say("stats: ", tostring(seen.pid), " ", tostring(seen.curr_connections), " ", tostring(#stats > 20))
+local items = memc:stats("settings")
+ngx.say("stats settings: ", tostring(#items > 10))
+ngx.say("verbosity: ", memc:verbosity(0))
+ngx.say("quit: ", memc:quit())
+-- "closed" or "connection reset by peer": which one depends on whether memcached's FIN or its
+-- RST (for the set sent after quit) is read first, under OpenResty as under moongate
+local ok, err = memc:set("{NS}:x", 1)
+ngx.say("after quit: ", tostring(ok), " ", tostring(err == "closed" or err == "connection reset by peer"))
+""", """stats: true true true
+stats settings: true
+verbosity: 1
+quit: 1
+after quit: nil true
+"""),
+    "dns_more": Case(DNS_SHOW + r"""
+show("big.test", {qtype = r.TYPE_TXT})
+local answers = r:query("big.test", {qtype = r.TYPE_TXT})
+local lens = {}
+for _, s in ipairs(answers[1].txt) do lens[#lens + 1] = #s end
+ngx.say("over UDP's 512 bytes, asked again over TCP: ", table.concat(lens, ","))
+local answers, err = r:reverse_query("10.9.8.7")
+ngx.say("reverse_query: ", answers[1].ptrdname, " ", answers[1].type)
+answers = r:query("www.example.test", {additional_section = true})
+ngx.say("sections: ", answers[1].section, " ", #answers)
+answers = r:query("example.test", {qtype = r.TYPE_MX, additional_section = true})
+for _, a in ipairs(answers) do ngx.say("  ", a.section, " ", a.name, " ", a.type, " ", tostring(a.exchange or a.address)) end
+""", """big.test: big.test type 16 class 1 %s ttl 0
+over UDP's 512 bytes, asked again over TCP: 200,200,200,200
+reverse_query: host.test 12
+sections: 1 1
+  1 example.test 15 mail.example.test
+""" % "|".join(["t" * 200] * 4)),
+    "websocket_frames": Case(r"""
+local client = require "resty.websocket.client"
+local wb, err = client:new{timeout = 2000, max_payload_len = 1000}
+local ok, err = wb:connect("ws://127.0.0.1:{WS}/f")
+if not ok then ngx.say("failed to connect: " .. err) return end
+wb:send_text("fragments")
+for i = 1, 4 do
+  local data, typ, err = wb:recv_frame()
+  ngx.say("frame ", i, ": [", data, "] ", typ, " ", tostring(err))
+end
+wb:send_text("big 1000")
+local data, typ, err = wb:recv_frame()
+ngx.say("at the limit: ", #data, " ", typ)
+wb:send_text("big 1001")
+data, typ, err = wb:recv_frame()
+ngx.say("recv over the limit: ", tostring(data), " ", tostring(typ), " ", tostring(err))
+ngx.say("then: ", tostring(select(3, wb:recv_frame())))
+wb:close()
+local wb3 = client:new{timeout = 2000, max_payload_len = 1000}
+wb3:connect("ws://127.0.0.1:{WS}/f")
+ngx.say("send over the limit: ", tostring(select(2, wb3:send_text(string.rep("x", 1001)))))
+wb3:close()
+local wb2 = client:new{timeout = 2000, max_payload_len = 100000}
+ok, err = wb2:connect("ws://127.0.0.1:{WS}/f")
+wb2:send_text("big 70000")
+data, typ = wb2:recv_frame()
+ngx.say("64-bit length: ", #data, " ", typ)
+wb2:set_timeout(100)
+data, typ, err = wb2:recv_frame()
+ngx.say("nothing to read: ", tostring(data), " ", tostring(typ), " ", tostring(err))
+wb2:close()
+""", """frame 1: [frag1 ] text again
+frame 2: [frag2 ] continuation again
+frame 3: [frag3] continuation again
+frame 4: [] continuation nil
+at the limit: 1000 text
+recv over the limit: nil nil exceeding max payload len
+then: fatal error already happened
+send over the limit: payload too big
+64-bit length: 70000 text
+nothing to read: nil nil failed to receive the first 2 bytes: timeout
+"""),
+})
+
+
 # ---- expectations computed here (hashlib, cryptography or openssl) ----------------------------------
 def digest_expect():
     out = []
@@ -818,7 +951,9 @@ def peers(tmp_path_factory):
     try:
         redis_args = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", folder]
         ports["REDIS"] = free_port()
-        started.append(Peer(["redis-server", "--port", str(ports["REDIS"])] + redis_args, ports["REDIS"]))
+        ports["REDIS_SOCK"] = os.path.join(folder, "redis.sock")
+        started.append(Peer(["redis-server", "--port", str(ports["REDIS"]), "--unixsocket", ports["REDIS_SOCK"],
+                             "--unixsocketperm", "700"] + redis_args, ports["REDIS"]))
         ports["REPLICA"] = free_port()
         started.append(Peer(["redis-server", "--port", str(ports["REPLICA"]), "--replicaof", "127.0.0.1",
                              str(ports["REDIS"])] + redis_args, ports["REPLICA"]))
@@ -842,6 +977,7 @@ def peers(tmp_path_factory):
                              "--pid-file=" + os.path.join(folder, "dnsmasq.pid"), "--local=/test/",
                              "--address=/example.test/10.1.2.3", "--host-record=host.test,10.9.8.7,fd00::7",
                              "--cname=alias.test,host.test", "--txt-record=txt.test,hello world,second",
+                             "--txt-record=big.test," + ",".join(["t" * 200] * 4),
                              "--mx-host=example.test,mail.example.test,10",
                              "--srv-host=_http._tcp.example.test,host.test,80,1,5",
                              "--ptr-record=7.8.9.10.in-addr.arpa,host.test"], ports["DNS"]))

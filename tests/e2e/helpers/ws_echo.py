@@ -8,6 +8,9 @@ Listens on 127.0.0.1:PORT. Each text or binary message is answered with "echo: "
   "pingme"  -> the server sends a ping with payload "srv", waits for the pong (at most 5 s)
                and answers "pong received"
   "path"    -> answers the request path and the Sec-WebSocket-Protocol it chose ("-" for none)
+  "fragments" -> a text message in four frames: "frag1 ", "frag2 ", "frag3" and an empty final
+               one (websockets ends a message sent from an iterator so)
+  "big N"   -> a text message of N bytes "y"
 """
 import asyncio
 import sys
@@ -24,6 +27,10 @@ async def handler(ws, path):
             waiter = await ws.ping(b"srv")
             await asyncio.wait_for(waiter, 5)
             await ws.send("pong received")
+        elif msg == "fragments":
+            await ws.send(iter(["frag1 ", "frag2 ", "frag3"]))
+        elif isinstance(msg, str) and msg.startswith("big "):
+            await ws.send("y" * int(msg[4:]))
         elif msg == "path":
             await ws.send("%s %s" % (path, ws.subprotocol or "-"))
         elif isinstance(msg, str):
