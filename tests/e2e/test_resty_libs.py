@@ -815,6 +815,31 @@ nothing to read: nil nil failed to receive the first 2 bytes: timeout
 })
 
 
+CASES.update({
+    "websocket_wss": Case(r"""
+local client = require "resty.websocket.client"
+local wb, err = client:new{timeout = 2000}
+local ok, err = wb:connect("wss://127.0.0.1:{WSS}/tls", {origin = "http://example.test",
+                                                          headers = {"X-Custom: 1", "X-Other: 2"}})
+if not ok then ngx.say("failed to connect: " .. err) return end
+wb:send_text("over tls")
+ngx.say("recv: ", (wb:recv_frame()))
+wb:send_text("headers")
+ngx.say("headers: ", (wb:recv_frame()))
+wb:send_close()
+wb:close()
+local wb2 = client:new{timeout = 2000}
+ngx.say("verified: ", tostring(select(2, wb2:connect("wss://127.0.0.1:{WSS}/", {ssl_verify = true}))))
+local wb3 = client:new{timeout = 2000}
+ngx.say("bad headers: ", tostring(select(2, wb3:connect("ws://127.0.0.1:{WS}/", {headers = "X: 1"}))))
+""", """recv: echo: over tls
+headers: http://example.test 1
+verified: ssl handshake failed: 18: self-signed certificate
+bad headers: custom headers must be a table
+"""),
+})
+
+
 # ---- expectations computed here (hashlib, cryptography or openssl) ----------------------------------
 def digest_expect():
     out = []
@@ -983,6 +1008,13 @@ def peers(tmp_path_factory):
                              "--ptr-record=7.8.9.10.in-addr.arpa,host.test"], ports["DNS"]))
         ports["WS"] = free_port()
         started.append(Peer([sys.executable, os.path.join(HELPERS, "ws_echo.py"), str(ports["WS"])], ports["WS"]))
+        cert, key = os.path.join(folder, "ws.crt"), os.path.join(folder, "ws.key")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                        "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                       check=True, capture_output=True)
+        ports["WSS"] = free_port()
+        started.append(Peer([sys.executable, os.path.join(HELPERS, "ws_echo.py"), str(ports["WSS"]), cert, key],
+                            ports["WSS"]))
         ports["CLOSED"] = free_port()
         yield ports
     finally:
@@ -1031,17 +1063,44 @@ ngx.say(tostring(ok), " ", tostring(err:find("no module 'nginx.nosuchlib'", 1, t
 '''}
 
 
+EXTRA["lrucache_per_worker"] = r'''
+local lrucache = require "resty.lrucache"
+local c = package.loaded["{NS}.cache"]
+if not c then
+  c = lrucache.new(10)
+  package.loaded["{NS}.cache"] = c
+  ngx.say("created")
+end
+local n = (c:get("hits") or 0) + 1
+c:set("hits", n)
+ngx.say("hits ", n)
+'''
+# An access hook asking redis whether the user is denied, the content saying who passed.
+ACCESS_LUA = REDIS_CONN + r'''
+local red = conn()
+local denied, err = red:sismember("{NS}:deny", ngx.var.http_x_user or "")
+red:set_keepalive(100, 10)
+if denied == 1 then return ngx.exit(403) end
+ngx.ctx.checked = "checked"
+'''
+ACCESS_CONTENT = 'ngx.say("welcome ", ngx.var.http_x_user, " ", tostring(ngx.ctx.checked))'
+
+
 @pytest.fixture(scope="module")
 def servers(peers, tmp_path_factory):
     lua = {name: c.lua for name, c in CASES.items()}
     lua.update(EXTRA)
     nginx_locations = {LOCATION % n: for_nginx(fill(text, peers, "or")) for n, text in lua.items() if n != "both_names"}
+    nginx_locations[LOCATION % "access"] = ("raw", "access_by_lua_block { %s } content_by_lua_block { %s }" % (
+        for_nginx(fill(ACCESS_LUA, peers, "or")), ACCESS_CONTENT))
+    routes = 'mg.route("%s", function(req)\n%s\nend, {hooks = {access = function(req)\n%s\nend}})\n' % (
+        LOCATION % "access", ACCESS_CONTENT, fill(ACCESS_LUA, peers, "mg"))
     p, nginx_port = start_openresty(tmp_path_factory.mktemp("openresty"), nginx_locations,
                                     server="default_type text/plain; lua_socket_log_errors off;")
     try:
         g = Gateway(tmp_path_factory.mktemp("moongate"),
-                    "".join('mg.route("%s", function(req)\n%s\nend)\n' % (LOCATION % n, fill(text, peers, "mg"))
-                            for n, text in lua.items()))
+                    routes + "".join('mg.route("%s", function(req)\n%s\nend)\n' % (LOCATION % n, fill(text, peers, "mg"))
+                                     for n, text in lua.items()))
     except BaseException:
         stop_openresty(p)
         raise
@@ -1108,3 +1167,24 @@ def test_both_names_load_one_module(servers):
     names Debian installs them under (nginx.X), as one module."""
     resp = answer(servers["moongate"], "both_names")
     assert resp.body.decode() == "true true true function\nfalse true\n"
+
+
+@pytest.mark.parametrize("side", ["moongate", "openresty"])
+def test_lrucache_lives_across_requests(servers, side):
+    """A cache a module keeps (README: per worker) serves the next requests."""
+    bodies = [answer(servers[side], "lrucache_per_worker").body.decode() for _ in range(3)]
+    assert bodies == ["created\nhits 1\n", "hits 2\n", "hits 3\n"]
+
+
+@pytest.mark.parametrize("side", ["moongate", "openresty"])
+def test_redis_in_an_access_hook(servers, peers, side):
+    """An access hook (access_by_lua) refusing the users a redis set names."""
+    ns = "or" if side == "openresty" else "mg"
+    redis_cli(peers["REDIS"], "sadd", ns + ":deny", "mallory")
+    try:
+        ok = answer(servers[side], "access", [("X-User", "alice")])
+        assert (ok.status, ok.body) == (200, b"welcome alice checked\n")
+        assert answer(servers[side], "access", [("X-User", "mallory")]).status == 403
+        assert answer(servers[side], "access").status == 200
+    finally:
+        redis_cli(peers["REDIS"], "del", ns + ":deny")
