@@ -23,7 +23,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, Gateway, free_port, request, wait_port
+from conftest import ROOT, SANITIZED, Gateway, free_port, request, wait_port
 from openresty import start_openresty, stop_openresty
 
 HELPERS = os.path.join(ROOT, "tests", "e2e", "helpers")
@@ -1093,14 +1093,12 @@ def servers(peers, tmp_path_factory):
     nginx_locations = {LOCATION % n: for_nginx(fill(text, peers, "or")) for n, text in lua.items() if n != "both_names"}
     nginx_locations[LOCATION % "access"] = ("raw", "access_by_lua_block { %s } content_by_lua_block { %s }" % (
         for_nginx(fill(ACCESS_LUA, peers, "or")), ACCESS_CONTENT))
-    routes = 'mg.route("%s", function(req)\n%s\nend, {hooks = {access = function(req)\n%s\nend}})\n' % (
-        LOCATION % "access", ACCESS_CONTENT, fill(ACCESS_LUA, peers, "mg"))
     p, nginx_port = start_openresty(tmp_path_factory.mktemp("openresty"), nginx_locations,
                                     server="default_type text/plain; lua_socket_log_errors off;")
     try:
         g = Gateway(tmp_path_factory.mktemp("moongate"),
-                    routes + "".join('mg.route("%s", function(req)\n%s\nend)\n' % (LOCATION % n, fill(text, peers, "mg"))
-                                     for n, text in lua.items()))
+                    "".join('mg.route("%s", function(req)\n%s\nend)\n' % (LOCATION % n, fill(text, peers, "mg"))
+                            for n, text in lua.items()))
     except BaseException:
         stop_openresty(p)
         raise
@@ -1176,15 +1174,37 @@ def test_lrucache_lives_across_requests(servers, side):
     assert bodies == ["created\nhits 1\n", "hits 2\n", "hits 3\n"]
 
 
-@pytest.mark.parametrize("side", ["moongate", "openresty"])
-def test_redis_in_an_access_hook(servers, peers, side):
-    """An access hook (access_by_lua) refusing the users a redis set names."""
-    ns = "or" if side == "openresty" else "mg"
-    redis_cli(peers["REDIS"], "sadd", ns + ":deny", "mallory")
+def access_hook_checks(port):
+    ok = answer(port, "access", [("X-User", "alice")])
+    assert (ok.status, ok.body) == (200, b"welcome alice checked\n")
+    assert answer(port, "access", [("X-User", "mallory")]).status == 403
+    assert answer(port, "access").status == 200
+
+
+ACCESS_UAF = ("an access or rewrite hook that waited (here on redis) and then answers with ngx.exit(403) or "
+              "req:exit(403): the answer completes and frees the request inside hook_result, and on_hook_done "
+              "(src/lua/lua_hooks.c) then calls mg_phase_resume(req, MG_ENDED), whose req->thread = NULL "
+              "(src/core/phase.c:104) writes into the freed request: heap-use-after-free under ASan")
+
+
+@pytest.mark.xfail(SANITIZED, strict=True, reason=ACCESS_UAF)
+def test_redis_in_an_access_hook_under_moongate(peers, tmp_path):
+    """An access hook refusing the users a redis set names (its own gateway, stopped here, so
+    that a sanitizer report fails this test)."""
+    redis_cli(peers["REDIS"], "sadd", "mg:deny", "mallory")
+    g = Gateway(tmp_path, 'mg.route("%s", function(req)\n%s\nend, {hooks = {access = function(req)\n%s\nend}})\n' % (
+        LOCATION % "access", ACCESS_CONTENT, fill(ACCESS_LUA, peers, "mg")))
     try:
-        ok = answer(servers[side], "access", [("X-User", "alice")])
-        assert (ok.status, ok.body) == (200, b"welcome alice checked\n")
-        assert answer(servers[side], "access", [("X-User", "mallory")]).status == 403
-        assert answer(servers[side], "access").status == 200
+        access_hook_checks(g.port)
     finally:
-        redis_cli(peers["REDIS"], "del", ns + ":deny")
+        redis_cli(peers["REDIS"], "del", "mg:deny")
+        g.stop()
+
+
+def test_redis_in_an_access_hook_under_openresty(servers, peers):
+    """The same access_by_lua under OpenResty."""
+    redis_cli(peers["REDIS"], "sadd", "or:deny", "mallory")
+    try:
+        access_hook_checks(servers["openresty"])
+    finally:
+        redis_cli(peers["REDIS"], "del", "or:deny")
