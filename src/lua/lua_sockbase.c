@@ -117,3 +117,15 @@ const char *mg_socket_err_text(int err) {
     default: return uv_strerror(err);
   }
 }
+
+static int refused(lua_State *L) {
+  return luaL_error(L, "%s is not supported by moongate", lua_tostring(L, lua_upvalueindex(1)));
+}
+
+void mg_sock_refuse(lua_State *L, const char *kind, const char *const *names) {
+  for (; *names; names++) {
+    lua_pushfstring(L, "%s:%s", kind, *names);
+    lua_pushcclosure(L, refused, 1);
+    lua_setfield(L, -2, *names);
+  }
+}

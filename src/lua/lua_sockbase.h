@@ -42,4 +42,9 @@ void mg_socket_data(lua_State *L, int idx, mg_buf_t *out);
 /* OpenResty's text for a libuv error of a cosocket ("connection refused", "timeout", ...). */
 const char *mg_socket_err_text(int err);
 
+/* Adds to the method table at the top of the stack a method for each of `names` (NULL-ended)
+ * that raises "KIND:NAME is not supported by moongate": lua-nginx-module's methods moongate
+ * does not have are refused by name, never a nil to call. */
+void mg_sock_refuse(lua_State *L, const char *kind, const char *const *names);
+
 #endif

@@ -969,8 +969,11 @@ void mg_socket_open(lua_State *L) {
         {"getreusedtimes", l_getreusedtimes}, {"sslhandshake", l_sslhandshake},
         {NULL, NULL},
     };
+    static const char *const refused[] = {"bind", "getfd", "setclientcert", "settrustedstore", "receiveany",
+                                          "setoption", "getsslpointer", "getsslctx", "getsslsession", NULL};
     lua_newtable(L);
     luaL_register(L, NULL, methods);
+    mg_sock_refuse(L, "tcpsock", refused);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, l_gc);
     lua_setfield(L, -2, "__gc");

@@ -395,8 +395,10 @@ void mg_udp_open(lua_State *L) {
         {"setpeername", l_setpeername}, {"send", l_send},   {"receive", l_receive},
         {"settimeout", l_settimeout},   {"close", l_close}, {NULL, NULL},
     };
+    static const char *const refused[] = {"bind", NULL};
     lua_newtable(L);
     luaL_register(L, NULL, methods);
+    mg_sock_refuse(L, "udpsock", refused);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, l_gc);
     lua_setfield(L, -2, "__gc");
