@@ -96,7 +96,7 @@ return function(mg, P)
   ngx.var = setmetatable({}, { __index = P.var_get, __newindex = P.var_set })
   ngx.header = setmetatable({}, { __index = P.header_get, __newindex = P.header_set })
   ngx.arg = setmetatable({}, { __index = P.arg_get, __newindex = P.arg_set })
-  ngx.resp = strict("resp.", {}) -- ngx.resp.get_headers: res:headers() in header_filter and log
+  ngx.resp = strict("resp.", { get_headers = P.resp_get_headers })
 
   -- ---- ngx.req --------------------------------------------------------------------------------------
   local req_of = P.req

@@ -409,10 +409,15 @@ static int l_header_set(lua_State *L) {
 /* ngx.req.get_headers(max?, raw?): lowercase names (as written with raw), a list for a repeated
  * field, read case-insensitively and with '_' for '-'; at most max fields (100; 0: all) and
  * "truncated" as a second value when there were more. */
-static int l_get_headers(lua_State *L) {
-  mg_req_t *req = cur(L);
+static int push_headers(lua_State *L, const mg_fields_t *f);
+
+static int l_get_headers(lua_State *L) { return push_headers(L, &cur(L)->headers); }
+
+/* ngx.resp.get_headers(max?, raw?): the response's fields, by the same rules. */
+static int l_resp_get_headers(lua_State *L) { return push_headers(L, &cur(L)->resp_headers); }
+
+static int push_headers(lua_State *L, const mg_fields_t *f) {
   int max = (int)luaL_optinteger(L, 1, 100), raw = lua_toboolean(L, 2);
-  const mg_fields_t *f = &req->headers;
   int n = max > 0 && f->n > max ? max : f->n;
   mg_fields_t view = *f;
   view.n = n;
@@ -626,6 +631,7 @@ void mg_ngx_open(lua_State *L) {
       {"header_get", l_header_get},
       {"header_set", l_header_set},
       {"get_headers", l_get_headers},
+      {"resp_get_headers", l_resp_get_headers},
       {"set_header", l_set_header},
       {"clear_header", l_clear_header},
       {"get_method", l_get_method},

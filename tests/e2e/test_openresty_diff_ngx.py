@@ -215,6 +215,13 @@ ngx.print(a.body, b.body)
         "content": 'ngx.say("body")',
         "header_filter": 'ngx.status = 299 ngx.header["X-Was"] = "set"',
     }, req(), ["X-Was"]),
+    "ph_resp_get_headers": ({
+        "content": 'ngx.header["X-One"] = "1" ngx.header["X-Two"] = {"a", "b"} ngx.say("x")',
+        "header_filter": '''local h = ngx.resp.get_headers()
+ngx.header["X-Seen"] = tostring(h["content-type"]) .. "|" .. tostring(h.x_one) .. "|" .. table.concat(h["x-two"], ",")
+local r = ngx.resp.get_headers(0, true)
+ngx.header["X-Raw"] = tostring(r["X-One"]) .. "|" .. tostring(r["x-one"])''',
+    }, req(), ["X-Seen", "X-Raw"]),
     "ph_eof_then_work": ({
         "content": 'ngx.say("done") ngx.eof() ngx.sleep(0.01) local ok, err = ngx.say("late") ngx.log(ngx.INFO, tostring(ok), err)',
     }, req(), []),
