@@ -46,6 +46,8 @@ typedef struct re_s {
   PCRE2_SPTR names;
   unsigned flags;
   int fast; /* JIT-compiled and no UTF-8 check owed: pcre2_jit_match, PCRE2's fast path */
+  int cached;
+  int *ov; /* the FFI's ovector: 2 * (ncap + 1) ints, -1 for a group unset (mg_re_ffi_exec) */
   /* cache entries only */
   struct re_s *next;
   const char *pat;
@@ -87,7 +89,8 @@ int mg_re_parse_opts(const char *opts, size_t len, uint32_t *pcre_opts, unsigned
 static void re_free(re_t *re) {
   if (re->md) pcre2_match_data_free(re->md);
   if (re->code) pcre2_code_free(re->code);
-  re->md = NULL, re->code = NULL;
+  free(re->ov);
+  re->md = NULL, re->code = NULL, re->ov = NULL;
 }
 
 static int re_gc(lua_State *L) {
@@ -182,13 +185,56 @@ static void opt_error(lua_State *L, const char *opts, size_t len, int bad) {
   lua_error(L);
 }
 
-/* The compiled pattern for the pattern at pat_idx under the options at opt_idx. Pushes one
- * value: the userdata owning a pattern compiled for this call, nil for a cached one, or the
- * error message (and returns NULL). Raises for an unknown option letter or wrong types. */
 static void type_error(lua_State *L, int idx, const char *fn, const char *want) {
   luaL_error(L, "bad argument #%d to '%s' (%s expected, got %s)", idx, fn, want, luaL_typename(L, idx));
 }
 
+/* The cache: cache_find gives the entry for (pat, popts, flags) or NULL; cache_add compiles and
+ * adds one when the cache has room and returns it with *added set, or NULL: *err_set when it
+ * failed to compile (err holds the message), else the cache is full (warned about once) and the
+ * caller compiles for the call. The caller keeps a new entry's pattern string alive. */
+static re_t *cache_find(const re_state_t *st, const char *pat, uint32_t popts, unsigned flags) {
+  uint64_t key = (uint64_t)popts | (uint64_t)flags << 32;
+  for (re_t *re = st->buckets[cache_hash(pat, key)]; re; re = re->next)
+    if (re->pat == pat && re->key == key) return re;
+  return NULL;
+}
+
+/* After a cache_find that missed: the pattern compiled and added when the cache has room. */
+static re_t *cache_add(re_state_t *st, const char *pat, size_t len, uint32_t popts, unsigned flags, lua_Integer max,
+                       char *err, int *added, int *err_set) {
+  uint64_t key = (uint64_t)popts | (uint64_t)flags << 32;
+  uint32_t h = cache_hash(pat, key);
+  *added = 0, *err_set = 0;
+  if ((lua_Integer)st->n < max) {
+    re_t tmp;
+    if (re_compile(&tmp, pat, len, popts, flags, err) < 0) return *err_set = 1, NULL;
+    re_t *re = malloc(sizeof *re);
+    if (!re) {
+      re_free(&tmp);
+      snprintf(err, RE_ERR_MAX, "no memory for the regex cache");
+      return *err_set = 1, NULL;
+    }
+    *re = tmp;
+    re->pat = pat, re->key = key, re->cached = 1;
+    re->next = st->buckets[h], st->buckets[h] = re;
+    st->n++;
+    *added = 1;
+    return re;
+  }
+  if (max > 0 && !st->warned) {
+    st->warned = 1;
+    mg_log_error(MG_LOG_WARN, NULL,
+                 "lua exceeding regex cache max entries (%lld): regex_cache_max_entries reached, further "
+                 "\"o\" patterns are compiled at each call",
+                 (long long)max);
+  }
+  return NULL;
+}
+
+/* The compiled pattern for the pattern at pat_idx under the options at opt_idx. Pushes one
+ * value: the userdata owning a pattern compiled for this call, nil for a cached one, or the
+ * error message (and returns NULL). Raises for an unknown option letter or wrong types. */
 static re_t *re_get(lua_State *L, int pat_idx, int opt_idx, const char *fn) {
   re_state_t *st = lua_touserdata(L, lua_upvalueindex(1));
   if (lua_type(L, pat_idx) != LUA_TSTRING) type_error(L, pat_idx, fn, "string");
@@ -203,39 +249,20 @@ static re_t *re_get(lua_State *L, int pat_idx, int opt_idx, const char *fn) {
   int bad = mg_re_parse_opts(opts, olen, &popts, &flags);
   if (bad >= 0) opt_error(L, opts, olen, bad);
   char err[RE_ERR_MAX];
-  uint64_t key = (uint64_t)popts | (uint64_t)flags << 32;
   if (flags & MG_RE_ONCE) {
-    uint32_t h = cache_hash(pat, key);
-    for (re_t *re = st->buckets[h]; re; re = re->next)
-      if (re->pat == pat && re->key == key) return lua_pushnil(L), re;
-    lua_Integer max = cache_max(L);
-    if ((lua_Integer)st->n < max) {
-      re_t tmp;
-      if (re_compile(&tmp, pat, len, popts, flags, err) < 0) return lua_pushstring(L, err), NULL;
-      re_t *re = malloc(sizeof *re);
-      if (!re) {
-        re_free(&tmp);
-        luaL_error(L, "no memory for the regex cache");
-      }
-      *re = tmp;
-      re->pat = pat, re->key = key;
-      re->next = st->buckets[h], st->buckets[h] = re;
-      st->n++;
-      /* stack: anchors */
+    re_t *re = cache_find(st, pat, popts, flags);
+    if (re) return lua_pushnil(L), re;
+    int added, failed;
+    re = cache_add(st, pat, len, popts, flags, cache_max(L), err, &added, &failed);
+    if (failed) return lua_pushstring(L, err), NULL;
+    if (added) { /* stack: anchors */
       lua_rawgeti(L, LUA_REGISTRYINDEX, st->anchor_ref);
       lua_pushvalue(L, pat_idx);
       lua_pushboolean(L, 1);
       lua_rawset(L, -3);
       lua_pop(L, 1);
-      return lua_pushnil(L), re;
     }
-    if (max > 0 && !st->warned) {
-      st->warned = 1;
-      mg_log_error(MG_LOG_WARN, NULL,
-                   "lua exceeding regex cache max entries (%lld): regex_cache_max_entries reached, further "
-                   "\"o\" patterns are compiled at each call",
-                   (long long)max);
-    }
+    if (re) return lua_pushnil(L), re;
   }
   re_t *re = lua_newuserdata(L, sizeof *re);
   memset(re, 0, sizeof *re);
@@ -399,7 +426,7 @@ static int re_match_helper(lua_State *L, int want_caps) {
     lua_setfield(L, ctx, "pos");
   }
   if (want_caps) return push_captures(L, re, rc, s, res), 1;
-  if (nth < 0) nth = 0;
+  if (!(nth >= 0)) nth = 0; /* NaN too */
   if (nth > re->ncap) return lua_pushnil(L), lua_pushnil(L), lua_pushliteral(L, "nth out of bound"), 3;
   if (nth >= rc) return lua_pushnil(L), lua_pushnil(L), 2;
   int from = (int)(nth * 2), to = (int)(nth * 2 + 1);
@@ -580,6 +607,84 @@ static int re_sub_helper(lua_State *L, int global) {
 static int l_sub(lua_State *L) { return re_sub_helper(L, 0); }
 static int l_gsub(lua_State *L) { return re_sub_helper(L, 1); }
 
+/* ---- the FFI's functions (lua/moongate/re.lua) ------------------------------------------------ */
+
+#define MG_EXPORT __attribute__((used, visibility("default")))
+
+MG_EXPORT int mg_re_ffi_get(void *state, const char *pat, size_t len, const char *opts, size_t olen, long long max,
+                            re_t **out, char *err) {
+  re_state_t *st = state;
+  uint32_t popts;
+  unsigned flags;
+  int bad = mg_re_parse_opts(opts, olen, &popts, &flags);
+  if (bad >= 0) return -2 - bad;
+  *out = NULL;
+  if (flags & MG_RE_ONCE) {
+    int added, failed;
+    re_t *re = cache_find(st, pat, popts, flags);
+    if (!re) re = cache_add(st, pat, len, popts, flags, (lua_Integer)max, err, &added, &failed);
+    else failed = 0;
+    if (failed) return -1;
+    if (re && !re->ov && !(re->ov = malloc(sizeof(int) * 2 * (size_t)(re->ncap + 1)))) {
+      snprintf(err, RE_ERR_MAX, "no memory");
+      return -1;
+    }
+    if (re) return *out = re, 1;
+  }
+  re_t *re = calloc(1, sizeof *re);
+  if (!re) return snprintf(err, RE_ERR_MAX, "no memory"), -1;
+  if (re_compile(re, pat, len, popts, flags, err) < 0) return free(re), -1;
+  if (!(re->ov = malloc(sizeof(int) * 2 * (size_t)(re->ncap + 1)))) {
+    re_free(re);
+    free(re);
+    return snprintf(err, RE_ERR_MAX, "no memory"), -1;
+  }
+  return *out = re, 0;
+}
+
+MG_EXPORT void mg_re_ffi_free(re_t *re) {
+  if (!re || re->cached) return; /* the cache's entries live as long as the state */
+  re_free(re);
+  free(re);
+}
+
+MG_EXPORT int mg_re_ffi_exec(re_t *re, const char *s, size_t len, int pos) {
+  int rc = re_exec(re, s, len, pos < 0 ? 0 : (size_t)pos);
+  if (rc < 0) return pcre1_code(rc);
+  if (rc == 0) {
+    if (!(re->flags & MG_RE_DFA)) return 0;
+    rc = 1;
+  }
+  const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(re->md);
+  int n = 2 * (re->ncap + 1), set = 2 * rc < n ? 2 * rc : n;
+  for (int i = 0; i < set; i++) re->ov[i] = ov[i] == PCRE2_UNSET ? -1 : (int)ov[i];
+  for (int i = set; i < n; i++) re->ov[i] = -1;
+  return rc;
+}
+
+MG_EXPORT int *mg_re_ffi_ovector(re_t *re) { return re->ov; }
+MG_EXPORT int mg_re_ffi_ncap(const re_t *re) { return re->ncap; }
+MG_EXPORT unsigned mg_re_ffi_flags(const re_t *re) { return re->flags; }
+MG_EXPORT int mg_re_ffi_name_count(const re_t *re) { return (int)re->name_count; }
+
+MG_EXPORT const char *mg_re_ffi_name(const re_t *re, int i, int *group) {
+  PCRE2_SPTR e = re->names + (size_t)i * re->name_size;
+  *group = (e[0] << 8) | e[1];
+  return (const char *)e + 2;
+}
+
+MG_EXPORT int mg_re_ffi_template_check(const char *t, size_t n) { return template_check(t, n); }
+
+/* The state's choice of implementation (re.lua's choose), kept in the registry. */
+static char choose_key;
+
+void mg_re_choose(lua_State *L) {
+  lua_pushlightuserdata(L, &choose_key);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  if (lua_isfunction(L, -1)) lua_call(L, 0, 0);
+  else lua_pop(L, 1);
+}
+
 void mg_re_open(lua_State *L) {
   /* stack: mg */
   if (luaL_newmetatable(L, RE_MT)) {
@@ -604,6 +709,16 @@ void mg_re_open(lua_State *L) {
     lua_pushcclosure(L, f->func, 1);
     lua_setfield(L, -3, f->name);
   }
-  lua_pop(L, 1); /* mg re */
+  /* stack: mg classic st; re.lua's builder(classic, state) gives mg.re and choose */
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "moongate.re");
+  lua_call(L, 1, 1);
+  lua_insert(L, -3);
+  lua_pushlightuserdata(L, st);
+  lua_replace(L, -2); /* the userdata stays alive as the classic closures' upvalue */
+  lua_call(L, 2, 2); /* mg re choose */
+  lua_pushlightuserdata(L, &choose_key);
+  lua_insert(L, -2);
+  lua_rawset(L, LUA_REGISTRYINDEX);
   lua_setfield(L, -2, "re");
 }

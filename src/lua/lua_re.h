@@ -22,8 +22,36 @@ enum { MG_RE_ONCE = 1, MG_RE_DFA = 2, MG_RE_JIT = 4, MG_RE_DUPNAMES = 8, MG_RE_N
  * MG_RE_* flags. Returns -1 when all are known, or the index of the first unknown letter. */
 int mg_re_parse_opts(const char *opts, size_t len, uint32_t *pcre_opts, unsigned *flags);
 
-/* Sets field "re" of the table at the top of the stack: a new table of the five functions,
- * sharing one cache that is freed with the Lua state. */
+/* Sets field "re" of the table at the top of the stack: the five functions of
+ * lua/moongate/re.lua (require "moongate.re" must find it), sharing one cache that is freed
+ * with the Lua state. Each runs either through LuaJIT's FFI (the mg_re_ffi_* functions below,
+ * which compiled traces call directly) or as the classic C functions of this unit (cheaper in
+ * the interpreter); both give the same results. The choice is made when the state is opened. */
 void mg_re_open(lua_State *L);
+
+/* Makes the choice again from the state's JIT mode (jit.status()): the FFI when the compiler is
+ * on, the classic functions when it is off. A worker calls it once lua_max_run_time has set the
+ * mode, before serving. */
+void mg_re_choose(lua_State *L);
+
+/* The FFI's functions, exported by the binary (ENABLE_EXPORTS) for lua/moongate/re.lua; a
+ * handle is an opaque struct re_s. Not for C callers. */
+struct re_s;
+/* The compiled pattern for pat under opts: 1 and the cache's entry (never freed), 0 and a
+ * pattern compiled for the call (mg_re_ffi_free), -1 with the error in err (128 bytes), or
+ * -2 - i for an unknown option letter at opts[i]. max: regex_cache_max_entries. */
+int mg_re_ffi_get(void *state, const char *pat, size_t len, const char *opts, size_t olen, long long max,
+                  struct re_s **out, char *err);
+void mg_re_ffi_free(struct re_s *re);
+/* Runs from byte pos: the pairs set (1 for "d"), 0 when they do not fit, -1 for no match or
+ * PCRE 8's error number. The offsets are in mg_re_ffi_ovector's ints, -1 for unset groups. */
+int mg_re_ffi_exec(struct re_s *re, const char *s, size_t len, int pos);
+int *mg_re_ffi_ovector(struct re_s *re);
+int mg_re_ffi_ncap(const struct re_s *re);
+unsigned mg_re_ffi_flags(const struct re_s *re);
+int mg_re_ffi_name_count(const struct re_s *re);
+const char *mg_re_ffi_name(const struct re_s *re, int i, int *group);
+/* 0, or -1 after logging why the replacement template is refused. */
+int mg_re_ffi_template_check(const char *t, size_t n);
 
 #endif

@@ -5,6 +5,7 @@
 
 #include "log.h"
 #include "lua_headers.h"
+#include "lua_re.h"
 #include "lua_req.h"
 #include "lua_res.h"
 #include "lua_socket.h"
@@ -27,6 +28,7 @@ void mg_lua_worker_prepare(mg_config_t *cfg, uv_loop_t *loop) {
   mg_lua_res_open(cfg->L);
   mg_thread_init(loop);
   mg_lua_limit_install(cfg->L, cfg->set.lua_max_run_time);
+  mg_re_choose(cfg->L); /* mg.re: the FFI with the JIT compiler on, the classic C functions without */
   mg_socket_set_default_timeout(cfg->set.lua_socket_timeout);
   mg_ctls_configure(cfg->set.lua_ssl_trusted_certificate, (int)cfg->set.lua_ssl_verify_depth);
 }

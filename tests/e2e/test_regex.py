@@ -135,6 +135,16 @@ def normalize(line):
                   r'COMPILE in \\x22\1\\x22"', line)
 
 
+# mg.re runs through LuaJIT's FFI when the JIT compiler is on (lua_max_run_time = 0) and as
+# classic C functions when it is off (the default); "ffi-interp" forces the FFI without the
+# compiler. Each must give OpenResty's results, so each runs the whole differential.
+IMPLS = {
+    "ffi": ("mg.set { lua_max_run_time = 0 }\n", "ffi"),
+    "c": ("", "c"),
+    "ffi-interp": ('mg.re._impl("ffi")\n', "ffi"),
+}
+
+
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
     d = tmp_path_factory.mktemp("openresty")
@@ -143,17 +153,23 @@ def servers(tmp_path_factory):
         (d / (name + ".lua")).write_text(OUR_RUNNER + "\nngx.print(run(ngx, %s))\n" % lua_list(items))
         locations["/" + name] = ("file", "%s/%s.lua" % (d, name))
     nginx, port = start_openresty(d, locations)
+    ours = {}
     try:
-        lua = "mg.set { lua_max_run_time = 0 }\n" + OUR_RUNNER + "".join(
-            'mg.route("=/%s", function(req) return 200, run(mg, %s) end)\n' % (name, lua_list(items))
-            for name, items in CASES.items())
-        g = Gateway(tmp_path_factory.mktemp("moongate"), lua)
+        for impl, (setting, _) in IMPLS.items():
+            lua = setting + OUR_RUNNER + "".join(
+                'mg.route("=/%s", function(req) return 200, run(mg, %s) end)\n' % (name, lua_list(items))
+                for name, items in CASES.items())
+            lua += 'mg.route("=/impl", function() return 200, mg.re._impl() .. " " .. ngx.re._impl() end)\n'
+            ours[impl] = Gateway(tmp_path_factory.mktemp("moongate-" + impl), lua)
     except BaseException:
         stop_openresty(nginx)
+        for g in ours.values():
+            g.stop()
         raise
-    yield port, g.port
+    yield port, {impl: g.port for impl, g in ours.items()}
     stop_openresty(nginx)
-    g.stop()
+    for g in ours.values():
+        g.stop()
 
 
 def lines(port, name):
@@ -162,9 +178,17 @@ def lines(port, name):
     return r.body.decode("latin-1").splitlines()
 
 
+@pytest.mark.parametrize("impl", list(IMPLS))
+def test_re_impl_is_chosen_by_the_jit_mode(servers, impl):
+    """The worker's choice, made after lua_max_run_time set the JIT mode."""
+    want = IMPLS[impl][1]
+    assert request(servers[1][impl], path="/impl").body == ("%s %s" % (want, want)).encode()
+
+
+@pytest.mark.parametrize("impl", list(IMPLS))
 @pytest.mark.parametrize("group", list(CASES))
-def test_re_matches_openresty(servers, group):
-    theirs, ours = servers
+def test_re_matches_openresty(servers, group, impl):
+    theirs, ours = servers[0], servers[1][impl]
     t, o = lines(theirs, group), lines(ours, group)
     assert len(t) == len(o) == len(CASES[group]), (len(t), len(o), len(CASES[group]))
     diff = ["%s\n  openresty: %s\n  moongate:  %s" % (c, a[:300], b[:300])
@@ -172,10 +196,11 @@ def test_re_matches_openresty(servers, group):
     assert not diff, "%d of %d differ:\n%s" % (len(diff), len(t), "\n".join(diff[:25]))
 
 
-def test_compile_errors_keep_openresty_shape(servers):
+@pytest.mark.parametrize("impl", list(IMPLS))
+def test_compile_errors_keep_openresty_shape(servers, impl):
     """The one normalized difference, shown: PCRE2's message in nginx's format, cut like
     OpenResty's at 127 bytes; both sides say which pattern failed."""
-    theirs, ours = servers
+    theirs, ours = servers[0], servers[1][impl]
     t, o = lines(theirs, "bad"), lines(ours, "bad")
     i = CASES["bad"].index("NS.re.match('hello', %s)" % L("(abc"))
     assert t[i] == 'ok nil "pcre_compile() failed: missing ) in \\x22(abc\\x22"'

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "lua_re.h"
+#include "lua_vm.h"
 
 static const char script[] =
     "local re, o, p, s, r = ...\n"
@@ -21,9 +22,11 @@ static const char script[] =
     "for k = 0, 6 do re.match(s, p .. string.rep('(?:)', k), o .. 'o') re.gsub(s, p, r, o .. 'o') end\n";
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  lua_State *L = luaL_newstate();
+  /* mg_lua_new: the embedded modules (mg_re_open requires moongate.re). This program does not
+   * export the FFI's functions, so mg.re runs its classic C functions here. */
+  lua_State *L = mg_lua_new("/nonexistent");
+  if (!L) abort();
   {
-    luaL_openlibs(L);
     /* the setting the cache reads: package.loaded.moongate._state.settings */
     luaL_dostring(L, "package.loaded.moongate = { _state = { settings = { regex_cache_max_entries = 4 } } }");
     lua_newtable(L);
