@@ -84,14 +84,90 @@ local function comment_line(indent, text) return indent .. "-- " .. note(text) e
 -- the directive on stderr; moongate refuses to start until the roots are set).
 local SENDFILE_PLACEHOLDER = '  -- sendfile_roots = { "/FILL/IN/the/folder/of/the/files" },'
 
+-- A SetEnvIf rule: with a Lua pattern, string.find; with a regex (r.re), mg.re.match, whose
+-- groups the values' $1.. read (s.expr, Lua source).
 local function setenvif_lines(lines, r, indent)
   lines[#lines + 1] = comment_line(indent, r.src)
   local body = {}
   for _, s in ipairs(r.sets) do
-    body[#body + 1] = fmt("req.env[%s] = %s", lit(s.name), s.value and lit(s.value) or "false")
+    local v = s.value and (r.re and s.expr or lit(s.value)) or "false"
+    body[#body + 1] = fmt("req.env[%s] = %s", lit(s.name), v)
   end
-  lines[#lines + 1] = fmt("%sif string.find(%s, %s) then %s end", indent, r.subject, lit(r.pattern), table.concat(body, "; "))
+  if r.re then
+    lines[#lines + 1] = fmt("%sdo local m = mg.re.match(%s, %s, %s) if m then %s end end", indent, r.subject, lit(r.re),
+      lit(r.flags), table.concat(body, "; "))
+  else
+    lines[#lines + 1] = fmt("%sif string.find(%s, %s) then %s end", indent, r.subject, lit(r.pattern), table.concat(body, "; "))
+  end
 end
+
+-- The path ProxyPassMatch and <LocationMatch> match in Apache: decoded (see
+-- lua/_apache_translate.lua, DECODED_PATH).
+local DECODED_PATH = 'mg.unescape_uri((req.uri:gsub("%+", "%%2B")))'
+
+-- A <LocationMatch> step of an access hook (lua/_import_apache.lua, locmatch_step).
+local function locmatch_lines(lines, st, indent)
+  lines[#lines + 1] = comment_line(indent, st.src)
+  lines[#lines + 1] = fmt("%sdo", indent)
+  lines[#lines + 1] = fmt("%s  local m = mg.re.match(%s, %s, \"jos\")", indent, DECODED_PATH, lit(st.re))
+  lines[#lines + 1] = fmt("%s  if m then", indent)
+  local inner = indent .. "    "
+  for _, n in ipairs(st.names) do
+    lines[#lines + 1] = fmt("%sif m[%s] then req.env[%s] = m[%s] end", inner, lit(n), lit("MATCH_" .. n:upper()), lit(n))
+  end
+  for _, e in ipairs(st.env) do
+    lines[#lines + 1] = code_line(fmt("%sreq.env[%s] = %s", inner, lit(e.name), e.value and lit(e.value) or "false"), e.src)
+  end
+  for _, r in ipairs(st.rules) do setenvif_lines(lines, r, inner) end
+  if st.deny then
+    lines[#lines + 1] = comment_line(inner, st.deny)
+    lines[#lines + 1] = inner .. 'return req:exit(403, "Forbidden\\n")'
+  end
+  lines[#lines + 1] = fmt("%s  end", indent)
+  lines[#lines + 1] = fmt("%send", indent)
+end
+
+-- proxy-scgi-pathinfo on a ProxyPassMatch route: Apache's PATH_INFO and SCRIPT_NAME, computed
+-- by apache_pathinfo (PATHINFO_HELPER) from the decoded path and the URL's path as the match
+-- fills it in (st.expr, Lua source reading `m` and `uri`).
+local function pathinfo_lines(lines, st, indent)
+  lines[#lines + 1] = comment_line(indent, "proxy-scgi-pathinfo: PATH_INFO is the path of the URL of " .. st.src
+    .. " as the match fills it in, SCRIPT_NAME what comes before it in the path (Apache's reading)")
+  local inner = indent
+  if not st.always then
+    lines[#lines + 1] = fmt('%sif req.env["proxy-scgi-pathinfo"] then', indent)
+    inner = indent .. "  "
+  end
+  lines[#lines + 1] = fmt("%slocal uri = %s", inner, DECODED_PATH)
+  lines[#lines + 1] = fmt("%slocal m = mg.re.match(uri, %s, \"jos\")", inner, lit(st.re))
+  lines[#lines + 1] = fmt('%sif m then req.env["SCRIPT_NAME"], req.env["PATH_INFO"] = apache_pathinfo(uri, %s) end', inner, st.expr)
+  if not st.always then lines[#lines + 1] = indent .. "end" end
+end
+
+-- Apache's split of a path into SCRIPT_NAME and PATH_INFO when PATH_INFO is a URL's path:
+-- the path encoded as mod_proxy encodes a URL path (ap_proxy_canonenc), and SCRIPT_NAME the
+-- decoded path up to where PATH_INFO's tail stops matching it, then on to the next "/"
+-- (ap_find_path_info). Only string methods: the function reads no global.
+local PATHINFO_HELPER = {
+  "-- proxy-scgi-pathinfo on ProxyPassMatch routes: Apache's SCRIPT_NAME and PATH_INFO.",
+  "local function apache_pathinfo(uri, path)",
+  [[  local pi = path:gsub("[^%w/~$!*'(),;:@&=+._-]", function(c) return ("%%%02X"):format(c:byte()) end)]],
+  [[  if pi:sub(1, 1) ~= "/" then pi = "/" .. pi end]],
+  "  local lu, lp = #uri, #pi",
+  "  while true do",
+  "    if lu == 0 then lu = -1 break end",
+  "    lu = lu - 1",
+  "    if lp == 0 then break end",
+  "    lp = lp - 1",
+  "    local c = uri:byte(lu + 1)",
+  "    if c ~= pi:byte(lp + 1) then break end",
+  "    if c == 47 then while lu > 0 and uri:byte(lu) == 47 do lu = lu - 1 end end",
+  "  end",
+  "  if lu < 0 then lu = 0 end",
+  "  while lu < #uri and uri:byte(lu + 1) ~= 47 do lu = lu + 1 end",
+  "  return uri:sub(1, lu), pi",
+  "end",
+}
 
 -- One mg.route call: the route `r` for `host` (nil for any host).
 local function route_lines(add, r, host)
@@ -113,7 +189,11 @@ local function route_lines(add, r, host)
   if #r.access > 0 or r.deny then
     lines[#lines + 1] = "  hooks = {"
     lines[#lines + 1] = "    access = function(req)"
-    for _, s in ipairs(r.access) do setenvif_lines(lines, s, "      ") end
+    for _, st in ipairs(r.access) do
+      if st.kind == "setenvif" then setenvif_lines(lines, st.rule, "      ")
+      elseif st.kind == "locmatch" then locmatch_lines(lines, st, "      ")
+      else pathinfo_lines(lines, st, "      ") end
+    end
     -- Last: a return ends a Lua block.
     if r.deny then
       lines[#lines + 1] = comment_line("      ", r.deny)
@@ -124,7 +204,10 @@ local function route_lines(add, r, host)
   end
   add(comment_line("", r.src), r.src)
   for _, nte in ipairs(r.notes) do add(comment_line("", "  " .. nte), r.src) end
-  if #lines == 0 then
+  if r.exclusion then
+    -- ProxyPassMatch RE !: Apache serves such paths itself, from a document root moongate does not have.
+    add(fmt('mg.route(%s, function() return 404, "Not Found\\n" end)', lit(r.path)), r.src)
+  elseif #lines == 0 then
     add(fmt("mg.route(%s, %s)", lit(r.path), lit(r.target)), r.src)
   else
     add(fmt("mg.route(%s, %s, {", lit(r.path), lit(r.target)), r.src)
@@ -167,6 +250,10 @@ function O.write(model)
   add("-- Each line names the Apache directive it comes from (file:line). See docs/migrating-from-apache.md.")
   add('local mg = require "moongate"')
   add("")
+  if model.pathinfo_helper then
+    for _, l in ipairs(PATHINFO_HELPER) do add(l) end
+    add("")
+  end
   if #model.listens > 0 then
     add("-- Listeners")
     for _, l in ipairs(model.listens) do add(code_line(fmt("mg.listen(%s)", lit(l.addr)), l.src), l.src) end
@@ -193,7 +280,7 @@ function O.write(model)
     for _, name in ipairs(model.balancer_order) do balancer_lines(add, name, model.balancers[name]) end
     add("")
   end
-  if #model.routes > 0 then add("-- Routes (ProxyPass)") end
+  if #model.routes > 0 then add("-- Routes (ProxyPass, ProxyPassMatch: regex routes are tried before prefix routes)") end
   for _, r in ipairs(model.routes) do
     for _, host in ipairs(r.hosts) do route_lines(add, r, host or nil) end
   end

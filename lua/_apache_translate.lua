@@ -52,8 +52,12 @@ T.__index = T
 -- applies to the requests it covers; routes take the merge of main → virtual host →
 -- locations, in the order Apache merges them.
 local function new_scope(parent, kind)
-  return { parent = parent, kind = kind, env = {}, setenvif = {}, opts = {}, deny = nil, locations = {} }
+  return { parent = parent, kind = kind, env = {}, setenvif = {}, opts = {}, deny = nil, locations = {}, locmatches = {} }
 end
+
+-- A <Location> or a <LocationMatch> (or <Location ~ RE>): the per-directory scopes whose
+-- directives apply to part of the requests of a server.
+local function is_loc(scope) return scope.kind == "location" or scope.kind == "locationmatch" end
 
 function T:src(node)
   local file = node.file
@@ -309,10 +313,85 @@ function ROUTE_PARAMS.retry(self, node, route, v)
   return true
 end
 
--- ProxyPass PATH URL [key=value ...] (PATH implied inside <Location>).
-function T:proxypass(node, scope, path, url, params)
+-- ---- regular expressions ------------------------------------------------------------------------
+--
+-- Apache compiles ProxyPassMatch, <LocationMatch> and SetEnvIf regexes with PCRE2, with its
+-- default RegexDefaultOptions DOTALL (the `s` of mg.re's options) and DOLLAR_ENDONLY (no
+-- letter: it only matters for a subject ending in a newline, which a path can only hold
+-- percent-encoded). The translation hands them to mg.re and moongate's "~" routes as written.
+
+-- nil when `re` compiles, else PCRE2's message (Apache refuses such a configuration).
+-- M.re is mg.re, which the C side passes as sys.re (lua/_import_apache.lua sets it).
+local function regex_error(re)
+  if type(M.re) ~= "table" then error("the importer needs mg.re (sys.re) to check regular expressions") end
+  local ok2, from, _, err = pcall(M.re.find, "", re, "s")
+  if not ok2 then return tostring(from) end
+  if from == nil and err then return tostring(err) end
+  return nil
+end
+M.regex_error = regex_error
+
+-- Apache's value templates (ap_pregsub, for a SetEnvIf value and a ProxyPassMatch URL): `$0`..
+-- `$9` are the match and its groups (nothing for one that did not take part), a backslash
+-- makes the next character literal, anything else is itself. As Lua source reading the groups
+-- from the match table `m`; `changes` is false when the template gives itself back.
+local function template_expr(v)
+  local parts, buf, changes = {}, {}, false
+  local function flush()
+    if #buf > 0 then parts[#parts + 1] = lit(table.concat(buf)); buf = {} end
+  end
+  local i = 1
+  while i <= #v do
+    local c = v:sub(i, i)
+    local d = v:sub(i + 1, i + 1)
+    if c == "$" and d:match("^%d$") then
+      flush()
+      parts[#parts + 1] = fmt("(m[%s] or \"\")", d)
+      changes = true
+      i = i + 2
+    elseif c == "\\" and d ~= "" then
+      buf[#buf + 1] = d
+      changes = true
+      i = i + 2
+    else
+      buf[#buf + 1] = c
+      i = i + 1
+    end
+  end
+  flush()
+  if #parts == 0 then parts[1] = '""' end
+  return table.concat(parts, " .. "), changes
+end
+M.template_expr = template_expr
+
+-- The parts of a ProxyPassMatch URL: what names the backend (a host and port, a socket, a
+-- balancer) and the path after it, which the match fills in; nil for another scheme.
+local function url_parts(url)
+  local sock, rest = url:match("^unix:(/[^|]*)|[Ss][Cc][Gg][Ii]://(.*)$")
+  if not sock then rest = url:match("^[Ss][Cc][Gg][Ii]://(.*)$") or url:match("^[Bb][Aa][Ll][Aa][Nn][Cc][Ee][Rr]://(.*)$") end
+  if not rest then return nil end
+  local host, path = rest:match("^([^/]*)(.*)$")
+  return (sock or "") .. host, path
+end
+
+-- ProxyPass PATH URL [key=value ...] (PATH implied inside <Location>); with `regex`, PATH is a
+-- regular expression (ProxyPassMatch, or a ProxyPass inside <LocationMatch>), the route is
+-- "~PATH", its URL may hold $1.., and `!` makes it an exclusion: matching paths are not proxied.
+function T:proxypass(node, scope, path, url, params, regex)
+  if regex then
+    local err = regex_error(path)
+    if err then self:untranslated(node, "bad regular expression (Apache refuses it): " .. err) return end
+  end
+  local route = { path = regex and ("~" .. path) or path, regex = regex and path or nil, src = self:where(node), node = node,
+                  scope = scope, opts = {}, notes = {}, order = #self.routes + 1, from_location = is_loc(scope) or nil }
   if url == "!" then
-    self:untranslated(node, "exclusions (ProxyPass PATH !) have no counterpart; give that path its own route")
+    if not regex then
+      self:untranslated(node, "exclusions (ProxyPass PATH !) have no counterpart; give that path its own route")
+      return
+    end
+    if #params > 0 then self:untranslated(node, "parameters after ! have no meaning") return end
+    route.exclusion = true
+    self.routes[#self.routes + 1] = route
     return
   end
   local target, bname = backend_url(url)
@@ -320,9 +399,15 @@ function T:proxypass(node, scope, path, url, params)
     self:untranslated(node, "moongate speaks SCGI only (scgi://, unix:...|scgi:// with a socket path of at most " .. MAX_UNIX_PATH .. " bytes, balancer://)")
     return
   end
-  if not path:match("^/") then self:untranslated(node, "the path must start with /") return end
-  local route = { path = path, target = target, src = self:where(node), node = node, scope = scope, opts = {},
-                  notes = {}, order = #self.routes + 1 }
+  if regex then
+    local host, upath = url_parts(url)
+    if not host or host:find("[%$\\]") then
+      self:untranslated(node, "the backend's address depends on the match; moongate's route names one backend")
+      return
+    end
+    route.url_path = upath
+  elseif not path:match("^/") then self:untranslated(node, "the path must start with /") return end
+  route.target, route.bname = target, bname
   for _, a in ipairs(params) do
     local k, v = split_kv(a)
     if not k then
@@ -343,6 +428,7 @@ function T:proxypass(node, scope, path, url, params)
   end
   if bname then self:balancer(bname).used = true end
   self.routes[#self.routes + 1] = route
+  return route
 end
 
 -- ---- SetEnvIf ---------------------------------------------------------------------------------
@@ -412,19 +498,31 @@ local function regex_to_pattern(re, nocase)
   return table.concat(out)
 end
 
+-- The path Apache's regexes see, as Lua source. A server's or virtual host's SetEnvIf runs
+-- when the request is read, on the path as sent (RAW_PATH: before the query, nothing decoded
+-- or normalized); in a <Location> or <LocationMatch> it runs after the path is decoded
+-- (DECODED_PATH, as ProxyPassMatch and <LocationMatch> match it): req.uri is normalized but
+-- keeps %XX for what is not unreserved, so the rest is decoded ("+" stays itself).
+M.RAW_PATH = 'req.raw_uri:match("^[^?]*")'
+M.DECODED_PATH = 'mg.unescape_uri((req.uri:gsub("%+", "%%2B")))'
+
 -- SetEnvIf attributes with a counterpart in req, as Lua source.
 local special_attrs = {
-  request_uri = "req.uri", request_method = "req.method", remote_addr = "req.remote_addr",
+  request_method = "req.method", remote_addr = "req.remote_addr",
   request_protocol = 'string.format("HTTP/%.1f", req.http_version)',
 }
 
 -- SetEnvIf ATTRIBUTE REGEX [!]VAR[=VALUE] ...: a condition and assignments to req.env, or nil.
--- `subject` is Lua source; `pattern` and the names and values are raw text, for lit().
-function T:setenvif(node, nocase)
+-- `subject` is Lua source; `pattern` and the names and values are raw text, for lit(). A
+-- regex the Lua pattern cannot hold (groups, alternation, counts ...) or a value with $1.. or
+-- a backslash is matched with mg.re instead: `re` and `flags` are set, and each assignment has
+-- `expr`, its value as Lua source reading the groups from the match `m`.
+function T:setenvif(node, nocase, scope)
   local a = node.args
   if #a < 3 then self:untranslated(node, "SetEnvIf needs an attribute, a regex and a variable") return end
   local attr, re = a[1], a[2]
   local subject = special_attrs[attr:lower()]
+  if attr:lower() == "request_uri" then subject = is_loc(scope) and M.DECODED_PATH or M.RAW_PATH end
   if not subject then
     if attr:lower() == "remote_host" or attr:lower() == "server_addr" or not attr:match("^[%w%-]+$") then
       self:untranslated(node, "attribute " .. attr .. " has no counterpart in req")
@@ -433,25 +531,25 @@ function T:setenvif(node, nocase)
     subject = "(req.headers[" .. lit(attr) .. '] or "")'
   end
   local pat = regex_to_pattern(re, nocase)
-  if not pat then
-    self:untranslated(node, "regular expression " .. re .. " is beyond what the importer turns into a Lua pattern; write the hook by hand")
-    return
-  end
   local sets = {}
   for i = 3, #a do
     local name, value = a[i]:match("^([^=]+)=(.*)$")
     if not name then name, value = a[i], "1" end
     local unset = name:sub(1, 1) == "!"
     if unset then name = name:sub(2) end
-    if value:find("%$%d") then self:untranslated(node, "back-references ($1) in values") return end
-    sets[#sets + 1] = { name = name, value = (not unset) and value or nil }
+    if name == "proxy-scgi-pathinfo" then self.uses_pathinfo = true end
+    if not unset and value:find("[%$\\]") then pat = nil end
+    sets[#sets + 1] = { name = name, value = (not unset) and value or nil, expr = (not unset) and template_expr(value) or nil }
   end
   -- A regex every URI matches that only sets proxy-scgi-pathinfo is `pathinfo = true`.
   local all = { ["."] = true, ["^"] = true, [".*"] = true, ["^/"] = true, ["/"] = true, ["^.*$"] = true }
   if attr:lower() == "request_uri" and all[re] and #sets == 1 and sets[1].name == "proxy-scgi-pathinfo" and sets[1].value then
     return { pathinfo = true, src = self:where(node) }
   end
-  return { subject = subject, pattern = pat, sets = sets, src = self:where(node) }
+  if pat then return { subject = subject, pattern = pat, sets = sets, src = self:where(node) } end
+  local err = regex_error(re)
+  if err then self:untranslated(node, "bad regular expression (Apache refuses it): " .. err) return end
+  return { subject = subject, re = re, flags = nocase and "josi" or "jos", sets = sets, src = self:where(node) }
 end
 
 -- ---- the directive table ------------------------------------------------------------------------
@@ -529,7 +627,6 @@ untranslatable("header", "response headers: a header_filter hook (examples/heade
 untranslatable("requestheader", "request headers: a rewrite or access hook setting req.headers")
 untranslatable({ "rewriteengine", "rewriterule", "rewritecond" }, "a rewrite hook setting req.uri, or req:redirect")
 untranslatable({ "redirect", "redirectmatch" }, "a Lua route answering 301/302 with a Location header")
-untranslatable("proxypassmatch", "regular-expression routes: a rewrite hook mapping them onto a prefix route")
 untranslatable("alias", "mg.route(PREFIX, { root = DIR }) serves PREFIX from DIR/PREFIX: check the mapping by hand")
 untranslatable("errordocument", "a header_filter hook, or json_errors.lua's pattern")
 untranslatable({ "sslengine", "sslcertificatefile", "sslcertificatekeyfile" }, "mg.listen(ADDR, { tls = { cert =, key = } })")
@@ -572,16 +669,32 @@ def(SECTIONS, "virtualhost", { { "*:80", body = { "ServerName vhost.example", "P
 def(SECTIONS, "location", { { "/loc/", body = { "ProxyPass scgi://127.0.0.1:4000/", "SetEnv IN_LOCATION yes" } } },
   function(self, node, scope)
     local path = node.args[1]
-    if not path or path == "~" then
-      self:untranslated(node, "regular-expression locations have no counterpart")
-      return
-    end
+    if path == "~" then return self:locationmatch(node, scope, node.args[2]) end
+    if not path then self:untranslated(node, "<Location> needs a path") return end
     local loc = new_scope(scope, "location")
     loc.path, loc.node, loc.order = path, node, self.nlocations
     self.nlocations = self.nlocations + 1
     scope.locations[#scope.locations + 1] = loc
     self:walk(node.children, loc)
   end)
+
+-- <LocationMatch "RE"> and <Location ~ "RE">: a scope for the requests whose decoded path RE
+-- matches; a ProxyPass inside is a route "~RE" (as ProxyPassMatch).
+function T:locationmatch(node, scope, re)
+  if not re then self:untranslated(node, "<" .. node.Name .. "> needs a regular expression") return end
+  local err = regex_error(re)
+  if err then self:untranslated(node, "bad regular expression (Apache refuses it): " .. err) return end
+  local lm = new_scope(scope, "locationmatch")
+  lm.regex, lm.node, lm.order = re, node, self.nlocations
+  self.nlocations = self.nlocations + 1
+  scope.locmatches[#scope.locmatches + 1] = lm
+  self:walk(node.children, lm)
+end
+
+def(SECTIONS, "locationmatch", {
+  { "^/lm/(?<site>[a-z]+)/", body = { "ProxyPass scgi://127.0.0.1:4000/", "SetEnv IN_LM yes" } },
+  { "\\.php$", body = { "SetEnv PHP yes", "ProxySCGIInternalRedirect Off", "LimitRequestBody 10" } },
+}, function(self, node, scope) self:locationmatch(node, scope, node.args[1]) end)
 
 -- Inside <Proxy balancer://NAME>, by name (a directive or a section of that name): the
 -- members and parameters of that balancer. Anything else is translated as outside it.
@@ -637,7 +750,7 @@ def(SECTIONS, { "directory", "directorymatch", "files", "filesmatch" }, { { "/sr
     self:comment(node, "file-system rules: moongate serves no document root (" .. #node.children .. " directives inside)")
   end)
 
-def(SECTIONS, { "locationmatch", "if", "elseif", "else", "limit", "limitexcept" }, { { "GET", body = { "Require all denied" } } },
+def(SECTIONS, { "if", "elseif", "else", "limit", "limitexcept" }, { { "GET", body = { "Require all denied" } } },
   function(self, node)
     self:untranslated(node, "<" .. node.Name .. "> sections have no counterpart; write a hook")
   end)
@@ -713,7 +826,7 @@ end)
 def(DIRECTIVES, "limitrequestbody", { { "1000" }, { "2000", ctx = "location" } }, function(self, node, scope, a)
   local c = whole(a[1], 0, INT_MAX)
   if not c then self:untranslated(node, "not a whole number of bytes from 0 to " .. INT_MAX) return end
-  if scope.kind == "location" then scope.opts.client_max_body_size = { value = num(c), src = self:where(node) }
+  if is_loc(scope) then scope.opts.client_max_body_size = { value = num(c), src = self:where(node) }
   else self:setting(node, "client_max_body_size", num(c), c == 0 and "0: no limit" or nil) end
 end)
 
@@ -791,7 +904,10 @@ def(DIRECTIVES, "proxypass", {
   { "/unix/", "unix:/run/app.sock|scgi://" },
   { "scgi://127.0.0.1:4000/", "timeout=5", ctx = "location" },
 }, function(self, node, scope, a)
-  if scope.kind == "location" then
+  if scope.kind == "locationmatch" then
+    local route = self:proxypass(node, scope.parent, scope.regex, a[1] or "", { unpack(a, 2) }, true)
+    if route then route.lm = scope end
+  elseif scope.kind == "location" then
     self:proxypass(node, scope.parent, scope.path, a[1] or "", { unpack(a, 2) })
   else
     if #a < 2 then self:untranslated(node, "ProxyPass needs a path and a URL") return end
@@ -799,8 +915,18 @@ def(DIRECTIVES, "proxypass", {
   end
 end)
 
+def(DIRECTIVES, "proxypassmatch", {
+  { "^/app/(.*)$", "scgi://127.0.0.1:4000/$1", "timeout=30" },
+  { "^/bal/(v\\d+)/", "balancer://ppm/$1", "lbmethod=bybusyness" },
+  { "\\.png$", "!" },
+}, function(self, node, scope, a)
+  if is_loc(scope) then self:untranslated(node, "ProxyPassMatch inside <" .. scope.node.Name .. ">: Apache refuses it") return end
+  if #a < 2 then self:untranslated(node, "ProxyPassMatch needs a regular expression and a URL") return end
+  self:proxypass(node, scope, a[1], a[2], { unpack(a, 3) }, true)
+end)
+
 def(DIRECTIVES, "proxypassreverse", { { "/app/", "scgi://127.0.0.1:4000/" } }, function(self, node, scope, a)
-  local url = scope.kind == "location" and a[1] or a[2] or ""
+  local url = is_loc(scope) and a[1] or a[2] or ""
   if url:match("^[Ss][Cc][Gg][Ii]:") or url:match("^[Bb][Aa][Ll][Aa][Nn][Cc][Ee][Rr]:") or url:match("^unix:") then
     self:comment(node, "an SCGI backend answers with local URLs: nothing to rewrite")
   else
@@ -843,7 +969,9 @@ def(DIRECTIVES, { "proxyscgiinternalredirect", "proxyscgisendfile" }, { { "X-Loc
 def(DIRECTIVES, "setenv", { { "APP_ENV", "prod" }, { "LOC_ENV", "x", ctx = "location" } }, function(self, node, scope, a)
   local name, value = a[1], a[2] or ""
   if not name then self:untranslated(node, "SetEnv needs a name") return end
-  if name == "proxy-scgi-pathinfo" then scope.opts.pathinfo = { value = "true", src = self:where(node) }
+  if name == "proxy-scgi-pathinfo" then
+    self.uses_pathinfo = true
+    scope.opts.pathinfo = { value = "true", src = self:where(node) }
   else scope.env[#scope.env + 1] = { name = name, value = value, src = self:where(node) } end
 end)
 
@@ -856,7 +984,7 @@ def(DIRECTIVES, { "setenvif", "setenvifnocase" }, {
   { "Request_URI", "^/a[b-d]*\\.php$", "PHP=1", ctx = "location" },
   { "Request_URI", ".", "proxy-scgi-pathinfo" },
 }, function(self, node, scope)
-  local r = self:setenvif(node, node.name == "setenvifnocase")
+  local r = self:setenvif(node, node.name == "setenvifnocase", scope)
   if r then scope.setenvif[#scope.setenvif + 1] = r end
 end)
 
@@ -865,7 +993,7 @@ def(DIRECTIVES, "require", { { "all", "granted" }, { "all", "denied", ctx = "loc
     local what = (a[1] or ""):lower()
     if what == "all" and (a[2] or ""):lower() == "granted" then
       self:comment(node, ALLOWED)
-    elseif what == "all" and (a[2] or ""):lower() == "denied" and scope.kind == "location" then
+    elseif what == "all" and (a[2] or ""):lower() == "denied" and is_loc(scope) then
       scope.deny = self:where(node)
     else
       self:untranslated(node, "access rules: write an access hook (examples/access_control.lua)")

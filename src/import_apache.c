@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "lua_re.h"
 #include "lua_vm.h"
 
 /* glob(pattern) -> sorted list of matching paths ({} when none). */
@@ -137,11 +138,13 @@ int mg_import_apache_run(const char *file, FILE *out, FILE *err) {
   lua_call(L, 1, 1); /* module */
   lua_getfield(L, -1, "run"); /* module run */
   lua_pushstring(L, file);
-  lua_createtable(L, 0, 7); /* module run file sys */
+  lua_createtable(L, 0, 8); /* module run file sys */
   for (const luaL_Reg *f = fns; f->name; f++) {
     lua_pushcfunction(L, f->func);
     lua_setfield(L, -2, f->name);
   }
+  /* sys.re: mg.re, with which the translation checks the regexes it hands on. */
+  mg_re_open(L);
   lua_pushlightuserdata(L, out);
   lua_pushcclosure(L, l_write, 1);
   lua_setfield(L, -2, "out");

@@ -567,13 +567,17 @@ else
       for k, x in pairs(v) do walk(k, seen); walk(x, seen) end
     end
   end
+  local in_hook = false
+  -- In hooks: mg.re finds nothing and mg.unescape_uri gives its argument back.
+  local hook_api = { re = { match = function() return nil end, find = function() return nil end },
+                     unescape_uri = function(s) return s end }
   local stub = setmetatable({}, { __index = function(_, name)
+    if in_hook and hook_api[name] then return hook_api[name] end
     return function(...)
       rec("CALL", tostring(name))
       for i = 1, select("#", ...) do walk((select(i, ...)), {}) end
     end
   end })
-  local in_hook = false
   local env = setmetatable({}, {
     __index = function(_, k)
       if k == "require" and not in_hook then
@@ -594,7 +598,7 @@ else
     if not ok then rec("ERROR", "run", tostring(e)) end
     in_hook = true
     for _, fn in ipairs(fns) do
-      local req = { uri = "/x/y.php", method = "GET", http_version = "1.1", remote_addr = "127.0.0.1", env = {},
+      local req = { uri = "/x/y.php", raw_uri = "/x/y.php?q", method = "GET", http_version = "1.1", remote_addr = "127.0.0.1", env = {},
                     headers = setmetatable({}, { __index = function() return "curl/7.x" end }),
                     exit = function() return true end }
       local ok2, e2 = pcall(fn, req)
