@@ -101,8 +101,11 @@ void mg_phase_start(mg_req_t *req) {
 }
 
 void mg_phase_resume(mg_req_t *req, int result) {
+  /* MG_ENDED: the hook answered the request, whose memory may be gone already (a response
+   * that completed at once finished it): nothing of it is touched. */
+  if (result != MG_OK) return;
   req->thread = NULL;
-  if (result == MG_OK) engine_run(req);
+  engine_run(req);
 }
 
 void mg_phase_restart(mg_req_t *req, const char *location) {

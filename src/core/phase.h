@@ -25,7 +25,8 @@ void mg_phase_start(mg_req_t *req);
  * internal_redirect_limit. */
 void mg_phase_restart(mg_req_t *req, const char *location);
 /* A hook that waited has ended with `result` (MG_OK: the engine goes on; MG_ENDED: it
- * handled the request). */
+ * handled the request, which may already be freed: the engine does not touch it, so the
+ * binding clears req->thread itself before answering). */
 void mg_phase_resume(mg_req_t *req, int result);
 
 #endif

@@ -477,7 +477,7 @@ static int do_receive(lua_State *L, sock_box_t *b, int mode, size_t count) {
 /* sock:receive([pattern]): "*l" (default), "*a" or a number of bytes. */
 static int l_receive(lua_State *L) {
   sock_box_t *b = check_box(L);
-  if (lua_type(L, 2) == LUA_TNUMBER) {
+  if (lua_isnumber(L, 2)) { /* a numeric string too ("12"), as OpenResty */
     lua_Number n = lua_tonumber(L, 2);
     if (n < 0) return luaL_argerror(L, 2, "bad pattern argument");
     if (n == 0) {
@@ -882,10 +882,11 @@ static int l_sslhandshake(lua_State *L) {
 /* ---- the rest -------------------------------------------------------------------------------------- */
 
 /* A timeout in ms: 0 is the default (never "no timeout", which would hold the descriptor for
- * good), NaN, infinities and negative numbers are refused, huge ones capped. */
+ * good), NaN, infinities and negative numbers are refused, huge ones capped; what is not a
+ * number reads as 0, as lua-nginx-module's lua_tonumber reads it. */
 static uint64_t check_ms(lua_State *L, int idx) {
   uint64_t ms;
-  if (mg_lua_timeout_ms(luaL_checknumber(L, idx), 1, default_ms, &ms) < 0)
+  if (mg_lua_timeout_ms(lua_tonumber(L, idx), 1, default_ms, &ms) < 0)
     luaL_argerror(L, idx, "timeout must be a number of milliseconds from 0 (0: the default)");
   return ms;
 }

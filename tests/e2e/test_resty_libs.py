@@ -23,7 +23,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, SANITIZED, Gateway, free_port, request, wait_port
+from conftest import ROOT, Gateway, free_port, request, wait_port
 from openresty import start_openresty, stop_openresty
 
 HELPERS = os.path.join(ROOT, "tests", "e2e", "helpers")
@@ -305,9 +305,7 @@ master role: master
 slave role: slave yes
 direct db 2: OK 1
 unknown master: nil nil
-""", xfail="connector.lua:333 calls r:set_timeout(self, read_timeout), so sock:settimeout gets the connector "
-           "table: lua-nginx-module reads a non-number timeout as 0 (lua_socket_read_timeout, measured), "
-           "moongate's settimeout raises 'number expected, got table' (src/lua/lua_socket.c)"),
+"""),
 }
 
 # ---- memcached (lua-nginx-memcached) ---------------------------------------------------------------
@@ -392,9 +390,7 @@ cas: 1
 stale cas: EXISTS
 after cas: new 3
 after flush_all: nil
-""", xfail="memcached.lua:184 calls sock:receive(len) with len a string of digits from string.match: "
-           "lua-nginx-module reads it as a byte count, moongate raises 'bad pattern argument' "
-           "(src/lua/lua_socket.c l_receive)"),
+"""),
 })
 
 # ---- lrucache (lua-resty-lrucache, both variants) -----------------------------------------------------
@@ -1181,13 +1177,6 @@ def access_hook_checks(port):
     assert answer(port, "access").status == 200
 
 
-ACCESS_UAF = ("an access or rewrite hook that waited (here on redis) and then answers with ngx.exit(403) or "
-              "req:exit(403): the answer completes and frees the request inside hook_result, and on_hook_done "
-              "(src/lua/lua_hooks.c) then calls mg_phase_resume(req, MG_ENDED), whose req->thread = NULL "
-              "(src/core/phase.c:104) writes into the freed request: heap-use-after-free under ASan")
-
-
-@pytest.mark.xfail(SANITIZED, strict=True, reason=ACCESS_UAF)
 def test_redis_in_an_access_hook_under_moongate(peers, tmp_path):
     """An access hook refusing the users a redis set names (its own gateway, stopped here, so
     that a sanitizer report fails this test)."""
