@@ -26,8 +26,8 @@ local band = bit.band
 local byte, find, match, sub = string.byte, string.find, string.match, string.sub
 local concat = table.concat
 local floor = math.floor
-local error, pcall, rawget, rawset, tonumber, tostring, type =
-  error, pcall, rawget, rawset, tonumber, tostring, type
+local error, pcall, rawget, rawset, select, tonumber, tostring, type =
+  error, pcall, rawget, rawset, select, tonumber, tostring, type
 local loaded = package.loaded
 
 local ok_new, new_tab = pcall(require, "table.new")
@@ -39,7 +39,9 @@ int mg_re_ffi_get(void *state, const char *pat, size_t len, const char *opts, si
                   long long max, mg_re_t **out, char *err);
 void mg_re_ffi_free(mg_re_t *re);
 int mg_re_ffi_exec(mg_re_t *re, const char *s, size_t len, int pos);
-int *mg_re_ffi_ovector(mg_re_t *re);
+int mg_re_ffi_errcode(int rc);
+void *mg_re_ffi_ovector(mg_re_t *re);
+int mg_re_ffi_direct(mg_re_t *re, void **code, void **md, uint32_t *mopts);
 int mg_re_ffi_ncap(const mg_re_t *re);
 unsigned mg_re_ffi_flags(const mg_re_t *re);
 int mg_re_ffi_name_count(const mg_re_t *re);
@@ -55,11 +57,21 @@ local INT_MAX = 2147483647
 -- The binary exports the functions (ENABLE_EXPORTS); a program built without (a fuzz target)
 -- has only the classic ones.
 local C = ffi.C
-local have_ffi, re_get, re_free, re_exec, re_ovector, re_ncap, re_flags, re_name_count, re_name,
-  template_check = pcall(function()
-    return C.mg_re_ffi_get, C.mg_re_ffi_free, C.mg_re_ffi_exec, C.mg_re_ffi_ovector, C.mg_re_ffi_ncap,
-      C.mg_re_ffi_flags, C.mg_re_ffi_name_count, C.mg_re_ffi_name, C.mg_re_ffi_template_check
+local have_ffi, re_get, re_free, re_exec, re_errcode, re_ovector, re_direct, re_ncap, re_flags,
+  re_name_count, re_name, template_check = pcall(function()
+    return C.mg_re_ffi_get, C.mg_re_ffi_free, C.mg_re_ffi_exec, C.mg_re_ffi_errcode, C.mg_re_ffi_ovector,
+      C.mg_re_ffi_direct, C.mg_re_ffi_ncap, C.mg_re_ffi_flags, C.mg_re_ffi_name_count, C.mg_re_ffi_name,
+      C.mg_re_ffi_template_check
   end)
+
+-- A JIT-compiled pattern owing no UTF-8 check runs by a direct call of PCRE2's fast path (the
+-- binary links libpcre2-8), one C call fewer; the others through mg_re_ffi_exec.
+local jit_match = pcall(ffi.cdef, [[
+int pcre2_jit_match_8(void *code, const char *s, size_t len, size_t pos, uint32_t opts, void *md,
+                      void *mctx);
+]]) and select(2, pcall(function() return C.pcre2_jit_match_8 end)) or nil
+if type(jit_match) ~= "cdata" then jit_match = nil end
+local BADOFFSET = -24 -- PCRE 8's number, as mg_re_ffi_exec gives it
 
 return function(classic, state)
   local c_match, c_find, c_gmatch, c_sub, c_gsub =
@@ -77,6 +89,8 @@ return function(classic, state)
   local errbuf = ffi.new("char[128]")
   local outp = ffi.new("mg_re_t *[1]")
   local group = ffi.new("int[1]")
+  local codep, mdp, moptsp = ffi.new("void *[1]"), ffi.new("void *[1]"), ffi.new("uint32_t[1]")
+  local ovector_t = ffi.typeof("intptr_t *")
 
   -- The classic functions raise from C, with no file:line: so do these (level 0).
   local function type_error(idx, fn, want, v)
@@ -109,10 +123,23 @@ return function(classic, state)
         names[2 * i + 1] = group[0]
       end
     end
+    local fast = re_direct(h, codep, mdp, moptsp) ~= 0 and jit_match ~= nil
     return {
-      re = h, ov = re_ovector(h), ncap = re_ncap(h), nn = nn, names = names,
+      re = h, ov = ffi.cast(ovector_t, re_ovector(h)), ncap = re_ncap(h), nn = nn, names = names,
       dup = band(re_flags(h), FLAG_DUPNAMES) ~= 0, cached = cached,
+      fast = fast, code = codep[0], md = mdp[0], mopts = moptsp[0],
     }
+  end
+
+  -- mg_re_ffi_exec's results.
+  local function exec(e, subj, len, pos)
+    if e.fast then
+      if pos > len then return BADOFFSET end
+      local rc = jit_match(e.code, subj, len, pos, e.mopts, e.md, nil)
+      if rc < -1 then return re_errcode(rc) end
+      return rc
+    end
+    return re_exec(e.re, subj, len, pos)
   end
 
   -- The entry for (regex, opts) past the memo: checks the arguments as the classic functions
@@ -161,12 +188,12 @@ return function(classic, state)
     return 0
   end
 
-  local function collect(e, subj, res)
+  local function collect(e, rc, subj, res)
     local ov, ncap = e.ov, e.ncap
     if not res then res = new_tab(ncap, e.nn) end
     for i = 0, ncap do
-      local from = ov[2 * i]
-      if from >= 0 then rawset(res, i, sub(subj, from + 1, ov[2 * i + 1]))
+      local from = i < rc and tonumber(ov[2 * i]) or -1
+      if from >= 0 then rawset(res, i, sub(subj, from + 1, tonumber(ov[2 * i + 1])))
       else rawset(res, i, false) end
     end
     local names = e.names
@@ -198,14 +225,14 @@ return function(classic, state)
       e, err = compile(regex, opts, 3, "match")
       if not e then return nil, err end
     end
-    local rc = re_exec(e.re, subj, #subj, ctx and ctx_pos(ctx) or 0)
+    local rc = exec(e, subj, #subj, ctx and ctx_pos(ctx) or 0)
     if rc <= 0 then
       release(e)
       if rc == -1 then return nil end
       return nil, exec_error(rc)
     end
-    if ctx then ctx.pos = e.ov[1] + 1 end
-    res = collect(e, subj, res or nil)
+    if ctx then ctx.pos = tonumber(e.ov[1]) + 1 end
+    res = collect(e, rc, subj, res or nil)
     release(e)
     return res
   end
@@ -226,14 +253,14 @@ return function(classic, state)
       e, err = compile(regex, opts, 3, "find")
       if not e then return nil, nil, err end
     end
-    local rc = re_exec(e.re, subj, #subj, ctx and ctx_pos(ctx) or 0)
+    local rc = exec(e, subj, #subj, ctx and ctx_pos(ctx) or 0)
     if rc <= 0 then
       release(e)
       if rc == -1 then return nil end
       return nil, nil, exec_error(rc)
     end
     local ov = e.ov
-    if ctx then ctx.pos = ov[1] + 1 end
+    if ctx then ctx.pos = tonumber(ov[1]) + 1 end
     -- lua-resty-core indexes its ovector with nth * 2, a fraction included
     if not (n >= 0) then n = 0 end
     local ncap = e.ncap
@@ -244,7 +271,7 @@ return function(classic, state)
     local from, to = -1, -1
     if n < rc then
       local fi = floor(n * 2)
-      if fi + 1 < 2 * rc then from, to = ov[fi], ov[fi + 1] end
+      if fi + 1 < 2 * rc then from, to = tonumber(ov[fi]), tonumber(ov[fi + 1]) end
     end
     release(e)
     if from < 0 or to < 0 then return nil, nil end
@@ -264,7 +291,7 @@ return function(classic, state)
     local len, pos, done = #subj, 0, false
     return function()
       if done then return nil end
-      local rc = re_exec(e.re, subj, len, pos)
+      local rc = exec(e, subj, len, pos)
       if rc <= 0 then
         done = true
         release(e)
@@ -272,13 +299,13 @@ return function(classic, state)
         return nil, exec_error(rc)
       end
       local ov = e.ov
-      local nxt = ov[1]
-      if nxt == ov[0] then
+      local nxt = tonumber(ov[1])
+      if nxt == tonumber(ov[0]) then
         nxt = nxt + 1
         if nxt > len then done = true end
       end
       pos = nxt
-      local res = collect(e, subj)
+      local res = collect(e, rc, subj)
       if done then release(e) end
       return res
     end
@@ -339,7 +366,7 @@ return function(classic, state)
     local out, no = {}, 0
     local len, pos, cp, count = #subj, 0, 0, 0
     while true do
-      local rc = re_exec(e.re, subj, len, pos)
+      local rc = exec(e, subj, len, pos)
       if rc == -1 then break end
       if rc <= 0 then
         release(e)
@@ -349,12 +376,12 @@ return function(classic, state)
       local ov = e.ov
       -- A replacement function may use this pattern again, which reuses its ovector: what
       -- is needed afterwards is read first.
-      local m0, m1 = ov[0], ov[1]
+      local m0, m1 = tonumber(ov[0]), tonumber(ov[1])
       no = no + 1
       out[no] = sub(subj, cp + 1, m0)
       if func then
         no = no + 1
-        out[no] = tostring(replace(collect(e, subj)))
+        out[no] = tostring(replace(collect(e, rc, subj)))
       else
         for k = 1, np do
           local x = pieces[k]
@@ -362,10 +389,10 @@ return function(classic, state)
             no = no + 1
             out[no] = x
           elseif x < rc then
-            local from = ov[2 * x]
+            local from = tonumber(ov[2 * x])
             if from >= 0 then
               no = no + 1
-              out[no] = sub(subj, from + 1, ov[2 * x + 1])
+              out[no] = sub(subj, from + 1, tonumber(ov[2 * x + 1]))
             end
           end
         end

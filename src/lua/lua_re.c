@@ -47,7 +47,6 @@ typedef struct re_s {
   unsigned flags;
   int fast; /* JIT-compiled and no UTF-8 check owed: pcre2_jit_match, PCRE2's fast path */
   int cached;
-  int *ov; /* the FFI's ovector: 2 * (ncap + 1) ints, -1 for a group unset (mg_re_ffi_exec) */
   /* cache entries only */
   struct re_s *next;
   const char *pat;
@@ -89,8 +88,7 @@ int mg_re_parse_opts(const char *opts, size_t len, uint32_t *pcre_opts, unsigned
 static void re_free(re_t *re) {
   if (re->md) pcre2_match_data_free(re->md);
   if (re->code) pcre2_code_free(re->code);
-  free(re->ov);
-  re->md = NULL, re->code = NULL, re->ov = NULL;
+  re->md = NULL, re->code = NULL;
 }
 
 static int re_gc(lua_State *L) {
@@ -625,20 +623,11 @@ MG_EXPORT int mg_re_ffi_get(void *state, const char *pat, size_t len, const char
     if (!re) re = cache_add(st, pat, len, popts, flags, (lua_Integer)max, err, &added, &failed);
     else failed = 0;
     if (failed) return -1;
-    if (re && !re->ov && !(re->ov = malloc(sizeof(int) * 2 * (size_t)(re->ncap + 1)))) {
-      snprintf(err, RE_ERR_MAX, "no memory");
-      return -1;
-    }
     if (re) return *out = re, 1;
   }
   re_t *re = calloc(1, sizeof *re);
   if (!re) return snprintf(err, RE_ERR_MAX, "no memory"), -1;
   if (re_compile(re, pat, len, popts, flags, err) < 0) return free(re), -1;
-  if (!(re->ov = malloc(sizeof(int) * 2 * (size_t)(re->ncap + 1)))) {
-    re_free(re);
-    free(re);
-    return snprintf(err, RE_ERR_MAX, "no memory"), -1;
-  }
   return *out = re, 0;
 }
 
@@ -651,18 +640,19 @@ MG_EXPORT void mg_re_ffi_free(re_t *re) {
 MG_EXPORT int mg_re_ffi_exec(re_t *re, const char *s, size_t len, int pos) {
   int rc = re_exec(re, s, len, pos < 0 ? 0 : (size_t)pos);
   if (rc < 0) return pcre1_code(rc);
-  if (rc == 0) {
-    if (!(re->flags & MG_RE_DFA)) return 0;
-    rc = 1;
-  }
-  const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(re->md);
-  int n = 2 * (re->ncap + 1), set = 2 * rc < n ? 2 * rc : n;
-  for (int i = 0; i < set; i++) re->ov[i] = ov[i] == PCRE2_UNSET ? -1 : (int)ov[i];
-  for (int i = set; i < n; i++) re->ov[i] = -1;
-  return rc;
+  return rc == 0 && (re->flags & MG_RE_DFA) ? 1 : rc;
 }
 
-MG_EXPORT int *mg_re_ffi_ovector(re_t *re) { return re->ov; }
+MG_EXPORT int mg_re_ffi_errcode(int rc) { return pcre1_code(rc); }
+
+MG_EXPORT void *mg_re_ffi_ovector(re_t *re) { return pcre2_get_ovector_pointer(re->md); }
+
+MG_EXPORT int mg_re_ffi_direct(re_t *re, void **code, void **md, uint32_t *mopts) {
+  *code = re->code, *md = re->md;
+  *mopts = (re->flags & MG_RE_NO_UTF_CHECK) ? PCRE2_NO_UTF_CHECK : 0;
+  return re->fast;
+}
+
 MG_EXPORT int mg_re_ffi_ncap(const re_t *re) { return re->ncap; }
 MG_EXPORT unsigned mg_re_ffi_flags(const re_t *re) { return re->flags; }
 MG_EXPORT int mg_re_ffi_name_count(const re_t *re) { return (int)re->name_count; }

@@ -44,9 +44,15 @@ int mg_re_ffi_get(void *state, const char *pat, size_t len, const char *opts, si
                   struct re_s **out, char *err);
 void mg_re_ffi_free(struct re_s *re);
 /* Runs from byte pos: the pairs set (1 for "d"), 0 when they do not fit, -1 for no match or
- * PCRE 8's error number. The offsets are in mg_re_ffi_ovector's ints, -1 for unset groups. */
+ * PCRE 8's error number (mg_re_ffi_errcode maps PCRE2's). The offsets are in the match data's
+ * ovector (mg_re_ffi_ovector, PCRE2_SIZE[2 * (ncap + 1)], read as intptr_t: -1 when unset),
+ * the first 2 * rc of them valid. mg_re_ffi_direct gives what pcre2_jit_match needs and
+ * returns 1 when it may be called directly instead (JIT-compiled, no "d", no UTF-8 check owed;
+ * the caller checks pos <= len). */
 int mg_re_ffi_exec(struct re_s *re, const char *s, size_t len, int pos);
-int *mg_re_ffi_ovector(struct re_s *re);
+int mg_re_ffi_errcode(int rc);
+void *mg_re_ffi_ovector(struct re_s *re);
+int mg_re_ffi_direct(struct re_s *re, void **code, void **md, uint32_t *mopts);
 int mg_re_ffi_ncap(const struct re_s *re);
 unsigned mg_re_ffi_flags(const struct re_s *re);
 int mg_re_ffi_name_count(const struct re_s *re);
