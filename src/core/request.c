@@ -48,13 +48,14 @@ mg_req_t *mg_req_new(mg_server_t *server, const mg_sink_t *sink, void *transport
   /* Request ids are 32 hex digits, as nginx's $request_id: 16 of a random number drawn once
    * per worker process, then 16 of the worker's request counter. Unique within a worker by
    * the counter, across workers and restarts by the random half. */
-  static pid_t pid;
+  /* Drawn at a worker's first request (the master never makes one): no system call after. */
+  static int drawn;
   static char prefix[17];
-  if (pid != getpid()) {
-    pid = getpid();
+  if (!drawn) {
     uint64_t r = 0;
-    if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r) r = (uint64_t)pid * 0x9e3779b97f4a7c15u ^ uv_hrtime();
+    if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r) r = (uint64_t)getpid() * 0x9e3779b97f4a7c15u ^ uv_hrtime();
     mg_fmt_hex_fixed(prefix, r, 16);
+    drawn = 1;
   }
   memcpy(req->id, prefix, 16);
   mg_fmt_hex_fixed(req->id + 16, ++server->nreqs, 16);
