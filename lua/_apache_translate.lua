@@ -375,7 +375,7 @@ local function url_parts(url)
 end
 
 -- ProxyPass PATH URL [key=value ...] (PATH implied inside <Location>); with `regex`, PATH is a
--- regular expression (ProxyPassMatch, or a ProxyPass inside <LocationMatch>), the route is
+-- regular expression (ProxyPassMatch), the route is
 -- "~PATH", its URL may hold $1.., and `!` makes it an exclusion: matching paths are not proxied.
 function T:proxypass(node, scope, path, url, params, regex)
   if regex then
@@ -679,7 +679,7 @@ def(SECTIONS, "location", { { "/loc/", body = { "ProxyPass scgi://127.0.0.1:4000
   end)
 
 -- <LocationMatch "RE"> and <Location ~ "RE">: a scope for the requests whose decoded path RE
--- matches; a ProxyPass inside is a route "~RE" (as ProxyPassMatch).
+-- matches (a ProxyPass inside is not translated: Apache proxies nothing with it).
 function T:locationmatch(node, scope, re)
   if not re then self:untranslated(node, "<" .. node.Name .. "> needs a regular expression") return end
   local err = regex_error(re)
@@ -692,7 +692,7 @@ function T:locationmatch(node, scope, re)
 end
 
 def(SECTIONS, "locationmatch", {
-  { "^/lm/(?<site>[a-z]+)/", body = { "ProxyPass scgi://127.0.0.1:4000/", "SetEnv IN_LM yes" } },
+  { "^/lm/(?<site>[a-z]+)/", body = { "SetEnv IN_LM yes", "Require all denied" } },
   { "\\.php$", body = { "SetEnv PHP yes", "ProxySCGIInternalRedirect Off", "LimitRequestBody 10" } },
 }, function(self, node, scope) self:locationmatch(node, scope, node.args[1]) end)
 
@@ -905,8 +905,8 @@ def(DIRECTIVES, "proxypass", {
   { "scgi://127.0.0.1:4000/", "timeout=5", ctx = "location" },
 }, function(self, node, scope, a)
   if scope.kind == "locationmatch" then
-    local route = self:proxypass(node, scope.parent, scope.regex, a[1] or "", { unpack(a, 2) }, true)
-    if route then route.lm = scope end
+    -- Measured on Debian's Apache 2.4: such a ProxyPass proxies nothing (every path is 404).
+    self:untranslated(node, "inside <" .. scope.node.Name .. "> Apache proxies nothing with it (every path is 404); ProxyPassMatch is the regex form")
   elseif scope.kind == "location" then
     self:proxypass(node, scope.parent, scope.path, a[1] or "", { unpack(a, 2) })
   else

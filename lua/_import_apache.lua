@@ -50,15 +50,14 @@ local function carries(l)
   return next(l.opts) or #l.env > 0 or #l.setenvif > 0 or l.deny
 end
 
--- A route whose match is a regular expression (ProxyPassMatch, a ProxyPass inside
--- <LocationMatch>, or a prefix route narrowed to a <LocationMatch>).
+-- A route whose match is a regular expression (ProxyPassMatch, or a prefix route narrowed to
+-- a <LocationMatch>).
 local function is_re(route) return route.path:sub(1, 1) == "~" end
 
 -- The chain of scopes that apply to a route, outermost first: main, virtual host, and the
 -- <Location> sections (of both) whose path covers the route's path. A regex route may serve
 -- any path: a <Location> other than "/" that carries something cannot apply to part of it,
--- and is named (once per route). The <LocationMatch> of a ProxyPass inside it, or the one a
--- narrowed route stands for, comes last.
+-- and is named (once per route). The <LocationMatch> a narrowed route stands for comes last.
 local function route_scopes(t, route)
   local chain = { t.main }
   if route.scope.kind == "virtualhost" then chain[#chain + 1] = route.scope end
@@ -180,7 +179,11 @@ local function route_model(t, route, named)
   -- backend URL once the match fills it in, so it is computed in the access hook.
   if route.regex and not route.exclusion and (opts.pathinfo or t.uses_pathinfo) then
     if route.bname then
-      t:untranslated(route.node, "proxy-scgi-pathinfo with a balancer:// ProxyPassMatch: Apache's PATH_INFO then follows the member chosen")
+      -- Only when proxy-scgi-pathinfo is set for the route itself; set by a SetEnvIf rule, a
+      -- balancer route gets moongate's split (docs/migrating-from-apache.md says so).
+      if opts.pathinfo then
+        t:untranslated(route.node, "proxy-scgi-pathinfo with a balancer:// ProxyPassMatch: Apache's PATH_INFO then follows the member chosen")
+      end
     else
       local expr, changes = translate.template_expr(route.url_path)
       if not changes then expr = expr .. " .. uri" end
@@ -291,7 +294,6 @@ end
 -- route leaves out the paths of the prefix routes Apache tries before it: "~RE" becomes
 -- "~^(?!P1|P2...).*?\K(?:RE)", which matches where RE does (\K keeps the match RE's).
 local function regex_path(r, routes)
-  if r.lm then return r.path end
   local before = {}
   for _, p in ipairs(routes) do
     if p.scope == r.scope and (p.from_location or p.order < r.order) then before[#before + 1] = prefix_re(p.path) end
@@ -327,7 +329,7 @@ local function locmatch_routes(t, routes, regex)
   end)
   for _, r in ipairs(regex) do
     for _, lm in ipairs(route_locmatches(t, r)) do
-      if lm ~= r.lm and next(lm.opts) and not r.exclusion and may_overlap(lm, r) then
+      if next(lm.opts) and not r.exclusion and may_overlap(lm, r) then
         t:untranslated(lm.node, "its route options cannot apply to part of the regular-expression route " .. r.src)
       end
     end
@@ -340,11 +342,6 @@ local function model(t)
   for _, r in ipairs(t.routes) do
     if is_re(r) then regex[#regex + 1] = r else plain[#plain + 1] = r end
   end
-  -- A ProxyPass inside <LocationMatch> is tried before the server's ProxyPassMatch, as Apache does.
-  table.sort(regex, function(x, y)
-    if (x.lm ~= nil) ~= (y.lm ~= nil) then return x.lm ~= nil end
-    return x.order < y.order
-  end)
   local routes, shadowed = split_shadowed(plain)
   for _, e in ipairs(location_routes(t, routes, #regex > 0)) do routes[#routes + 1] = e end
   for _, r in ipairs(regex) do r.path = regex_path(r, routes) end

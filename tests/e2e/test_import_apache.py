@@ -36,6 +36,9 @@ NAMED_APACHE_ONLY = {"PATH", "DOCUMENT_ROOT", "CONTEXT_DOCUMENT_ROOT", "CONTEXT_
 SPEC7_REDIRECT = {"REDIRECT_STATUS", "REDIRECT_URL", "REDIRECT_QUERY_STRING", "REDIRECT_REQUEST_METHOD"}
 # Apache forwards the proxy-scgi-pathinfo switch itself; moongate does not.
 NAMED_APACHE_ONLY.add("proxy-scgi-pathinfo")
+# mod_proxy's note that a request went to its default worker (a ProxyPassMatch URL that its
+# worker's pattern does not cover, e.g. "$1" empty); moongate keeps no such note.
+NAMED_APACHE_ONLY.add("proxy-nokeepalive")
 # Variables both send with values that name the server or the client's port.
 NAMED_VALUE_DIFFERS = {"SERVER_SOFTWARE", "REMOTE_PORT"}
 
@@ -321,6 +324,122 @@ IncludeOptional missing.d/*.conf
     ap, mg, lua = differential(tmp_path, conf, reqs, extra_files=files)
     assert mg[0][2]["vars"]["FROM_INCLUDE"] == "yes" and mg[1][2]["backend"] == "b"
     assert "conf.d/20-api.conf:2" in lua
+
+
+# ---- regular expressions: ProxyPassMatch, SetEnvIf, <LocationMatch> ----------------------------------
+
+def test_proxypassmatch_routes(tmp_path, backends):
+    """ProxyPassMatch onto "~" routes: $1.. in the URL, ! exclusions, parameters, a balancer, the
+    order Apache tries ProxyPass and ProxyPassMatch in, and proxy-scgi-pathinfo's PATH_INFO (the
+    URL's path as the match fills it in, encoded as mod_proxy encodes it) and SCRIPT_NAME."""
+    a, b = backends
+    conf = r"""
+<Proxy "balancer://c">
+    BalancerMember "scgi://127.0.0.1:%(B)d"
+</Proxy>
+ProxyPassMatch "^/first/(.*)$" "scgi://127.0.0.1:%(A)d/$1"
+ProxyPass "/first/" "scgi://127.0.0.1:%(B)d/"
+ProxyPass "/plain/" "scgi://127.0.0.1:%(A)d/"
+ProxyPassMatch "^/plain/x/(.*)$" "scgi://127.0.0.1:%(B)d/$1"
+ProxyPassMatch "^/app/.*\.png$" "!"
+ProxyPassMatch "^/app/(.*)$" "scgi://127.0.0.1:%(A)d/$1" timeout=30 connectiontimeout=5
+ProxyPassMatch "^/ex/(\d+)/(.*)$" "scgi://127.0.0.1:%(B)d/x/$2/y$1"
+SetEnvIf Request_URI "^/(ex|nosubpi)/" proxy-scgi-pathinfo
+ProxyPassMatch "^/nosubpi/" "scgi://127.0.0.1:%(A)d/base"
+ProxyPassMatch "(?i)^/CI/(a|b){2}" "scgi://127.0.0.1:%(B)d/"
+ProxyPassMatch "^/bal/(.*)$" "balancer://c/$1" lbmethod=byrequests
+""" % {"A": a.port, "B": b.port}
+    reqs = [("GET", p, [], None) for p in [
+        "/first/q", "/plain/x/1", "/plain/y", "/app/a/b?x=1", "/app/img/p.png", "/app/caf%C3%A9/x%20y",
+        "/ex/12/rest/of?q", "/ex/3/a%20b", "/ex/4/caf%C3%A9", "/nosubpi/k/l", "/CI/ab", "/ci/ba/z", "/ci/c",
+        "/bal/m?k=v", "/nomatch"]]
+    ap, mg, lua = differential(tmp_path, conf, reqs)
+    backend = {p: r[2]["backend"] if r[2] else r[0] for (_, p, _, _), r in zip(reqs, mg)}
+    assert backend["/first/q"] == "a" and backend["/plain/x/1"] == "a" and backend["/app/img/p.png"] == 404
+    assert backend["/ci/ba/z"] == "b" and backend["/ci/c"] == 404 and backend["/bal/m?k=v"] == "b"
+    pi = dict(mg[7][2]["vars"])
+    assert (pi["SCRIPT_NAME"], pi["PATH_INFO"]) == ("/ex/3/a b", "/x/a%20b/y3")
+    assert dict(mg[9][2]["vars"])["PATH_INFO"] == "/base/nosubpi/k/l"
+    assert 'mg.route("~^(?!/first(?=/)|/plain(?=/)).*?\\\\K(?:^/plain/x/(.*)$)"' in lua
+    assert "timeout = 30" in lua and "connect_timeout = 5" in lua
+
+
+def test_setenvif_regexes(tmp_path, backends):
+    """SetEnvIf with groups, alternation and counts, $0..$9 and \\ in values, SetEnvIfNoCase,
+    headers, Request_Method and Remote_Addr; Request_URI is the path as sent in the server's
+    rules and the decoded path in a <Location>'s, as mod_setenvif reads them."""
+    a = backends[0]
+    conf = r"""
+ProxyPass "/app/" "scgi://127.0.0.1:%d/"
+SetEnvIf Request_URI "^/app/(v(\d+))/(?:a|b){2}" X_VER=$2 X_ALL=$0 X_AMP=a&b X_BS=a\$1b X_BQ=a\qb X_D=$ X_NOG=$5z
+SetEnvIf Request_URI "^(.*)$" X_SRV=$1
+SetEnvIfNoCase X-Thing "^(ab|cd)+$" X_THING=got-$1
+SetEnvIf X-Missing "^$" X_MISSING=empty
+SetEnvIf X-Multi "^one, two$" X_MULTI=joined
+SetEnvIf Request_Method "^(P)OST" X_M=$1
+SetEnvIf Remote_Addr "^127\.(\d+)" X_RA=$1 !X_NOG
+<Location "/app/">
+    SetEnvIf Request_URI "^/app/(caf\xc3\xa9) (x)$" X_DEC=$2$1
+    SetEnvIf Request_URI "^(.*)$" X_LOC=$1
+</Location>
+""" % a.port
+    reqs = [("GET", "/app/v12/abba?x", [("X-Thing", "ABcd")], None),
+            ("GET", "/app/caf%C3%A9%20x", [("X-Missing", "")], None),
+            ("POST", "/app/v1/aab", [("X-Multi", "one"), ("X-Multi", "two")], b""),
+            ("GET", "/app/x%41//y/./z/../w%20q?k", [("X-Thing", "abab")], None)]
+    ap, mg, lua = differential(tmp_path, conf, reqs)
+    v = [dict(r[2]["vars"]) for r in mg]
+    assert v[0]["X_VER"] == "12" and v[0]["X_ALL"] == "/app/v12/ab" and v[0]["X_THING"] == "got-cd"
+    assert v[0]["X_BS"] == "a$1b" and "X_NOG" not in v[0] and v[0]["X_RA"] == "0"
+    assert v[1]["X_DEC"] == "xcaf\xc3\xa9" and v[2]["X_M"] == "P" and v[2]["X_MULTI"] == "joined"
+    assert v[3]["X_SRV"] == "/app/x%41//y/./z/../w%20q" and v[3]["X_LOC"] == "/app/xA/y/w q"
+    assert "mg.re.match(" in lua
+
+
+def test_locationmatch_sections(tmp_path, backends):
+    """<LocationMatch> (and <Location ~>): SetEnv, SetEnvIf, MATCH_ variables of named groups and
+    Require all denied are tested in the access hook; ProxySCGIInternalRedirect and
+    LimitRequestBody narrow a prefix route to a regex route. A ProxyPass inside proxies nothing
+    in Apache 2.4 (404): not translated (exit 3), and moongate answers 404 too."""
+    a, b = backends
+    conf = r"""
+ProxyPass "/app/" "scgi://127.0.0.1:%(A)d/"
+ProxyPass "/other/" "scgi://127.0.0.1:%(B)d/"
+SetEnv X_GONE here
+<LocationMatch "^/app/(?<site>[a-z]+)/(\d+)">
+    SetEnv X_LM yes
+    UnsetEnv X_GONE
+    SetEnvIf Request_URI "(\d+)$" X_TAIL=$1
+</LocationMatch>
+<LocationMatch "^/app/.*\.php$">
+    ProxySCGIInternalRedirect Off
+    LimitRequestBody 10
+</LocationMatch>
+<LocationMatch "^/app/private/">
+    Require all denied
+</LocationMatch>
+<LocationMatch "^/lm/(v\d+)/">
+    ProxyPass "scgi://127.0.0.1:%(B)d/"
+    SetEnv IN_LM yes
+</LocationMatch>
+<Location ~ "^/tilde/">
+    ProxyPass "scgi://127.0.0.1:%(B)d/"
+</Location>
+""" % {"A": a.port, "B": b.port}
+    reqs = [("GET", "/app/abc/12/x", [], None), ("GET", "/app/abc/12/x13", [], None), ("GET", "/app/ABC/12", [], None),
+            ("GET", "/app/x.php?loc=/other/y", [], None), ("GET", "/app/x.cgi?loc=/other/y", [], None),
+            ("POST", "/app/y.php", [("Content-Type", "text/plain")], b"x" * 11),
+            ("POST", "/app/y.cgi", [("Content-Type", "text/plain")], b"x" * 11),
+            ("GET", "/app/private/z", [], None), ("GET", "/lm/v2/q", [], None), ("GET", "/tilde/t", [], None)]
+    ap, mg, lua = differential(tmp_path, conf, reqs, expect_exit=3)
+    v0 = dict(mg[0][2]["vars"])
+    assert v0["MATCH_SITE"] == "abc" and v0["X_LM"] == "yes" and "X_GONE" not in v0 and "X_TAIL" not in v0
+    assert dict(mg[1][2]["vars"])["X_TAIL"] == "13"
+    assert dict(mg[2][2]["vars"])["X_GONE"] == "here"
+    assert mg[3][2]["backend"] == "a" and mg[4][2]["backend"] == "b"
+    assert mg[5][0] == 413 and mg[6][0] == 200 and mg[7][0] == 403
+    assert ap[8][0] == mg[8][0] == 404 and ap[9][0] == mg[9][0] == 404
+    assert lua.count("not translated: ProxyPass") == 2 and "Apache proxies nothing with it" in lua
 
 
 # ---- what is not translated, and syntax errors ------------------------------------------------------
