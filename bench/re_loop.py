@@ -65,7 +65,7 @@ def main():
         for label, setting in (("default", ""), ("0", "mg.set { lua_max_run_time = 0 }\n")):
             lua = setting + LOOP + "".join(
                 'mg.route("=/%s-%s", function() local was = mg.re._impl() mg.re._impl("%s") '
-                'local r = loop(ngx, "%s", %d) mg.re._impl("auto") return 200, was .. " " .. r end)\n'
+                'local r = loop(mg, "%s", %d) mg.re._impl("auto") return 200, was .. " " .. r end)\n'
                 % (fn, impl, impl, fn, n) for fn, _ in CASES for impl in ("c", "ffi"))
             d = os.path.join(tmp, "moongate-" + label)
             os.makedirs(d)

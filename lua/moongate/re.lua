@@ -77,7 +77,7 @@ return function(classic, state)
   local c_match, c_find, c_gmatch, c_sub, c_gsub =
     classic.match, classic.find, classic.gmatch, classic.sub, classic.gsub
   local st = ffi.cast("void *", state)
-  local use_ffi, forced = false, nil
+  local use_ffi, forced, chosen = false, nil, nil
 
   local function choose()
     if forced then use_ffi = forced == "ffi"
@@ -432,12 +432,24 @@ return function(classic, state)
         error("mg.re._impl: this program does not export the mg_re_ffi_* functions to the FFI", 2)
       end
       forced = which ~= "auto" and which or nil
-      choose()
+      chosen()
     end
     return use_ffi and "ffi" or "c"
   end
 
-  return {
-    match = re_match, find = re_find, gmatch = re_gmatch, sub = re_sub, gsub = re_gsub, _impl = impl,
-  }, choose
+  -- mg.re's fields follow the choice: a function read from it while the JIT is off is the
+  -- classic C function itself, without the Lua call in front. A function read before (in
+  -- init.lua, which runs with the JIT on) is the Lua one, which asks at each call.
+  local re = { _impl = impl }
+  local function choose_fields()
+    choose()
+    if use_ffi then
+      re.match, re.find, re.gmatch, re.sub, re.gsub = re_match, re_find, re_gmatch, re_sub, re_gsub
+    else
+      re.match, re.find, re.gmatch, re.sub, re.gsub = c_match, c_find, c_gmatch, c_sub, c_gsub
+    end
+  end
+  chosen = choose_fields
+  choose_fields()
+  return re, choose_fields
 end

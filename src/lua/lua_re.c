@@ -183,8 +183,12 @@ static void opt_error(lua_State *L, const char *opts, size_t len, int bad) {
   lua_error(L);
 }
 
+/* Raised without a file:line, as every error of mg.re: the same whether the caller reached
+ * this function directly or through re.lua, and a missing argument is "nil" as re.lua sees it. */
 static void type_error(lua_State *L, int idx, const char *fn, const char *want) {
-  luaL_error(L, "bad argument #%d to '%s' (%s expected, got %s)", idx, fn, want, luaL_typename(L, idx));
+  lua_pushfstring(L, "bad argument #%d to '%s' (%s expected, got %s)", idx, fn, want,
+                  lua_isnone(L, idx) ? "nil" : luaL_typename(L, idx));
+  lua_error(L);
 }
 
 /* The cache: cache_find gives the entry for (pat, popts, flags) or NULL; cache_add compiles and
@@ -316,7 +320,7 @@ static const char *subject_arg(lua_State *L, int idx, size_t *len) {
   lua_getglobal(L, "tostring");
   lua_pushvalue(L, idx);
   lua_call(L, 1, 1);
-  if (!lua_isstring(L, -1)) luaL_error(L, "'tostring' must return a string");
+  if (!lua_isstring(L, -1)) lua_pushliteral(L, "'tostring' must return a string"), lua_error(L);
   lua_replace(L, idx);
   return lua_tolstring(L, idx, len);
 }
