@@ -410,13 +410,19 @@ return function(classic, state)
     return concat(out), count
   end
 
+  -- A replacement function always runs from here, in Lua, so that it may wait (mg.sleep, a
+  -- cosocket) as under lua-resty-core: the classic functions would call it from C.
   local function re_sub(subj, regex, replace, opts)
-    if not use_ffi then return c_sub(subj, regex, replace, opts) end
+    if not use_ffi and (not have_ffi or type(replace) ~= "function") then
+      return c_sub(subj, regex, replace, opts)
+    end
     return sub_helper(subj, regex, replace, opts, false, "sub")
   end
 
   local function re_gsub(subj, regex, replace, opts)
-    if not use_ffi then return c_gsub(subj, regex, replace, opts) end
+    if not use_ffi and (not have_ffi or type(replace) ~= "function") then
+      return c_gsub(subj, regex, replace, opts)
+    end
     return sub_helper(subj, regex, replace, opts, true, "gsub")
   end
 
@@ -438,16 +444,18 @@ return function(classic, state)
   end
 
   -- mg.re's fields follow the choice: a function read from it while the JIT is off is the
-  -- classic C function itself, without the Lua call in front. A function read before (in
-  -- init.lua, which runs with the JIT on) is the Lua one, which asks at each call.
-  local re = { _impl = impl }
+  -- classic C function itself, without the Lua call in front (sub and gsub keep theirs, for a
+  -- replacement function). A function read before (in init.lua, which runs with the JIT on) is
+  -- the Lua one, which asks at each call.
+  local re = { _impl = impl, sub = re_sub, gsub = re_gsub }
   local function choose_fields()
     choose()
     if use_ffi then
-      re.match, re.find, re.gmatch, re.sub, re.gsub = re_match, re_find, re_gmatch, re_sub, re_gsub
+      re.match, re.find, re.gmatch = re_match, re_find, re_gmatch
     else
-      re.match, re.find, re.gmatch, re.sub, re.gsub = c_match, c_find, c_gmatch, c_sub, c_gsub
+      re.match, re.find, re.gmatch = c_match, c_find, c_gmatch
     end
+    if not have_ffi then re.sub, re.gsub = c_sub, c_gsub end
   end
   chosen = choose_fields
   choose_fields()

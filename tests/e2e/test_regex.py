@@ -92,7 +92,10 @@ def cases():
         "NS.re.gsub('hello', 'l', function(m) error('boom') end)",
         "NS.re.gsub('hello', '(?<n>l)', function(m) return m.n .. '!' end)",
         "NS.re.gsub('hello', 'l', 7)", "NS.re.gsub('hello', 'l', true)", "NS.re.gsub('hello', 'l', nil)",
-        "NS.re.gsub('hello', 'l', {})", "NS.re.gsub('hello', 'l')"]
+        "NS.re.gsub('hello', 'l', {})", "NS.re.gsub('hello', 'l')",
+        # a replacement function may wait, as lua-resty-core calls it from Lua
+        "NS.re.gsub('abcb', '(b)', function(m) NS.sleep(0.001) return m[1]:upper() end)",
+        "NS.re.sub('abcb', '(b)', function(m) NS.sleep(0.001) return '<' .. m[0] .. '>' end, 'jo')"]
     g["ctx"] = ["CTX(NS, '%s', %s, %s, %s, %s)" % (fn, L(s), L(p), L(o), pos)
                 for fn in ("match", "find")
                 for s, p in [("hello hello", "h\\w+"), ("hello", "$"), ("hello", "l"), ("abab", "ab"), ("hello", "")]
