@@ -5,7 +5,9 @@ The differential runs the same Lua expressions under OpenResty (NS = ngx) and mo
 and compares each line: results typed, every byte shown, tables with sorted keys. Two known
 differences are normalized away, each kept visible by its own test: PCRE2's compile messages
 (Debian's lua-nginx-module is built on PCRE 8, whose texts and offsets differ) and the file:line
-prefix of a raised error (OpenResty raises from resty/core/regex.lua, moongate from C).
+prefix of a raised error (OpenResty raises from resty/core/regex.lua, moongate without one).
+moongate runs the differential three ways (IMPLS): through the FFI with the JIT on, as classic
+C functions with it off, and through the FFI forced without the JIT.
 """
 import re
 import time
