@@ -27,4 +27,7 @@ void mg_ngx_open(lua_State *L);
  * mg.time are the same functions. */
 void mg_ngx_time_open(lua_State *L);
 
+/* Pushes the cached time (mg.now's) formatted by strftime's fmt, local or UTC. */
+int mg_ngx_push_time(lua_State *L, const char *fmt, int local);
+
 #endif

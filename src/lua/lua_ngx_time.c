@@ -61,7 +61,7 @@ static int l_update_time(lua_State *L) {
   return 0;
 }
 
-static int push_tm(lua_State *L, const char *fmt, int local) {
+int mg_ngx_push_time(lua_State *L, const char *fmt, int local) {
   time_t t = (time_t)(now_ms() / 1000);
   struct tm tm;
   if (local) localtime_r(&t, &tm);
@@ -72,9 +72,9 @@ static int push_tm(lua_State *L, const char *fmt, int local) {
   return 1;
 }
 
-static int l_today(lua_State *L) { return push_tm(L, "%Y-%m-%d", 1); }
-static int l_localtime(lua_State *L) { return push_tm(L, "%Y-%m-%d %H:%M:%S", 1); }
-static int l_utctime(lua_State *L) { return push_tm(L, "%Y-%m-%d %H:%M:%S", 0); }
+static int l_today(lua_State *L) { return mg_ngx_push_time(L, "%Y-%m-%d", 1); }
+static int l_localtime(lua_State *L) { return mg_ngx_push_time(L, "%Y-%m-%d %H:%M:%S", 1); }
+static int l_utctime(lua_State *L) { return mg_ngx_push_time(L, "%Y-%m-%d %H:%M:%S", 0); }
 
 static const char *wdays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
 static const char *months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};

@@ -16,6 +16,7 @@
 #include <uv.h>
 
 #include "fields.h"
+#include "lua_ngx.h"
 #include "lua_request.h"
 #include "lua_thread.h"
 #include "path.h"
@@ -98,17 +99,6 @@ static int push_cookie(lua_State *L, mg_req_t *req, const char *name, size_t nl)
     }
   }
   return 0;
-}
-
-static int push_time_fmt(lua_State *L, const char *fmt, int local) {
-  time_t now = time(NULL);
-  struct tm tm;
-  if (local) localtime_r(&now, &tm);
-  else gmtime_r(&now, &tm);
-  char out[64];
-  strftime(out, sizeof out, fmt, &tm);
-  lua_pushstring(L, out);
-  return 1;
 }
 
 static int push_msec(lua_State *L, double s) {
@@ -216,8 +206,8 @@ static int var_get(lua_State *L) {
       if (strcmp(k, "status") == 0) return pushf_int(L, req->head_sent ? req->status : 0);
       break;
     case 't':
-      if (strcmp(k, "time_local") == 0) return push_time_fmt(L, "%d/%b/%Y:%H:%M:%S %z", 1);
-      if (strcmp(k, "time_iso8601") == 0) return push_time_fmt(L, "%Y-%m-%dT%H:%M:%S%z", 1);
+      if (strcmp(k, "time_local") == 0) return mg_ngx_push_time(L, "%d/%b/%Y:%H:%M:%S %z", 1);
+      if (strcmp(k, "time_iso8601") == 0) return mg_ngx_push_time(L, "%Y-%m-%dT%H:%M:%S%z", 1);
       break;
     case 'u':
       if (strcmp(k, "uri") == 0) return push_decoded(L, req->path, req->path_len), 1;

@@ -15,7 +15,6 @@ import hashlib
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -23,7 +22,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, Gateway, free_port, request, wait_port
+from conftest import ROOT, Gateway, Process, free_port, request
 from openresty import start_openresty, stop_openresty
 
 HELPERS = os.path.join(ROOT, "tests", "e2e", "helpers")
@@ -925,23 +924,6 @@ def test_aes_expectation_agrees_with_openssl_enc():
 
 
 # ---- the peers -----------------------------------------------------------------------------------------
-class Peer:
-    def __init__(self, args, port, cwd=None, tcp=True):
-        self.port = port
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd)
-        if tcp:
-            wait_port(port, self.proc)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 def redis_cli(port, *args):
     return subprocess.run(["redis-cli", "-p", str(port)] + list(args), capture_output=True, text=True, timeout=5).stdout
 
@@ -973,27 +955,27 @@ def peers(tmp_path_factory):
         redis_args = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", folder]
         ports["REDIS"] = free_port()
         ports["REDIS_SOCK"] = os.path.join(folder, "redis.sock")
-        started.append(Peer(["redis-server", "--port", str(ports["REDIS"]), "--unixsocket", ports["REDIS_SOCK"],
+        started.append(Process(["redis-server", "--port", str(ports["REDIS"]), "--unixsocket", ports["REDIS_SOCK"],
                              "--unixsocketperm", "700"] + redis_args, ports["REDIS"]))
         ports["REPLICA"] = free_port()
-        started.append(Peer(["redis-server", "--port", str(ports["REPLICA"]), "--replicaof", "127.0.0.1",
+        started.append(Process(["redis-server", "--port", str(ports["REPLICA"]), "--replicaof", "127.0.0.1",
                              str(ports["REDIS"])] + redis_args, ports["REPLICA"]))
         ports["SENTINEL"] = free_port()
         conf = os.path.join(folder, "sentinel.conf")
         with open(conf, "w") as f:  # sentinel rewrites its file: one of its own
             f.write("bind 127.0.0.1\nport %d\ndir %s\nsentinel monitor mymaster 127.0.0.1 %d 1\n"
                     "sentinel down-after-milliseconds mymaster 5000\n" % (ports["SENTINEL"], folder, ports["REDIS"]))
-        started.append(Peer(["redis-server", conf, "--sentinel"], ports["SENTINEL"]))
+        started.append(Process(["redis-server", conf, "--sentinel"], ports["SENTINEL"]))
         wait_for("the replica's link", lambda: "master_link_status:up" in redis_cli(ports["REPLICA"], "info", "replication"))
         wait_for("the sentinel's replica list",
                  lambda: str(ports["REPLICA"]) in redis_cli(ports["SENTINEL"], "sentinel", "replicas", "mymaster"))
         ports["MEMC"] = free_port()
-        started.append(Peer(["memcached", "-l", "127.0.0.1", "-p", str(ports["MEMC"]), "-U", "0",
+        started.append(Process(["memcached", "-l", "127.0.0.1", "-p", str(ports["MEMC"]), "-U", "0",
                              "-u", os.environ.get("USER") or subprocess.run(["whoami"], capture_output=True,
                                                                             text=True).stdout.strip()],
                             ports["MEMC"]))
         ports["DNS"] = free_port()
-        started.append(Peer(["/usr/sbin/dnsmasq", "--no-daemon", "--port=%d" % ports["DNS"], "--listen-address=127.0.0.1",
+        started.append(Process(["/usr/sbin/dnsmasq", "--no-daemon", "--port=%d" % ports["DNS"], "--listen-address=127.0.0.1",
                              "--bind-interfaces", "--no-resolv", "--no-hosts", "--conf-file=/dev/null",
                              "--pid-file=" + os.path.join(folder, "dnsmasq.pid"), "--local=/test/",
                              "--address=/example.test/10.1.2.3", "--host-record=host.test,10.9.8.7,fd00::7",
@@ -1003,13 +985,13 @@ def peers(tmp_path_factory):
                              "--srv-host=_http._tcp.example.test,host.test,80,1,5",
                              "--ptr-record=7.8.9.10.in-addr.arpa,host.test"], ports["DNS"]))
         ports["WS"] = free_port()
-        started.append(Peer([sys.executable, os.path.join(HELPERS, "ws_echo.py"), str(ports["WS"])], ports["WS"]))
+        started.append(Process([sys.executable, os.path.join(HELPERS, "ws_echo.py"), str(ports["WS"])], ports["WS"]))
         cert, key = os.path.join(folder, "ws.crt"), os.path.join(folder, "ws.key")
         subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
                         "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
                        check=True, capture_output=True)
         ports["WSS"] = free_port()
-        started.append(Peer([sys.executable, os.path.join(HELPERS, "ws_echo.py"), str(ports["WSS"]), cert, key],
+        started.append(Process([sys.executable, os.path.join(HELPERS, "ws_echo.py"), str(ports["WSS"]), cert, key],
                             ports["WSS"]))
         ports["CLOSED"] = free_port()
         yield ports
