@@ -1,7 +1,6 @@
 /* tls: see tls.h. */
 #include "tls.h"
 
-#include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
@@ -9,6 +8,11 @@
 #include <string.h>
 
 #include "buf.h"
+#include "tlsbio.h"
+
+_Static_assert((int)MG_TLS_OK == (int)MG_TLSBIO_OK && (int)MG_TLS_WANT == (int)MG_TLSBIO_WANT &&
+                   (int)MG_TLS_CLOSED == (int)MG_TLSBIO_CLOSED && (int)MG_TLS_ERROR == (int)MG_TLSBIO_ERROR,
+               "tls.h's results are tlsbio's");
 
 struct mg_tls_ctx_s {
   SSL_CTX **ctx; /* [0] is the default */
@@ -17,16 +21,12 @@ struct mg_tls_ctx_s {
 };
 
 struct mg_tls_s {
-  SSL *ssl;
-  BIO *rbio, *wbio;
+  mg_tlsbio_t b;
 };
 
 static void ssl_error(char *err, size_t n, const char *what, const char *file) {
-  unsigned long e = ERR_get_error();
-  char buf[256] = "";
-  if (e) ERR_error_string_n(e, buf, sizeof buf);
-  snprintf(err, n, "%s %s: %s", what, file, e ? buf : "unreadable");
-  ERR_clear_error();
+  char buf[256];
+  snprintf(err, n, "%s %s: %s", what, file, mg_tlsbio_error(buf, sizeof buf));
 }
 
 /* ALPN: HTTP/1.1 is all this server speaks; a client that offers only h2 gets no ALPN. */
@@ -64,10 +64,9 @@ mg_tls_ctx_t *mg_tls_ctx_new(const char *const *certs, const char *const *keys, 
   t->ctx = mg_calloc((size_t)n, sizeof *t->ctx);
   t->cert = mg_calloc((size_t)n, sizeof *t->cert);
   for (int i = 0; i < n; i++, t->n++) {
-    SSL_CTX *c = SSL_CTX_new(TLS_server_method());
+    SSL_CTX *c = mg_tlsbio_ctx_new(1);
     t->ctx[i] = c;
     if (!c) return ssl_error(err, err_len, "cannot create a TLS context for", certs[i]), mg_tls_ctx_free(t), NULL;
-    SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION);
     SSL_CTX_set_options(c, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
     SSL_CTX_set_alpn_select_cb(c, on_alpn, NULL);
     SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_SERVER);
@@ -96,52 +95,26 @@ void mg_tls_ctx_free(mg_tls_ctx_t *t) {
 
 mg_tls_t *mg_tls_new(mg_tls_ctx_t *t) {
   mg_tls_t *s = mg_calloc(1, sizeof *s);
-  s->ssl = SSL_new(t->ctx[0]);
-  s->rbio = BIO_new(BIO_s_mem());
-  s->wbio = BIO_new(BIO_s_mem());
-  SSL_set_bio(s->ssl, s->rbio, s->wbio); /* the SSL owns the BIOs */
-  SSL_set_accept_state(s->ssl);
+  mg_tlsbio_init(&s->b, t->ctx[0], 1);
   return s;
 }
 
 void mg_tls_free(mg_tls_t *s) {
   if (!s) return;
-  SSL_free(s->ssl);
+  mg_tlsbio_free(&s->b);
   free(s);
 }
 
-void mg_tls_feed(mg_tls_t *s, const char *data, size_t len) { BIO_write(s->rbio, data, (int)len); }
+void mg_tls_feed(mg_tls_t *s, const char *data, size_t len) { mg_tlsbio_feed(&s->b, data, len); }
 
 size_t mg_tls_read(mg_tls_t *s, char *out, size_t cap, int *status) {
-  size_t got = 0;
-  int rc = SSL_read_ex(s->ssl, out, cap, &got);
-  if (rc == 1) {
-    *status = MG_TLS_OK;
-    return got;
-  }
-  int e = SSL_get_error(s->ssl, rc);
-  ERR_clear_error();
-  *status = e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? MG_TLS_WANT : e == SSL_ERROR_ZERO_RETURN ? MG_TLS_CLOSED : MG_TLS_ERROR;
-  return 0;
+  size_t got;
+  *status = mg_tlsbio_read(&s->b, out, cap, &got);
+  return got;
 }
 
-int mg_tls_write(mg_tls_t *s, const char *data, size_t len) {
-  size_t done = 0;
-  if (len == 0) return 0;
-  /* Memory BIOs never fill up: SSL_write takes everything at once. */
-  if (SSL_write_ex(s->ssl, data, len, &done) != 1 || done != len) {
-    ERR_clear_error();
-    return MG_TLS_ERROR;
-  }
-  return 0;
-}
+int mg_tls_write(mg_tls_t *s, const char *data, size_t len) { return mg_tlsbio_write(&s->b, data, len); }
 
-char *mg_tls_take(mg_tls_t *s, size_t *len) {
-  size_t n = BIO_ctrl_pending(s->wbio);
-  if (n == 0) return NULL;
-  char *out = mg_malloc(n);
-  *len = (size_t)BIO_read(s->wbio, out, (int)n);
-  return out;
-}
+char *mg_tls_take(mg_tls_t *s, size_t *len) { return mg_tlsbio_take(&s->b, len); }
 
-size_t mg_tls_buffered(mg_tls_t *s) { return BIO_ctrl_pending(s->rbio) + (size_t)SSL_pending(s->ssl); }
+size_t mg_tls_buffered(mg_tls_t *s) { return mg_tlsbio_buffered(&s->b); }

@@ -6,10 +6,11 @@
  * session tickets on, the certificate chosen by SNI among the listener's (the first is the
  * default). A reload builds new contexts: certificates are read again.
  *
- * A connection's TLS is a pair of memory BIOs, so the connection keeps its one read path and
- * one write path (and the same backpressure) whether it is TLS or not: ciphertext read from
- * the socket goes in with mg_tls_feed, plaintext comes out with mg_tls_read; plaintext to
- * send goes in with mg_tls_write and the ciphertext to write comes out with mg_tls_take. */
+ * A connection's TLS is a pair of memory BIOs (src/base/tlsbio.h, shared with the cosockets),
+ * so the connection keeps its one read path and one write path (and the same backpressure)
+ * whether it is TLS or not: ciphertext read from the socket goes in with mg_tls_feed, plaintext
+ * comes out with mg_tls_read; plaintext to send goes in with mg_tls_write and the ciphertext to
+ * write comes out with mg_tls_take. */
 #ifndef MG_TLS_H
 #define MG_TLS_H
 

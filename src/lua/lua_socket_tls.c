@@ -17,13 +17,17 @@
 #include <string.h>
 
 #include "log.h"
+#include "tlsbio.h"
+
+_Static_assert((int)MG_CTLS_OK == (int)MG_TLSBIO_OK && (int)MG_CTLS_WANT == (int)MG_TLSBIO_WANT &&
+                   (int)MG_CTLS_CLOSED == (int)MG_TLSBIO_CLOSED && (int)MG_CTLS_ERROR == (int)MG_TLSBIO_ERROR,
+               "lua_socket_tls.h's results are tlsbio's");
 
 #define SESSION_MT "moongate.ssl_session"
 #define DEFAULT_CA "/etc/ssl/certs/ca-certificates.crt"
 
 struct mg_ctls_s {
-  SSL *ssl;
-  BIO *rbio, *wbio; /* owned by ssl */
+  mg_tlsbio_t b;
   unsigned done : 1;
 };
 
@@ -48,23 +52,22 @@ static int on_verify(int ok, X509_STORE_CTX *store) {
 
 static SSL_CTX *get_ctx(void) {
   if (ctx || ctx_failed) return ctx;
-  SSL_CTX *c = SSL_CTX_new(TLS_client_method());
+  char why[256];
+  SSL_CTX *c = mg_tlsbio_ctx_new(0);
   if (!c) {
+    mg_log(MG_LOG_ERROR, "cannot create a TLS context for cosockets (%s): cosocket TLS handshakes fail",
+           mg_tlsbio_error(why, sizeof why));
     ctx_failed = 1;
     return NULL;
   }
-  SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION);
   SSL_CTX_set_verify(c, SSL_VERIFY_PEER, on_verify);
   SSL_CTX_set_verify_depth(c, verify_depth);
   const char *ca = ca_path ? ca_path : DEFAULT_CA;
   if (SSL_CTX_load_verify_locations(c, ca, NULL) != 1) {
     /* nginx refuses to start on an unreadable lua_ssl_trusted_certificate; a worker here
      * serves on, and every handshake says why it failed. */
-    unsigned long e = ERR_get_error();
-    char why[256];
-    ERR_error_string_n(e, why, sizeof why);
-    mg_log(MG_LOG_ERROR, "lua_ssl_trusted_certificate %s cannot be loaded (%s): cosocket TLS handshakes fail", ca, why);
-    ERR_clear_error();
+    mg_log(MG_LOG_ERROR, "lua_ssl_trusted_certificate %s cannot be loaded (%s): cosocket TLS handshakes fail", ca,
+           mg_tlsbio_error(why, sizeof why));
     SSL_CTX_free(c);
     ctx_failed = 1;
     return NULL;
@@ -90,7 +93,7 @@ int mg_ctls_is_session(lua_State *L, int idx) {
 }
 
 void mg_ctls_push_session(lua_State *L, mg_ctls_t *c) {
-  SSL_SESSION *sess = SSL_get1_session(c->ssl);
+  SSL_SESSION *sess = SSL_get1_session(c->b.ssl);
   if (!sess) {
     lua_pushnil(L);
     return;
@@ -118,58 +121,49 @@ mg_ctls_t *mg_ctls_new(lua_State *L, int session_idx, const char *server_name, i
     return NULL;
   }
   mg_ctls_t *t = mg_calloc(1, sizeof *t);
-  t->ssl = SSL_new(c);
-  t->rbio = BIO_new(BIO_s_mem());
-  t->wbio = BIO_new(BIO_s_mem());
-  SSL_set_bio(t->ssl, t->rbio, t->wbio);
-  SSL_set_connect_state(t->ssl);
+  mg_tlsbio_init(&t->b, c, 0);
   if (session_idx && mg_ctls_is_session(L, session_idx)) {
     SSL_SESSION **p = lua_touserdata(L, session_idx);
-    if (*p && SSL_set_session(t->ssl, *p) != 1) {
+    if (*p && SSL_set_session(t->b.ssl, *p) != 1) {
       ERR_clear_error();
       mg_ctls_free(t);
       *err = "ssl set session failed";
       return NULL;
     }
   }
-  if (server_name && *server_name && SSL_set_tlsext_host_name(t->ssl, server_name) != 1) {
+  if (server_name && *server_name && SSL_set_tlsext_host_name(t->b.ssl, server_name) != 1) {
     ERR_clear_error();
     mg_ctls_free(t);
     *err = "SSL_set_tlsext_host_name failed";
     return NULL;
   }
-  if (status_req) SSL_set_tlsext_status_type(t->ssl, TLSEXT_STATUSTYPE_ocsp);
+  if (status_req) SSL_set_tlsext_status_type(t->b.ssl, TLSEXT_STATUSTYPE_ocsp);
   return t;
 }
 
 void mg_ctls_free(mg_ctls_t *t) {
   if (!t) return;
-  SSL_free(t->ssl);
+  mg_tlsbio_free(&t->b);
   free(t);
 }
 
 int mg_ctls_handshake(mg_ctls_t *t) {
   if (t->done) return MG_CTLS_OK;
-  int rc = SSL_do_handshake(t->ssl);
-  if (rc == 1) {
-    t->done = 1;
-    return MG_CTLS_OK;
-  }
-  int e = SSL_get_error(t->ssl, rc);
-  ERR_clear_error();
-  return e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? MG_CTLS_WANT : MG_CTLS_ERROR;
+  int rc = mg_tlsbio_handshake(&t->b);
+  if (rc == MG_CTLS_OK) t->done = 1;
+  return rc;
 }
 
 int mg_ctls_done(const mg_ctls_t *t) { return t->done; }
 
 const char *mg_ctls_verify(mg_ctls_t *t, const char *name, char *buf, size_t cap) {
-  long rc = SSL_get_verify_result(t->ssl);
+  long rc = SSL_get_verify_result(t->b.ssl);
   if (rc != X509_V_OK) {
     snprintf(buf, cap, "%ld: %s", rc, X509_verify_cert_error_string(rc));
     return buf;
   }
   if (name && *name) {
-    X509 *cert = SSL_get1_peer_certificate(t->ssl);
+    X509 *cert = SSL_get1_peer_certificate(t->b.ssl);
     int ok = cert && X509_check_host(cert, name, strlen(name), 0, NULL) == 1;
     X509_free(cert);
     if (!ok) return "certificate host mismatch";
@@ -177,47 +171,24 @@ const char *mg_ctls_verify(mg_ctls_t *t, const char *name, char *buf, size_t cap
   return NULL;
 }
 
-void mg_ctls_feed(mg_ctls_t *t, const char *data, size_t len) {
-  if (len) BIO_write(t->rbio, data, (int)len);
-}
+void mg_ctls_feed(mg_ctls_t *t, const char *data, size_t len) { mg_tlsbio_feed(&t->b, data, len); }
 
 int mg_ctls_read(mg_ctls_t *t, mg_buf_t *out) {
   for (;;) {
-    size_t got = 0;
+    size_t got;
     mg_buf_reserve(out, 16384);
-    int rc = SSL_read_ex(t->ssl, out->data + out->len, out->cap - out->len - 1, &got);
-    if (rc == 1) {
-      out->len += got;
-      continue;
-    }
-    int e = SSL_get_error(t->ssl, rc);
-    ERR_clear_error();
-    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return MG_CTLS_WANT;
-    return e == SSL_ERROR_ZERO_RETURN ? MG_CTLS_CLOSED : MG_CTLS_ERROR;
+    int rc = mg_tlsbio_read(&t->b, out->data + out->len, out->cap - out->len - 1, &got);
+    if (rc != MG_CTLS_OK) return rc;
+    out->len += got;
   }
 }
 
-int mg_ctls_write(mg_ctls_t *t, const char *data, size_t len) {
-  size_t done = 0;
-  if (len == 0) return 0;
-  /* Memory BIOs never fill up: SSL_write takes everything at once. */
-  if (SSL_write_ex(t->ssl, data, len, &done) != 1 || done != len) {
-    ERR_clear_error();
-    return MG_CTLS_ERROR;
-  }
-  return 0;
-}
+int mg_ctls_write(mg_ctls_t *t, const char *data, size_t len) { return mg_tlsbio_write(&t->b, data, len); }
 
-char *mg_ctls_take(mg_ctls_t *t, size_t *len) {
-  size_t n = BIO_ctrl_pending(t->wbio);
-  if (n == 0) return NULL;
-  char *out = mg_malloc(n);
-  *len = (size_t)BIO_read(t->wbio, out, (int)n);
-  return out;
-}
+char *mg_ctls_take(mg_ctls_t *t, size_t *len) { return mg_tlsbio_take(&t->b, len); }
 
 void mg_ctls_shutdown(mg_ctls_t *t) {
   if (!t->done) return;
-  SSL_shutdown(t->ssl);
+  SSL_shutdown(t->b.ssl);
   ERR_clear_error();
 }

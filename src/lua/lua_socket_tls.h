@@ -8,7 +8,7 @@
  * text>", or "certificate host mismatch") when the caller asked for verification, so a
  * handshake with ssl_verify false works against any certificate.
  *
- * A connection's TLS is a pair of memory BIOs, as the server side's (src/http/tls.h): the
+ * A connection's TLS is a pair of memory BIOs (src/base/tlsbio.h, shared with the listeners): the
  * cosocket keeps its one libuv read path and write path. Ciphertext read from the socket goes
  * in with mg_ctls_feed; plaintext comes out with mg_ctls_read; plaintext to send goes in with
  * mg_ctls_write; the ciphertext to write (handshake records included) comes out with
