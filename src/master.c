@@ -50,10 +50,11 @@
 #include "buf.h"
 #include "log.h"
 #include "listen.h"
+#include "pids.h"
 #include "worker.h"
 #include "status.h"
 
-#define MAX_WORKERS 256
+#define MAX_WORKERS MG_PIDS_MAX
 
 /* Respawn pacing: the first delay, its cap, and how long a worker must have lived for its
  * death not to count as one more start-up failure. */
@@ -522,6 +523,19 @@ static void tick(master_t *m) {
   }
 }
 
+/* mg.worker.pids: each slot shows its newest worker not told to stop, 0 when it has none. */
+static void publish_pids(const master_t *m) {
+  for (int s = 0; s < m->nworkers; s++) {
+    pid_t pid = 0;
+    uint64_t started = 0;
+    for (int i = 0; i < m->nchildren; i++) {
+      const child_t *c = &m->children[i];
+      if (c->slot == s && !c->told && (!pid || c->started_ms >= started)) pid = c->pid, started = c->started_ms;
+    }
+    if (mg_pids_get(s) != (int)pid) mg_pids_set(s, (int)pid);
+  }
+}
+
 /* How long poll() may wait: until the next deadline of tick(), at most a second (the watch). */
 static int next_timeout(const master_t *m) {
   uint64_t now = now_ms(), next = now + 1000;
@@ -574,8 +588,10 @@ int mg_master_run(mg_config_t *cfg, const char *pid_file) {
   signal(SIGPIPE, SIG_IGN);
   if (pid_file && write_pid(pid_file) < 0) mg_log(MG_LOG_WARN, "cannot write pid file %s: %s", pid_file, strerror(errno));
   if (mg_status_bind(cfg) < 0) mg_log(MG_LOG_WARN, "no shared memory for balancer counters");
+  if (mg_pids_map() < 0) mg_log(MG_LOG_WARN, "no shared memory for the workers' pids (mg.worker.pids): %s", strerror(errno));
   for (int s = 0; s < m->nworkers; s++) m->slots[s].want_current = 1;
   tick(m);
+  publish_pids(m);
   record_mtimes(m);
   m->last_watch_ms = now_ms();
   mg_log(MG_LOG_NOTICE, "moongate/%s started: %d worker(s), listening on %s%s", MG_VERSION, m->nworkers,
@@ -613,6 +629,7 @@ int mg_master_run(mg_config_t *cfg, const char *pid_file) {
       if (files_changed(m)) reload_now(m);
     }
     tick(m);
+    publish_pids(m);
   }
   if (pid_file) unlink(pid_file);
   for (int i = 0; i < m->cfg->nlistens; i++)

@@ -87,8 +87,8 @@ return function(mg, P)
   -- ---- time and string helpers: the mg.* functions -------------------------------------------------
   for _, k in ipairs({ "now", "time", "update_time", "today", "localtime", "utctime", "http_time",
                       "cookie_time", "parse_http_time", "md5", "md5_bin", "sha1_bin", "hmac_sha1",
-                      "crc32_short", "crc32_long", "encode_base64", "decode_base64", "escape_uri",
-                      "unescape_uri", "encode_args", "decode_args", "quote_sql_str", "sleep" }) do
+                      "crc32_short", "crc32_long", "encode_base64", "decode_base64", "decode_base64mime",
+                      "escape_uri", "unescape_uri", "encode_args", "decode_args", "quote_sql_str", "sleep" }) do
     ngx[k] = mg[k]
   end
 

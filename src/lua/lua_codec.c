@@ -14,6 +14,9 @@
  * - decode_base64(s) is nginx's ngx_decode_base64: it reads up to the first '=' (what follows
  *   is ignored), any byte outside the alphabet before it gives nil, so does a length of 4n+1;
  *   missing padding is fine. encode_base64(s[, no_padding]) pads unless no_padding is true.
+ * - decode_base64mime(s) (lua-resty-core 0.1.31 with lua-nginx-module 0.10.28, later than
+ *   Debian's) is decode_base64 with every byte outside the alphabet before the first '='
+ *   skipped rather than refused.
  *
  * Bytes are encoded and decoded by OpenSSL's base64 (EVP_EncodeBlock, EVP_DecodeBlock); the
  * checks above, which are not OpenSSL's, are done here first. Outputs are measured first and
@@ -373,15 +376,8 @@ static inline int b64_digit(unsigned char c) {
   return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '/';
 }
 
-/* mg.decode_base64(s) → the bytes, or nil for input that is not base64 */
-static int l_decode_base64(lua_State *L) {
-  if (lua_type(L, 1) != LUA_TSTRING) return luaL_error(L, "string argument only");
-  size_t n;
-  const unsigned char *s = (const unsigned char *)lua_tolstring(L, 1, &n);
-  size_t len = 0;
-  for (; len < n && s[len] != '='; len++)
-    if (!b64_digit(s[len])) return lua_pushnil(L), 1;
-  if (len % 4 == 1) return lua_pushnil(L), 1;
+/* Pushes the bytes of `len` base64 digits (alphabet only, len % 4 != 1). */
+static int b64_push_decoded(lua_State *L, const unsigned char *s, size_t len) {
   size_t whole = len / 4 * 4, rest = len - whole;
   size_t out = whole / 4 * 3 + (rest ? rest - 1 : 0);
   unsigned char small[1024];
@@ -404,6 +400,37 @@ static int l_decode_base64(lua_State *L) {
   }
   lua_pushlstring(L, (const char *)d, w);
   return 1;
+}
+
+/* mg.decode_base64(s) → the bytes, or nil for input that is not base64 */
+static int l_decode_base64(lua_State *L) {
+  if (lua_type(L, 1) != LUA_TSTRING) return luaL_error(L, "string argument only");
+  size_t n;
+  const unsigned char *s = (const unsigned char *)lua_tolstring(L, 1, &n);
+  size_t len = 0;
+  for (; len < n && s[len] != '='; len++)
+    if (!b64_digit(s[len])) return lua_pushnil(L), 1;
+  if (len % 4 == 1) return lua_pushnil(L), 1;
+  return b64_push_decoded(L, s, len);
+}
+
+/* mg.decode_base64mime(s) → the bytes, or nil: MIME's base64 (RFC 2045), as lua-nginx-module's
+ * ngx_http_lua_decode_base64mime reads it: up to the first '=', every byte outside the
+ * alphabet (line breaks, spaces, anything) skipped; nil only when the digits kept number
+ * 4n+1. */
+static int l_decode_base64mime(lua_State *L) {
+  if (lua_type(L, 1) != LUA_TSTRING) return luaL_error(L, "string argument only");
+  size_t n;
+  const unsigned char *s = (const unsigned char *)lua_tolstring(L, 1, &n);
+  size_t end = 0, digits = 0;
+  for (; end < n && s[end] != '='; end++) digits += b64_digit(s[end]);
+  if (digits % 4 == 1) return lua_pushnil(L), 1;
+  if (digits == end) return b64_push_decoded(L, s, digits);
+  unsigned char small[1024];
+  unsigned char *kept = scratch(L, digits, small, sizeof small), *k = kept;
+  for (size_t i = 0; i < end; i++)
+    if (b64_digit(s[i])) *k++ = s[i];
+  return b64_push_decoded(L, kept, digits);
 }
 
 /* ---- SQL ------------------------------------------------------------------------------------ */
@@ -460,6 +487,7 @@ void mg_codec_open(lua_State *L) {
       {"decode_args", l_decode_args},
       {"encode_base64", l_encode_base64},
       {"decode_base64", l_decode_base64},
+      {"decode_base64mime", l_decode_base64mime},
       {"quote_sql_str", l_quote_sql_str},
       {NULL, NULL},
   };

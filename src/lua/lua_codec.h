@@ -1,8 +1,9 @@
 /* lua_codec: the string codecs among the helpers (docs/lua-api.md, "String helpers"), with
  * OpenResty's names and results: mg.escape_uri, mg.unescape_uri, mg.encode_args,
- * mg.decode_args, mg.encode_base64, mg.decode_base64, mg.quote_sql_str. What each returns,
- * accepts and raises is what lua-nginx-module 0.10 with lua-resty-core gives for ngx.NAME, as
- * tests/e2e/test_openresty_diff_strings.py measures against Debian's nginx. */
+ * mg.decode_args, mg.encode_base64, mg.decode_base64, mg.decode_base64mime, mg.quote_sql_str.
+ * What each returns, accepts and raises is what lua-nginx-module 0.10 with lua-resty-core gives
+ * for ngx.NAME, as tests/e2e/test_openresty_diff_strings.py measures against Debian's nginx
+ * (decode_base64mime, later than Debian's, against a model of lua-nginx-module's C). */
 #ifndef MG_LUA_CODEC_H
 #define MG_LUA_CODEC_H
 

@@ -22,6 +22,7 @@
 #include "log.h"
 #include "lua_thread.h"
 #include "lua_vm.h"
+#include "pids.h"
 #include "request.h"
 #include "timeq.h"
 
@@ -218,6 +219,28 @@ static int l_worker_pid(lua_State *L) {
   return 1;
 }
 
+/* mg.worker.pids() → { pid, ... }: the workers' pids by slot (this worker's own in its slot,
+ * as lua-nginx-module puts the current process in its slot of ngx_processes), skipping a slot
+ * with no worker right now. nil, "API disabled in the current context" in init.lua and
+ * init_worker, as lua-resty-core's ngx.worker.pids. */
+static int l_worker_pids(lua_State *L) {
+  if (worker_id < 0 || mg_lua_phase_now == 0 || mg_lua_phase_now == MG_PH_INIT_WORKER) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "API disabled in the current context");
+    return 2;
+  }
+  if (mg_pids_get(0) < 0) return luaL_error(L, "mg.worker.pids: the master has no shared memory for the workers' pids");
+  lua_createtable(L, worker_count, 0);
+  int n = 0;
+  for (int s = 0; s < worker_count; s++) {
+    int pid = s == worker_id ? (int)getpid() : mg_pids_get(s);
+    if (pid <= 0) continue;
+    lua_pushinteger(L, pid);
+    lua_rawseti(L, -2, ++n);
+  }
+  return 1;
+}
+
 static int l_worker_exiting(lua_State *L) {
   lua_pushboolean(L, tm.exiting);
   return 1;
@@ -231,8 +254,9 @@ void mg_lua_timer_open(lua_State *L) {
   luaL_register(L, NULL, timer_fns);
   lua_pop(L, 1); /* M */
   static const luaL_Reg worker_fns[] = {
-      {"id", l_worker_id}, {"count", l_worker_count}, {"pid", l_worker_pid}, {"exiting", l_worker_exiting}, {NULL, NULL}};
-  lua_createtable(L, 0, 4);
+      {"id", l_worker_id},           {"count", l_worker_count}, {"pid", l_worker_pid},
+      {"pids", l_worker_pids},       {"exiting", l_worker_exiting}, {NULL, NULL}};
+  lua_createtable(L, 0, 5);
   luaL_register(L, NULL, worker_fns);
   lua_setfield(L, -2, "worker"); /* M */
 }

@@ -21,8 +21,8 @@
 
 #include "config.h"
 
-/* mg.timer.at/every/running_count/pending_count into the mg.timer table, mg.worker.* into a
- * new mg.worker table, of the module table at the top of the stack. */
+/* mg.timer.at/every/running_count/pending_count into the mg.timer table, mg.worker.* (id, count,
+ * pid, pids, exiting) into a new mg.worker table, of the module table at the top of the stack. */
 void mg_lua_timer_open(lua_State *L);
 
 /* A worker starts: its slot (0..count-1, the same slot across reloads) and the worker count.

@@ -7,12 +7,16 @@ moongate runs it unchanged. Ports differ between the two servers, so each side's
 replaced by PORT in what it answers. What moongate does deliberately differently is in
 DIFFERENCES, each with its reason, and test_deliberate_differences_are_the_known_ones checks that
 those cases do differ (a fix that makes one agree must move it back into CASES)."""
+import os
 import re
+import signal
+import subprocess
+import time
 
 import pytest
 
-from conftest import Gateway, request
-from openresty import start_openresty, stop_openresty
+from conftest import Gateway, free_port, request, wait_port
+from openresty import NGINX_MODULES, require_openresty, start_openresty, stop_openresty
 
 # In `compare`: the body is not compared. nginx answers an error status or a redirect with its
 # HTML page ("<html><head><title>403 Forbidden</title>..."), moongate with its short text page
@@ -167,6 +171,46 @@ ngx.say(tostring(ngx.thread.kill(t2)), " ", tostring(select(2, ngx.thread.kill(t
 local t3 = ngx.thread.spawn(function() return 1 end)
 ngx.say(tostring(ngx.thread.wait(t3)))
 ''', req(), []),
+    # ---- workers -----------------------------------------------------------------------------------------
+    # (Two workers under a master: test_worker_pids_with_two_workers_matches_openresty.)
+    "worker_pids": (r'''
+local p, err = ngx.worker.pids()
+local seen, distinct = {}, true
+for _, pid in ipairs(p) do
+  if seen[pid] or type(pid) ~= "number" or pid <= 0 then distinct = false end
+  seen[pid] = true
+end
+ngx.say(type(p), " ", tostring(err), " ", tostring(#p == ngx.worker.count()), " ",
+        tostring(p[ngx.worker.id() + 1] == ngx.worker.pid()), " ", tostring(distinct))
+''', req(), []),
+    # ---- ngx.decode_base64mime ----------------------------------------------------------------------------
+    # lua-nginx-module 0.10.28 added it, after Debian's 0.10.23: under nginx the case runs a model
+    # of its C (ngx_http_lua_decode_base64mime: up to the first "=", bytes outside the alphabet
+    # skipped, 4n+1 digits nil) built on Debian's ngx.decode_base64, which reads the digits that
+    # are left as that C does; under moongate it runs mg.decode_base64mime.
+    "decode_base64mime": (r'''
+local mime = ngx.decode_base64mime or function(s)
+  if type(s) ~= "string" then error("string argument only", 2) end
+  return ngx.decode_base64((s:match("^[^=]*"):gsub("[^A-Za-z0-9+/]", "")))
+end
+local blob = {}
+for i = 1, 3000 do blob[i] = string.char((i * 7 + 3) % 256) end
+blob = table.concat(blob)
+local wrapped = ngx.encode_base64(blob):gsub("(" .. string.rep(".", 76) .. ")", "%1\r\n")
+for _, s in ipairs({ "Zm9v", "Zm9v\r\nYmFy", "Zm 9v", "Zm9vYg", "Zm9vYg=", "Zm9vYmE=", "Zm9\nv====eHl6",
+                     "Z", "Zm9vY", "Z m 9 v Y", "", "!!!", "==", "-_", "\255Zm9v\0", "Zh", "Zm8=x", "Zm9v=Zm9v",
+                     "Z\nm\n9\nv\nY\nm\nF\ny", "YWJj\tZGVm\r\n\r\nZ2hp" }) do
+  local r = mime(s)
+  ngx.say(("%q"):format(s), " -> ", r and ("%q"):format(r) or "nil")
+end
+ngx.say("wrapped: ", #wrapped, " ", tostring(mime(wrapped) == blob), " ", tostring(mime(wrapped .. "\r\n") == blob))
+for _, v in ipairs({ 12, true }) do
+  local ok, err = pcall(mime, v)
+  ngx.say(type(v), ": ", tostring(ok), " ", tostring(err):match("string argument only$") or tostring(err))
+end
+local ok, err = pcall(mime)
+ngx.say("none: ", tostring(ok), " ", tostring(err):match("string argument only$") or tostring(err))
+''', req(), []),
 }
 
 # Cases with hooks in several phases: name: ({phase: lua}, request, headers compared). Under
@@ -315,10 +359,13 @@ def answer(port, name, r, compare):
 
 DIFF_CASES = {
     "config_debug": (r'''ngx.say(tostring(ngx.config.debug))''', req(), []),
+    "decode_base64mime_present": (r'''ngx.say(type(ngx.decode_base64mime))''', req(), []),
 }
 DIFFERENCES.update({
     "config_debug": "ngx.config.debug says whether nginx was built with --with-debug (Debian's is); moongate has "
                     "no debug build: false",
+    "decode_base64mime_present": "ngx.decode_base64mime came with lua-nginx-module 0.10.28, after Debian's 0.10.23; "
+                                 "moongate has it (the decode_base64mime case checks it against a model of its C)",
 })
 
 
@@ -345,3 +392,103 @@ def test_deliberate_differences_are_the_known_ones(servers):
     for name in DIFF_CASES:
         lua, r, compare = DIFF_CASES[name]
         assert answer(nginx_port, name, r, compare) != answer(mg_port, name, r, compare), (name, DIFFERENCES[name])
+
+
+# ---- ngx.worker.pids under a master with two workers ---------------------------------------------
+PIDS_LUA = r'''
+local p = ngx.worker.pids()
+local me = 0
+for i, pid in ipairs(p) do if pid == ngx.worker.pid() then me = i end end
+ngx.say(#p, " ", ngx.worker.count(), " ", tostring(me == ngx.worker.id() + 1))
+ngx.say(table.concat(p, " "))
+'''
+
+
+# In init_worker both answer nil and lua-resty-core's message.
+PIDS_INIT_WORKER = 'local p, err = ngx.worker.pids() LOG"init_worker pids: " .. tostring(p) .. ", " .. tostring(err))'
+PIDS_INIT_WORKER_SAID = "init_worker pids: nil, API disabled in the current context"
+
+
+def children(pid):
+    with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+        return sorted(int(p) for p in f.read().split())
+
+
+def pids_answers(port, master_pid, want):
+    """(the first lines of 12 answers, True when every answer listed exactly the master's
+    `want` children)."""
+    shapes, exact = set(), True
+    for _ in range(12):
+        head, listed = request(port, path="/t").body.decode().splitlines()
+        pids = sorted(int(p) for p in listed.split())
+        exact = exact and len(pids) == want and pids == children(master_pid)
+        shapes.add(head)
+    return shapes, exact
+
+
+def start_nginx_master(folder, lua):
+    """Debian's nginx as deployed: a master and two workers (start_openresty runs one process)."""
+    require_openresty()
+    folder = str(folder)
+    os.makedirs(os.path.join(folder, "logs"), exist_ok=True)
+    port = free_port()
+    conf = os.path.join(folder, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write("""
+load_module %(m)s/ndk_http_module.so;
+load_module %(m)s/ngx_http_lua_module.so;
+daemon off; master_process on; worker_processes 2;
+error_log %(d)s/logs/error.log; pid %(d)s/nginx.pid;
+events {}
+http { access_log off; init_worker_by_lua_block { %(i)s }
+  server { listen 127.0.0.1:%(p)d; location = /t { content_by_lua_block { %(l)s } } } }
+""" % {"m": NGINX_MODULES, "d": folder, "p": port, "l": lua, "i": PIDS_INIT_WORKER.replace("LOG", "ngx.log(ngx.ERR, ")})
+    proc = subprocess.Popen(["nginx", "-c", conf, "-p", folder], stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port, proc)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc, port
+
+
+def wait_children(pid, n):
+    deadline = time.time() + 10
+    while len(children(pid)) != n and time.time() < deadline:
+        time.sleep(0.02)
+    assert len(children(pid)) == n
+
+
+def test_worker_pids_with_two_workers_matches_openresty(tmp_path):
+    """Both list the two workers' pids (those of the master's children), each worker's own at
+    its id + 1; moongate's list after a reload is the new generation's."""
+    p, nginx_port = start_nginx_master(tmp_path / "openresty", PIDS_LUA)
+    try:
+        wait_children(p.pid, 2)
+        theirs = pids_answers(nginx_port, p.pid, 2)
+    finally:
+        stop_openresty(p)
+    with open(tmp_path / "openresty" / "logs" / "error.log") as f:
+        assert PIDS_INIT_WORKER_SAID in f.read()
+    (tmp_path / "moongate").mkdir()
+    g = Gateway(tmp_path / "moongate", 'mg.workers(2)\nmg.on("init_worker", function() %s end)\n'
+                'mg.route("=/t", function(req)\n%s\nend)\n' % (PIDS_INIT_WORKER.replace("LOG", 'mg.log("error", '), PIDS_LUA))
+    try:
+        wait_children(g.proc.pid, 2)
+        ours = pids_answers(g.port, g.proc.pid, 2)
+        g.wait_log(PIDS_INIT_WORKER_SAID)
+        assert ours == theirs == ({"2 2 true"}, True), (ours, theirs)
+        # A reload: once the old generation has gone, the list is the new workers'.
+        before = children(g.proc.pid)
+        g.signal(signal.SIGHUP)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            now = children(g.proc.pid)
+            if len(now) == 2 and not set(now) & set(before):
+                break
+            time.sleep(0.05)
+        assert pids_answers(g.port, g.proc.pid, 2) == ({"2 2 true"}, True)
+        assert not set(children(g.proc.pid)) & set(before)
+    finally:
+        g.stop()
