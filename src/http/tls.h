@@ -29,18 +29,14 @@ void mg_tls_free(mg_tls_t *s);
 
 enum { MG_TLS_OK = 0, MG_TLS_WANT = 1, MG_TLS_CLOSED = 2, MG_TLS_ERROR = -1 };
 
-/* Ciphertext from the socket. */
+/* What mg_tlsbio_feed, read, write, take and buffered do (base/tlsbio.h), on a listener's
+ * connection: mg_tls_read gives the byte count and puts the result in *status. Reading the
+ * socket stops when mg_tls_buffered is above a block, as for a plain connection that holds
+ * unparsed bytes. */
 void mg_tls_feed(mg_tls_t *s, const char *data, size_t len);
-/* Plaintext for the parser, at most cap bytes into out: > 0 bytes, 0 with *status MG_TLS_WANT
- * (more ciphertext needed, or the handshake goes on), MG_TLS_CLOSED (close_notify) or
- * MG_TLS_ERROR (a broken or hostile handshake: close the connection). */
 size_t mg_tls_read(mg_tls_t *s, char *out, size_t cap, int *status);
-/* Plaintext to send; the ciphertext waits for mg_tls_take. Returns 0 or MG_TLS_ERROR. */
 int mg_tls_write(mg_tls_t *s, const char *data, size_t len);
-/* The ciphertext to write to the socket (malloc'd, *len bytes), or NULL when there is none. */
 char *mg_tls_take(mg_tls_t *s, size_t *len);
-/* Bytes waiting in the TLS layer, ciphertext and plaintext: reading the socket stops above a
- * block, as it does for a plain connection that holds unparsed bytes. */
 size_t mg_tls_buffered(mg_tls_t *s);
 
 #endif

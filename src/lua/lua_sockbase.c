@@ -1,10 +1,14 @@
 /* lua_sockbase: see lua_sockbase.h. */
 #include "lua_sockbase.h"
 
+#include <arpa/inet.h>
 #include <lauxlib.h>
 #include <math.h>
+#include <netdb.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <uv.h>
 
 #define MAX_DEPTH 100
@@ -34,6 +38,60 @@ void mg_socket_close_owned(void **list) {
     o->close(o);
     mg_owned_unlink(o); /* in case close left it linked: the loop must end */
   }
+}
+
+socklen_t mg_sock_literal(const char *host, int port, struct sockaddr_storage *ss) {
+  memset(ss, 0, sizeof *ss);
+  if (uv_ip4_addr(host, port, (struct sockaddr_in *)ss) == 0) return sizeof(struct sockaddr_in);
+  if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) == 0) return sizeof(struct sockaddr_in6);
+  return 0;
+}
+
+struct mg_sock_resolve_s {
+  uv_getaddrinfo_t req;
+  mg_sock_resolved_fn fn;
+  void *owner; /* NULL once the owner gave up */
+  int port;
+};
+
+static void on_resolved(uv_getaddrinfo_t *r, int status, struct addrinfo *res) {
+  mg_sock_resolve_t *rs = (mg_sock_resolve_t *)r;
+  void *owner = rs->owner;
+  rs->owner = NULL;
+  if (owner) {
+    if (status < 0 || !res || res->ai_addrlen > sizeof(struct sockaddr_storage)) {
+      rs->fn(owner, NULL, 0);
+    } else {
+      struct sockaddr_storage ss;
+      memcpy(&ss, res->ai_addr, res->ai_addrlen);
+      ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)rs->port); /* the same place in v6 */
+      rs->fn(owner, (struct sockaddr *)&ss, (socklen_t)res->ai_addrlen);
+    }
+  }
+  if (res) uv_freeaddrinfo(res);
+  free(rs);
+}
+
+mg_sock_resolve_t *mg_sock_resolve(uv_loop_t *loop, const char *host, int port, int socktype, mg_sock_resolved_fn fn,
+                                   void *owner) {
+  mg_sock_resolve_t *rs = mg_calloc(1, sizeof *rs);
+  rs->fn = fn, rs->owner = owner, rs->port = port;
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = socktype};
+  if (uv_getaddrinfo(loop, &rs->req, on_resolved, host, NULL, &hints) < 0) {
+    free(rs);
+    return NULL;
+  }
+  return rs;
+}
+
+void mg_sock_resolve_cancel(mg_sock_resolve_t *r) {
+  if (r) r->owner = NULL; /* on_resolved frees it */
+}
+
+int mg_sock_fail(lua_State *L, const char *err) {
+  lua_pushnil(L);
+  lua_pushstring(L, err);
+  return 2;
 }
 
 /* A number as lua-nginx-module writes it (ngx_http_lua_write_num). */

@@ -7,7 +7,6 @@
  * socket is gone (closed, pooled, its request ended) answers nil, "closed". */
 #include "lua_socket.h"
 
-#include <arpa/inet.h>
 #include <lauxlib.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,6 +61,7 @@ struct mg_socket_s {
   size_t roff;
   char *wbuf; /* the unsent part of a send */
   size_t wlen;
+  mg_sock_resolve_t *rs; /* the name being resolved (OP_RESOLVE) */
   /* TLS (sslhandshake): the connection's state stays with it in the pool */
   mg_ctls_t *tls;
   char *tls_name;   /* server_name to check the certificate against, when verifying */
@@ -76,13 +76,6 @@ struct mg_socket_s {
   int pool_size; /* connect's pool_size option, 0: none */
   char key[256];
 };
-
-/* A name being resolved: libuv's request outlives the socket if the socket closes first. */
-typedef struct {
-  uv_getaddrinfo_t req;
-  mg_socket_t *s; /* NULL when the socket gave up waiting or closed */
-  int port;
-} resolve_t;
 
 static mg_socket_t *pool_head;
 /* lua_socket_timeout: operations and idle pooled connections. */
@@ -139,11 +132,8 @@ static void pool_unlink(mg_socket_t *s) {
 static void sock_close(mg_socket_t *s) {
   if (s->closing) return;
   s->closing = 1;
-  if (s->op == OP_RESOLVE && s->wbuf) {
-    /* The resolver's callback frees its request and must not touch this socket. */
-    ((resolve_t *)s->wbuf)->s = NULL;
-    s->wbuf = NULL;
-  }
+  mg_sock_resolve_cancel(s->rs); /* its callback must not touch this socket */
+  s->rs = NULL;
   mg_owned_unlink(&s->own);
   if (s->pooled) pool_unlink(s);
   if (s->box) s->box->s = NULL, s->box = NULL;
@@ -239,12 +229,6 @@ static int wait_op(lua_State *L, mg_thread_t *t, mg_socket_t *s, int op, uint64_
 /* ---- the box ----------------------------------------------------------------------------------- */
 
 static sock_box_t *check_box(lua_State *L) { return luaL_checkudata(L, 1, SOCK_MT); }
-
-static int push_closed(lua_State *L) {
-  lua_pushnil(L);
-  lua_pushliteral(L, "closed");
-  return 2;
-}
 
 static void attach(sock_box_t *b, mg_socket_t *s, mg_thread_t *t) {
   b->s = s;
@@ -460,7 +444,7 @@ static int try_satisfy(mg_socket_t *s, lua_State *co) {
 
 static int do_receive(lua_State *L, sock_box_t *b, int mode, size_t count) {
   mg_socket_t *s = b->s;
-  if (!s || !s->connected) return push_closed(L);
+  if (!s || !s->connected) return mg_sock_fail(L, "closed");
   if (s->op != OP_NONE) return luaL_error(L, "socket busy with another operation");
   s->rmode = mode, s->rcount = count;
   int n = try_satisfy(s, L);
@@ -507,7 +491,7 @@ static int l_until_iter(lua_State *L) {
   int size = (int)luaL_optinteger(L, 1, 0);
   lua_settop(L, 0);
   mg_socket_t *s = b->s;
-  if (!s || !s->connected) return push_closed(L);
+  if (!s || !s->connected) return mg_sock_fail(L, "closed");
   if (s->op != OP_NONE) return luaL_error(L, "socket busy with another operation");
   if (s->until_done && s->until_owner == u) {
     /* The previous piece was the last before the pattern. */
@@ -573,37 +557,28 @@ static void on_connected(uv_connect_t *cr, int status) {
   finish_op(s, 1);
 }
 
-
 static int start_connect(mg_socket_t *s, const struct sockaddr *sa) {
   s->connect.data = s;
   return uv_tcp_connect(&s->connect, &s->h.tcp, sa, on_connected);
 }
 
-static void on_resolved(uv_getaddrinfo_t *r, int status, struct addrinfo *res) {
-  resolve_t *rs = (resolve_t *)r;
-  mg_socket_t *s = rs->s;
-  if (s && !s->closing) {
-    s->wbuf = NULL;
-    if (status < 0 || !res) {
-      fail_op(s, "host not found", 1);
-    } else {
-      struct sockaddr_storage ss;
-      memcpy(&ss, res->ai_addr, res->ai_addrlen);
-      ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)rs->port);
-      s->op = OP_CONNECT;
-      int rc = start_connect(s, (struct sockaddr *)&ss);
-      if (rc < 0) fail_op(s, err_text(rc), 1);
-    }
+static void on_resolved(void *owner, const struct sockaddr *sa, socklen_t len) {
+  mg_socket_t *s = owner;
+  (void)len;
+  s->rs = NULL;
+  if (!sa) {
+    fail_op(s, "host not found", 1);
+    return;
   }
-  if (res) uv_freeaddrinfo(res);
-  free(rs);
+  s->op = OP_CONNECT;
+  int rc = start_connect(s, sa);
+  if (rc < 0) fail_op(s, err_text(rc), 1);
 }
 
 static void resolve_cancel(mg_thread_t *t) {
   mg_socket_t *s = t->wait;
-  resolve_t *rs = (resolve_t *)s->wbuf;
-  if (rs) rs->s = NULL;
-  s->wbuf = NULL;
+  mg_sock_resolve_cancel(s->rs);
+  s->rs = NULL;
   op_cancel(t);
 }
 
@@ -677,29 +652,19 @@ static int l_connect(lua_State *L) {
   s->stream_inited = 1, s->handles++;
   uv_tcp_nodelay(&s->h.tcp, 1);
   struct sockaddr_storage ss;
-  if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) == 0 || uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) == 0) {
+  if (mg_sock_literal(host, port, &ss)) {
     rc = start_connect(s, (struct sockaddr *)&ss);
     if (rc < 0) {
       sock_close(s);
-      lua_pushnil(L);
-      lua_pushstring(L, err_text(rc));
-      return 2;
+      return mg_sock_fail(L, err_text(rc));
     }
     return wait_op(L, t, s, OP_CONNECT, b->connect_ms);
   }
   /* A name: resolved by libuv's thread pool, then connected. */
-  resolve_t *rs = mg_calloc(1, sizeof *rs);
-  rs->s = s, rs->port = port;
-  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-  rc = uv_getaddrinfo(loop, &rs->req, on_resolved, host, NULL, &hints);
-  if (rc < 0) {
-    free(rs);
+  if (!(s->rs = mg_sock_resolve(loop, host, port, SOCK_STREAM, on_resolved, s))) {
     sock_close(s);
-    lua_pushnil(L);
-    lua_pushstring(L, "host not found");
-    return 2;
+    return mg_sock_fail(L, "host not found");
   }
-  s->wbuf = (char *)rs; /* while resolving, wbuf holds the resolver request */
   s->op = OP_RESOLVE;
   s->waiter = t;
   if (b->connect_ms) mg_timer_start(&s->timer, on_op_timeout, b->connect_ms, 0);
@@ -729,9 +694,9 @@ static int l_send(lua_State *L) {
   mg_socket_t *s = b->s;
   if (lua_gettop(L) != 2) return luaL_error(L, "expecting 2 arguments (including the object), but got %d", lua_gettop(L));
   /* As lua-nginx-module: a closed socket is said before a bad argument. */
-  if (!s || !s->connected) return push_closed(L);
+  if (!s || !s->connected) return mg_sock_fail(L, "closed");
   if (s->op != OP_NONE) return luaL_error(L, "socket busy with another operation");
-  if (s->tls && !mg_ctls_done(s->tls)) return push_closed(L);
+  if (s->tls && !mg_ctls_done(s->tls)) return mg_sock_fail(L, "closed");
   mg_buf_t data;
   mg_buf_init(&data);
   mg_socket_data(L, 2, &data); /* raises before it allocates */
@@ -749,7 +714,7 @@ static int l_send(lua_State *L) {
     mg_buf_free(&data);
     if (!cipher) {
       sock_close(s);
-      return push_closed(L);
+      return mg_sock_fail(L, "closed");
     }
     data.data = cipher, data.len = clen, data.cap = clen + 1; /* freed with free() below */
   }
@@ -836,7 +801,7 @@ static int l_sslhandshake(lua_State *L) {
   int retbool = lua_isboolean(L, 2) && !lua_toboolean(L, 2);
   mg_socket_t *s = b->s;
   if (!b->attached) return luaL_error(L, "socket is never created nor connected");
-  if (!s || !s->connected || s->eof) return push_closed(L);
+  if (!s || !s->connected || s->eof) return mg_sock_fail(L, "closed");
   if (s->op != OP_NONE) return luaL_error(L, "socket busy with another operation");
   if (s->tls) {
     if (!mg_ctls_done(s->tls)) {
@@ -909,7 +874,7 @@ static int l_settimeouts(lua_State *L) {
 
 static int l_close(lua_State *L) {
   sock_box_t *b = check_box(L);
-  if (!b->s) return push_closed(L);
+  if (!b->s) return mg_sock_fail(L, "closed");
   if (b->s->op != OP_NONE) return luaL_error(L, "socket busy with another operation");
   sock_close(b->s);
   lua_pushinteger(L, 1);
@@ -925,7 +890,7 @@ static int l_setkeepalive(lua_State *L) {
   uint64_t idle = lua_isnoneornil(L, 2) ? default_ms : check_ms(L, 2);
   int size = !lua_isnoneornil(L, 3) ? (int)luaL_checkinteger(L, 3) : s && s->pool_size ? s->pool_size : DEFAULT_POOL_SIZE;
   if (size < 1) return luaL_argerror(L, 3, "pool size must be positive");
-  if (!s || !s->connected) return push_closed(L);
+  if (!s || !s->connected) return mg_sock_fail(L, "closed");
   if (s->op != OP_NONE) return luaL_error(L, "socket busy with another operation");
   if (s->roff < s->rbuf.len || s->eof) {
     sock_close(s);
@@ -954,7 +919,7 @@ static int l_setkeepalive(lua_State *L) {
 
 static int l_getreusedtimes(lua_State *L) {
   sock_box_t *b = check_box(L);
-  if (!b->s) return push_closed(L);
+  if (!b->s) return mg_sock_fail(L, "closed");
   lua_pushinteger(L, b->s->reused);
   return 1;
 }

@@ -7,7 +7,6 @@
  * nil, "closed". udp_close() is idempotent and the only way a socket ends. */
 #include "lua_udp.h"
 
-#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <lauxlib.h>
@@ -37,8 +36,6 @@ typedef struct {
   uint64_t read_ms; /* kept here: it outlives one peer */
 } udp_box_t;
 
-typedef struct resolve_s resolve_t;
-
 struct udp_s {
   mg_owned_t own; /* first: the owner's list holds this */
   uv_poll_t poll;
@@ -49,15 +46,8 @@ struct udp_s {
   int op;
   mg_thread_t *waiter;
   size_t rsize;      /* the pending receive's size */
-  resolve_t *rs;     /* the name being resolved */
+  mg_sock_resolve_t *rs; /* the name being resolved */
   udp_box_t *box;
-};
-
-/* A name being resolved: libuv's request outlives the socket if the socket closes first. */
-struct resolve_s {
-  uv_getaddrinfo_t req;
-  udp_t *u; /* NULL when the socket gave up waiting or closed */
-  int port;
 };
 
 /* Datagrams are read here and copied into the Lua string at once. */
@@ -75,7 +65,7 @@ static void on_udp_closed(uv_handle_t *h) {
 static void udp_close(udp_t *u) {
   if (u->closing) return;
   u->closing = 1;
-  if (u->rs) u->rs->u = NULL, u->rs = NULL; /* its callback frees it */
+  mg_sock_resolve_cancel(u->rs), u->rs = NULL; /* its callback frees it */
   mg_owned_unlink(&u->own);
   if (u->box) u->box->u = NULL, u->box = NULL;
   uv_close((uv_handle_t *)&u->timer, on_udp_closed);
@@ -116,7 +106,7 @@ static void push_errno(lua_State *L, int err) {
 static void op_cancel(mg_thread_t *t) {
   udp_t *u = t->wait;
   u->waiter = NULL;
-  if (u->rs) u->rs->u = NULL, u->rs = NULL;
+  mg_sock_resolve_cancel(u->rs), u->rs = NULL;
   u->op = OP_NONE;
   if (!u->closing) {
     uv_timer_stop(&u->timer);
@@ -128,7 +118,7 @@ static void on_udp_timeout(uv_timer_t *tm) {
   udp_t *u = tm->data;
   mg_thread_t *t = u->waiter;
   if (!t) return;
-  if (u->rs) u->rs->u = NULL, u->rs = NULL;
+  mg_sock_resolve_cancel(u->rs), u->rs = NULL;
   lua_pushnil(t->co);
   lua_pushliteral(t->co, "timeout");
   finish_op(u, 2);
@@ -144,18 +134,6 @@ static int wait_op(lua_State *L, mg_thread_t *t, udp_t *u, int op, uint64_t ms) 
 /* ---- the box -------------------------------------------------------------------------------- */
 
 static udp_box_t *check_box(lua_State *L) { return luaL_checkudata(L, 1, UDP_MT); }
-
-static int push_closed(lua_State *L) {
-  lua_pushnil(L);
-  lua_pushliteral(L, "closed");
-  return 2;
-}
-
-static int push_busy(lua_State *L) {
-  lua_pushnil(L);
-  lua_pushliteral(L, "socket busy");
-  return 2;
-}
 
 static int l_udp(lua_State *L) {
   if (lua_gettop(L) != 0) return luaL_error(L, "expecting zero arguments, but got %d", lua_gettop(L));
@@ -194,28 +172,20 @@ static int open_fd(udp_t *u, const struct sockaddr *sa, socklen_t len) {
   return connect(fd, sa, len) != 0 ? -errno : 0;
 }
 
-static void on_resolved(uv_getaddrinfo_t *r, int status, struct addrinfo *res) {
-  resolve_t *rs = (resolve_t *)r;
-  udp_t *u = rs->u;
-  if (u && !u->closing && u->waiter) {
-    lua_State *co = u->waiter->co;
-    u->rs = NULL;
-    int rc = -1;
-    if (status < 0 || !res) {
-      lua_pushnil(co);
-      lua_pushliteral(co, "host not found");
-    } else {
-      struct sockaddr_storage ss;
-      memcpy(&ss, res->ai_addr, res->ai_addrlen);
-      ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)rs->port); /* same place in v6 */
-      rc = open_fd(u, (struct sockaddr *)&ss, (socklen_t)res->ai_addrlen);
-      if (rc < 0) push_errno(co, -rc);
-      else lua_pushinteger(co, 1);
-    }
-    finish_op(u, rc < 0 ? 2 : 1);
+/* Only a waiting socket resolves: closing, timing out and a killed thread cancel the request. */
+static void on_resolved(void *owner, const struct sockaddr *sa, socklen_t len) {
+  udp_t *u = owner;
+  lua_State *co = u->waiter->co;
+  u->rs = NULL;
+  int rc = -1;
+  if (!sa) {
+    mg_sock_fail(co, "host not found");
+  } else {
+    rc = open_fd(u, sa, len);
+    if (rc < 0) push_errno(co, -rc);
+    else lua_pushinteger(co, 1);
   }
-  if (res) uv_freeaddrinfo(res);
-  free(rs);
+  finish_op(u, rc < 0 ? 2 : 1);
 }
 
 /* sock:setpeername(host, port) or sock:setpeername("unix:/path") → 1 or nil, err. */
@@ -234,7 +204,7 @@ static int l_setpeername(lua_State *L) {
     return 2;
   }
   if (b->u) {
-    if (b->u->op != OP_NONE) return push_busy(L);
+    if (b->u->op != OP_NONE) return mg_sock_fail(L, "socket busy");
     udp_close(b->u); /* a new peer: a new socket */
   }
   udp_t *u = mg_calloc(1, sizeof *u);
@@ -260,10 +230,8 @@ static int l_setpeername(lua_State *L) {
     sun->sun_family = AF_UNIX;
     strcpy(sun->sun_path, host + 5);
     len = sizeof *sun;
-  } else if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)&ss) == 0) {
-    len = sizeof(struct sockaddr_in);
-  } else if (uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)&ss) == 0) {
-    len = sizeof(struct sockaddr_in6);
+  } else {
+    len = mg_sock_literal(host, (int)port, &ss);
   }
   if (len) {
     int rc = open_fd(u, (struct sockaddr *)&ss, len);
@@ -275,16 +243,8 @@ static int l_setpeername(lua_State *L) {
     return 1;
   }
   /* A name: resolved by libuv's thread pool, as the TCP cosocket's. */
-  resolve_t *rs = mg_calloc(1, sizeof *rs);
-  rs->u = u, rs->port = (int)port;
-  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_DGRAM};
-  if (uv_getaddrinfo(mg_thread_loop(), &rs->req, on_resolved, host, NULL, &hints) < 0) {
-    free(rs);
-    lua_pushnil(L);
-    lua_pushliteral(L, "host not found");
-    return 2;
-  }
-  u->rs = rs;
+  if (!(u->rs = mg_sock_resolve(mg_thread_loop(), host, (int)port, SOCK_DGRAM, on_resolved, u)))
+    return mg_sock_fail(L, "host not found");
   return wait_op(L, t, u, OP_RESOLVE, b->read_ms);
 }
 
@@ -295,8 +255,8 @@ static int l_send(lua_State *L) {
   if (lua_gettop(L) != 2) return luaL_error(L, "expecting 2 arguments (including the object), but got %d", lua_gettop(L));
   udp_box_t *b = check_box(L);
   udp_t *u = b->u;
-  if (!u || u->fd < 0) return push_closed(L);
-  if (u->op != OP_NONE) return push_busy(L);
+  if (!u || u->fd < 0) return mg_sock_fail(L, "closed");
+  if (u->op != OP_NONE) return mg_sock_fail(L, "socket busy");
   mg_buf_t data;
   mg_buf_init(&data);
   mg_socket_data(L, 2, &data); /* raises before it allocates */
@@ -352,8 +312,8 @@ static int l_receive(lua_State *L) {
   udp_box_t *b = check_box(L);
   lua_Number size = luaL_optnumber(L, 2, MAX_DATAGRAM);
   udp_t *u = b->u;
-  if (!u || u->fd < 0) return push_closed(L);
-  if (u->op != OP_NONE) return push_busy(L);
+  if (!u || u->fd < 0) return mg_sock_fail(L, "closed");
+  if (u->op != OP_NONE) return mg_sock_fail(L, "socket busy");
   u->rsize = !(size > 0) ? 0 : size > MAX_DATAGRAM ? MAX_DATAGRAM : (size_t)size;
   int n = try_recv(u, L);
   if (n > 0) return n;
@@ -382,8 +342,8 @@ static int l_settimeout(lua_State *L) {
 static int l_close(lua_State *L) {
   if (lua_gettop(L) != 1) return luaL_error(L, "expecting 1 argument (including the object) but seen %d", lua_gettop(L));
   udp_box_t *b = check_box(L);
-  if (!b->u || b->u->fd < 0) return push_closed(L);
-  if (b->u->op != OP_NONE) return push_busy(L);
+  if (!b->u || b->u->fd < 0) return mg_sock_fail(L, "closed");
+  if (b->u->op != OP_NONE) return mg_sock_fail(L, "socket busy");
   udp_close(b->u);
   lua_pushinteger(L, 1);
   return 1;
