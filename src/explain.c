@@ -3,7 +3,7 @@
  *
  * The request runs through the real code: explain makes a worker's loop and Lua state from the
  * configuration (without init_worker hooks, timers or health checks), opens a socketpair, hands
- * one end to http/http1.c as a client connection and writes the request into the other. Parsing,
+ * one end to http/conn.c as an HTTP/1.1 client connection and writes the request into the other. Parsing,
  * normalization, limits, routing and the rewrite/access/balancer hooks are the ones that serve;
  * mg_explain (request.h) makes them report what happens: each hook with what it changed
  * (lua/_explain.lua compares the request before and after), internal restarts, the member the
@@ -30,6 +30,7 @@
 #include "route_re.h"
 #include "balancer.h"
 #include "buf.h"
+#include "conn.h"
 #include "http1.h"
 #include "log.h"
 #include "loop.h"
@@ -377,7 +378,7 @@ int mg_explain_run(mg_config_t *cfg, const char *request_line, const char *const
    * context is put back before the configuration is freed). */
   struct mg_tls_ctx_s *tls = cfg->nlistens > 0 ? cfg->listens[0].tls : NULL;
   if (tls) cfg->listens[0].tls = NULL;
-  mg_conn_start(c);
+  mg_conn_start(c, &mg_h1_proto);
   if (tls) cfg->listens[0].tls = tls;
   fcntl(X.fd, F_SETFL, fcntl(X.fd, F_GETFL) | O_NONBLOCK);
   X.out = req;

@@ -13,9 +13,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "conn.h"
 #include "fdio.h"
 #include "health.h"
-#include "http1.h"
 #include "listen.h"
 #include "log.h"
 #include "hooks.h"

@@ -1,6 +1,6 @@
 /* loop: the state of one worker's event loop that its listeners and connections share.
  *
- * worker.c owns it (signals, drain), http/listen.c fills its listeners, http/http1.c reads it
+ * worker.c owns it (signals, drain), http/listen.c fills its listeners, http/conn.c reads it
  * (the loop, the configuration, the timeout queues, the drain flags). It is a header of its own
  * so that the connection code does not depend on the listener code that creates connections. */
 #ifndef MG_LOOP_H
@@ -38,11 +38,11 @@ typedef struct mg_server_s {
   uv_timer_t shutdown_timer;
   uv_timer_t accept_timer; /* accepting resumes when it fires, after descriptors ran out */
   int accept_paused;
-  mg_timeq_t timeouts; /* the client connections' timeouts (http/http1.c) */
+  mg_timeq_t timeouts; /* the client connections' timeouts (http/conn.c) */
   void (*on_conn_closed)(struct mg_server_s *s); /* worker.c: a drain ends with the last one */
 } mg_server_t;
 
-/* Connection bookkeeping, called by http/listen.c and http/http1.c. */
+/* Connection bookkeeping, called by http/listen.c and http/conn.c. */
 static inline void mg_server_conn_opened(mg_server_t *s) { s->nconns++; }
 static inline void mg_server_conn_closed(mg_server_t *s) {
   s->nconns--;

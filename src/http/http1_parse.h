@@ -1,7 +1,7 @@
 /* http1_parse: reading an HTTP/1.1 request, over llhttp, and the checks of its head.
  *
- * The connection (http1.c) feeds the bytes it read to mg_h1_execute, which runs llhttp on as
- * many of them as may go in one call and pauses at two points: the end of a request head
+ * HTTP/1.1 (http1.c) feeds the bytes its connection read to mg_h1_execute, which runs llhttp
+ * on as many of them as may go in one call and pauses at two points: the end of a request head
  * (event MG_H1_HEAD, so the request is routed before any body byte is delivered) and the end
  * of a message (MG_H1_MESSAGE, so a pipelined request waits). The request's strings go into
  * its pool; the head's fields into req->headers; body bytes to req->on_body. A request the

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "addr.h"
+#include "conn.h"
 #include "http1.h"
 #include "log.h"
 
@@ -144,7 +145,7 @@ static void conn_accepted(mg_listener_t *l, int fd) {
     mg_conn_reject(c);
     return;
   }
-  mg_conn_start(c);
+  mg_conn_start(c, &mg_h1_proto);
 }
 
 /* The listener is accepted from here rather than by libuv's uv_listen, whose answer to
