@@ -29,7 +29,7 @@ return function(mg, P)
     local t = {}
     return setmetatable(t, { __index = function(_, k)
       local src = getter()
-      local v = src and (names and names[k] or k) and src[names and names[k] or k]
+      local v = src and src[names and names[k] or k]
       if v == nil then error("ngx." .. prefix .. tostring(k) .. " is not supported by moongate", 2) end
       rawset(t, k, v)
       return v
@@ -166,7 +166,6 @@ return function(mg, P)
   R.init_body = unsupported("req.init_body")
   R.append_body = unsupported("req.append_body")
   R.finish_body = unsupported("req.finish_body")
-  R.get_uri_args_raw = nil
   ngx.req = strict("req.", R)
 
   -- ---- subrequests ---------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 /* lua_ngx: see lua_ngx.h.
  *
- * Each function finds its request with cur(): the request the running Lua code serves, or the
- * error "no request found" (OpenResty's words) in a timer or init_worker. Phases are checked
+ * Each function finds its request with mg_lua_req_running (lua_request.h): the request the
+ * running Lua code serves, or the error "no request found" (OpenResty's words) in a timer or
+ * init_worker. Phases are checked
  * as lua-nginx-module checks them, with its message "API disabled in the context of <phase>".
  * The C functions go into a table of primitives that lua/moongate/ngx.lua places into `ngx`. */
 #include "lua_ngx.h"
@@ -27,12 +28,6 @@
 
 #define PH_OUTPUT (MG_PH_REWRITE | MG_PH_ACCESS | MG_PH_CONTENT)
 
-static mg_req_t *cur(lua_State *L) {
-  mg_req_t *req = mg_lua_req_now;
-  if (!req) luaL_error(L, "no request found");
-  mg_lua_req_attach(req);
-  return req;
-}
 
 static void need_phase(lua_State *L, int allowed, const char *what) {
   if (!(mg_lua_phase_now & allowed))
@@ -102,7 +97,7 @@ static void start_output(mg_req_t *req) {
 }
 
 static int output(lua_State *L, int newline, const char *what) {
-  mg_req_t *req = cur(L);
+  mg_req_t *req = mg_lua_req_running(L);
   need_phase(L, PH_OUTPUT, what);
   mg_lua_req_t *lr = req->lua;
   if (lr->ngx_eof) {
@@ -153,7 +148,7 @@ static void flush_cancel(mg_thread_t *t) {
 /* ngx.flush(wait?): the head and what is buffered go out; with wait, returns once the client
  * has taken it (the write queue has drained). */
 static int l_flush(lua_State *L) {
-  mg_req_t *req = cur(L);
+  mg_req_t *req = mg_lua_req_running(L);
   need_phase(L, PH_OUTPUT, "ngx.flush");
   if (((mg_lua_req_t *)req->lua)->ngx_eof) {
     lua_pushnil(L);
@@ -174,7 +169,7 @@ static int l_flush(lua_State *L) {
 }
 
 static int l_send_headers(lua_State *L) {
-  mg_req_t *req = cur(L);
+  mg_req_t *req = mg_lua_req_running(L);
   need_phase(L, PH_OUTPUT, "ngx.send_headers");
   if (req->head_sent) {
     lua_pushnil(L);
@@ -188,7 +183,7 @@ static int l_send_headers(lua_State *L) {
 
 /* ngx.eof(): the response ends now; the Lua code may go on (to log, to call a service). */
 static int l_eof(lua_State *L) {
-  mg_req_t *req = cur(L);
+  mg_req_t *req = mg_lua_req_running(L);
   need_phase(L, PH_OUTPUT, "ngx.eof");
   mg_lua_req_t *lr = req->lua;
   if (lr->ngx_eof) {
@@ -283,7 +278,7 @@ static int l_exec(lua_State *L) {
 /* ---- ngx.status, ngx.headers_sent, ngx.is_subrequest, ngx.ctx (the dynamic fields) ------------ */
 
 static int l_get_status(lua_State *L) {
-  mg_req_t *req = cur(L);
+  mg_req_t *req = mg_lua_req_running(L);
   /* Before a status is set or the head is out, OpenResty's is 0. */
   if (!req->head_sent && !((mg_lua_req_t *)req->lua)->ngx_status_set && (mg_lua_phase_now & PH_OUTPUT)) lua_pushinteger(L, 0);
   else lua_pushinteger(L, req->status);
@@ -291,7 +286,7 @@ static int l_get_status(lua_State *L) {
 }
 
 static int l_set_status(lua_State *L) {
-  mg_req_t *req = cur(L);
+  mg_req_t *req = mg_lua_req_running(L);
   need_phase(L, PH_OUTPUT | MG_PH_HEADER_FILTER, "ngx.status");
   int status = (int)luaL_checkinteger(L, 1);
   if (req->head_sent) {
@@ -305,18 +300,18 @@ static int l_set_status(lua_State *L) {
 }
 
 static int l_headers_sent(lua_State *L) {
-  lua_pushboolean(L, cur(L)->head_sent);
+  lua_pushboolean(L, mg_lua_req_running(L)->head_sent);
   return 1;
 }
 
 static int l_is_subrequest(lua_State *L) {
-  lua_pushboolean(L, cur(L)->is_subrequest);
+  lua_pushboolean(L, mg_lua_req_running(L)->is_subrequest);
   return 1;
 }
 
 /* ngx.ctx: the request's ctx table (req.ctx), made on first use. */
 static int l_ctx(lua_State *L) {
-  mg_req_t *req = cur(L);
+  mg_req_t *req = mg_lua_req_running(L);
   mg_lua_req_t *lr = req->lua;
   if (lr->ctx_ref == LUA_NOREF) {
     lua_newtable(L);
@@ -374,7 +369,7 @@ static const char *header_name(lua_State *L, int idx) {
 }
 
 static int l_header_get(lua_State *L) {
-  mg_req_t *req = cur(L);
+  mg_req_t *req = mg_lua_req_running(L);
   const char *name = header_name(L, 2);
   const mg_fields_t *f = &req->resp_headers;
   int found = 0, first = -1;
@@ -389,7 +384,7 @@ static int l_header_get(lua_State *L) {
 }
 
 static int l_header_set(lua_State *L) {
-  mg_req_t *req = cur(L);
+  mg_req_t *req = mg_lua_req_running(L);
   need_phase(L, PH_OUTPUT | MG_PH_HEADER_FILTER, "ngx.header");
   const char *name = header_name(L, 2);
   if (req->head_sent) {
@@ -411,10 +406,10 @@ static int l_header_set(lua_State *L) {
  * "truncated" as a second value when there were more. */
 static int push_headers(lua_State *L, const mg_fields_t *f);
 
-static int l_get_headers(lua_State *L) { return push_headers(L, &cur(L)->headers); }
+static int l_get_headers(lua_State *L) { return push_headers(L, &mg_lua_req_running(L)->headers); }
 
 /* ngx.resp.get_headers(max?, raw?): the response's fields, by the same rules. */
-static int l_resp_get_headers(lua_State *L) { return push_headers(L, &cur(L)->resp_headers); }
+static int l_resp_get_headers(lua_State *L) { return push_headers(L, &mg_lua_req_running(L)->resp_headers); }
 
 static int push_headers(lua_State *L, const mg_fields_t *f) {
   int max = (int)luaL_optinteger(L, 1, 100), raw = lua_toboolean(L, 2);
@@ -431,7 +426,7 @@ static int push_headers(lua_State *L, const mg_fields_t *f) {
 }
 
 static int l_set_header(lua_State *L) {
-  mg_req_t *req = cur(L);
+  mg_req_t *req = mg_lua_req_running(L);
   need_phase(L, PH_OUTPUT | MG_PH_BALANCER, "ngx.req.set_header");
   size_t nl;
   const char *name = luaL_checklstring(L, 1, &nl);
@@ -444,19 +439,19 @@ static int l_set_header(lua_State *L) {
 }
 
 static int l_clear_header(lua_State *L) {
-  mg_req_t *req = cur(L);
+  mg_req_t *req = mg_lua_req_running(L);
   need_phase(L, PH_OUTPUT | MG_PH_BALANCER, "ngx.req.clear_header");
   mg_fields_set(&req->pool, &req->headers, luaL_checkstring(L, 1), NULL);
   return 0;
 }
 
 static int l_get_method(lua_State *L) {
-  lua_pushstring(L, cur(L)->method);
+  lua_pushstring(L, mg_lua_req_running(L)->method);
   return 1;
 }
 
 static int l_set_method_name(lua_State *L) {
-  mg_req_t *req = cur(L);
+  mg_req_t *req = mg_lua_req_running(L);
   need_phase(L, MG_PH_REWRITE | MG_PH_ACCESS | MG_PH_CONTENT, "ngx.req.set_method");
   size_t ml;
   const char *m = luaL_checklstring(L, 1, &ml);
@@ -466,20 +461,20 @@ static int l_set_method_name(lua_State *L) {
 }
 
 static int l_http_version(lua_State *L) {
-  mg_req_t *req = cur(L);
+  mg_req_t *req = mg_lua_req_running(L);
   lua_pushnumber(L, req->http_major + req->http_minor / 10.0);
   return 1;
 }
 
 static int l_is_internal(lua_State *L) {
-  mg_req_t *req = cur(L);
+  mg_req_t *req = mg_lua_req_running(L);
   lua_pushboolean(L, req->is_subrequest || req->redirects > 0);
   return 1;
 }
 
 /* The request's start in seconds since the epoch (with ms), as ngx.req.start_time(). */
 static int l_start_time(lua_State *L) {
-  mg_req_t *req = cur(L);
+  mg_req_t *req = mg_lua_req_running(L);
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   double now = (double)ts.tv_sec + ts.tv_nsec / 1e9;
@@ -491,7 +486,7 @@ static int l_start_time(lua_State *L) {
 /* ngx.req.raw_header(no_request_line?): the head as moongate received it, rebuilt from its
  * parts (names as sent, one space after each colon, CRLF line ends). */
 static int l_raw_header(lua_State *L) {
-  mg_req_t *req = cur(L);
+  mg_req_t *req = mg_lua_req_running(L);
   luaL_Buffer b;
   luaL_buffinit(L, &b);
   if (!lua_toboolean(L, 1)) {
@@ -515,12 +510,12 @@ static int l_raw_header(lua_State *L) {
 }
 
 static int l_get_query(lua_State *L) {
-  push_opt(L, cur(L)->query);
+  push_opt(L, mg_lua_req_running(L)->query);
   return 1;
 }
 
 static int l_set_query(lua_State *L) {
-  mg_req_t *req = cur(L);
+  mg_req_t *req = mg_lua_req_running(L);
   need_phase(L, PH_OUTPUT, "ngx.req.set_uri_args");
   size_t n;
   const char *q = luaL_checklstring(L, 1, &n);
@@ -530,7 +525,7 @@ static int l_set_query(lua_State *L) {
 
 /* ngx.req.set_uri(uri): the path being served (nginx's $uri). */
 static int l_set_uri(lua_State *L) {
-  mg_req_t *req = cur(L);
+  mg_req_t *req = mg_lua_req_running(L);
   need_phase(L, PH_OUTPUT, "ngx.req.set_uri");
   size_t len;
   const char *uri = luaL_checklstring(L, 1, &len);

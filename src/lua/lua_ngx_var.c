@@ -21,12 +21,6 @@
 #include "lua_thread.h"
 #include "path.h"
 
-static mg_req_t *cur(lua_State *L) {
-  mg_req_t *req = mg_lua_req_now;
-  if (!req) luaL_error(L, "no request found");
-  mg_lua_req_attach(req);
-  return req;
-}
 
 static int hexval(int c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -121,7 +115,7 @@ static int var_get(lua_State *L) {
   char k[256];
   if (kl >= sizeof k) return 0;
   for (size_t i = 0; i <= kl; i++) k[i] = (char)(key[i] >= 'A' && key[i] <= 'Z' ? key[i] + 32 : key[i]);
-  mg_req_t *req = cur(L);
+  mg_req_t *req = mg_lua_req_running(L);
   if (strncmp(k, "arg_", 4) == 0) return push_arg(L, req->query, k + 4, kl - 4);
   if (strncmp(k, "http_", 5) == 0) return push_http(L, req, k + 5, kl - 5);
   if (strncmp(k, "cookie_", 7) == 0) return push_cookie(L, req, k + 7, kl - 7);
@@ -223,7 +217,7 @@ static int var_get(lua_State *L) {
 static int var_set(lua_State *L) {
   size_t kl;
   const char *k = luaL_checklstring(L, 2, &kl);
-  mg_req_t *req = cur(L);
+  mg_req_t *req = mg_lua_req_running(L);
   int rw = MG_PH_REWRITE | MG_PH_ACCESS | MG_PH_CONTENT;
   if (strcasecmp(k, "args") == 0) {
     if (!(mg_lua_phase_now & rw))

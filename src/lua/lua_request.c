@@ -122,6 +122,13 @@ int mg_lua_end_output(mg_req_t *req) {
   return 1;
 }
 
+mg_req_t *mg_lua_req_running(lua_State *L) {
+  mg_req_t *req = mg_lua_req_now;
+  if (!req) luaL_error(L, "no request found");
+  mg_lua_req_attach(req);
+  return req;
+}
+
 mg_lua_exit_t *mg_lua_exit_of(mg_req_t *req) { return &mg_lua_req_attach(req)->exit; }
 
 int mg_lua_take_exit(mg_req_t *req, const char **redirect) {

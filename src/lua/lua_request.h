@@ -67,6 +67,10 @@ int mg_lua_end_output(mg_req_t *req);
  * of memory aborts). */
 mg_lua_req_t *mg_lua_req_attach(mg_req_t *req);
 
+/* The request the running Lua code serves (mg_lua_req_now), attached; raises OpenResty's
+ * "no request found" in a timer, init_worker or init.lua. For the API without a req argument. */
+mg_req_t *mg_lua_req_running(lua_State *L);
+
 /* Pushes the request's `req` userdata, made on first use (and attaching the request). */
 /* Pushes the request's userdata, creating it on first use. */
 void mg_lua_push_req(lua_State *L, mg_req_t *req);

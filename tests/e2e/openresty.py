@@ -7,7 +7,8 @@ Each location is `location = PATH { content_by_lua_block { LUA } }`, or content_
 a ("file", PATH) pair, a prefix location for a ("prefix", LUA) pair, or the raw directives of a
 ("raw", TEXT) pair. `http` goes into the http
 block, `server` into the server block. The server runs in one process (master_process off) so
-that per-worker state (timers, caches, pools) is the one the Lua sees, as in a moongate worker.
+that per-worker state (timers, caches, pools) is the one the Lua sees, as in a moongate worker;
+`workers=N` runs a master and N workers instead.
 Stop it with stop_openresty(proc).
 """
 import os
@@ -38,8 +39,9 @@ def location(path, body):
     return "location = %s { content_by_lua_block { %s } }" % (path, body)
 
 
-def start_openresty(folder, locations, http="", server="", name="nginx"):
-    """nginx in `folder` (its logs in folder/logs) serving `locations`: (process, port)."""
+def start_openresty(folder, locations, http="", server="", name="nginx", workers=0):
+    """nginx in `folder` (its logs in folder/logs) serving `locations`: (process, port). With
+    `workers`, a master and that many worker processes, as nginx is deployed."""
     require_openresty()
     folder = str(folder)
     os.makedirs(os.path.join(folder, "logs"), exist_ok=True)
@@ -50,14 +52,15 @@ def start_openresty(folder, locations, http="", server="", name="nginx"):
         f.write("""
 load_module %(m)s/ndk_http_module.so;
 load_module %(m)s/ngx_http_lua_module.so;
-daemon off; master_process off;
+daemon off; %(mp)s
 error_log %(d)s/logs/error.log; pid %(d)s/%(n)s.pid;
 events {}
 http { access_log off; %(h)s
   server { listen 127.0.0.1:%(p)d; %(s)s
 %(b)s
   } }
-""" % {"m": NGINX_MODULES, "d": folder, "n": name, "p": port, "h": http, "s": server, "b": blocks})
+""" % {"m": NGINX_MODULES, "d": folder, "n": name, "p": port, "h": http, "s": server, "b": blocks,
+       "mp": "master_process on; worker_processes %d;" % workers if workers else "master_process off;"})
     proc = subprocess.Popen(["nginx", "-c", conf, "-p", folder], stderr=subprocess.DEVNULL)
     try:
         wait_port(port, proc)

@@ -7,16 +7,13 @@ moongate runs it unchanged. Ports differ between the two servers, so each side's
 replaced by PORT in what it answers. What moongate does deliberately differently is in
 DIFFERENCES, each with its reason, and test_deliberate_differences_are_the_known_ones checks that
 those cases do differ (a fix that makes one agree must move it back into CASES)."""
-import os
-import re
 import signal
-import subprocess
 import time
 
 import pytest
 
-from conftest import Gateway, free_port, request, wait_port
-from openresty import NGINX_MODULES, require_openresty, start_openresty, stop_openresty
+from conftest import Gateway, request
+from openresty import start_openresty, stop_openresty
 
 # In `compare`: the body is not compared. nginx answers an error status or a redirect with its
 # HTML page ("<html><head><title>403 Forbidden</title>..."), moongate with its short text page
@@ -369,19 +366,11 @@ DIFFERENCES.update({
 })
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("name", sorted(CASES) + sorted(PHASE_CASES))
 def test_ngx_api_matches_openresty(servers, name):
+    """A CASES entry in a content handler, or a PHASE_CASES entry's hooks in their phases."""
     nginx_port, mg_port = servers
-    lua, r, compare = CASES[name]
-    theirs = answer(nginx_port, name, r, compare)
-    ours = answer(mg_port, name, r, compare)
-    assert ours == theirs, "\nmoongate: %r\nopenresty: %r" % (ours, theirs)
-
-
-@pytest.mark.parametrize("name", sorted(PHASE_CASES))
-def test_ngx_api_in_every_phase_matches_openresty(servers, name):
-    nginx_port, mg_port = servers
-    _, r, compare = PHASE_CASES[name]
+    r, compare = (CASES.get(name) or PHASE_CASES[name])[1:]
     theirs = answer(nginx_port, name, r, compare)
     ours = answer(mg_port, name, r, compare)
     assert ours == theirs, "\nmoongate: %r\nopenresty: %r" % (ours, theirs)
@@ -427,30 +416,9 @@ def pids_answers(port, master_pid, want):
 
 
 def start_nginx_master(folder, lua):
-    """Debian's nginx as deployed: a master and two workers (start_openresty runs one process)."""
-    require_openresty()
-    folder = str(folder)
-    os.makedirs(os.path.join(folder, "logs"), exist_ok=True)
-    port = free_port()
-    conf = os.path.join(folder, "nginx.conf")
-    with open(conf, "w") as f:
-        f.write("""
-load_module %(m)s/ndk_http_module.so;
-load_module %(m)s/ngx_http_lua_module.so;
-daemon off; master_process on; worker_processes 2;
-error_log %(d)s/logs/error.log; pid %(d)s/nginx.pid;
-events {}
-http { access_log off; init_worker_by_lua_block { %(i)s }
-  server { listen 127.0.0.1:%(p)d; location = /t { content_by_lua_block { %(l)s } } } }
-""" % {"m": NGINX_MODULES, "d": folder, "p": port, "l": lua, "i": PIDS_INIT_WORKER.replace("LOG", "ngx.log(ngx.ERR, ")})
-    proc = subprocess.Popen(["nginx", "-c", conf, "-p", folder], stderr=subprocess.DEVNULL)
-    try:
-        wait_port(port, proc)
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    return proc, port
+    """Debian's nginx as deployed: a master and two workers."""
+    return start_openresty(folder, {"/t": lua}, workers=2,
+                           http="init_worker_by_lua_block { %s }" % PIDS_INIT_WORKER.replace("LOG", "ngx.log(ngx.ERR, "))
 
 
 def wait_children(pid, n):
