@@ -109,6 +109,11 @@ local settings = {
   lua_ssl_verify_depth = { "count", 1 },
   lua_max_pending_timers = { "count", 1024 },
   lua_max_running_timers = { "count", 256 },
+  -- SPEC 18: HTTP/2 limits, and the send timeout of HTTP/2 streams.
+  http2_max_concurrent_streams = { "streams", 128 },
+  http2_max_header_list_size = { "size", "16k" },
+  http2_initial_window_size = { "window", "64k" },
+  send_timeout = { "positive_time", 60 },
 }
 M._settings = settings
 
@@ -125,6 +130,15 @@ local function parse_setting(at, key, kind, v)
     if ms < 1 then fail(at, "%s: time must be positive, got %s", key, tostring(v)) end
     return ms
   elseif kind == "size" then return parse_size(at, key, v)
+  elseif kind == "window" then
+    local n = parse_size(at, key, v)
+    if n > 2147483647 then fail(at, "%s: an HTTP/2 window is at most 2147483647 bytes, got %s", key, tostring(v)) end
+    return n
+  elseif kind == "streams" then
+    if type(v) ~= "number" or v < 1 or v ~= math.floor(v) or v > 2147483647 then
+      fail(at, "%s: expected a whole number from 1, got %s", key, tostring(v))
+    end
+    return v
   elseif kind == "bool" then return parse_bool(at, key, v)
   elseif kind == "count" then
     if type(v) ~= "number" or v < 0 or v ~= math.floor(v) then fail(at, "%s: expected a whole number, got %s", key, tostring(v)) end
@@ -170,7 +184,10 @@ function M.listen(addr, opts)
   if opts ~= nil then
     if type(opts) ~= "table" then fail(at, "mg.listen: argument #2 must be a table of options, got %s", type(opts)) end
     for k in pairs(opts) do
-      if k ~= "tls" then fail(at, "mg.listen: unknown option %q (tls)", tostring(k)) end
+      if k ~= "tls" and k ~= "http2" then fail(at, "mg.listen: unknown option %q (tls, http2)", tostring(k)) end
+    end
+    if opts.http2 ~= nil and type(opts.http2) ~= "boolean" then
+      fail(at, "mg.listen: http2 must be true or false, got %s", type(opts.http2))
     end
     if opts.tls ~= nil then
       local t = opts.tls
@@ -212,6 +229,7 @@ function M.listen(addr, opts)
   l.text = addr
   l.at = at
   l.tls = tls
+  if opts then l.http2 = opts.http2 end
   state.listens[#state.listens + 1] = l
 end
 

@@ -160,6 +160,10 @@ static int load_settings(loader_t *ld) {
   s->lua_ssl_verify_depth = (uint64_t)get_num(L, "lua_ssl_verify_depth", 1);
   s->lua_max_pending_timers = (uint64_t)get_num(L, "lua_max_pending_timers", 1024);
   s->lua_max_running_timers = (uint64_t)get_num(L, "lua_max_running_timers", 256);
+  s->http2_max_concurrent_streams = (uint64_t)get_num(L, "http2_max_concurrent_streams", 128);
+  s->http2_max_header_list_size = (uint64_t)get_num(L, "http2_max_header_list_size", 16384);
+  s->http2_initial_window_size = (uint64_t)get_num(L, "http2_initial_window_size", 65536);
+  s->send_timeout = (uint64_t)get_num(L, "send_timeout", 60000);
   /* Log files named relative to init.lua live beside it. */
   char **paths[] = {&s->access_log, &s->error_log, &s->pid, &s->lua_ssl_trusted_certificate};
   for (int i = 0; i < 4; i++) {
@@ -194,6 +198,9 @@ static int load_listens(loader_t *ld) {
       l->port = (int)get_num(L, "port", 0);
     }
     l->text = get_str(L, "text");
+    lua_getfield(L, -1, "http2");
+    int h2 = lua_isboolean(L, -1) ? lua_toboolean(L, -1) : -1;
+    lua_pop(L, 1);
     lua_getfield(L, -1, "tls");
     if (lua_istable(L, -1)) {
       /* The certificates are read now: a bad one fails the load with the mg.listen line. */
@@ -207,7 +214,7 @@ static int load_listens(loader_t *ld) {
         lua_pop(L, 1);
       }
       char err[512];
-      l->tls = mg_tls_ctx_new((const char *const *)certs, (const char *const *)keys, n, err, sizeof err);
+      l->tls = mg_tls_ctx_new((const char *const *)certs, (const char *const *)keys, n, h2 != 0, err, sizeof err);
       for (int k = 0; k < n; k++) free(certs[k]), free(keys[k]);
       free(certs), free(keys);
       if (!l->tls) {
@@ -220,6 +227,7 @@ static int load_listens(loader_t *ld) {
       }
     }
     lua_pop(L, 1);
+    l->http2 = l->tls ? h2 != 0 : h2 == 1;
     lua_pop(L, 1);
   }
   lua_pop(L, 1);

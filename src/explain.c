@@ -378,7 +378,7 @@ int mg_explain_run(mg_config_t *cfg, const char *request_line, const char *const
    * context is put back before the configuration is freed). */
   struct mg_tls_ctx_s *tls = cfg->nlistens > 0 ? cfg->listens[0].tls : NULL;
   if (tls) cfg->listens[0].tls = NULL;
-  mg_conn_start(c, &mg_h1_proto);
+  mg_conn_start(c, &mg_h1_proto, NULL);
   if (tls) cfg->listens[0].tls = tls;
   fcntl(X.fd, F_SETFL, fcntl(X.fd, F_GETFL) | O_NONBLOCK);
   X.out = req;

@@ -16,6 +16,7 @@
 #include "conn.h"
 #include "fdio.h"
 #include "health.h"
+#include "http2.h"
 #include "listen.h"
 #include "log.h"
 #include "hooks.h"
@@ -48,6 +49,7 @@ static void server_maybe_done(mg_server_t *s) {
   uv_close((uv_handle_t *)&s->shutdown_timer, on_signal_closed);
   mg_listeners_close(s, on_signal_closed);
   mg_timeq_close(&s->timeouts, on_signal_closed);
+  mg_timeq_close(&s->h2_timeouts, on_signal_closed);
   uv_stop(s->loop);
 }
 
@@ -67,6 +69,7 @@ static void server_drain(mg_server_t *s, uint64_t deadline_ms, int close_idle) {
   /* Busy connections see `draining` when their response head is made and close after it.
    * When stopping, idle keep-alive connections close now; on QUIT (a reload) they stay until
    * their next request, since closing them would race with a request the client is sending. */
+  mg_h2_server_drain(s);
   if (close_idle) {
     s->stopping = 1;
     mg_server_close_idle(s);

@@ -86,6 +86,9 @@ typedef struct {
   int port;
   char *text;
   struct mg_tls_ctx_s *tls; /* NULL: plain HTTP (tls.h) */
+  /* HTTP/2 (SPEC 18): on TLS, offered by ALPN unless `http2 = false`; on a plain listener,
+   * prior knowledge (h2c) only with `http2 = true`. */
+  int http2;
 } mg_listen_t;
 
 typedef struct {
@@ -112,6 +115,10 @@ typedef struct {
   char *lua_ssl_trusted_certificate; /* a CA file; absolute after loading */
   uint64_t lua_ssl_verify_depth;
   uint64_t lua_max_pending_timers, lua_max_running_timers;
+  /* SPEC 18: HTTP/2's limits; send_timeout (ms) bounds a stream or connection whose queued
+   * response makes no progress. */
+  uint64_t http2_max_concurrent_streams, http2_max_header_list_size, http2_initial_window_size;
+  uint64_t send_timeout;
 } mg_settings_t;
 
 typedef struct {

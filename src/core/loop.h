@@ -39,6 +39,8 @@ typedef struct mg_server_s {
   uv_timer_t accept_timer; /* accepting resumes when it fires, after descriptors ran out */
   int accept_paused;
   mg_timeq_t timeouts; /* the client connections' timeouts (http/conn.c) */
+  mg_timeq_t h2_timeouts; /* HTTP/2 streams' timeouts (http/http2_stream.c) */
+  struct mg_h2_session_s *h2_sessions; /* the HTTP/2 connections, for GOAWAY on drain (http/http2.c) */
   void (*on_conn_closed)(struct mg_server_s *s); /* worker.c: a drain ends with the last one */
 } mg_server_t;
 

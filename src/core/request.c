@@ -135,6 +135,14 @@ void mg_req_finish(mg_req_t *req) {
   if (req->target) access_log(req);
 }
 
+void mg_req_discard(mg_req_t *req) {
+  req->finished = 1;
+  req->server->nfinished++;
+  abandon_wait(req);
+  mg_req_stop(req);
+  mg_req_free(req);
+}
+
 mg_req_t *mg_req_new_child(mg_req_t *parent, const mg_sink_t *sink, void *transport) {
   mg_req_t *req = mg_req_new(parent->server, sink, transport);
   req->is_subrequest = 1;

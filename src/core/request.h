@@ -105,6 +105,8 @@ struct mg_req_s {
   mg_fields_t headers;
   char *host;        /* Host without port, lower case; NULL when absent */
   int64_t content_length; /* -1: none */
+  /* chunked: the body's length is known only at its end (HTTP/1.1 chunked, an HTTP/2 stream
+   * without content-length); keepalive is HTTP/1.1's (HTTP/2 streams ignore it). */
   unsigned chunked : 1, expect_continue : 1, keepalive : 1, is_head : 1, continue_sent : 1;
   unsigned head_done : 1; /* the head is parsed: fields from here on are trailers, dropped */
   uint32_t ntrailers;     /* trailer fields seen (they count against max_headers) */
@@ -200,6 +202,9 @@ mg_req_t *mg_req_new(mg_server_t *server, const mg_sink_t *sink, void *transport
 /* The response is complete, or the client is gone: stops what still works for it (a waiting
  * hook, the handler), runs the log hooks, writes the access log line. Once. */
 void mg_req_finish(mg_req_t *req);
+/* A request that never started (an HTTP/2 stream reset before its head was taken, a refused
+ * one): counted as finished, with no log hook and no access-log line, and freed. */
+void mg_req_discard(mg_req_t *req);
 /* Gives the request's memory back (after mg_req_finish), or, while it is held, once the last
  * hold is dropped: its transport is gone then (req->transport is NULL). */
 void mg_req_free(mg_req_t *req);

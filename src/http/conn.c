@@ -278,9 +278,17 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     mg_conn_process(c);
     return;
   }
-  c->rbuf = buf->base;
-  c->rbuf_off = 0;
-  c->rbuf_len = (uint32_t)nread;
+  if (c->rbuf) {
+    /* Only while the protocol is being chosen: the start of a preface waits for the rest. */
+    size_t room = MG_BLOCK_SIZE - c->rbuf_len, n = (size_t)nread < room ? (size_t)nread : room;
+    memcpy(c->rbuf + c->rbuf_len, buf->base, n);
+    c->rbuf_len += (uint32_t)n;
+    mg_block_put(buf->base);
+  } else {
+    c->rbuf = buf->base;
+    c->rbuf_off = 0;
+    c->rbuf_len = (uint32_t)nread;
+  }
   mg_conn_process(c);
 }
 
@@ -289,7 +297,7 @@ void mg_conn_update_reading(mg_conn_t *c) {
   /* The socket stays in the read set while a request is served (stopping and restarting
    * would cost two epoll_ctl calls per request); bytes that arrive meanwhile (a pipelined
    * request) wait in rbuf, and reading stops only then. */
-  int want = c->lingering || (!c->rbuf && !c->throttled && !c->peer_eof &&
+  int want = c->lingering || ((!c->rbuf || c->choosing) && !c->throttled && !c->peer_eof &&
                                !(c->tls && mg_tls_buffered(c->tls) >= MG_BLOCK_SIZE));
   if (want && !c->reading) {
     if (uv_read_start(&c->h.stream, on_alloc, on_read) == 0) c->reading = 1;
@@ -339,6 +347,31 @@ static int tls_fill(mg_conn_t *c) {
 
 static int conn_ready(const mg_conn_t *c) { return !c->closing && !c->throttled && c->proto->ready(c); }
 
+/* The HTTP/2 connection preface (RFC 9113 3.4). */
+static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/* 1: the bytes are the preface; 0: they are not; -1: they begin it, more are needed. */
+static int preface_match(const char *p, size_t len) {
+  size_t n = len < sizeof h2_preface - 1 ? len : sizeof h2_preface - 1;
+  if (memcmp(p, h2_preface, n) != 0) return 0;
+  return n == sizeof h2_preface - 1 ? 1 : -1;
+}
+
+/* The first plaintext is here: the protocol is chosen. Returns -1 while a plain connection's
+ * first bytes begin the preface (reading goes on), 1 when the connection closed. */
+static int conn_choose(mg_conn_t *c) {
+  int h2 = c->tls ? mg_tls_alpn_h2(c->tls) : preface_match(c->rbuf + c->rbuf_off, c->rbuf_len - c->rbuf_off);
+  if (h2 < 0) return -1;
+  c->choosing = 0;
+  if (!h2) return 0;
+  c->proto = c->alt;
+  if (c->proto->start(c) < 0) {
+    conn_close(c);
+    return 1;
+  }
+  return 0;
+}
+
 void mg_conn_process(mg_conn_t *c) {
   /* Until decrypting was tried once with rbuf empty: a call made while rbuf still held the
    * end of a request (a response finished inside the protocol's process) must still look at
@@ -351,6 +384,11 @@ void mg_conn_process(mg_conn_t *c) {
       filled = tls_fill(c);
       tried = 1;
       if (c->closing) return;
+    }
+    if (c->choosing && c->rbuf) {
+      int rc = conn_choose(c);
+      if (rc > 0) return;
+      if (rc < 0) break;
     }
     if (c->proto->process(c)) return;
     if (c->rbuf || !conn_ready(c) || (!filled && (tried || !c->tls))) break;
@@ -433,7 +471,7 @@ mg_conn_t *mg_conn_new(mg_server_t *server, int unix_socket) {
 
 uv_stream_t *mg_conn_stream(mg_conn_t *c) { return &c->h.stream; }
 
-void mg_conn_start(mg_conn_t *c, const mg_conn_proto_t *proto) {
+void mg_conn_start(mg_conn_t *c, const mg_conn_proto_t *proto, const mg_conn_proto_t *alt) {
   struct sockaddr_storage ss;
   int len = sizeof ss;
   if (c->h.handle.type == UV_TCP && uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&ss, &len) == 0) {
@@ -454,6 +492,8 @@ void mg_conn_start(mg_conn_t *c, const mg_conn_proto_t *proto) {
   if (c->listener != MG_CONN_NO_LISTENER && c->server->cfg->listens[c->listener].tls)
     c->tls = mg_tls_new(c->server->cfg->listens[c->listener].tls);
   c->proto = proto;
+  c->alt = alt;
+  c->choosing = alt != NULL;
   if (proto->start(c) < 0) {
     conn_close(c);
     return;

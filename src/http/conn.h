@@ -25,12 +25,14 @@
 
 typedef struct mg_conn_s mg_conn_t;
 
-/* The timeout kinds, each a queue of the server's timeouts (base/timeq.h). */
+/* The timeout kinds, each a queue of the server's timeouts (base/timeq.h). HTTP/2 uses
+ * _HEADER until its first request, _BODY for a connection whose writes make no progress
+ * (send_timeout), and _KEEPALIVE while it has no stream. */
 enum { MG_CONN_T_NONE, MG_CONN_T_HEADER, MG_CONN_T_BODY, MG_CONN_T_KEEPALIVE, MG_CONN_T_LINGER };
 
 /* The protocol that serves a connection. Every entry is called by this unit only. */
 typedef struct mg_conn_proto_s {
-  const char *name; /* "http/1.1" */
+  const char *name; /* "http/1.1", "h2" */
   /* The connection starts serving: 0, or a negative errno and the connection is closed. */
   int (*start)(mg_conn_t *c);
   /* Plaintext waits in c->rbuf (from c->rbuf_off to c->rbuf_len): take what may be taken now,
@@ -69,11 +71,15 @@ struct mg_conn_s {
   /* throttled: reading paused by the protocol (mg_conn_pause_read); peer_eof: the client
    * half-closed and the protocol keeps serving; broken: a write failed. */
   uint8_t reading : 1, closing : 1, throttled : 1, lingering : 1, peer_eof : 1, broken : 1;
+  /* choosing: the protocol is chosen on the first plaintext (ALPN, or the h2c preface). */
+  uint8_t choosing : 1;
   uint32_t held_len;
   mg_tls_t *tls; /* NULL on a plain connection */
   char *held;    /* bytes that leave with the next write (mg_conn_hold), or NULL */
   uint8_t remote[16]; /* the peer's address, formatted on demand (mg_conn_remote_text) */
   const mg_conn_proto_t *proto; /* NULL until mg_conn_start */
+  const mg_conn_proto_t *alt;   /* HTTP/2, when the listener allows it; NULL otherwise */
+  void *ps;                     /* the state of a protocol that is not embedded (HTTP/2's session) */
   /* Last: a TCP connection's struct is allocated without the extra bytes of uv_pipe_t. */
   mg_stream_t h;
 };
@@ -85,8 +91,10 @@ struct mg_conn_s {
 /* A new connection with its stream handle initialized (TCP, or a unix socket). */
 mg_conn_t *mg_conn_new(mg_server_t *server, int unix_socket);
 uv_stream_t *mg_conn_stream(mg_conn_t *c);
-/* Starts serving the accepted stream with `proto` (TLS when its listener has it). */
-void mg_conn_start(mg_conn_t *c, const mg_conn_proto_t *proto);
+/* Starts serving the accepted stream with `proto` (TLS when its listener has it). With `alt`
+ * (HTTP/2), the first plaintext decides: a TLS connection whose ALPN chose h2, or a plain one
+ * that begins with the HTTP/2 preface, is served by `alt` instead. */
+void mg_conn_start(mg_conn_t *c, const mg_conn_proto_t *proto, const mg_conn_proto_t *alt);
 /* Answers 503 (max_connections reached) and closes the connection; it never starts. */
 void mg_conn_reject(mg_conn_t *c);
 /* The index of the listener the connection came from, in server->listeners. */

@@ -6,7 +6,7 @@
  * paused at the end of each message and resumed when the response is complete. It is the sink
  * of its requests (core/request.h: framing, backpressure, keep-alive) and hands each parsed
  * head to the engine (phase.h). The listeners (listen.c), --explain and the fuzz harness start
- * connections with it: mg_conn_start(c, &mg_h1_proto). */
+ * connections with it: mg_conn_start(c, &mg_h1_proto, alt). */
 #ifndef MG_HTTP1_H
 #define MG_HTTP1_H
 

@@ -232,6 +232,8 @@ llhttp_errno_t mg_h1_execute(mg_h1_parser_t *hp, char *data, size_t avail, size_
 
 const char *mg_h1_error(const mg_h1_parser_t *hp, int *status) {
   *status = hp->error_status ? hp->error_status : 400;
+  /* llhttp stops at the HTTP/2 preface ("PRI * HTTP/2.0"): this listener was not given it. */
+  if (llhttp_get_errno(&hp->llhttp) == HPE_PAUSED_H2_UPGRADE) return "HTTP/2 is not enabled on this listener";
   return hp->error_reason ? hp->error_reason : llhttp_get_error_reason(&hp->llhttp);
 }
 

@@ -21,6 +21,7 @@
 #include "addr.h"
 #include "conn.h"
 #include "http1.h"
+#include "http2.h"
 #include "log.h"
 
 int mg_listen_bind(const mg_listen_t *l, int reuseport, char *err, size_t err_len) {
@@ -145,7 +146,7 @@ static void conn_accepted(mg_listener_t *l, int fd) {
     mg_conn_reject(c);
     return;
   }
-  mg_conn_start(c, &mg_h1_proto);
+  mg_conn_start(c, &mg_h1_proto, s->cfg->listens[l - s->listeners].http2 ? &mg_h2_proto : NULL);
 }
 
 /* The listener is accepted from here rather than by libuv's uv_listen, whose answer to

@@ -2,7 +2,8 @@
  *
  * A listener with `tls` gets one SSL_CTX per certificate, made when the configuration loads
  * (in the master, before the fork, so every worker shares the session-ticket keys and a
- * resumed session works whichever worker takes it). TLS 1.2 and 1.3 only, ALPN `http/1.1`,
+ * resumed session works whichever worker takes it). TLS 1.2 and 1.3 only, ALPN `h2` (when the
+ * listener has HTTP/2) then `http/1.1`,
  * session tickets on, the certificate chosen by SNI among the listener's (the first is the
  * default). A reload builds new contexts: certificates are read again.
  *
@@ -19,9 +20,10 @@
 typedef struct mg_tls_ctx_s mg_tls_ctx_t; /* a listener's certificates */
 typedef struct mg_tls_s mg_tls_t;         /* one connection */
 
-/* Loads the certificates (PEM chain files and keys) of a listener. Returns NULL with the
- * reason in err. */
-mg_tls_ctx_t *mg_tls_ctx_new(const char *const *certs, const char *const *keys, int n, char *err, size_t err_len);
+/* Loads the certificates (PEM chain files and keys) of a listener; h2: ALPN offers HTTP/2.
+ * Returns NULL with the reason in err. */
+mg_tls_ctx_t *mg_tls_ctx_new(const char *const *certs, const char *const *keys, int n, int h2, char *err,
+                             size_t err_len);
 void mg_tls_ctx_free(mg_tls_ctx_t *t);
 
 mg_tls_t *mg_tls_new(mg_tls_ctx_t *t);
@@ -38,5 +40,7 @@ size_t mg_tls_read(mg_tls_t *s, char *out, size_t cap, int *status);
 int mg_tls_write(mg_tls_t *s, const char *data, size_t len);
 char *mg_tls_take(mg_tls_t *s, size_t *len);
 size_t mg_tls_buffered(mg_tls_t *s);
+/* 1 when the handshake chose h2 by ALPN. */
+int mg_tls_alpn_h2(const mg_tls_t *s);
 
 #endif

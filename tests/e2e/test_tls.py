@@ -79,6 +79,8 @@ def test_https_reaches_the_backend_and_plain_runs_beside_it(tls_gateway):
 def test_alpn_and_protocol_versions(tls_gateway):
     g = tls_gateway
     rc, out = s_client(g.tls_port, "-servername", "a.test", "-alpn", "h2,http/1.1")
+    assert "ALPN protocol: h2" in out  # HTTP/2 first (SPEC 18)
+    rc, out = s_client(g.tls_port, "-servername", "a.test", "-alpn", "http/1.1")
     assert "ALPN protocol: http/1.1" in out
     rc, out = s_client(g.tls_port, "-servername", "a.test", "-tls1_3")
     assert "Protocol  : TLSv1.3" in out or "TLSv1.3" in out, out[-500:]

@@ -211,7 +211,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   uv_pipe_t *p = (uv_pipe_t *)mg_conn_stream(c);
   uv_pipe_open(p, sv[0]);
   mg_server_conn_opened(&server);
-  mg_conn_start(c, &mg_h1_proto);
+  mg_conn_start(c, &mg_h1_proto, NULL);
   size_t off = 0;
   /* Feed in two pieces so requests also arrive split across reads. */
   size_t cut = size ? data[0] % (size + 1) : 0;
