@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""HTTP/2 side by side (issue 24): moongate and nginx (`listen ... ssl http2`), one worker each,
+the same certificate (RSA 2048) and the same C SCGI backend; h2load over TLS.
+
+    h2.py BUILD_DIR [--rounds N] [--seconds S]
+
+Cases, in alternating rounds: 12-byte responses with `h2load -c 16 -m 32`, 1 MiB responses
+with `-c 16 -m 4`, and 12-byte responses over h2c (moongate only has a target there: nginx
+serves h2c only on a listener that speaks nothing else, so it gets its own port). Prints
+medians of req/s and of CPU microseconds per request (user + system time of each server's
+processes over the run). Loopback only; every run is bounded by h2load's duration.
+"""
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from bench import Server, cpu_seconds  # noqa: E402
+from common import free_port, wait_port  # noqa: E402
+
+
+def h2load(url, seconds, conns, streams):
+    p = subprocess.run(["h2load", "-c", str(conns), "-m", str(streams), "-D", str(seconds), url],
+                       capture_output=True, text=True, timeout=seconds + 60)
+    done = int(re.search(r"(\d+) succeeded", p.stdout).group(1))
+    m = re.search(r"finished in ([\d.]+)(m?s)", p.stdout)
+    t = float(m.group(1)) / (1000 if m.group(2) == "ms" else 1)
+    return done / t, done
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("build")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=5)
+    args = ap.parse_args()
+    build = os.path.abspath(args.build)
+    d = tempfile.mkdtemp(prefix="moongate-h2-bench-")
+    os.chmod(d, 0o755)
+    cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "2",
+                    "-subj", "/CN=localhost"], check=True, capture_output=True)
+    backend_port = free_port()
+    backend = subprocess.Popen([os.path.join(build, "scgi-echo"), "127.0.0.1:%d" % backend_port])
+    wait_port(backend_port)
+    mg_port, mg_h2c, ngx_port, ngx_h2c = free_port(), free_port(), free_port(), free_port()
+    with open(os.path.join(d, "init.lua"), "w") as f:
+        f.write('''local mg = require "moongate"
+mg.listen("127.0.0.1:%d", { tls = { cert = "%s", key = "%s" } })
+mg.listen("127.0.0.1:%d", { http2 = true })
+mg.set { keepalive_requests = 100000000, max_connections = 30000 }
+mg.route("/", "scgi://127.0.0.1:%d/")
+''' % (mg_port, cert, key, mg_h2c, backend_port))
+    for sub in ("client_body_temp", "scgi_temp", "proxy_temp", "fastcgi_temp", "uwsgi_temp"):
+        os.makedirs(os.path.join(d, sub), exist_ok=True)
+    with open(os.path.join(d, "nginx.conf"), "w") as f:
+        f.write('''worker_processes 1;
+daemon off;
+pid %s/nginx.pid;
+error_log %s/error.log error;
+events { worker_connections 30000; }
+http {
+    access_log off;
+    keepalive_requests 100000000;
+    server {
+        listen 127.0.0.1:%d ssl http2;
+        listen 127.0.0.1:%d http2;
+        ssl_certificate %s;
+        ssl_certificate_key %s;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        location / { scgi_pass 127.0.0.1:%d; include /etc/nginx/scgi_params; }
+    }
+}
+''' % (d, d, ngx_port, ngx_h2c, cert, key, backend_port))
+    servers = {
+        "moongate": (Server("moongate", [os.path.join(build, "moongate"), "-c", os.path.join(d, "init.lua")], mg_port, d),
+                     mg_port, mg_h2c),
+        "nginx": (Server("nginx", ["nginx", "-p", d, "-c", os.path.join(d, "nginx.conf"), "-e",
+                                   os.path.join(d, "error.log")], ngx_port, d), ngx_port, ngx_h2c),
+    }
+    cases = [("12-byte, TLS, -c 16 -m 32", "https", "/hello", 16, 32),
+             ("1 MiB, TLS, -c 16 -m 4", "https", "/bytes/1048576", 16, 4),
+             ("12-byte, h2c, -c 16 -m 32", "http", "/hello", 16, 32)]
+    results = {}
+    try:
+        for rnd in range(args.rounds):
+            for case, scheme, path, conns, streams in cases:
+                order = ["moongate", "nginx"] if rnd % 2 == 0 else ["nginx", "moongate"]
+                for name in order:
+                    s, tls_port, h2c_port = servers[name]
+                    port = tls_port if scheme == "https" else h2c_port
+                    pids = s.pids()
+                    cpu0 = cpu_seconds(pids)
+                    rps, total = h2load("%s://127.0.0.1:%d%s" % (scheme, port, path), args.seconds, conns, streams)
+                    us = (cpu_seconds(pids) - cpu0) * 1e6 / max(total, 1)
+                    results.setdefault((case, name), []).append((rps, us))
+                    print("round %d  %-28s %-9s %9.0f req/s  %8.1f us CPU/req" % (rnd + 1, case, name, rps, us), flush=True)
+    finally:
+        for s, _, _ in servers.values():
+            s.stop()
+        backend.terminate()
+    print()
+    print("| case | moongate req/s | nginx req/s | rate ratio | moongate CPU us/req | nginx CPU us/req | CPU ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for case, *_ in cases:
+        m, n = results[(case, "moongate")], results[(case, "nginx")]
+        mr, nr = statistics.median(v[0] for v in m), statistics.median(v[0] for v in n)
+        mc, nc = statistics.median(v[1] for v in m), statistics.median(v[1] for v in n)
+        print("| %s | %.0f | %.0f | %.2fx | %.1f | %.1f | %.2fx |" % (case, mr, nr, mr / nr, mc, nc, mc / nc))
+
+
+if __name__ == "__main__":
+    main()
