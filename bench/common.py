@@ -1,5 +1,9 @@
-"""Helpers shared by the benchmark and soak scripts: loopback ports."""
+"""Helpers shared by the benchmark and soak scripts: loopback ports, and the TLS benchmarks'
+folder (a certificate, an SCGI backend, nginx's temp folders)."""
+import os
 import socket
+import subprocess
+import tempfile
 import time
 
 
@@ -20,3 +24,20 @@ def wait_port(port, timeout=10):
         except OSError:
             time.sleep(0.05)
     raise RuntimeError("nothing listening on port %d after %d s" % (port, timeout))
+
+
+def tls_bench_dir(build, prefix):
+    """A folder with an RSA 2048 certificate, nginx's temp folders, and a scgi-echo backend
+    started: (folder, cert, key, backend port, backend process)."""
+    d = tempfile.mkdtemp(prefix=prefix)
+    os.chmod(d, 0o755)
+    cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "2",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    for sub in ("client_body_temp", "scgi_temp", "proxy_temp", "fastcgi_temp", "uwsgi_temp"):
+        os.makedirs(os.path.join(d, sub), exist_ok=True)
+    port = free_port()
+    backend = subprocess.Popen([os.path.join(build, "scgi-echo"), "127.0.0.1:%d" % port])
+    wait_port(port)
+    return d, cert, key, port, backend

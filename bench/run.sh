@@ -8,4 +8,4 @@ ulimit -n 65536 2>/dev/null || true
 /usr/bin/python3 "$(dirname "$0")/bench.py" "$BUILD" "$@"
 /usr/bin/python3 "$(dirname "$0")/sendfile.py" "$BUILD"
 /usr/bin/python3 "$(dirname "$0")/tls.py" "$BUILD"
-/usr/bin/python3 "$(dirname "$0")/h2.py" "$BUILD"
+/usr/bin/python3 "$(dirname "$0")/http2.py" "$BUILD"

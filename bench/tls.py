@@ -13,14 +13,12 @@ wrk's duration.
 import argparse
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from bench import Server, cpu_seconds, wrk  # noqa: E402
-from common import free_port, wait_port  # noqa: E402
+from common import free_port, tls_bench_dir  # noqa: E402
 
 
 def main():
@@ -30,15 +28,7 @@ def main():
     ap.add_argument("--seconds", type=int, default=4)
     args = ap.parse_args()
     build = os.path.abspath(args.build)
-    d = tempfile.mkdtemp(prefix="moongate-tls-bench-")
-    os.chmod(d, 0o755)
-    cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "2",
-                    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-                   check=True, capture_output=True)
-    backend_port = free_port()
-    backend = subprocess.Popen([os.path.join(build, "scgi-echo"), "127.0.0.1:%d" % backend_port])
-    wait_port(backend_port)
+    d, cert, key, backend_port, backend = tls_bench_dir(build, "moongate-tls-bench-")
     mg_port, ngx_port = free_port(), free_port()
     with open(os.path.join(d, "init.lua"), "w") as f:
         f.write('''local mg = require "moongate"
@@ -46,8 +36,6 @@ mg.listen("127.0.0.1:%d", { tls = { cert = "%s", key = "%s" } })
 mg.set { keepalive_requests = 1000000, max_connections = 30000 }
 mg.route("/", "scgi://127.0.0.1:%d/")
 ''' % (mg_port, cert, key, backend_port))
-    for sub in ("client_body_temp", "scgi_temp", "proxy_temp", "fastcgi_temp", "uwsgi_temp"):
-        os.makedirs(os.path.join(d, sub), exist_ok=True)
     with open(os.path.join(d, "nginx.conf"), "w") as f:
         f.write('''worker_processes 1;
 daemon off;

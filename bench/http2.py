@@ -2,7 +2,7 @@
 """HTTP/2 side by side (issue 24): moongate and nginx (`listen ... ssl http2`), one worker each,
 the same certificate (RSA 2048) and the same C SCGI backend; h2load over TLS.
 
-    h2.py BUILD_DIR [--rounds N] [--seconds S]
+    http2.py BUILD_DIR [--rounds N] [--seconds S]
 
 Cases, in alternating rounds: 12-byte responses with `h2load -c 16 -m 32`, 1 MiB responses
 with `-c 16 -m 4`, and 12-byte responses over h2c (moongate only has a target there: nginx
@@ -16,12 +16,11 @@ import re
 import statistics
 import subprocess
 import sys
-import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from bench import Server, cpu_seconds  # noqa: E402
-from common import free_port, wait_port  # noqa: E402
+from common import free_port, tls_bench_dir  # noqa: E402
 
 
 def h2load(url, seconds, conns, streams):
@@ -40,14 +39,7 @@ def main():
     ap.add_argument("--seconds", type=int, default=5)
     args = ap.parse_args()
     build = os.path.abspath(args.build)
-    d = tempfile.mkdtemp(prefix="moongate-h2-bench-")
-    os.chmod(d, 0o755)
-    cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "2",
-                    "-subj", "/CN=localhost"], check=True, capture_output=True)
-    backend_port = free_port()
-    backend = subprocess.Popen([os.path.join(build, "scgi-echo"), "127.0.0.1:%d" % backend_port])
-    wait_port(backend_port)
+    d, cert, key, backend_port, backend = tls_bench_dir(build, "moongate-http2-bench-")
     mg_port, mg_h2c, ngx_port, ngx_h2c = free_port(), free_port(), free_port(), free_port()
     with open(os.path.join(d, "init.lua"), "w") as f:
         f.write('''local mg = require "moongate"
@@ -56,8 +48,6 @@ mg.listen("127.0.0.1:%d", { http2 = true })
 mg.set { keepalive_requests = 100000000, max_connections = 30000 }
 mg.route("/", "scgi://127.0.0.1:%d/")
 ''' % (mg_port, cert, key, mg_h2c, backend_port))
-    for sub in ("client_body_temp", "scgi_temp", "proxy_temp", "fastcgi_temp", "uwsgi_temp"):
-        os.makedirs(os.path.join(d, sub), exist_ok=True)
     with open(os.path.join(d, "nginx.conf"), "w") as f:
         f.write('''worker_processes 1;
 daemon off;
