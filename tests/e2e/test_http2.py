@@ -447,3 +447,31 @@ mg.route("/", "scgi://127.0.0.1:{BACKEND}/")
     code = read_goaway(s, timeout=5)
     assert code == 0 and time.time() - t0 < 3
     s.close()
+
+
+# ---- lifecycle -------------------------------------------------------------------------------
+
+def test_idle_connection_gets_goaway_after_keepalive_timeout(gateway, echo_backend):
+    g = gateway("""
+mg.set { keepalive_timeout = "500ms" }
+mg.listen("127.0.0.1:{PORT}", { http2 = true })
+mg.route("/", "scgi://127.0.0.1:{BACKEND}/")
+""", echo_backend)
+    c = H2(g.port)
+    assert c.response(c.headers("/hello"))[0] == 200
+    t0 = time.time()
+    c.read(lambda ev: "closed" in ev, timeout=5)
+    assert c.goaway() == 0 and 0.3 < time.time() - t0 < 3
+
+
+def test_keepalive_requests_counts_streams(gateway, echo_backend):
+    g = gateway("""
+mg.set { keepalive_requests = 10 }
+mg.listen("127.0.0.1:{PORT}", { http2 = true })
+mg.route("/", "scgi://127.0.0.1:{BACKEND}/")
+""", echo_backend)
+    p = subprocess.run(["h2load", "-c", "1", "-m", "1", "-n", "100", "http://127.0.0.1:%d/hello" % g.port],
+                       capture_output=True, timeout=60)
+    out = p.stdout.decode()
+    # h2load does not reconnect: the connection serves exactly 10 streams, then GOAWAY.
+    assert "10 succeeded" in out, out
