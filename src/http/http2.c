@@ -151,6 +151,7 @@ static void session_send(mg_h2_session_t *h) {
   }
   h->in_send = 1;
   h->busy++;
+again:
   for (int rounds = 0; rounds < 64; rounds++) {
     h->flush_queued = 0;
     while (!c->closing && !h->released && mg_conn_queued(c) < MG_WRITE_HIGH) {
@@ -184,6 +185,15 @@ static void session_send(mg_h2_session_t *h) {
   h->flush_queued = 0;
   h->in_send = 0;
   if (!c->closing && !h->released) {
+    if (!nghttp2_session_want_read(h->ng) && !nghttp2_session_want_write(h->ng) && h->notice_sent &&
+        !h->goaway_sent) {
+      /* Draining, and the last stream is done: the final GOAWAY names the last stream served
+       * before the connection closes, so a request sent meanwhile is known to be unserved. */
+      h->goaway_sent = 1;
+      nghttp2_submit_goaway(h->ng, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(h->ng),
+                            NGHTTP2_NO_ERROR, NULL, 0);
+      goto again;
+    }
     if (!nghttp2_session_want_read(h->ng) && !nghttp2_session_want_write(h->ng)) {
       /* GOAWAY sent (or received) and no stream left: the connection's work is done. */
       mg_conn_linger(c);

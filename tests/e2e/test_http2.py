@@ -4,6 +4,7 @@ rules and the floods: the offending stream or connection gets its error, a fresh
 gets 200, and the worker did not restart."""
 import hashlib
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -475,3 +476,44 @@ mg.route("/", "scgi://127.0.0.1:{BACKEND}/")
     out = p.stdout.decode()
     # h2load does not reconnect: the connection serves exactly 10 streams, then GOAWAY.
     assert "10 succeeded" in out, out
+
+
+def read_frames(s, until, timeout=10.0):
+    """Frames from a raw socket until until(frames) or the close: a list of hyperframe frames."""
+    buf, frames, deadline = b"", [], time.time() + timeout
+    while not until(frames) and time.time() < deadline:
+        try:
+            d = s.recv(65536)
+        except (socket.timeout, ConnectionResetError):
+            break
+        if not d:
+            break
+        buf += d
+        while len(buf) >= 9:
+            f, length = hyperframe.frame.Frame.parse_frame_header(memoryview(buf[:9]))
+            if len(buf) < 9 + length:
+                break
+            f.parse_body(memoryview(buf[9:9 + length]))
+            buf = buf[9 + length:]
+            frames.append(f)
+    return frames
+
+
+def test_reload_sends_goaway_and_the_stream_in_flight_completes(h2gw):
+    # A raw client: python3-h2's state machine refuses every frame after a GOAWAY, which
+    # RFC 9113 6.8 allows for streams up to its last id.
+    g = h2gw
+    s = raw_h2(g.port)
+    h = hyperframe.frame.HeadersFrame(1, request_block(hpack.Encoder(), "/stream"))
+    h.flags.add("END_HEADERS")
+    h.flags.add("END_STREAM")
+    s.sendall(h.serialize())
+    frames = read_frames(s, lambda fr: any(isinstance(f, hyperframe.frame.DataFrame) for f in fr))
+    g.signal(signal.SIGHUP)
+    frames += read_frames(s, lambda fr: False, timeout=5)
+    s.close()
+    body = b"".join(f.data for f in frames if isinstance(f, hyperframe.frame.DataFrame) and f.stream_id == 1)
+    goaways = [(f.last_stream_id, f.error_code) for f in frames if isinstance(f, hyperframe.frame.GoAwayFrame)]
+    assert body == b"first\nsecond\n"
+    assert goaways == [(2 ** 31 - 1, 0), (1, 0)], goaways
+    assert fresh_get(g)[0] == 200
