@@ -238,15 +238,24 @@ static void session_wake(mg_h2_session_t *h) {
 
 /* ---- nghttp2's callbacks --------------------------------------------------------------------- */
 
+/* A flood: one log line, then GOAWAY ENHANCE_YOUR_CALM and the close. */
+static void calm(mg_h2_session_t *h, const char *what) {
+  if (!h->goaway_sent) {
+    char msg[128];
+    snprintf(msg, sizeof msg, "%s: connection closed (GOAWAY ENHANCE_YOUR_CALM)", what);
+    log_client(h, MG_LOG_WARN, msg);
+  }
+  h->goaway_sent = 1;
+  nghttp2_session_terminate_session(h->ng, NGHTTP2_ENHANCE_YOUR_CALM);
+}
+
 static void glitch(mg_h2_session_t *h) {
   uint64_t now = mg_now_ms();
   h->glitch_tokens += (double)(now - h->glitch_at) * GLITCH_PER_SEC / 1000.0;
   if (h->glitch_tokens > GLITCH_BURST) h->glitch_tokens = GLITCH_BURST;
   h->glitch_at = now;
   if (--h->glitch_tokens >= 0) return;
-  if (!h->goaway_sent) log_client(h, MG_LOG_WARN, "flood of control or empty frames: connection closed (GOAWAY ENHANCE_YOUR_CALM)");
-  h->goaway_sent = 1;
-  nghttp2_session_terminate_session(h->ng, NGHTTP2_ENHANCE_YOUR_CALM);
+  calm(h, "flood of control or empty frames");
 }
 
 static int on_begin_frame(nghttp2_session *ng, const nghttp2_frame_hd *hd, void *user) {
@@ -261,9 +270,7 @@ static int on_begin_frame(nghttp2_session *ng, const nghttp2_frame_hd *hd, void 
       h->cont_bytes += hd->length;
       if (++h->cont_frames > MAX_CONTINUATIONS ||
           h->cont_bytes > 2 * h->c->server->cfg->set.http2_max_header_list_size) {
-        if (!h->goaway_sent) log_client(h, MG_LOG_WARN, "CONTINUATION flood: connection closed (GOAWAY ENHANCE_YOUR_CALM)");
-        h->goaway_sent = 1;
-        nghttp2_session_terminate_session(h->ng, NGHTTP2_ENHANCE_YOUR_CALM);
+        calm(h, "CONTINUATION flood");
         return NGHTTP2_ERR_CALLBACK_FAILURE;
       }
       break;

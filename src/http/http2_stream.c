@@ -41,10 +41,28 @@ static void rst(mg_h2_stream_t *st, uint32_t code) {
 
 /* ---- the sink: the response as frames ---------------------------------------------------- */
 
+/* The data provider: how many bytes the next DATA frame may take (NGHTTP2_DATA_FLAG_NO_COPY),
+ * or NGHTTP2_ERR_DEFERRED while nothing waits; EOF in *flags at the end. */
+static ssize_t stream_read(mg_h2_stream_t *st, size_t length, uint32_t *flags) {
+  if (!st->out) {
+    if (st->end_queued) {
+      *flags |= NGHTTP2_DATA_FLAG_EOF;
+      return 0;
+    }
+    st->deferred = 1;
+    return NGHTTP2_ERR_DEFERRED;
+  }
+  size_t left = st->out->len - st->out_off;
+  size_t n = length < left ? length : left;
+  *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+  if (n == st->out_bytes && st->end_queued) *flags |= NGHTTP2_DATA_FLAG_EOF;
+  return (ssize_t)n;
+}
+
 static ssize_t on_read_data(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length, uint32_t *flags,
                             nghttp2_data_source *source, void *user) {
   (void)ng, (void)id, (void)buf, (void)user;
-  return mg_h2_stream_read(source->ptr, length, flags);
+  return stream_read(source->ptr, length, flags);
 }
 
 /* The head leaves now: HEADERS, with END_STREAM when no body follows. */
@@ -177,22 +195,6 @@ static const mg_sink_t h2_sink = {
     .peer_gone = h2_peer_gone,
     .local = h2_local,
 };
-
-ssize_t mg_h2_stream_read(mg_h2_stream_t *st, size_t length, uint32_t *flags) {
-  if (!st->out) {
-    if (st->end_queued) {
-      *flags |= NGHTTP2_DATA_FLAG_EOF;
-      return 0;
-    }
-    st->deferred = 1;
-    return NGHTTP2_ERR_DEFERRED;
-  }
-  size_t left = st->out->len - st->out_off;
-  size_t n = length < left ? length : left;
-  *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
-  if (n == st->out_bytes && st->end_queued) *flags |= NGHTTP2_DATA_FLAG_EOF;
-  return (ssize_t)n;
-}
 
 void mg_h2_stream_take(mg_h2_stream_t *st, uint8_t *dst, size_t len) {
   st->out_bytes -= len;

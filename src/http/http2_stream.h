@@ -87,9 +87,6 @@ void mg_h2_stream_start(mg_h2_stream_t *st);
 void mg_h2_stream_data(mg_h2_stream_t *st, const uint8_t *data, size_t len);
 /* Gives the request what it may take now; the end of the body once all of it went. */
 void mg_h2_stream_deliver(mg_h2_stream_t *st);
-/* The data provider: how many bytes the next DATA frame may take (NGHTTP2_DATA_FLAG_NO_COPY),
- * or NGHTTP2_ERR_DEFERRED while nothing waits; EOF in *flags at the end. */
-ssize_t mg_h2_stream_read(mg_h2_stream_t *st, size_t length, uint32_t *flags);
 /* Copies the next len bytes of the response into dst, and lets them go. */
 void mg_h2_stream_take(mg_h2_stream_t *st, uint8_t *dst, size_t len);
 /* The bytes of the response waiting, as the request's producers see them (backpressure). */

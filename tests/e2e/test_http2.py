@@ -17,19 +17,12 @@ import hyperframe.frame
 import pytest
 
 from conftest import free_port, scgi_vars
+from openresty import require_openresty, start_openresty, stop_openresty
 from test_tls import make_cert
 
 
-@pytest.fixture
-def h2gw(gateway, tmp_path, echo_backend):
-    cert, key = make_cert(str(tmp_path), "localhost")
-    ports = [free_port(), free_port(), free_port()]
-    g = gateway("""
+ROUTES = """
 mg.set { client_body_timeout = "1s", client_max_body_size = "10m", lua_body_max = "10m" }
-mg.listen("127.0.0.1:{PORT}", { http2 = true })
-mg.listen("127.0.0.1:PLAIN")
-mg.listen("127.0.0.1:TLS", { tls = { cert = "CERT", key = "KEY" } })
-mg.listen("127.0.0.1:TLS1", { tls = { cert = "CERT", key = "KEY" }, http2 = false })
 mg.route("=/lua", function(req) ngx.say("proto ", ngx.var.server_protocol, " ", ngx.req.http_version()) end)
 mg.route("=/stream", function(req)
   ngx.say("first"); ngx.flush(true); mg.sleep(0.3); ngx.say("second")
@@ -44,8 +37,27 @@ mg.route("=/readbody", function(req) ngx.print(ngx.ctx.md5) end, { hooks = { acc
   ngx.ctx.md5 = ngx.md5(ngx.req.get_body_data() or "")
 end } })
 mg.route("/", "scgi://127.0.0.1:{BACKEND}/")
-""".replace("PLAIN", str(ports[0])).replace("TLS1", str(ports[2])).replace("TLS", str(ports[1]))
-        .replace("CERT", cert).replace("KEY", key), echo_backend)
+"""
+
+
+@pytest.fixture
+def h2gw(gateway, echo_backend):
+    """An h2c listener (prior knowledge, HTTP/1.1 beside it) in front of scgi-echo."""
+    return gateway('mg.listen("127.0.0.1:{PORT}", { http2 = true })\n' + ROUTES, echo_backend)
+
+
+@pytest.fixture
+def h2gw_all(gateway, tmp_path, echo_backend):
+    """The same, plus a plain listener without http2, a TLS one, and a TLS one with http2 = false.
+    Only the tests that need them take the extra ports (each is a chance of a port race)."""
+    cert, key = make_cert(str(tmp_path), "localhost")
+    ports = [free_port(), free_port(), free_port()]
+    listens = """mg.listen("127.0.0.1:{PORT}", { http2 = true })
+mg.listen("127.0.0.1:%d")
+mg.listen("127.0.0.1:%d", { tls = { cert = "%s", key = "%s" } })
+mg.listen("127.0.0.1:%d", { tls = { cert = "%s", key = "%s" }, http2 = false })
+""" % (ports[0], ports[1], cert, key, ports[2], cert, key)
+    g = gateway(listens + ROUTES, echo_backend)
     g.plain_port, g.tls_port, g.tls1_port = ports
     return g
 
@@ -253,8 +265,8 @@ def test_a_reset_stream_leaves_its_siblings_alone(h2gw):
     h2gw.wait_log("reset stream %d" % big)
 
 
-def test_preface_on_a_listener_without_http2_is_refused_with_a_clear_line(h2gw):
-    g = h2gw
+def test_preface_on_a_listener_without_http2_is_refused_with_a_clear_line(h2gw_all):
+    g = h2gw_all
     rc, out, err = curl("--http2-prior-knowledge", "http://127.0.0.1:%d/hello" % g.plain_port)
     assert rc != 0
     g.wait_log("HTTP/2 is not enabled on this listener")
@@ -262,8 +274,8 @@ def test_preface_on_a_listener_without_http2_is_refused_with_a_clear_line(h2gw):
 
 # ---- TLS and ALPN -----------------------------------------------------------------------------
 
-def test_alpn_chooses_h2_on_tls_and_http2_false_keeps_http1(h2gw):
-    g = h2gw
+def test_alpn_chooses_h2_on_tls_and_http2_false_keeps_http1(h2gw_all):
+    g = h2gw_all
     rc, out, err = curl("https://127.0.0.1:%d/lua" % g.tls_port, "-w", "%{http_version}")
     assert out == b"proto HTTP/2.0 2\n2", err
     rc, out, err = curl("--http1.1", "https://127.0.0.1:%d/lua" % g.tls_port, "-w", "%{http_version}")
@@ -341,10 +353,10 @@ def raw_h2(port):
     return s
 
 
-def read_goaway(s, timeout=5.0):
-    """Reads frames until a GOAWAY or the close: its error code, or None."""
-    buf, deadline = b"", time.time() + timeout
-    while time.time() < deadline:
+def read_frames(s, until, timeout=10.0):
+    """Frames from a raw socket until until(frames) or the close: a list of hyperframe frames."""
+    buf, frames, deadline = b"", [], time.time() + timeout
+    while not until(frames) and time.time() < deadline:
         try:
             d = s.recv(65536)
         except (socket.timeout, ConnectionResetError):
@@ -356,11 +368,17 @@ def read_goaway(s, timeout=5.0):
             f, length = hyperframe.frame.Frame.parse_frame_header(memoryview(buf[:9]))
             if len(buf) < 9 + length:
                 break
-            body, buf = buf[9:9 + length], buf[9 + length:]
-            if isinstance(f, hyperframe.frame.GoAwayFrame):
-                f.parse_body(memoryview(body))
-                return f.error_code
-    return None
+            f.parse_body(memoryview(buf[9:9 + length]))
+            buf = buf[9 + length:]
+            frames.append(f)
+    return frames
+
+
+def read_goaway(s, timeout=5.0):
+    """Reads frames until a GOAWAY or the close: its error code, or None."""
+    frames = read_frames(s, lambda fr: any(isinstance(f, hyperframe.frame.GoAwayFrame) for f in fr), timeout)
+    goaways = [f for f in frames if isinstance(f, hyperframe.frame.GoAwayFrame)]
+    return goaways[0].error_code if goaways else None
 
 
 def request_block(enc, path="/hello"):
@@ -478,27 +496,6 @@ mg.route("/", "scgi://127.0.0.1:{BACKEND}/")
     assert "10 succeeded" in out, out
 
 
-def read_frames(s, until, timeout=10.0):
-    """Frames from a raw socket until until(frames) or the close: a list of hyperframe frames."""
-    buf, frames, deadline = b"", [], time.time() + timeout
-    while not until(frames) and time.time() < deadline:
-        try:
-            d = s.recv(65536)
-        except (socket.timeout, ConnectionResetError):
-            break
-        if not d:
-            break
-        buf += d
-        while len(buf) >= 9:
-            f, length = hyperframe.frame.Frame.parse_frame_header(memoryview(buf[:9]))
-            if len(buf) < 9 + length:
-                break
-            f.parse_body(memoryview(buf[9:9 + length]))
-            buf = buf[9 + length:]
-            frames.append(f)
-    return frames
-
-
 def test_reload_sends_goaway_and_the_stream_in_flight_completes(h2gw):
     # A raw client: python3-h2's state machine refuses every frame after a GOAWAY, which
     # RFC 9113 6.8 allows for streams up to its last id.
@@ -517,3 +514,24 @@ def test_reload_sends_goaway_and_the_stream_in_flight_completes(h2gw):
     assert body == b"first\nsecond\n"
     assert goaways == [(2 ** 31 - 1, 0), (1, 0)], goaways
     assert fresh_get(g)[0] == 200
+
+
+def test_protocol_names_match_openresty_over_h2c(gateway, tmp_path):
+    """The same Lua under Debian's nginx + lua-nginx-module (`listen ... http2`) and moongate."""
+    require_openresty()
+    lua = ('ngx.say(ngx.req.http_version(), " ", ngx.var.server_protocol, " ", ngx.var.scheme, " ", '
+           'ngx.req.get_headers()["host"] == ngx.var.http_host)')
+    h2c_port = free_port()
+    proc, _ = start_openresty(tmp_path / "openresty", {"/plain": lua},
+                              http="server { listen 127.0.0.1:%d http2; location /v { content_by_lua_block { %s } } }"
+                              % (h2c_port, lua))
+    try:
+        rc, want, err = curl("--http2-prior-knowledge", "http://127.0.0.1:%d/v" % h2c_port)
+    finally:
+        stop_openresty(proc)
+    g = gateway("""
+mg.listen("127.0.0.1:{PORT}", { http2 = true })
+mg.route("=/v", function(req) %s end)
+""" % lua)
+    rc, got, err = curl("--http2-prior-knowledge", "http://127.0.0.1:%d/v" % g.port)
+    assert want == b"2 HTTP/2.0 http true\n" and got == want, (got, want)
