@@ -69,7 +69,14 @@ static void finish(mg_req_t *req, mg_thread_t *t, int rc) {
 static void on_done(mg_thread_t *t, int rc) {
   mg_req_t *req = t->req;
   req->thread = NULL;
+  /* A body held while the handler waited and never read is read and dropped once the
+   * response is made (nginx discards it the same way); the transport outlives the call. */
+  int held = req->hold_body;
+  req->hold_body = 0;
+  const mg_sink_t *sink = req->sink;
+  void *transport = req->transport;
   finish(req, t, rc);
+  if (held && sink->kick) sink->kick(transport);
 }
 
 static void lua_start(mg_req_t *req) {
@@ -80,6 +87,9 @@ static void lua_start(mg_req_t *req) {
   int rc = mg_thread_start(t, 1);
   if (rc == MG_WAITS) {
     req->thread = t;
+    /* The client's body stays where it is while the handler waits, for a read_body() after
+     * the wait (as OpenResty's, where the body waits in the socket). */
+    if (!req->is_subrequest && !req->body_reading && !req->on_body && !req->msg_done) req->hold_body = 1;
     return;
   }
   finish(req, t, rc);

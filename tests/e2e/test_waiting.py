@@ -408,6 +408,36 @@ def test_read_body_of_a_chunked_request(gateway, echo_backend):
     assert b"CONTENT_LENGTH=15\n" in out and b"BODY=rewritten:ABCDE" in out
 
 
+def test_content_handler_that_waits_then_reads_the_body_gets_all_of_it(gateway):
+    """A content handler that waits before req:read_body() gets the whole body (the body stays
+    with the client's connection while it waits, as under OpenResty), one that never reads
+    it answers and the body is dropped, and keep-alive goes on after both."""
+    g = gateway("""
+mg.route("=/late", function(req)
+  mg.sleep(0.05)
+  req:read_body()
+  local b = req:body() or ""
+  return 200, #b .. " " .. ngx.md5(b)
+end)
+mg.route("=/ignore", function(req) mg.sleep(0.05) return 200, "ignored" end)
+""")
+    from conftest import read_response
+    import hashlib
+    s = socket.create_connection(("127.0.0.1", g.port))
+    f = s.makefile("rb")
+    for i, size in enumerate((10, 100 * 1024, 300 * 1024)):
+        body = os.urandom(size)
+        path = b"/late" if i != 1 else b"/ignore"
+        s.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (path, len(body)) + body)
+        r = read_response(f)
+        want = b"ignored" if i == 1 else b"%d %s" % (size, hashlib.md5(body).hexdigest().encode())
+        assert (r.status, r.body) == (200, want)
+    s.sendall(b"GET /ignore HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert read_response(f).status == 200
+    f.close()
+    s.close()
+
+
 def test_waiting_hook_loses_no_streamed_body_byte(gateway, echo_backend):
     """A hook that waits before the handler starts: the body the client already sent is held,
     not dropped, and streamed to the backend afterwards; keep-alive still works."""
