@@ -14,6 +14,7 @@ import socket
 import urllib.parse
 
 from conftest import read_response, scgi_vars
+from test_http2 import H2
 
 SEED = 1616
 CONNECTIONS = 60
@@ -123,6 +124,22 @@ def expected_vars(headers, env):
     return out
 
 
+def check(request, status, answer, body):
+    """The backend's variables are those the last access hook's view implies; the body is whole."""
+    assert status == 200, (request, status, answer)
+    got = scgi_vars(answer)
+    names = [k for k, _ in got]
+    assert len(names) == len(set(names)), "duplicate variable: %r" % got
+    d = dict(got)
+    headers, env = parse_view(d.pop("MG_VIEW", ""))
+    want = expected_vars(headers, env)
+    actual = {k: v for k, v in d.items() if k.startswith("HTTP_") or k in env}
+    actual.pop("MG_VIEW", None)
+    assert actual == want, "request %r:\nbackend %r\nhook view %r" % (request, actual, want)
+    assert d["CONTENT_LENGTH"] == str(len(body)), request
+    assert answer.split(b"BODY=", 1)[1] == body, request
+
+
 def test_the_backend_receives_exactly_what_the_last_access_hook_left(gateway, echo_backend):
     g = gateway(CONFIG, echo_backend)
     rng = random.Random(SEED)
@@ -136,19 +153,67 @@ def test_the_backend_receives_exactly_what_the_last_access_hook_left(gateway, ec
         f = s.makefile("rb")
         for data, body in reqs:
             r = read_response(f)
-            assert r.status == 200, (data, r.status, r.body)
-            got = scgi_vars(r.body)
-            names = [k for k, _ in got]
-            assert len(names) == len(set(names)), "duplicate variable: %r" % got
-            d = dict(got)
-            headers, env = parse_view(d.pop("MG_VIEW", ""))
-            want = expected_vars(headers, env)
-            actual = {k: v for k, v in d.items() if k.startswith("HTTP_") or k in env}
-            actual.pop("MG_VIEW", None)
-            assert actual == want, "request %r:\nbackend %r\nhook view %r" % (data, actual, want)
-            assert d["CONTENT_LENGTH"] == str(len(body)), data
-            assert r.body.split(b"BODY=", 1)[1] == body, data
+            check(data, r.status, r.body, body)
             checked += 1
         f.close()
         s.close()
     assert checked >= CONNECTIONS and trailers_seen > 10
+
+
+def make_h2_request(rng):
+    """The same kinds of fields as over HTTP/1.1, lowercase as HTTP/2 requires, with the
+    authority as :authority (and sometimes a matching host field), cookie crumbs as separate
+    fields; a body with or without content-length, in several DATA frames, and sometimes
+    trailers (a HEADERS frame after the DATA) that repeat or contradict the head."""
+    authority = "h%d.test" % rng.randint(0, 3)
+    fields = []
+    if rng.random() < 0.3:
+        fields.append(("host", authority))
+    for _ in range(rng.randint(0, 10)):
+        fields.append((rng.choice(NAMES).lower(), value(rng)))
+    rng.shuffle(fields)
+    body = b""
+    if rng.random() < 0.75:
+        body = bytes(rng.choice(b"abcdef\r\n:X") for _ in range(rng.randint(0, 40)))
+        if rng.random() < 0.5:
+            fields.append(("content-length", str(len(body))))
+    trailers = [(rng.choice(NAMES).lower(), value(rng) or "t") for _ in range(rng.randint(0, 4))] \
+        if rng.random() < 0.4 else []
+    head = [(":method", "POST"), (":scheme", "http"), (":authority", authority),
+            (":path", "/vars/%d" % rng.randint(0, 99))] + fields
+    return head, body, trailers
+
+
+def test_the_backend_receives_exactly_what_the_last_access_hook_left_over_http2(gateway, echo_backend):
+    """The HTTP/2 variant: several streams at once on each connection, bodies in DATA frames,
+    trailers in a second HEADERS frame; the same derivation from the hook's view (where the
+    cookie crumbs are one field already)."""
+    g = gateway('mg.listen("127.0.0.1:{PORT}", { http2 = true })\n' + CONFIG, echo_backend)
+    rng = random.Random(SEED)
+    checked = trailers_sent = 0
+    for _ in range(CONNECTIONS // 2):
+        c = H2(g.port, validate=False)
+        streams = {}
+        for _ in range(rng.randint(1, 4)):
+            head, body, trailers = make_h2_request(rng)
+            sid = c.conn.get_next_available_stream_id()
+            c.conn.send_headers(sid, head, end_stream=False)
+            pos = 0
+            while pos < len(body):
+                n = rng.randint(1, 10)
+                c.conn.send_data(sid, body[pos:pos + n])
+                pos += n
+            if trailers:
+                c.conn.send_headers(sid, trailers, end_stream=True)
+                trailers_sent += 1
+            else:
+                c.conn.end_stream(sid)
+            streams[sid] = (head, body, trailers)
+        c.flush()
+        for sid, (head, body, trailers) in streams.items():
+            status, answer, reset = c.response(sid)
+            assert reset is None, (head, reset)
+            check((head, trailers), status, answer, body)
+            checked += 1
+        c.close()
+    assert checked >= CONNECTIONS // 2 and trailers_sent > 5
