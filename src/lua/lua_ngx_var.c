@@ -157,6 +157,8 @@ static int var_get(lua_State *L) {
         return lua_pushstring(L, h), 1;
       }
       if (strcmp(k, "https") == 0) return lua_pushstring(L, req->is_tls ? "on" : ""), 1;
+      /* nginx's $http2: the protocol ALPN or the preface chose, "" for HTTP/1.x */
+      if (strcmp(k, "http2") == 0) return lua_pushstring(L, req->http_major != 2 ? "" : req->is_tls ? "h2" : "h2c"), 1;
       break;
     case 'i':
       if (strcmp(k, "is_args") == 0) return lua_pushstring(L, req->query ? "?" : ""), 1;

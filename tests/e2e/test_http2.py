@@ -520,7 +520,7 @@ def test_protocol_names_match_openresty_over_h2c(gateway, tmp_path):
     """The same Lua under Debian's nginx + lua-nginx-module (`listen ... http2`) and moongate."""
     require_openresty()
     lua = ('ngx.say(ngx.req.http_version(), " ", ngx.var.server_protocol, " ", ngx.var.scheme, " ", '
-           'ngx.req.get_headers()["host"] == ngx.var.http_host)')
+           'ngx.req.get_headers()["host"] == ngx.var.http_host, " [", ngx.var.http2, "]")')
     h2c_port = free_port()
     proc, _ = start_openresty(tmp_path / "openresty", {"/plain": lua},
                               http="server { listen 127.0.0.1:%d http2; location /v { content_by_lua_block { %s } } }"
@@ -534,4 +534,4 @@ mg.listen("127.0.0.1:{PORT}", { http2 = true })
 mg.route("=/v", function(req) %s end)
 """ % lua)
     rc, got, err = curl("--http2-prior-knowledge", "http://127.0.0.1:%d/v" % g.port)
-    assert want == b"2 HTTP/2.0 http true\n" and got == want, (got, want)
+    assert want == b"2 HTTP/2.0 http true [h2c]\n" and got == want, (got, want)
