@@ -13,9 +13,16 @@ processes over the run). Loopback only; every run is bounded by h2load's duratio
 import argparse
 import os
 import re
+import socket
+import ssl
 import statistics
 import subprocess
 import sys
+import time
+
+import h2.config
+import h2.connection
+import h2.events
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -32,11 +39,76 @@ def h2load(url, seconds, conns, streams):
     return done / t, done
 
 
+def rss_kib(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open("/proc/%d/status" % pid) as f:
+                total += int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+        except (OSError, AttributeError):
+            pass
+    return total
+
+
+def idle_connections(port, n, tls):
+    """n HTTP/2 connections, each after its handshake, SETTINGS and one request, left idle."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    ctx.set_alpn_protocols(["h2"])
+    held = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        if tls:
+            s = ctx.wrap_socket(s, server_hostname="localhost")
+        c = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+        c.initiate_connection()
+        sid = c.get_next_available_stream_id()
+        c.send_headers(sid, [(":method", "GET"), (":scheme", "https" if tls else "http"),
+                             (":authority", "localhost"), (":path", "/hello")], end_stream=True)
+        s.sendall(c.data_to_send())
+        done = False
+        deadline = time.time() + 10
+        while not done and time.time() < deadline:
+            for e in c.receive_data(s.recv(65536)):
+                done = done or isinstance(e, h2.events.StreamEnded)
+            s.sendall(c.data_to_send())
+        held.append(s)
+    return held
+
+
+def idle_memory(start_servers, n):
+    """KiB of RSS per idle HTTP/2 connection, over TLS and h2c: each server freshly started,
+    warmed by one connection, then n connections held open (the worker's RSS and, for nginx,
+    its master's: every process of the server)."""
+    out = {}
+    for kind in ("TLS", "h2c"):
+        servers = start_servers()
+        try:
+            for name, (s, tls_port, h2c_port) in servers.items():
+                port = tls_port if kind == "TLS" else h2c_port
+                for sock in idle_connections(port, 1, kind == "TLS"):
+                    sock.close()
+                time.sleep(0.5)
+                pids = s.pids()
+                before = rss_kib(pids)
+                held = idle_connections(port, n, kind == "TLS")
+                time.sleep(1)
+                out[(kind, name)] = (rss_kib(pids) - before) / n
+                for sock in held:
+                    sock.close()
+                print("idle %-4s %-9s %6.1f KiB per connection" % (kind, name, out[(kind, name)]), flush=True)
+        finally:
+            for s, _, _ in servers.values():
+                s.stop()
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("build")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--idle", type=int, default=1000, help="idle connections for the memory figure")
     args = ap.parse_args()
     build = os.path.abspath(args.build)
     d, cert, key, backend_port, backend = tls_bench_dir(build, "moongate-http2-bench-")
@@ -45,7 +117,7 @@ def main():
         f.write('''local mg = require "moongate"
 mg.listen("127.0.0.1:%d", { tls = { cert = "%s", key = "%s" } })
 mg.listen("127.0.0.1:%d", { http2 = true })
-mg.set { keepalive_requests = 100000000, max_connections = 30000 }
+mg.set { keepalive_requests = 100000000, max_connections = 30000, keepalive_timeout = "300s" }
 mg.route("/", "scgi://127.0.0.1:%d/")
 ''' % (mg_port, cert, key, mg_h2c, backend_port))
     with open(os.path.join(d, "nginx.conf"), "w") as f:
@@ -57,6 +129,7 @@ events { worker_connections 30000; }
 http {
     access_log off;
     keepalive_requests 100000000;
+    keepalive_timeout 300s;
     server {
         listen 127.0.0.1:%d ssl http2;
         listen 127.0.0.1:%d http2;
@@ -67,12 +140,16 @@ http {
     }
 }
 ''' % (d, d, ngx_port, ngx_h2c, cert, key, backend_port))
-    servers = {
-        "moongate": (Server("moongate", [os.path.join(build, "moongate"), "-c", os.path.join(d, "init.lua")], mg_port, d),
-                     mg_port, mg_h2c),
-        "nginx": (Server("nginx", ["nginx", "-p", d, "-c", os.path.join(d, "nginx.conf"), "-e",
-                                   os.path.join(d, "error.log")], ngx_port, d), ngx_port, ngx_h2c),
-    }
+    def start_servers():
+        return {
+            "moongate": (Server("moongate", [os.path.join(build, "moongate"), "-c", os.path.join(d, "init.lua")],
+                                mg_port, d), mg_port, mg_h2c),
+            "nginx": (Server("nginx", ["nginx", "-p", d, "-c", os.path.join(d, "nginx.conf"), "-e",
+                                       os.path.join(d, "error.log")], ngx_port, d), ngx_port, ngx_h2c),
+        }
+
+    idle = idle_memory(start_servers, args.idle)
+    servers = start_servers()
     cases = [("12-byte, TLS, -c 16 -m 32", "https", "/hello", 16, 32),
              ("1 MiB, TLS, -c 16 -m 4", "https", "/bytes/1048576", 16, 4),
              ("12-byte, h2c, -c 16 -m 32", "http", "/hello", 16, 32)]
@@ -102,6 +179,12 @@ http {
         mr, nr = statistics.median(v[0] for v in m), statistics.median(v[0] for v in n)
         mc, nc = statistics.median(v[1] for v in m), statistics.median(v[1] for v in n)
         print("| %s | %.0f | %.0f | %.2fx | %.1f | %.1f | %.2fx |" % (case, mr, nr, mr / nr, mc, nc, mc / nc))
+    print()
+    print("| idle HTTP/2 connection | moongate KiB | nginx KiB | ratio |")
+    print("|---|---|---|---|")
+    for kind in ("TLS", "h2c"):
+        m, n = idle[(kind, "moongate")], idle[(kind, "nginx")]
+        print("| %s, %d connections | %.1f | %.1f | %.2fx |" % (kind, args.idle, m, n, m / n if n else float("nan")))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "buf.h"
 #include "http2_stream.h"
@@ -427,10 +428,69 @@ static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *frame, void *
   return 0;
 }
 
-static void *mem_malloc(size_t n, void *u) { (void)u; return mg_malloc(n); }
-static void mem_free(void *p, void *u) { (void)u; free(p); }
-static void *mem_calloc(size_t k, size_t n, void *u) { (void)u; return mg_calloc(k, n); }
-static void *mem_realloc(void *p, size_t n, void *u) { (void)u; return mg_realloc(p, n); }
+/* libnghttp2's memory. Each session holds a 16 KiB frame buffer for as long as it lives,
+ * mostly unwritten on an idle connection; from the heap it would take pages that other
+ * connections freed dirty (a TLS handshake's buffers), so that every idle connection kept
+ * 16 KiB of resident memory. Blocks of MG_H2_MAP_MIN bytes and more are mapped on their own
+ * instead: only the pages written are resident. Every block carries a header with its size
+ * and origin, so that free and realloc know which it is. */
+enum { MG_H2_MAP_MIN = 16384, MG_H2_HDR = 16 };
+
+typedef struct {
+  size_t size;
+  size_t mapped;
+} mem_hdr_t;
+
+static void *mem_put(mem_hdr_t *h, size_t n, int mapped) {
+  h->size = n, h->mapped = (size_t)mapped;
+  return (char *)h + MG_H2_HDR;
+}
+
+static mem_hdr_t *mem_hdr(void *p) { return (mem_hdr_t *)((char *)p - MG_H2_HDR); }
+
+static void *mem_alloc(size_t n, int zero) {
+  if (n >= MG_H2_MAP_MIN) {
+    /* Mapped pages are zero already. */
+    void *m = mmap(NULL, n + MG_H2_HDR, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m != MAP_FAILED) return mem_put(m, n, 1);
+    /* Out of mappings (vm.max_map_count): the heap still serves. */
+  }
+  mem_hdr_t *h = zero ? calloc(1, n + MG_H2_HDR) : malloc(n + MG_H2_HDR);
+  return h ? mem_put(h, n, 0) : NULL;
+}
+
+static void *mem_malloc(size_t n, void *u) {
+  (void)u;
+  return mem_alloc(n, 0);
+}
+
+static void mem_free(void *p, void *u) {
+  (void)u;
+  if (!p) return;
+  mem_hdr_t *h = mem_hdr(p);
+  if (h->mapped) munmap(h, h->size + MG_H2_HDR);
+  else free(h);
+}
+
+static void *mem_calloc(size_t k, size_t n, void *u) {
+  (void)u;
+  if (n && k > (SIZE_MAX - MG_H2_HDR) / n) return NULL;
+  return mem_alloc(k * n, 1);
+}
+
+static void *mem_realloc(void *p, size_t n, void *u) {
+  if (!p) return mem_alloc(n, 0);
+  mem_hdr_t *h = mem_hdr(p);
+  if (!h->mapped && n < MG_H2_MAP_MIN) {
+    mem_hdr_t *g = realloc(h, n + MG_H2_HDR);
+    return g ? mem_put(g, n, 0) : NULL;
+  }
+  void *q = mem_alloc(n, 0);
+  if (!q) return NULL;
+  memcpy(q, p, h->size < n ? h->size : n);
+  mem_free(p, u);
+  return q;
+}
 static nghttp2_mem mg_h2_mem = {NULL, mem_malloc, mem_free, mem_calloc, mem_realloc};
 
 static void setup_once(const mg_settings_t *s) {
