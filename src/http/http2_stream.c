@@ -296,14 +296,37 @@ void mg_h2_stream_start(mg_h2_stream_t *st) {
   mg_h2_stream_deliver(st);
 }
 
+/* Bytes of the body to the request (unless it ended): 0, or -1 when the stream must stop
+ * delivering (a 413, the stream gone). The window is given back either way. */
+static int pass(mg_h2_stream_t *st, const char *data, size_t len) {
+  mg_req_t *req = st->req;
+  nghttp2_session_consume(st->h->ng, st->id, len);
+  if (!req->finished && !req->resp_ended) {
+    req->body_received += len;
+    if (req->chunked && req->route && req->route->client_max_body_size &&
+        req->body_received > req->route->client_max_body_size && !req->head_sent) {
+      mg_req_error(req, 413, "request body exceeds client_max_body_size");
+      return -1;
+    }
+    if (req->on_body) req->on_body(req, data, len);
+  }
+  return gone(st) ? -1 : 0;
+}
+
 void mg_h2_stream_data(mg_h2_stream_t *st, const uint8_t *data, size_t len) {
+  mg_req_t *req = st->req;
+  if (req && st->tq.queue == MG_H2_T_BODY) timer_set(st, MG_H2_T_BODY, req->cfg->set.client_body_timeout);
+  if (!st->in && req && st->started && !gone(st) && !req->hold_body && !st->paused) {
+    /* Nothing queued and the request takes bytes: straight from nghttp2's buffer. */
+    if (pass(st, (const char *)data, len) == 0) st->h->wake(st->h);
+    return;
+  }
   char *copy = mg_malloc(len);
   memcpy(copy, data, len);
   mg_h2_piece_t *p = piece_new(NULL, copy, copy, len);
   *st->in_tail = p;
   st->in_tail = &p->next;
   st->in_bytes += len;
-  if (st->req && st->tq.queue == MG_H2_T_BODY) timer_set(st, MG_H2_T_BODY, st->req->cfg->set.client_body_timeout);
 }
 
 void mg_h2_stream_deliver(mg_h2_stream_t *st) {
@@ -315,20 +338,10 @@ void mg_h2_stream_deliver(mg_h2_stream_t *st) {
     st->in = p->next;
     if (!st->in) st->in_tail = &st->in;
     st->in_bytes -= p->len;
-    nghttp2_session_consume(st->h->ng, st->id, p->len);
     consumed = 1;
-    if (!req->finished && !req->resp_ended) {
-      req->body_received += p->len;
-      if (req->chunked && req->route && req->route->client_max_body_size &&
-          req->body_received > req->route->client_max_body_size && !req->head_sent) {
-        piece_free(p);
-        mg_req_error(req, 413, "request body exceeds client_max_body_size");
-        break;
-      }
-      if (req->on_body) req->on_body(req, p->data, p->len);
-    }
+    int rc = pass(st, p->data, p->len);
     piece_free(p);
-    if (gone(st)) return;
+    if (rc < 0) return;
   }
   if (!st->in && st->end_seen && !req->msg_done && !req->hold_body) {
     req->msg_done = 1;
