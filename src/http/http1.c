@@ -272,6 +272,10 @@ static void h1_timeout(mg_conn_t *c, int kind) {
     req->keepalive = 0;
     if (!req->target) req->target = mg_pool_strdup(&req->pool, "-");
     mg_req_error(req, 408, "client_header_timeout: request head not received in time");
+  } else if (kind == MG_CONN_T_BODY && req && (req->hold_body || c->throttled)) {
+    /* The gateway withholds reading (a hook or handler waits, the backend is slow): not the
+     * client's delay. The timer measures the client again once reading resumes. */
+    mg_conn_timer_set(c, MG_CONN_T_BODY, c->server->cfg->set.client_body_timeout);
   } else if (kind == MG_CONN_T_BODY && req && !req->head_sent) {
     req->keepalive = 0;
     mg_req_error(req, 408, "client_body_timeout: request body not received in time");

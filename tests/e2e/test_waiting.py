@@ -2,6 +2,7 @@
 and internal routes, mg.spawn/mg.wait, req:read_body/body/set_body, phase rules, and aborts
 that leave nothing behind. Every gateway here runs one worker, so concurrency is the event loop's."""
 import os
+import subprocess
 import socket
 import socketserver
 import threading
@@ -701,3 +702,33 @@ end)
 """, echo_backend)
     assert request(g.port, path="/get").body == b"3000 3000 3000 total body too large total body too large"
     g.wait_log("subrequest_max_total_body (10240 bytes) reached")
+
+
+@pytest.mark.parametrize("proto", ["--http1.1", "--http2-prior-knowledge"])
+def test_a_wait_longer_than_client_body_timeout_is_not_the_clients_delay(gateway, proto):
+    """A hook or content handler that waits longer than client_body_timeout before the body is
+    read: the client sent its body at once, so it gets its answer, not a 408 (the timer counts
+    the client's delays only); a client that really stalls after the wait still gets one."""
+    g = gateway("""
+mg.listen("127.0.0.1:{PORT}", { http2 = true })
+mg.set { client_body_timeout = "1s" }
+mg.route("=/late", function(req)
+  mg.sleep(1.3)
+  req:read_body()
+  return 200, "got " .. #(req:body() or "")
+end)
+mg.route("=/hook", function(req) req:read_body() return 200, "got " .. #(req:body() or "") end,
+  { hooks = { access = function(req) mg.sleep(1.3) end } })
+""")
+    body = os.urandom(100 * 1024)
+    for path in ("/late", "/hook"):
+        p = subprocess.run(["curl", "-sS", proto, "-H", "Expect:", "--data-binary", "@-", "--max-time", "10",
+                            "http://127.0.0.1:%d%s" % (g.port, path)], input=body, capture_output=True, timeout=20)
+        assert p.stdout == b"got %d" % len(body), (path, p.stdout, p.stderr)
+    if proto == "--http1.1":
+        s = socket.create_connection(("127.0.0.1", g.port))
+        s.sendall(b"POST /hook HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        s.settimeout(10)
+        t0 = time.time()
+        out = read_all(s)
+        assert out.startswith(b"HTTP/1.1 408") and 2.0 < time.time() - t0 < 6, out[:40]
