@@ -167,6 +167,7 @@ again:
       ob_append(h, data, (size_t)n);
     }
     if (c->closing || h->released) break;
+    if (mg_conn_queued(c) < MG_WRITE_HIGH) h->written_at = mg_now_ms(); /* the socket takes bytes */
     ob_flush(h);
     if (c->closing || h->released) break;
     /* Producers waiting for room (upstream.c, static.c, ngx.flush(true)) go on. */
@@ -323,6 +324,9 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
     }
     return 0;
   }
+  /* Over a limit already (the answer is 431): the rest of the block is not looked at, so each
+   * further reference to a large table entry (an HPACK bomb) costs us no scan of its value. */
+  if (st->f.too_large) return 0;
   const mg_settings_t *s = &req->cfg->set;
   mg_h2f_limits_t lim = {s->http2_max_header_list_size, s->max_header_size, s->max_headers};
   if (mg_h2f_add(&st->f, &req->pool, &req->headers, &lim, (const char *)name, nl, (const char *)value, vl) ==
@@ -524,8 +528,19 @@ static void on_stream_timeout(mg_timeq_t *q, mg_timeq_entry_t *e, int kind) {
   (void)q;
   mg_h2_stream_t *st = (mg_h2_stream_t *)((char *)e - offsetof(mg_h2_stream_t, tq));
   mg_h2_session_t *h = st->h;
+  mg_conn_t *c = h->c;
   h->busy++;
   mg_h2_stream_timeout(st, kind);
+  /* What the timeout queued (RST_STREAM CANCEL, a 408) leaves now: a wake while busy only
+   * marks the session, and no read or flush may come to send it (a zero window). */
+  if (!h->released && !c->closing) session_send(h);
+  if (kind == MG_H2_T_SEND && st->req && !h->released && !c->closing && mg_conn_queued(c) >= MG_WRITE_HIGH &&
+      mg_now_ms() - h->written_at >= st->req->cfg->set.send_timeout) {
+    /* The socket has taken nothing for send_timeout and our queue is full: the client reads
+     * nothing, so no RST_STREAM or GOAWAY can reach it. */
+    log_client(h, MG_LOG_INFO, "send_timeout: the client read nothing in time: connection closed");
+    mg_conn_close(c);
+  }
   session_leave(h);
 }
 
@@ -540,6 +555,7 @@ static int h2_start(mg_conn_t *c) {
   h->starting_tail = &h->starting;
   h->glitch_tokens = GLITCH_BURST;
   h->glitch_at = mg_now_ms();
+  h->written_at = h->glitch_at;
   if (nghttp2_session_server_new3(&h->ng, callbacks, h, option, &mg_h2_mem) != 0) {
     free(h);
     return -1;
@@ -601,6 +617,7 @@ static int h2_ready(const mg_conn_t *c) { (void)c; return 1; }
 static void h2_written(mg_conn_t *c) {
   mg_h2_session_t *h = c->ps;
   if (!h || h->released) return;
+  h->written_at = mg_now_ms();
   if (c->throttled && mg_conn_queued(c) < MG_WRITE_LOW) mg_conn_resume_read(c);
   if (c->closing || !c->ps) return;
   session_send(h);

@@ -369,9 +369,14 @@ void mg_h2_stream_timeout(mg_h2_stream_t *st, int kind) {
     }
     return;
   }
-  mg_log_error(MG_LOG_INFO, req->id, "send_timeout: client %s took no response bytes in time on stream %d",
-               req->remote, st->id);
-  rst(st, NGHTTP2_CANCEL);
+  if (!st->send_timed_out) {
+    st->send_timed_out = 1;
+    mg_log_error(MG_LOG_INFO, req->id, "send_timeout: client %s took no response bytes in time on stream %d",
+                 req->remote, st->id);
+    rst(st, NGHTTP2_CANCEL);
+  }
+  /* Until the RST_STREAM leaves: the session closes the connection if the client reads nothing. */
+  timer_set(st, MG_H2_T_SEND, req->cfg->set.send_timeout);
 }
 
 void mg_h2_stream_free(mg_h2_stream_t *st) {

@@ -52,6 +52,7 @@ struct mg_h2_session_s {
   mg_h2_session_t *prev, *next;     /* the worker's sessions (drain) */
   mg_h2_session_t *flush_next;      /* the worker's flush list */
   unsigned busy;                    /* inside mem_recv, mem_send or a flush: teardown waits */
+  uint64_t written_at;              /* the last time the socket took our bytes (send_timeout) */
   unsigned in_send : 1, flush_queued : 1, on_flush_list : 1, released : 1, notice_sent : 1, goaway_sent : 1, any_dead : 1,
       hdr_open : 1;
 };
@@ -72,7 +73,7 @@ struct mg_h2_stream_s {
   size_t out_bytes, out_off;
   uint32_t close_error;
   unsigned end_seen : 1, paused : 1, refused : 1, head_submitted : 1, end_queued : 1, deferred : 1, started : 1,
-      closed : 1, end_sent : 1, reset_by_peer : 1;
+      closed : 1, end_sent : 1, reset_by_peer : 1, send_timed_out : 1;
   mg_h2_stream_t *prev, *next, *start_next;
 };
 
