@@ -324,9 +324,23 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
     }
     return 0;
   }
-  /* Over a limit already (the answer is 431): the rest of the block is not looked at, so each
-   * further reference to a large table entry (an HPACK bomb) costs us no scan of its value. */
-  if (st->f.too_large) return 0;
+  /* Over a limit already (the answer is 431): the rest of the block is not looked at. Past
+   * four times the limit it is an HPACK bomb (references to a large table entry, each checked
+   * by nghttp2 byte by byte): the stream is reset, and nghttp2 decodes the rest of the block
+   * for the table's sake only, without checking or handing out the fields. */
+  if (st->f.too_large) {
+    const mg_settings_t *s = &req->cfg->set;
+    uint64_t bound = 4 * (uint64_t)(s->http2_max_header_list_size > 16384 ? s->http2_max_header_list_size : 16384);
+    st->over += nl + vl + 32;
+    if (st->over <= bound) return 0;
+    char msg[160];
+    snprintf(msg, sizeof msg, "HPACK bomb on stream %d: header block decodes to over %llu bytes (RST_STREAM ENHANCE_YOUR_CALM)",
+             st->id, (unsigned long long)bound);
+    log_client(h, MG_LOG_INFO, msg);
+    nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_ENHANCE_YOUR_CALM);
+    st->refused = 1;
+    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  }
   const mg_settings_t *s = &req->cfg->set;
   mg_h2f_limits_t lim = {s->http2_max_header_list_size, s->max_header_size, s->max_headers};
   if (mg_h2f_add(&st->f, &req->pool, &req->headers, &lim, (const char *)name, nl, (const char *)value, vl) ==

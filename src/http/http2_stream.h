@@ -63,6 +63,7 @@ struct mg_h2_stream_s {
   int32_t id;
   mg_timeq_entry_t tq; /* client_body_timeout or send_timeout */
   mg_h2f_t f;          /* the header block as decoded */
+  uint64_t over;       /* bytes decoded past the limits (an HPACK bomb) */
   /* request side */
   mg_h2_piece_t *in, **in_tail;
   size_t in_bytes;

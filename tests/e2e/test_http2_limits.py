@@ -291,35 +291,42 @@ def test_stream_129_is_refused(gateway, echo_backend, acked):
 
 # ---- 3. HPACK bomb ------------------------------------------------------------------------
 
-def test_hpack_bomb_gets_431_and_memory_stays_bounded(gateway, echo_backend):
+def test_hpack_bomb_is_reset_and_memory_and_cpu_stay_bounded(gateway, echo_backend):
     """One 4000-byte value enters the dynamic table once (the table holds 4096), then each
-    stream references it with one byte per field: 16,000 references decode to 64 MB per stream,
-    far over http2_max_header_list_size (16 KiB) and max_headers."""
+    stream references it with one byte per field: 16,000 references decode to 64 MB per stream.
+    A header list a little over http2_max_header_list_size (16 KiB) gets 431; one that decodes
+    to more than four times it is a bomb: RST_STREAM ENHANCE_YOUR_CALM, and the rest of the
+    block is decoded for the table's sake only (nghttp2 no longer checks each value)."""
     g = gateway(ROUTES, echo_backend)
     pid, before = warm(g)
     s = raw_conn(g.port)
     r = Frames(s)
     entry = literal(b"x-bomb", b"a" * 4000, index=True)  # dynamic index 62
-    # First the issue's case: the entry, then 400 references (1.6 MB decoded).
-    s.sendall(headers_frame(1, request_fields("/vars", extra=entry + b"\xbe" * 400)))
+    # A list just over the limit: five references (20 KB decoded) is a 431, not a bomb.
+    s.sendall(headers_frame(1, request_fields("/vars", extra=entry + b"\xbe" * 4)))
     assert r.read(lambda r: r.ended(1) or r.reset(1) is not None, 5)
     assert r.statuses().get(1) == 431, (r.statuses(), r.reset(1), r.goaways())
+    # The issue's case: 400 references (1.6 MB decoded).
+    s.sendall(headers_frame(3, request_fields("/vars", extra=b"\xbe" * 400)))
+    assert r.read(lambda r: r.ended(3) or r.reset(3) is not None, 5)
+    assert r.reset(3) == 0xB and 3 not in r.statuses(), (r.statuses(), r.reset(3))
     # Then 20 streams of 16,000 references each (one 16 KB HEADERS frame each): 1.3 GB decoded.
-    sids = [3 + 2 * i for i in range(20)]
+    sids = [5 + 2 * i for i in range(20)]
     t0, cpu0 = time.time(), cpu_s(pid)
     s.sendall(b"".join(headers_frame(sid, request_fields("/vars", extra=b"\xbe" * 16000)) for sid in sids))
     assert r.read(lambda r: all(r.ended(sid) or r.reset(sid) is not None for sid in sids), 30), r.goaways()
     took, cpu = time.time() - t0, cpu_s(pid) - cpu0
-    st = r.statuses()
-    assert [st.get(sid) for sid in sids] == [431] * 20, (st, [r.reset(sid) for sid in sids])
-    # The connection stays and serves the next request.
+    assert [r.reset(sid) for sid in sids] == [0xB] * 20, (r.statuses(), [r.reset(sid) for sid in sids])
+    # The connection stays, its table in step, and serves the next request.
     s.sendall(headers_frame(sids[-1] + 2, request_fields("/hello")))
     assert r.read(lambda r: r.ended(sids[-1] + 2), 5)
     assert r.statuses()[sids[-1] + 2] == 200 and r.goaways() == []
     s.close()
-    # CPU is linear in the references (nghttp2 checks each decoded value, 4000 bytes), about
-    # 50 ms of the worker per 16 KB frame in release: printed, for the report, not asserted.
     print("HPACK bomb: 20 frames of 16 KB (1.3 GB decoded) answered in %.2f s, %.2f s of worker CPU" % (took, cpu))
+    # Decoding is what remains (nghttp2 walks each reference): bounded well under the 0.9 s the
+    # per-value checks cost, even under ASan.
+    assert cpu < 0.5, cpu
+    assert g.log().count("HPACK bomb on stream") == 21
     assert "/vars" not in g.access_log().replace('"GET /vars HTTP/2.0" 431', "")
     after(g, pid, before, 16 * MIB, "HPACK bomb")
 
