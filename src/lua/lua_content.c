@@ -89,7 +89,9 @@ static void lua_start(mg_req_t *req) {
     req->thread = t;
     /* The client's body stays where it is while the handler waits, for a read_body() after
      * the wait (as OpenResty's, where the body waits in the socket). */
-    if (!req->is_subrequest && !req->body_reading && !req->on_body && !req->msg_done) req->hold_body = 1;
+    if (!req->is_subrequest && !req->body_reading && !req->on_body && !req->msg_done &&
+        (req->content_length > 0 || req->chunked))
+      req->hold_body = 1;
     return;
   }
   finish(req, t, rc);

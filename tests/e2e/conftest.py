@@ -107,14 +107,26 @@ class Gateway:
         deadline = time.time() + 5
         while not self.workers() and time.time() < deadline:
             time.sleep(0.02)
-        time.sleep(0.05)
-        counts = {}
-        for pid in self.workers():
-            try:
-                counts[pid] = len(os.listdir("/proc/%d/fd" % pid))
-            except OSError:
-                pass
-        return counts
+
+        def counts():
+            out = {}
+            for pid in self.workers():
+                try:
+                    out[pid] = len(os.listdir("/proc/%d/fd" % pid))
+                except OSError:
+                    pass
+            return out
+        # A worker opens its descriptors (logs, listeners, its loop) after the fork: on a loaded
+        # machine that takes a while, so the count is taken once it holds still for 100 ms.
+        last = counts()
+        deadline = time.time() + 3
+        while time.time() < deadline:
+            time.sleep(0.1)
+            now = counts()
+            if now == last:
+                break
+            last = now
+        return last
 
     def check_descriptors(self):
         """Every worker that ran since the start is back to its starting descriptor count
