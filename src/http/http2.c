@@ -643,10 +643,18 @@ static void h2_timeout(mg_conn_t *c, int kind) {
   mg_h2_session_t *h = c->ps;
   if (kind == MG_CONN_T_HEADER && !h->hdr_open && h->nopen > 0) return;
   /* No request in time, a header block left open, or idle: GOAWAY, then the close. */
+  if (h->goaway_sent && kind != MG_CONN_T_HEADER) {
+    /* The GOAWAY of the last time could not leave: the client reads nothing. */
+    log_client(h, MG_LOG_INFO, "the client read nothing in time: connection closed");
+    mg_conn_close(c);
+    return;
+  }
   if (kind == MG_CONN_T_HEADER) log_client(h, MG_LOG_INFO, "client_header_timeout: no complete HTTP/2 request head in time");
   h->goaway_sent = 1;
   nghttp2_session_terminate_session(h->ng, NGHTTP2_NO_ERROR);
   session_send(h); /* the GOAWAY leaves, then the connection lingers and closes */
+  /* Unless the socket takes nothing: then the next timeout closes it. */
+  if (!c->closing && !c->lingering) mg_conn_timer_set(c, MG_CONN_T_KEEPALIVE, c->server->cfg->set.send_timeout);
 }
 
 static void h2_release(mg_conn_t *c) {
