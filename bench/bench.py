@@ -29,7 +29,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import free_port, wait_port  # noqa: E402
+from common import free_port, rss_kib, wait_port  # noqa: E402
 
 ROOT = os.path.dirname(HERE)
 B1, B2 = 19101, 19102  # backend ports
@@ -296,14 +296,7 @@ def cpu_seconds(pids):
 def idle_memory(server, nconn):
     """Resident memory per idle keep-alive connection (KiB), summed over the server's processes."""
     def rss():
-        total = 0
-        for pid in server.pids():
-            try:
-                with open("/proc/%d/status" % pid) as f:
-                    total += int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
-            except (OSError, AttributeError):
-                pass
-        return total
+        return rss_kib(server.pids())
     # Warm up, so allocator arenas and pools exist before the baseline.
     warm = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(50)]
     for s in warm:

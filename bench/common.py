@@ -1,6 +1,7 @@
 """Helpers shared by the benchmark and soak scripts: loopback ports, and the TLS benchmarks'
 folder (a certificate, an SCGI backend, nginx's temp folders)."""
 import os
+import re
 import socket
 import subprocess
 import tempfile
@@ -41,3 +42,15 @@ def tls_bench_dir(build, prefix):
     backend = subprocess.Popen([os.path.join(build, "scgi-echo"), "127.0.0.1:%d" % port])
     wait_port(port)
     return d, cert, key, port, backend
+
+
+def rss_kib(pids):
+    """Resident memory of the processes, summed (KiB)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open("/proc/%d/status" % pid) as f:
+                total += int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+        except (OSError, AttributeError):
+            pass
+    return total

@@ -27,7 +27,7 @@ import h2.events
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from bench import Server, cpu_seconds  # noqa: E402
-from common import free_port, tls_bench_dir  # noqa: E402
+from common import free_port, rss_kib, tls_bench_dir  # noqa: E402
 
 
 def h2load(url, seconds, conns, streams):
@@ -37,17 +37,6 @@ def h2load(url, seconds, conns, streams):
     m = re.search(r"finished in ([\d.]+)(m?s)", p.stdout)
     t = float(m.group(1)) / (1000 if m.group(2) == "ms" else 1)
     return done / t, done
-
-
-def rss_kib(pids):
-    total = 0
-    for pid in pids:
-        try:
-            with open("/proc/%d/status" % pid) as f:
-                total += int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
-        except (OSError, AttributeError):
-            pass
-    return total
 
 
 def idle_connections(port, n, tls):

@@ -255,17 +255,11 @@ def assert_access_log(g, server_protocol):
     assert got == want, text
 
 
-def test_chromium_loads_page_and_assets_over_h2(gateway, tmp_path, site, echo_backend, browser):
-    g = tls_gateway(gateway, tmp_path, site, echo_backend, http2=True)
+@pytest.mark.parametrize("http2, protocol, version", [(True, "h2", "HTTP/2.0"), (False, "http/1.1", "HTTP/1.1")],
+                         ids=["h2", "http2-false-falls-back-to-http1.1"])
+def test_chromium_loads_page_and_assets(gateway, tmp_path, site, echo_backend, browser, http2, protocol, version):
+    g = tls_gateway(gateway, tmp_path, site, echo_backend, http2=http2)
     page = load_page(browser, g)
-    assert_page(page, browser, "h2", "HTTP/2.0")
-    assert_access_log(g, "HTTP/2.0")
-    assert not re.search(r"\[(warn|error|crit|alert|emerg)\]", g.log()), g.log()
-
-
-def test_chromium_falls_back_to_http11_without_http2(gateway, tmp_path, site, echo_backend, browser):
-    g = tls_gateway(gateway, tmp_path, site, echo_backend, http2=False)
-    page = load_page(browser, g)
-    assert_page(page, browser, "http/1.1", "HTTP/1.1")
-    assert_access_log(g, "HTTP/1.1")
+    assert_page(page, browser, protocol, version)
+    assert_access_log(g, version)
     assert not re.search(r"\[(warn|error|crit|alert|emerg)\]", g.log()), g.log()
