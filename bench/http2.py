@@ -2,7 +2,7 @@
 """HTTP/2 side by side (issue 24): moongate and nginx (`listen ... ssl http2`), one worker each,
 the same certificate (RSA 2048) and the same C SCGI backend; h2load over TLS.
 
-    http2.py BUILD_DIR [--rounds N] [--seconds S]
+    http2.py BUILD_DIR [--rounds N] [--seconds S] [--idle N] [--only TEXT] [--baseline OTHER_BUILD_DIR]
 
 Cases, in alternating rounds: 12-byte responses with `h2load -c 16 -m 32`, 1 MiB responses
 with `-c 16 -m 4`, and 12-byte responses over h2c (moongate only has a target there: nginx
@@ -97,18 +97,22 @@ def main():
     ap.add_argument("build")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=5)
-    ap.add_argument("--idle", type=int, default=1000, help="idle connections for the memory figure")
+    ap.add_argument("--idle", type=int, default=1000, help="idle connections for the memory figure (0: none)")
+    ap.add_argument("--baseline", help="an earlier build directory, run beside this one (moongate@base)")
+    ap.add_argument("--only", help="run only the cases whose name contains this text")
     args = ap.parse_args()
     build = os.path.abspath(args.build)
     d, cert, key, backend_port, backend = tls_bench_dir(build, "moongate-http2-bench-")
     mg_port, mg_h2c, ngx_port, ngx_h2c = free_port(), free_port(), free_port(), free_port()
-    with open(os.path.join(d, "init.lua"), "w") as f:
-        f.write('''local mg = require "moongate"
+    base_port, base_h2c = free_port(), free_port()
+    for name, tls_port, h2c_port in (("init.lua", mg_port, mg_h2c), ("init-base.lua", base_port, base_h2c)):
+        with open(os.path.join(d, name), "w") as f:
+            f.write('''local mg = require "moongate"
 mg.listen("127.0.0.1:%d", { tls = { cert = "%s", key = "%s" } })
 mg.listen("127.0.0.1:%d", { http2 = true })
 mg.set { keepalive_requests = 100000000, max_connections = 30000, keepalive_timeout = "300s" }
 mg.route("/", "scgi://127.0.0.1:%d/")
-''' % (mg_port, cert, key, mg_h2c, backend_port))
+''' % (tls_port, cert, key, h2c_port, backend_port))
     with open(os.path.join(d, "nginx.conf"), "w") as f:
         f.write('''worker_processes 1;
 daemon off;
@@ -129,24 +133,31 @@ http {
     }
 }
 ''' % (d, d, ngx_port, ngx_h2c, cert, key, backend_port))
-    def start_servers():
-        return {
+    def start_servers(baseline=None):
+        out = {
             "moongate": (Server("moongate", [os.path.join(build, "moongate"), "-c", os.path.join(d, "init.lua")],
                                 mg_port, d), mg_port, mg_h2c),
             "nginx": (Server("nginx", ["nginx", "-p", d, "-c", os.path.join(d, "nginx.conf"), "-e",
                                        os.path.join(d, "error.log")], ngx_port, d), ngx_port, ngx_h2c),
         }
+        if baseline:
+            out["moongate@base"] = (Server("moongate@base", [os.path.join(os.path.abspath(baseline), "moongate"), "-c",
+                                                             os.path.join(d, "init-base.lua")], base_port, d),
+                                    base_port, base_h2c)
+        return out
 
-    idle = idle_memory(start_servers, args.idle)
-    servers = start_servers()
+    idle = idle_memory(start_servers, args.idle) if args.idle else {}
+    servers = start_servers(args.baseline)
+    names = ["moongate", "nginx"] + (["moongate@base"] if args.baseline else [])
     cases = [("12-byte, TLS, -c 16 -m 32", "https", "/hello", 16, 32),
              ("1 MiB, TLS, -c 16 -m 4", "https", "/bytes/1048576", 16, 4),
              ("12-byte, h2c, -c 16 -m 32", "http", "/hello", 16, 32)]
+    cases = [c for c in cases if not args.only or args.only in c[0]]
     results = {}
     try:
         for rnd in range(args.rounds):
             for case, scheme, path, conns, streams in cases:
-                order = ["moongate", "nginx"] if rnd % 2 == 0 else ["nginx", "moongate"]
+                order = names if rnd % 2 == 0 else names[::-1]
                 for name in order:
                     s, tls_port, h2c_port = servers[name]
                     port = tls_port if scheme == "https" else h2c_port
@@ -168,6 +179,17 @@ http {
         mr, nr = statistics.median(v[0] for v in m), statistics.median(v[0] for v in n)
         mc, nc = statistics.median(v[1] for v in m), statistics.median(v[1] for v in n)
         print("| %s | %.0f | %.0f | %.2fx | %.1f | %.1f | %.2fx |" % (case, mr, nr, mr / nr, mc, nc, mc / nc))
+    if args.baseline:
+        print()
+        print("| case | moongate req/s | moongate@base req/s | rate ratio | CPU us/req | @base CPU us/req | CPU ratio |")
+        print("|---|---|---|---|---|---|---|")
+        for case, *_ in cases:
+            m, b = results[(case, "moongate")], results[(case, "moongate@base")]
+            mr, br = statistics.median(v[0] for v in m), statistics.median(v[0] for v in b)
+            mc, bc = statistics.median(v[1] for v in m), statistics.median(v[1] for v in b)
+            print("| %s | %.0f | %.0f | %.2fx | %.1f | %.1f | %.2fx |" % (case, mr, br, mr / br, mc, bc, mc / bc))
+    if not idle:
+        return
     print()
     print("| idle HTTP/2 connection | moongate KiB | nginx KiB | ratio |")
     print("|---|---|---|---|")
