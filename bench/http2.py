@@ -172,13 +172,19 @@ http {
             s.stop()
         backend.terminate()
     print()
-    print("| case | moongate req/s | nginx req/s | rate ratio | moongate CPU us/req | nginx CPU us/req | CPU ratio |")
-    print("|---|---|---|---|---|---|---|")
+    # The paired ratios: the median of each round's ratio (the two servers of a round ran side by
+    # side, so a round's ratio cancels most of the machine's drift between rounds).
+    print("| case | moongate req/s | nginx req/s | rate ratio | moongate CPU us/req | nginx CPU us/req | CPU ratio "
+          "| paired rate | paired CPU |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for case, *_ in cases:
         m, n = results[(case, "moongate")], results[(case, "nginx")]
         mr, nr = statistics.median(v[0] for v in m), statistics.median(v[0] for v in n)
         mc, nc = statistics.median(v[1] for v in m), statistics.median(v[1] for v in n)
-        print("| %s | %.0f | %.0f | %.2fx | %.1f | %.1f | %.2fx |" % (case, mr, nr, mr / nr, mc, nc, mc / nc))
+        pr = statistics.median(a[0] / b[0] for a, b in zip(m, n))
+        pc = statistics.median(a[1] / b[1] for a, b in zip(m, n))
+        print("| %s | %.0f | %.0f | %.2fx | %.1f | %.1f | %.2fx | %.2fx | %.2fx |"
+              % (case, mr, nr, mr / nr, mc, nc, mc / nc, pr, pc))
     if args.baseline:
         print()
         print("| case | moongate req/s | moongate@base req/s | rate ratio | CPU us/req | @base CPU us/req | CPU ratio |")
