@@ -7,10 +7,14 @@
 #include "lua_body.h"
 
 #include <lauxlib.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "loop.h"
 #include "lua_request.h"
+#include "lua_thread.h"
+#include "timeq.h"
 
 static uint64_t body_limit(const mg_req_t *req) {
   return req->route ? req->route->client_max_body_size : req->cfg->set.client_max_body_size;
@@ -43,6 +47,25 @@ static void on_body_collected(mg_req_t *req) {
   if (t) mg_thread_wake(t, 0); /* inside the parser: the thread runs on the next turn */
 }
 
+/* The first parse of the body, on the next loop turn: the thread is then suspended, so that a
+ * parse that ends the request (a malformed chunk: 400) abandons it as any wait is abandoned,
+ * rather than freeing the request under the running call. The kick holds the request (not
+ * the thread, which the body may wake and which may be gone by then). */
+typedef struct {
+  uv_timer_t timer;
+  mg_req_t *req;
+} kick_t;
+
+static void on_kick_closed(uv_handle_t *h) { free(h->data); }
+
+static void on_kick(uv_timer_t *tm) {
+  kick_t *k = tm->data;
+  mg_req_t *req = k->req;
+  uv_close((uv_handle_t *)tm, on_kick_closed);
+  if (!req->finished) mg_req_read_body(req); /* may read all of it at once, or end the request */
+  mg_req_unhold(req);
+}
+
 static void read_body_cancel(mg_thread_t *t) {
   if (t->req) ((mg_lua_req_t *)t->req->lua)->body_waiter = NULL;
 }
@@ -71,9 +94,13 @@ int mg_lua_req_read_body(lua_State *L) {
   req->on_body = on_body_collect;
   req->on_body_end = on_body_collected;
   req->body_reading = 1;
-  mg_req_read_body(req); /* may read all of it at once */
-  if (req->body_ready) return 0;
   ((mg_lua_req_t *)req->lua)->body_waiter = t;
+  kick_t *k = mg_malloc(sizeof *k);
+  uv_timer_init(req->server->loop, &k->timer);
+  k->timer.data = k;
+  k->req = req;
+  mg_req_hold(req);
+  mg_timer_start(&k->timer, on_kick, 0, 0);
   return mg_thread_wait(L, t, read_body_cancel, NULL);
 }
 
