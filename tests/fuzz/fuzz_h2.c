@@ -36,30 +36,13 @@
  * Every connection begins with the preface and (unless OPT_NO_SETTINGS) a SETTINGS frame and
  * the acknowledgement of the server's, written by the harness. */
 #include <nghttp2/nghttp2.h>
-#include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
-#include <sys/un.h>
-#include <unistd.h>
-#include <uv.h>
 
-#include "config.h"
 #include "conn.h"
-#include "hooks.h"
+#include "fuzz_harness.h"
 #include "http1.h"
 #include "http2.h"
-#include "log.h"
-#include "loop.h"
-#include "scgi.h"
-
-static mg_server_t server;
-static uv_loop_t loop;
-static uv_pipe_t backend;
-static char backend_path[108];
-static unsigned backend_events; /* callbacks of the backend so far: the loop is not idle */
 
 static const char config_src[] =
     "local mg = require 'moongate'\n"
@@ -90,120 +73,23 @@ static const char config_src[] =
     "  mg.wait(t)\n"
     "  return 200, tostring(r and r.status) .. tostring(req:body())\n"
     "end)\n"
-    "mg.on('access', function(req)\n"
-    "  if req.headers['w'] then mg.sleep(0) end\n" /* waits: the body is held, resets land mid-wait */
-    "  if req.headers['a'] then req.headers['x-user'] = 'alice' end\n"
-    "  req.headers['authorization'] = nil\n"
-    "  if req.headers['b'] then req.env.HTTP_B = false end\n"
-    "  if req.headers['c'] then req.env.HTTP_C = 'env' end\n"
-    "end)\n"
-    "mg.route('/scgi', 'unix:' .. BACKEND .. '|scgi://', { hooks = { access = function(req)\n"
-    "  local want = {}\n"
-    "  for name, v in pairs(req:headers()) do\n"
-    "    if name:match('^[%w-]+$') and name ~= 'content-length' and name ~= 'content-type' and name ~= 'proxy' then\n"
-    "      if type(v) == 'table' then v = table.concat(v, name == 'cookie' and '; ' or ', ') end\n"
-    "      want['HTTP_' .. name:upper():gsub('-', '_')] = v\n"
-    "    end\n"
-    "  end\n"
-    "  for name, v in pairs(req.env) do want[name] = v or nil end\n"
-    "  local lines = {}\n"
-    "  for name, v in pairs(want) do lines[#lines + 1] = name .. '=' .. v end\n"
-    "  table.sort(lines)\n"
-    "  req.env.MG_EXPECT = table.concat(lines, '\\n')\n"
-    "end } })\n";
+    MG_FUZZ_POLICY_LUA;
 
-/* ---- the harness's SCGI backend (as fuzz_http's) ---------------------------------------------- */
+/* ---- the harness's SCGI backend (fuzz_harness.h) -------------------------------------------- */
 
-typedef struct {
-  uv_pipe_t h;
-  uv_write_t w;
-  mg_buf_t in;
-  int answered;
-} backend_conn_t;
-
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
-/* The HTTP_* variables received, "NAME=value" sorted and joined by newlines, against MG_EXPECT. */
-static void check_invariant(const mg_vars_t *vars) {
-  const mg_var_t *expect = mg_vars_get(vars, "MG_EXPECT");
-  if (!expect) return; /* a request the access hook never saw (an internal redirect target) */
+/* Beyond the policy invariant: an HTTP/2 request says so. What it answers follows the path:
+ * /scgi/hold never (it reads on, until moongate closes), /scgi/big 300 KB (flow control,
+ * producers waiting for room), /scgi/cut less than its Content-Length (the stream is cut),
+ * /scgi/nolen a body ended by the close. */
+static void backend_answer(backend_conn_t *bc, uv_stream_t *s, const mg_vars_t *vars) {
   const mg_var_t *proto = mg_vars_get(vars, "SERVER_PROTOCOL");
   if (!proto || proto->value_len != 8 || memcmp(proto->value, "HTTP/2.0", 8) != 0) {
     fprintf(stderr, "an HTTP/2 request reached the backend without SERVER_PROTOCOL=HTTP/2.0\n");
     abort();
   }
-  char **lines = calloc((size_t)vars->n + 1, sizeof *lines);
-  int n = 0;
-  for (int i = 0; i < vars->n; i++) {
-    const mg_var_t *v = &vars->v[i];
-    if (v->name_len < 5 || memcmp(v->name, "HTTP_", 5) != 0) continue;
-    lines[n] = malloc(v->name_len + v->value_len + 2);
-    memcpy(lines[n], v->name, v->name_len);
-    lines[n][v->name_len] = '=';
-    memcpy(lines[n] + v->name_len + 1, v->value, v->value_len);
-    lines[n][v->name_len + v->value_len + 1] = 0;
-    n++;
-  }
-  qsort(lines, (size_t)n, sizeof *lines, cmp_str);
-  mg_buf_t got;
-  mg_buf_init(&got);
-  for (int i = 0; i < n; i++) {
-    if (i) mg_buf_append(&got, "\n", 1);
-    mg_buf_puts(&got, lines[i]);
-    free(lines[i]);
-  }
-  free(lines);
-  if (got.len != expect->value_len || memcmp(got.data ? got.data : "", expect->value, got.len) != 0) {
-    fprintf(stderr, "policy invariant broken: the backend received\n%.*s\nthe last access hook left\n%.*s\n",
-            (int)got.len, got.data ? got.data : "", (int)expect->value_len, expect->value);
-    abort();
-  }
-  mg_buf_free(&got);
-}
-
-static void on_backend_closed(uv_handle_t *h) {
-  backend_events++;
-  backend_conn_t *bc = h->data;
-  mg_buf_free(&bc->in);
-  free(bc);
-}
-
-static void on_backend_written(uv_write_t *w, int status) {
-  (void)status;
-  uv_close((uv_handle_t *)w->handle, on_backend_closed);
-}
-
-static void on_backend_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
-  (void)h, (void)hint;
-  static char block[65536];
-  *buf = uv_buf_init(block, sizeof block);
-}
-
-static void on_backend_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-  backend_events++;
-  backend_conn_t *bc = s->data;
-  if (nread < 0) {
-    if (!uv_is_closing((uv_handle_t *)s)) uv_close((uv_handle_t *)s, on_backend_closed);
-    return;
-  }
-  if (bc->answered) return;
-  mg_buf_append(&bc->in, buf->base, (size_t)nread);
-  mg_vars_t vars;
-  mg_vars_init(&vars);
-  long used = mg_scgi_decode(bc->in.data, bc->in.len, &vars);
-  if (used == 0) {
-    mg_vars_free(&vars);
-    return;
-  }
-  if (used < 0) abort(); /* moongate sent a malformed netstring */
-  check_invariant(&vars);
-  /* What it answers follows the path: /scgi/hold never (it reads on, until moongate closes),
-   * /scgi/big 300 KB (flow control, producers waiting for room), /scgi/cut less than its
-   * Content-Length (the stream is cut), /scgi/nolen a body ended by the close. */
-  const mg_var_t *uri = mg_vars_get(&vars, "REQUEST_URI");
+  const mg_var_t *uri = mg_vars_get(vars, "REQUEST_URI");
   char path[32] = "";
   if (uri) snprintf(path, sizeof path, "%.*s", (int)uri->value_len, uri->value);
-  mg_vars_free(&vars);
   bc->answered = 1; /* what follows (the body) is read and dropped */
   if (strncmp(path, "/scgi/hold", 10) == 0) return;
   static char answer[] = "Status: 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok";
@@ -224,48 +110,10 @@ static void on_backend_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) 
   if (uv_write(&bc->w, s, b, nb, on_backend_written) < 0) uv_close((uv_handle_t *)s, on_backend_closed);
 }
 
-static void on_backend_connection(uv_stream_t *listener, int status) {
-  backend_events++;
-  if (status < 0) return;
-  backend_conn_t *bc = calloc(1, sizeof *bc);
-  mg_buf_init(&bc->in);
-  uv_pipe_init(&loop, &bc->h, 0);
-  bc->h.data = bc;
-  if (uv_accept(listener, (uv_stream_t *)&bc->h) < 0) {
-    uv_close((uv_handle_t *)&bc->h, on_backend_closed);
-    return;
-  }
-  uv_read_start((uv_stream_t *)&bc->h, on_backend_alloc, on_backend_read);
-}
-
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc, (void)argv;
-  signal(SIGPIPE, SIG_IGN);
-  snprintf(backend_path, sizeof backend_path, "/tmp/mg-fuzz-h2-%d.sock", (int)getpid());
-  char path[] = "/tmp/mg-fuzz-h2-XXXXXX.lua";
-  int fd = mkstemps(path, 4);
-  char prelude[160];
-  int pl = snprintf(prelude, sizeof prelude, "local BACKEND = '%s'\n", backend_path);
-  if (fd < 0 || write(fd, prelude, (size_t)pl) < 0 || write(fd, config_src, sizeof config_src - 1) < 0) abort();
-  close(fd);
-  char err[1024];
-  mg_config_t *cfg = mg_config_load(path, err, sizeof err);
-  unlink(path);
-  if (!cfg) {
-    fprintf(stderr, "fuzz config: %s\n", err);
-    abort();
-  }
+  mg_config_t *cfg = harness_start("h2", config_src, sizeof config_src - 1);
   if (cfg->nlistens < 1 || !cfg->listens[0].http2) abort();
-  mg_log_open("/dev/null", NULL, "error");
-  uv_loop_init(&loop);
-  unlink(backend_path);
-  if (uv_pipe_init(&loop, &backend, 0) < 0 || uv_pipe_bind(&backend, backend_path) < 0 ||
-      uv_listen((uv_stream_t *)&backend, 64, on_backend_connection) < 0)
-    abort();
-  uv_unref((uv_handle_t *)&backend);
-  server.loop = &loop;
-  if (mg_hooks->worker_start(cfg, &loop) < 0) abort();
-  server.cfg = cfg;
   return 0;
 }
 
