@@ -82,6 +82,14 @@ local args = ngx.req.get_post_args()
 local keys = {} for k in pairs(args) do keys[#keys + 1] = k end table.sort(keys)
 for _, k in ipairs(keys) do ngx.say(k, "=", tostring(args[k])) end
 ''', req(method="POST", headers=[("Content-Type", "application/x-www-form-urlencoded")], body=b"a=1&b=x%20y"), []),
+    # a content handler that waits before reading: the body is still there (it waited in the
+    # socket under nginx, held by moongate)
+    "req_body_after_wait": (r'''
+ngx.sleep(0.05)
+ngx.req.read_body()
+local b = ngx.req.get_body_data()
+ngx.say("data: ", b and #b or "nil", " ", b and ngx.md5(b) or "")
+''', req(method="POST", body=bytes(range(256)) * 4), []),
     "req_body_none": (r'''
 ngx.req.read_body()
 ngx.say("data: ", tostring(ngx.req.get_body_data()))
