@@ -114,6 +114,11 @@ local settings = {
   http2_max_header_list_size = { "size", "16k" },
   http2_initial_window_size = { "window", "64k" },
   send_timeout = { "positive_time", 60 },
+  -- SPEC 19: shielding SCGI workers from slow clients (also per route).
+  request_buffering = { "bool", true },
+  response_buffering = { "bool", true },
+  response_buffer_size = { "size", "256k" },
+  response_temp_max = { "size", "1g" },
 }
 M._settings = settings
 
@@ -271,6 +276,8 @@ local route_keys = {
   host = true, internal_redirect = true, sendfile = true, sendfile_roots = true, sendfile_missing = true,
   pathinfo = true, env = true, hooks = true, connect_timeout = true, timeout = true,
   client_max_body_size = true, pass_authorization = true, internal = true,
+  -- SPEC 19: buffering
+  request_buffering = true, response_buffering = true, response_buffer_size = true, response_temp_max = true,
 }
 
 local status_marker = {}
@@ -341,6 +348,13 @@ function M.route(match, target, opts)
   if opts.connect_timeout ~= nil then r.connect_timeout = parse_time(at, "connect_timeout", opts.connect_timeout) end
   if opts.timeout ~= nil then r.timeout = parse_time(at, "timeout", opts.timeout) end
   if opts.client_max_body_size ~= nil then r.client_max_body_size = parse_size(at, "client_max_body_size", opts.client_max_body_size) end
+  -- SPEC 19: buffering
+  for _, k in ipairs({ "request_buffering", "response_buffering" }) do
+    if opts[k] ~= nil then r[k] = parse_bool(at, k, opts[k]) end
+  end
+  for _, k in ipairs({ "response_buffer_size", "response_temp_max" }) do
+    if opts[k] ~= nil then r[k] = parse_size(at, k, opts[k]) end
+  end
   if opts.env ~= nil then
     if type(opts.env) ~= "table" then fail(at, "env: expected a table of NAME = value") end
     r.env = {}

@@ -158,6 +158,11 @@ static int load_settings(loader_t *ld) {
   s->regex_cache_max_entries = (uint64_t)get_num(L, "regex_cache_max_entries", 1024);
   s->lua_ssl_trusted_certificate = get_str(L, "lua_ssl_trusted_certificate");
   s->lua_ssl_verify_depth = (uint64_t)get_num(L, "lua_ssl_verify_depth", 1);
+  /* SPEC 19: buffering */
+  s->request_buffering = get_bool(L, "request_buffering", 1);
+  s->response_buffering = get_bool(L, "response_buffering", 1);
+  s->response_buffer_size = (uint64_t)get_num(L, "response_buffer_size", 256 << 10);
+  s->response_temp_max = (uint64_t)get_num(L, "response_temp_max", (int64_t)1 << 30);
   s->lua_max_pending_timers = (uint64_t)get_num(L, "lua_max_pending_timers", 1024);
   s->lua_max_running_timers = (uint64_t)get_num(L, "lua_max_running_timers", 256);
   s->http2_max_concurrent_streams = (uint64_t)get_num(L, "http2_max_concurrent_streams", 128);
@@ -366,6 +371,11 @@ static int load_route(loader_t *ld, mg_route_t *r) {
   r->connect_timeout = (uint64_t)get_num(L, "connect_timeout", (int64_t)cfg->set.connect_timeout);
   r->timeout = (uint64_t)get_num(L, "timeout", (int64_t)cfg->set.timeout);
   r->client_max_body_size = (uint64_t)get_num(L, "client_max_body_size", (int64_t)cfg->set.client_max_body_size);
+  /* SPEC 19: buffering */
+  r->request_buffering = get_bool(L, "request_buffering", cfg->set.request_buffering);
+  r->response_buffering = get_bool(L, "response_buffering", cfg->set.response_buffering);
+  r->response_buffer_size = (uint64_t)get_num(L, "response_buffer_size", (int64_t)cfg->set.response_buffer_size);
+  r->response_temp_max = (uint64_t)get_num(L, "response_temp_max", (int64_t)cfg->set.response_temp_max);
   lua_getfield(L, -1, "sendfile_roots");
   if (lua_istable(L, -1)) {
     r->nsendfile_roots = (int)lua_objlen(L, -1);

@@ -19,14 +19,20 @@ void mg_body_init(mg_body_t *b) {
   b->len = 0;
 }
 
+int mg_tmpfile(void) {
+  const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+  int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  return fd < 0 ? -errno : fd;
+}
+
 int mg_body_add(mg_body_t *b, const char *data, size_t len) {
   if (b->fd < 0 && b->mem.len + len <= BODY_MEMORY) {
     mg_buf_append(&b->mem, data, len);
   } else {
     if (b->fd < 0) {
-      const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-      b->fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-      if (b->fd < 0) return -errno;
+      int fd = mg_tmpfile();
+      if (fd < 0) return fd;
+      b->fd = fd;
       if (b->mem.len && write(b->fd, b->mem.data, b->mem.len) != (ssize_t)b->mem.len) return -EIO;
       mg_buf_free(&b->mem);
     }

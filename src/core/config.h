@@ -77,6 +77,11 @@ typedef struct {
   mg_hooks_t hooks[MG_PHASE_HOOKED];
   uint64_t connect_timeout, timeout; /* ms */
   uint64_t client_max_body_size;
+  /* SPEC 19: buffering. request_buffering: the body is read whole before the backend is
+   * contacted; response_buffering: what the client has not taken yet goes to a temporary
+   * file past response_buffer_size, up to response_temp_max, so the backend is freed. */
+  int request_buffering, response_buffering;
+  uint64_t response_buffer_size, response_temp_max;
   char *decl; /* "file:line" of the mg.route call */
 } mg_route_t;
 
@@ -119,6 +124,9 @@ typedef struct {
    * response makes no progress. */
   uint64_t http2_max_concurrent_streams, http2_max_header_list_size, http2_initial_window_size;
   uint64_t send_timeout;
+  /* SPEC 19: buffering (the routes' defaults) */
+  int request_buffering, response_buffering;
+  uint64_t response_buffer_size, response_temp_max;
 } mg_settings_t;
 
 typedef struct {

@@ -88,6 +88,9 @@ struct mg_handler_s {
 void mg_body_init(mg_body_t *b);
 int mg_body_add(mg_body_t *b, const char *data, size_t len);
 void mg_body_reset(mg_body_t *b);
+/* A new unlinked temporary file (O_TMPFILE in $TMPDIR or /tmp), read-write: its descriptor,
+ * or -errno. What the gateway spools to disk never outlives its descriptor. */
+int mg_tmpfile(void);
 
 struct mg_req_s {
   const mg_sink_t *sink;

@@ -4,11 +4,13 @@
  * on only until its handles' close callbacks have run. up_close is idempotent and is the only
  * way an upstream ends; after it the request is never touched through the upstream again.
  *
- * Request body: bytes that arrive before the connection is up wait in `pending`; after that
- * they are written as they come. When more than MG_WRITE_HIGH bytes wait for the backend the
- * client is no longer read. A chunked request body cannot be framed by SCGI, so it is spooled
- * into req->body (memory up to 64 KiB, then an unlinked temporary file) and the backend is
- * connected when its exact length is known. A body held whole (spooled, read by
+ * Request body: with request_buffering (the default, SPEC 19) it is spooled into req->body
+ * (memory up to 64 KiB, then an unlinked temporary file) and the backend is connected only
+ * when the last byte is in, so a slow upload never holds a pre-fork SCGI worker. A chunked
+ * body is always spooled: SCGI cannot frame it before its exact length is known. Without
+ * buffering, bytes that arrive before the connection is up wait in `pending`; after that they
+ * are written as they come, and when more than MG_WRITE_HIGH bytes wait for the backend the
+ * client is no longer read. A body held whole (spooled, read by
  * req:read_body(), replaced by req:set_body(), a subrequest's) is sent with its exact length:
  * from memory, or from the file a block at a time as the backend takes it.
  *
@@ -40,6 +42,7 @@
 #include "log.h"
 #include "hooks.h"
 #include "phase.h"
+#include "resp_buffer.h"
 #include "sendfile.h"
 #include "fdio.h"
 #include "loop.h"
@@ -84,6 +87,8 @@ struct mg_upstream_s {
   int handles_open;
   unsigned closing : 1, reading : 1, client_paused : 1;
   unsigned head_queued : 1; /* the SCGI head is in wq (or out): body bytes follow it there */
+  unsigned spool : 1;       /* the request body is read whole into req->body first */
+  mg_rbuf_t *rbuf;          /* response_buffering: made when the client first falls behind */
   unsigned readable : 1, writable : 1, peer_closed : 1, write_failed : 1, flushing : 1;
   /* Last: mg_cgi_parse fills it, so a new upstream zeroes only the fields above (3 KiB less
    * to clear per request). */
@@ -152,6 +157,8 @@ static void up_close(mg_upstream_t *up) {
     up->req = NULL;
   }
   if (up->member && up->state >= S_HEAD) mg_member_done(up->member, up->bytes_in);
+  mg_rbuf_free(up->rbuf);
+  up->rbuf = NULL;
   free_pending(up);
   free_wq(up);
   if (up->spool_fd >= 0) close(up->spool_fd);
@@ -265,9 +272,9 @@ static void up_write(mg_upstream_t *up, void *mem, const char *data, size_t len)
 
 static void on_body(mg_req_t *req, const char *data, size_t len) {
   mg_upstream_t *up = req->up;
-  if (req->chunked) {
+  if (up->spool) {
     int rc = mg_body_add(&req->body, data, len);
-    if (rc < 0) up_fail(up, 500, "spooling the chunked request body failed: %s", strerror(-rc));
+    if (rc < 0) up_fail(up, 500, "spooling the request body to a temporary file failed: %s", strerror(-rc));
     return;
   }
   if (up->head_queued) {
@@ -287,7 +294,7 @@ static void on_body(mg_req_t *req, const char *data, size_t len) {
 
 static void on_body_end(mg_req_t *req) {
   mg_upstream_t *up = req->up;
-  if (!req->chunked) return;
+  if (!up->spool) return;
   req->body_ready = 1;
   if (up->state == S_WAIT_BODY) up_connect(up);
 }
@@ -372,18 +379,47 @@ static void on_client_drained(mg_req_t *req) {
   mg_fdio_again(&up->io); /* what is already readable is read on the next turn */
 }
 
+/* The backend's body is complete: the upstream closes (the backend is free) and the client
+ * gets the end, after what the response buffer still holds. */
+static void body_complete(mg_upstream_t *up) {
+  mg_req_t *req = up->req;
+  mg_rbuf_t *rb = up->rbuf;
+  up->rbuf = NULL;
+  up_close(up);
+  if (rb) mg_rbuf_end(rb);
+  else mg_req_send_end(req);
+}
+
+static void on_file_space(void *arg) { on_client_drained(((mg_upstream_t *)arg)->req); }
+
 static void forward_body(mg_upstream_t *up, char *block, const char *data, size_t len) {
   mg_req_t *req = up->req;
   up->bytes_in += len;
-  mg_req_send_body(req, block, data, len);
-  if (!up->req) return; /* the client went away during the write: the request is gone */
-  if (req->resp_length >= 0 && up->bytes_in >= (uint64_t)req->resp_length) {
-    /* The whole promised body is here: no need to wait for the backend to close. */
-    up_close(up);
-    mg_req_send_end(req);
+  int complete = req->resp_length >= 0 && up->bytes_in >= (uint64_t)req->resp_length;
+  const mg_route_t *r = req->route;
+  if (!up->rbuf && r->response_buffering && mg_req_write_queue(req) + len > r->response_buffer_size)
+    up->rbuf = mg_rbuf_new(req, on_file_space, up); /* the client falls behind: buffer from here on */
+  if (up->rbuf) {
+    int rc = mg_rbuf_put(up->rbuf, block, data, len);
+    if (!up->req) return; /* the client went away during the write */
+    if (rc < 0) {
+      up_close(up);
+      mg_req_abort(req, "response buffering failed");
+    } else if (complete) {
+      body_complete(up);
+    } else if (rc == 1) {
+      up->reading = 0; /* the file is full: on_file_space reads on */
+    }
     return;
   }
-  if (up->req && mg_req_write_queue(req) > MG_WRITE_HIGH && up->reading) {
+  mg_req_send_body(req, block, data, len);
+  if (!up->req) return; /* the client went away during the write: the request is gone */
+  if (complete) {
+    /* The whole promised body is here: no need to wait for the backend to close. */
+    body_complete(up);
+    return;
+  }
+  if (mg_req_write_queue(req) > MG_WRITE_HIGH && up->reading) {
     /* The client is slower than the backend: stop reading until it catches up. */
     up->reading = 0;
     mg_req_on_drain(req, on_client_drained);
@@ -448,10 +484,7 @@ static void on_head(mg_upstream_t *up, const mg_cgi_head_t *h, char *block, cons
     forward_body(up, block, body, rest);
   } else {
     mg_block_put(block);
-    if (req->resp_length == 0) {
-      up_close(up);
-      mg_req_send_end(req);
-    }
+    if (req->resp_length == 0) body_complete(up);
   }
 }
 
@@ -480,8 +513,7 @@ static void on_read(mg_upstream_t *up, ssize_t nread, char *block_in) {
       return;
     }
     /* EOF is the end of a CGI-style body; a short Content-Length is caught by send_end. */
-    up_close(up);
-    mg_req_send_end(req);
+    body_complete(up);
     return;
   }
   if (up->timeout_ms) uv_timer_again(&up->timer);
@@ -755,6 +787,7 @@ void mg_upstream_start(mg_req_t *req) {
   if (!req->redirects && !req->msg_done && !req->body_ready) {
     req->on_body = on_body;
     req->on_body_end = on_body_end;
+    up->spool = req->chunked || (req->route->request_buffering && req->content_length > 0);
   }
   if (req->route->kind == MG_TARGET_BALANCER) {
     up->balancer = req->route->balancer;
@@ -769,7 +802,7 @@ void mg_upstream_start(mg_req_t *req) {
     return;
   }
   if (!req->redirects) mg_req_continue(req);
-  if (req->chunked && !req->redirects && !req->msg_done && !req->body_ready) {
+  if (up->spool) {
     up->state = S_WAIT_BODY;
     return;
   }

@@ -89,7 +89,8 @@ def test_idle_keepalive_closes_after_timeout(gateway, echo_backend):
 
 
 def test_client_disconnect_mid_upload_closes_backend(gateway):
-    """A raw backend that records when its connection closes."""
+    """With request_buffering off the body streams: a raw backend that records when its
+    connection closes sees it close once the client has gone."""
     port = free_port()
     ls = socket.socket()
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -110,7 +111,8 @@ def test_client_disconnect_mid_upload_closes_backend(gateway):
 
     t = threading.Thread(target=backend, daemon=True)
     t.start()
-    g = gateway('mg.set { client_max_body_size = "100m" }\nmg.route("/", "scgi://127.0.0.1:%d/")\n' % port)
+    g = gateway('mg.set { client_max_body_size = "100m", request_buffering = false }\n'
+                'mg.route("/", "scgi://127.0.0.1:%d/")\n' % port)
     s = socket.create_connection(("127.0.0.1", g.port))
     s.sendall(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 50000000\r\n\r\n" + b"u" * 200000)
     time.sleep(0.3)

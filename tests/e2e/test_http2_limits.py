@@ -397,11 +397,12 @@ class CountingScgi:
 
 
 def test_a_200mb_upload_is_paced_by_the_window_to_a_slow_backend(gateway, echo_backend):
+    # Streamed (request_buffering off): the backend's pace reaches the client as flow control.
     total = 200 * 1024 * 1024
     backend = CountingScgi(rate=40 * 1024 * 1024, pause=1.0)
     try:
-        g = gateway('mg.set { client_max_body_size = 0 }\nmg.route("=/upload", "scgi://127.0.0.1:%d/")\n'
-                    % backend.port + ROUTES, echo_backend)
+        g = gateway('mg.set { client_max_body_size = 0, request_buffering = false }\n'
+                    'mg.route("=/upload", "scgi://127.0.0.1:%d/")\n' % backend.port + ROUTES, echo_backend)
         pid, before = warm(g)
         block = os.urandom(1 << 20)
         c = H2(g.port)
