@@ -268,14 +268,18 @@ def test_a_slow_reader_of_20mb_does_not_hold_the_backend(gateway, big_backend, p
     sampler.start()
     extra = ("--http2-prior-knowledge",) if proto == "h2c" else ()
     t0 = time.time()
-    took, code, body = curl_slow(g.port, "/buffered/big", "8M", extra)
+    if proto == "http1":
+        took, code, body = slow_read(g.port, "/buffered/big", 8 * MIB)
+    else:
+        took, code, body = curl_slow(g.port, "/buffered/big", "8M", extra)
     done.set()
     sampler.join(2)
     assert code == 200 and body == expected("/buffered/big", BIG)
     rec = big_backend.conns[-1]
     held = rec["closed"] - rec["accepted"]
-    # About 2.5 s for the client; the backend is released as fast as loopback and the disk go.
-    assert took > 2.0, took
+    # About 2.5 s for the client (curl's limit is an average: it may go faster at first); the
+    # backend is released as fast as loopback and the disk go.
+    assert took > 1.5, took
     assert held < took / 2, "the backend was held %.2f s of the client's %.2f s" % (held, took)
     assert rec["closed"] < t0 + took - 1.0
     print("%s: client %.2f s, backend held %.2f s, worker RSS %+d KiB at peak" % (proto, took, held, peak[0] - before))
