@@ -119,6 +119,8 @@ local settings = {
   response_buffering = { "bool", true },
   response_buffer_size = { "size", "256k" },
   response_temp_max = { "size", "1g" },
+  -- SPEC 19: response compression, off unless set (as nginx's gzip).
+  compress = { "compress", false },
 }
 M._settings = settings
 
@@ -165,7 +167,54 @@ local function parse_setting(at, key, kind, v)
   elseif kind == "status" then
     if v ~= 404 and v ~= 500 then fail(at, "%s: expected 404 or 500, got %s", key, tostring(v)) end
     return v
+  elseif kind == "compress" then return M._parse_compress(at, key, v)
   end
+end
+
+-- SPEC 19: compress = true | false | { types = {...} or "*", min_length = N, levels = { gzip, br, zstd } }.
+-- Normalised to false or { types = ",a,b," or "*", min_length, gzip, br, zstd } for config_load.c.
+local compress_types = { "text/html", "text/css", "text/plain", "text/javascript", "text/xml", "text/markdown",
+  "text/csv", "application/javascript", "application/json", "application/xml", "application/xhtml+xml",
+  "application/rss+xml", "application/atom+xml", "application/manifest+json", "application/wasm", "image/svg+xml",
+  "image/x-icon", "font/ttf", "font/otf" }
+local compress_levels = { gzip = { 1, 1, 9 }, br = { 4, 0, 11 }, zstd = { 3, 1, 19 } }
+function M._parse_compress(at, key, v)
+  if v == false then return false end
+  if v == true then v = {} end
+  if type(v) ~= "table" then fail(at, "%s: expected true, false or a table { types, min_length, levels }, got %s", key, type(v)) end
+  for k in pairs(v) do
+    if k ~= "types" and k ~= "min_length" and k ~= "levels" then fail(at, "%s: unknown option %q (types, min_length, levels)", key, tostring(k)) end
+  end
+  local r = { min_length = 256 }
+  local types = v.types or compress_types
+  if types == "*" then r.types = "*"
+  else
+    if type(types) ~= "table" or #types == 0 then fail(at, "%s.types: expected a list of MIME types or \"*\"", key) end
+    local list = {}
+    for i, t in ipairs(types) do
+      if type(t) ~= "string" or not t:match("^[%w!#$&^_.+-]+/[%w!#$&^_.+-]+$") and t ~= "*" then
+        fail(at, "%s.types[%d]: expected a MIME type like \"text/html\", got %s", key, i, tostring(t))
+      end
+      if t == "*" then r.types = "*" end
+      list[#list + 1] = t:lower()
+    end
+    r.types = r.types or ("," .. table.concat(list, ",") .. ",")
+  end
+  if v.min_length ~= nil then r.min_length = parse_size(at, key .. ".min_length", v.min_length) end
+  local lv = v.levels or {}
+  if type(lv) ~= "table" then fail(at, "%s.levels: expected a table { gzip = N, br = N, zstd = N }", key) end
+  for k in pairs(lv) do
+    if not compress_levels[k] then fail(at, "%s.levels: unknown encoding %q (gzip, br, zstd)", key, tostring(k)) end
+  end
+  for name, d in pairs(compress_levels) do
+    local n = lv[name]
+    if n == nil then n = d[1] end
+    if type(n) ~= "number" or n ~= math.floor(n) or n < d[2] or n > d[3] then
+      fail(at, "%s.levels.%s: expected a whole number from %d to %d, got %s", key, name, d[2], d[3], tostring(n))
+    end
+    r[name] = n
+  end
+  return r
 end
 
 for key, def in pairs(settings) do
@@ -278,6 +327,7 @@ local route_keys = {
   client_max_body_size = true, pass_authorization = true, internal = true,
   -- SPEC 19: buffering
   request_buffering = true, response_buffering = true, response_buffer_size = true, response_temp_max = true,
+  compress = true, -- SPEC 19
 }
 
 local status_marker = {}
@@ -312,8 +362,10 @@ function M.route(match, target, opts)
     r.kind = "status"
   elseif type(target) == "table" then
     if type(target.root) ~= "string" then fail(at, "mg.route: a table target must be { root = \"/dir\" }") end
-    for k in pairs(target) do if k ~= "root" then fail(at, "mg.route: unknown static option %q", tostring(k)) end end
+    for k in pairs(target) do if k ~= "root" and k ~= "precompressed" then fail(at, "mg.route: unknown static option %q", tostring(k)) end end
     r.kind = "static"; r.root = target.root
+    -- SPEC 19: file.br, file.zst, file.gz served when the client accepts them.
+    if target.precompressed ~= nil then r.precompressed = parse_bool(at, "precompressed", target.precompressed) end
   else
     fail(at, "mg.route: argument #2 must be a backend URL, balancer://name/, { root = DIR }, a function or mg.status_handler(), got %s", type(target))
   end
@@ -347,6 +399,7 @@ function M.route(match, target, opts)
   if opts.pass_authorization ~= nil then r.pass_authorization = parse_bool(at, "pass_authorization", opts.pass_authorization) end
   if opts.connect_timeout ~= nil then r.connect_timeout = parse_time(at, "connect_timeout", opts.connect_timeout) end
   if opts.timeout ~= nil then r.timeout = parse_time(at, "timeout", opts.timeout) end
+  if opts.compress ~= nil then r.compress = M._parse_compress(at, "compress", opts.compress) end -- SPEC 19
   if opts.client_max_body_size ~= nil then r.client_max_body_size = parse_size(at, "client_max_body_size", opts.client_max_body_size) end
   -- SPEC 19: buffering
   for _, k in ipairs({ "request_buffering", "response_buffering" }) do

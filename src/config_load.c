@@ -70,6 +70,27 @@ static int get_bool(lua_State *L, const char *key, int dflt) {
   return v;
 }
 
+/* SPEC 19: the `compress` field of the table on top (false, or moongate.lua's normalised table
+ * { types, min_length, gzip, br, zstd }); absent: a copy of dflt. */
+static void get_compress(lua_State *L, mg_compress_cfg_t *c, const mg_compress_cfg_t *dflt) {
+  lua_getfield(L, -1, "compress");
+  if (lua_istable(L, -1)) {
+    c->on = 1;
+    c->types = get_str(L, "types");
+    if (c->types && strcmp(c->types, "*") == 0) free(c->types), c->types = NULL;
+    c->min_length = (uint64_t)get_num(L, "min_length", 256);
+    c->level_gzip = (int)get_num(L, "gzip", 1);
+    c->level_br = (int)get_num(L, "br", 4);
+    c->level_zstd = (int)get_num(L, "zstd", 3);
+  } else if (lua_isboolean(L, -1) || !dflt) {
+    memset(c, 0, sizeof *c);
+  } else {
+    *c = *dflt;
+    if (dflt->types) c->types = mg_strdup(dflt->types);
+  }
+  lua_pop(L, 1);
+}
+
 /* A path relative to the folder of init.lua. */
 static char *resolve_path(const mg_config_t *cfg, const char *p) {
   if (p[0] == '/') return mg_strdup(p);
@@ -169,6 +190,7 @@ static int load_settings(loader_t *ld) {
   s->http2_max_header_list_size = (uint64_t)get_num(L, "http2_max_header_list_size", 16384);
   s->http2_initial_window_size = (uint64_t)get_num(L, "http2_initial_window_size", 65536);
   s->send_timeout = (uint64_t)get_num(L, "send_timeout", 60000);
+  get_compress(L, &s->compress, NULL); /* SPEC 19 */
   /* Log files named relative to init.lua live beside it. */
   char **paths[] = {&s->access_log, &s->error_log, &s->pid, &s->lua_ssl_trusted_certificate};
   for (int i = 0; i < 4; i++) {
@@ -376,6 +398,9 @@ static int load_route(loader_t *ld, mg_route_t *r) {
   r->response_buffering = get_bool(L, "response_buffering", cfg->set.response_buffering);
   r->response_buffer_size = (uint64_t)get_num(L, "response_buffer_size", (int64_t)cfg->set.response_buffer_size);
   r->response_temp_max = (uint64_t)get_num(L, "response_temp_max", (int64_t)cfg->set.response_temp_max);
+  /* SPEC 19: compression, precompressed siblings. */
+  get_compress(L, &r->compress, &cfg->set.compress);
+  r->precompressed = get_bool(L, "precompressed", 0);
   lua_getfield(L, -1, "sendfile_roots");
   if (lua_istable(L, -1)) {
     r->nsendfile_roots = (int)lua_objlen(L, -1);
@@ -572,6 +597,7 @@ void mg_config_free(mg_config_t *cfg) {
     mg_route_t *r = &cfg->routes[i];
     free(r->match), free(r->host), free(r->addr.url), free(r->root), free(r->internal_redirect);
     free(r->sendfile), free(r->decl);
+    free(r->compress.types); /* SPEC 19 */
     mg_route_re_free(r);
     if (r->root_fd >= 0) close(r->root_fd);
     for (int k = 0; k < r->nsendfile_roots; k++) {
@@ -597,6 +623,7 @@ void mg_config_free(mg_config_t *cfg) {
   mg_settings_t *s = &cfg->set;
   free(s->server_name), free(s->access_log), free(s->error_log), free(s->log_level), free(s->pid);
   free(s->user), free(s->group), free(s->lua_ssl_trusted_certificate);
+  free(s->compress.types); /* SPEC 19 */
   if (cfg->L) mg_shdict_release_all(cfg->L), lua_close(cfg->L);
   free(cfg->file), free(cfg->dir);
   free(cfg);

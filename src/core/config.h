@@ -49,6 +49,15 @@ typedef struct {
 typedef struct mg_balancer_s mg_balancer_t;
 typedef struct mg_handler_s mg_handler_t; /* request.h */
 
+/* SPEC 19: compression. A setting of mg.set and of a route (a route's own table replaces the
+ * global one; `compress = false` turns it off there). */
+typedef struct {
+  int on;
+  char *types; /* ",text/html,text/css," (lower case), or NULL for every type ("*") */
+  uint64_t min_length;
+  int level_gzip, level_br, level_zstd;
+} mg_compress_cfg_t;
+
 typedef struct {
   char *match;
   size_t match_len;
@@ -83,6 +92,10 @@ typedef struct {
   int request_buffering, response_buffering;
   uint64_t response_buffer_size, response_temp_max;
   char *decl; /* "file:line" of the mg.route call */
+  /* SPEC 19: compression (the global setting unless the route has its own); precompressed
+   * siblings of a static route. */
+  mg_compress_cfg_t compress;
+  int precompressed;
 } mg_route_t;
 
 typedef struct {
@@ -127,6 +140,8 @@ typedef struct {
   /* SPEC 19: buffering (the routes' defaults) */
   int request_buffering, response_buffering;
   uint64_t response_buffer_size, response_temp_max;
+  /* SPEC 19: compression (off unless set). */
+  mg_compress_cfg_t compress;
 } mg_settings_t;
 
 typedef struct {

@@ -15,6 +15,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "compress.h"
 #include "hooks.h"
 #include "log.h"
 #include "loop.h"
@@ -215,7 +216,7 @@ int mg_req_local(const mg_req_t *req, char *addr, size_t n, int *port) {
 }
 
 int mg_req_socket_fd(const mg_req_t *req) {
-  return req->body_filtered || !req->sink->socket_fd ? -1 : req->sink->socket_fd(req);
+  return req->body_filtered || req->compress || !req->sink->socket_fd ? -1 : req->sink->socket_fd(req);
 }
 
 int mg_req_peer_gone(const mg_req_t *req) {
@@ -276,6 +277,7 @@ void mg_req_send_head(mg_req_t *req) {
     mg_fields_set(&req->pool, &req->resp_headers, "Content-Length", "26");
     req->keepalive = 0;
   }
+  if (!req->filter_failed) mg_compress_head(req); /* SPEC 19 */
   req->head_sent = 1;
   if (!req->filter_failed && !req->body_filter_off && !req->is_head && status_has_body(req->status) && mg_hooks &&
       mg_req_hook_count(req, MG_PHASE_BODY_FILTER)) {
@@ -295,7 +297,19 @@ void mg_req_send_head(mg_req_t *req) {
 
 /* Sends len bytes at data, owned by `block` (a pooled block) or `heap` (malloc'd), either
  * released when the sink is done with them. */
+static void sink_out(mg_req_t *req, char *block, char *heap, const char *data, size_t len) {
+  req->bytes_sent += len;
+  req->sink->body(req, block, heap, data, len);
+}
+
 static void body_out(mg_req_t *req, char *block, char *heap, const char *data, size_t len) {
+  if (req->compress) {
+    /* SPEC 19: through the compressor, which sends its own blocks on. */
+    mg_compress_body(req, data, len, sink_out);
+    mg_block_put(block);
+    free(heap);
+    return;
+  }
   if (req->resp_length >= 0 && req->bytes_sent + len > (uint64_t)req->resp_length) {
     /* More than the Content-Length promised: the excess cannot be framed; drop it. */
     len = (size_t)((uint64_t)req->resp_length - req->bytes_sent);
@@ -370,6 +384,10 @@ void mg_req_send_end(mg_req_t *req) {
     req->body_filtered = 0;
     if (filtered_out(req, "", 0, 1) < 0) return;
   }
+  if (req->compress && mg_compress_end(req, sink_out) < 0) {
+    mg_req_abort(req, "compression failed");
+    return;
+  }
   if (req->resp_length >= 0 && !req->is_head && status_has_body(req->status) &&
       req->bytes_sent < (uint64_t)req->resp_length) {
     mg_req_abort(req, "response shorter than its Content-Length");
@@ -400,8 +418,7 @@ void mg_req_respond(mg_req_t *req, int status, const char *content_type, const c
   if (len && !req->is_head && !req->filter_failed && status_has_body(req->status)) {
     char *copy = mg_malloc(len);
     memcpy(copy, body, len);
-    req->bytes_sent += len;
-    req->sink->body(req, NULL, copy, copy, len);
+    body_out(req, NULL, copy, copy, len);
   }
   mg_req_send_end(req);
 }

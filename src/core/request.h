@@ -161,7 +161,8 @@ struct mg_req_s {
   uint16_t holds;
   unsigned free_deferred : 1;
   unsigned body_filtered : 1, body_filter_off : 1; /* the body goes through body_filter hooks */
-  uint64_t bytes_sent; /* body bytes */
+  uint64_t bytes_sent; /* body bytes (compressed ones when compressing) */
+  void *compress;      /* SPEC 19: compress.c's state; NULL: the body goes as is */
   mg_upstream_t *up;
   void *handler_data; /* static/sendfile state */
   char *remote;       /* the client's address, formatted */
