@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "accept.h"
 #include "handler.h"
 #include "log.h"
 #include "path.h"
@@ -291,6 +292,41 @@ void mg_file_send(mg_req_t *req, int fd, const struct stat *st, int conditional,
 }
 
 
+/* SPEC 19: `precompressed = true`. Among file.br, file.zst and file.gz (regular files not
+ * older than the file), the one the client accepts best (accept.h's negotiation) replaces the
+ * file: *fd and *st are the sibling's, Content-Encoding and Vary are set; the Content-Type
+ * stays the original's (mg_file_send names it by rel), the ETag is the sibling's. */
+static void precompressed_sibling(mg_req_t *req, const char *rel, int *fd, struct stat *st) {
+  static const struct { int enc; const char *ext; } sib[] = {{MG_ENC_BR, ".br"}, {MG_ENC_ZSTD, ".zst"}, {MG_ENC_GZIP, ".gz"}};
+  int fds[3] = {-1, -1, -1}, offered = 0;
+  struct stat sst[3];
+  size_t rl = strlen(rel);
+  char *name = mg_pool_alloc(&req->pool, rl + 5);
+  for (int i = 0; i < 3; i++) {
+    memcpy(name, rel, rl);
+    strcpy(name + rl, sib[i].ext);
+    int f = mg_static_open_beneath(req->route->root_fd, name);
+    if (f < 0) continue;
+    if (fstat(f, &sst[i]) < 0 || !S_ISREG(sst[i].st_mode) || sst[i].st_mtime < st->st_mtime) {
+      close(f);
+      continue;
+    }
+    fds[i] = f, offered |= sib[i].enc;
+  }
+  int enc = offered ? mg_accept_encoding(mg_fields_get(&req->headers, "Accept-Encoding"), offered) : MG_ENC_NONE;
+  for (int i = 0; i < 3; i++) {
+    if (fds[i] < 0) continue;
+    if (sib[i].enc != enc) {
+      close(fds[i]);
+      continue;
+    }
+    close(*fd);
+    *fd = fds[i], *st = sst[i];
+    mg_fields_set(&req->pool, &req->resp_headers, "Content-Encoding", mg_encoding_name(enc));
+  }
+  if (offered) mg_fields_set(&req->pool, &req->resp_headers, "Vary", "Accept-Encoding");
+}
+
 /* ---- { root = DIR } routes ---------------------------------------------------------------- */
 
 void mg_static_serve(mg_req_t *req) {
@@ -322,6 +358,7 @@ void mg_static_serve(mg_req_t *req) {
     return;
   }
   req->status = 200;
+  if (r->precompressed) precompressed_sibling(req, rel, &fd, &st); /* SPEC 19 */
   mg_file_send(req, fd, &st, 1, rel);
 }
 

@@ -256,3 +256,29 @@ def test_bad_options_name_the_line(gateway, tmp_path):
         out = subprocess.run([MOONGATE, "-t", "-c", str(p)], capture_output=True, timeout=10)
         text = (out.stdout + out.stderr).decode()
         assert out.returncode != 0 and "bad.lua:3" in text and words in text, text
+
+
+def test_precompressed_siblings(gateway, tmp_path):
+    st = tmp_path / "p" / "www"
+    st.mkdir(parents=True)
+    (st / "app.js").write_text("console.log('plain');\n" * 50)
+    (st / "app.js.gz").write_bytes(gzip.compress(b"GZ-SIBLING"))
+    (st / "app.js.br").write_bytes(brotli.compress(b"BR-SIBLING"))
+    (st / "old.css").write_text("body{}\n" * 50)
+    (st / "old.css.gz").write_bytes(gzip.compress(b"OLD"))
+    t = time.time()
+    os.utime(st / "old.css.gz", (t - 3600, t - 3600))  # older than its file: ignored
+    g = gateway('mg.route("/p/", { root = "www", precompressed = true })\n', subdir="p")
+    r = get(g, "/p/app.js", "gzip, br")
+    assert r.header("Content-Encoding") == "br" and brotli.decompress(r.body) == b"BR-SIBLING"
+    assert r.header("Content-Type").startswith(("application/javascript", "text/javascript"))
+    assert r.header("Vary") == "Accept-Encoding"
+    etag_br = r.header("ETag")
+    r = get(g, "/p/app.js", "gzip;q=1, br;q=0.5")
+    assert r.header("Content-Encoding") == "gzip" and gzip.decompress(r.body) == b"GZ-SIBLING"
+    assert r.header("ETag") != etag_br
+    assert int(r.header("Content-Length")) == len(r.body)
+    r = get(g, "/p/app.js", "zstd")  # no .zst sibling: the file as is
+    assert r.header("Content-Encoding") is None and r.body.startswith(b"console.log")
+    r = get(g, "/p/old.css", "gzip")
+    assert r.header("Content-Encoding") is None and r.body.startswith(b"body{}")
