@@ -376,6 +376,7 @@ def main():
     ]
     if args.baseline:
         base_of = {"12-byte responses": ["moongate@base"], "two-member balancer": ["moongate@base"],
+                   "1 MiB responses": ["moongate@base"],
                    "hooked route": ["moongate+hooks@base", "moongate@base"]}
         scenarios = [(sc, p, c, names + base_of.get(sc, [])) for sc, p, c, names in scenarios]
     if args.only:
