@@ -9,3 +9,4 @@ ulimit -n 65536 2>/dev/null || true
 /usr/bin/python3 "$(dirname "$0")/sendfile.py" "$BUILD"
 /usr/bin/python3 "$(dirname "$0")/tls.py" "$BUILD"
 /usr/bin/python3 "$(dirname "$0")/http2.py" "$BUILD"
+/usr/bin/python3 "$(dirname "$0")/compress.py" "$BUILD"
