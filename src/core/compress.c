@@ -110,7 +110,10 @@ static int start(mg_cz_t *c, int64_t length) {
 
 void mg_compress_head(mg_req_t *req) {
   const mg_compress_cfg_t *cfg = req->route ? &req->route->compress : &req->cfg->set.compress;
-  if (!cfg->on || req->is_subrequest || req->filter_failed || req->compress) return;
+  /* A head sent again (a body_filter failed before the first byte: the 500 page replaces it)
+   * starts afresh; the earlier state is freed with the pool. */
+  req->compress = NULL;
+  if (!cfg->on || req->is_subrequest || req->filter_failed) return;
   int st = req->status;
   if (st < 200 || st == 204 || st == 206 || st == 304) return;
   /* As nginx's gzip_http_version 1.1: an HTTP/1.0 client gets the body as is. */

@@ -282,3 +282,14 @@ def test_precompressed_siblings(gateway, tmp_path):
     assert r.header("Content-Encoding") is None and r.body.startswith(b"console.log")
     r = get(g, "/p/old.css", "gzip")
     assert r.header("Content-Encoding") is None and r.body.startswith(b"body{}")
+
+
+def test_body_filter_failure_before_the_first_byte_is_a_clean_500(gateway):
+    g = gateway(r'''
+mg.set { compress = { types = "*", min_length = 1 } }
+mg.route("=/boom", function(req) ngx.header["Content-Type"] = "text/html"; ngx.say(string.rep("page ", 4000)) end,
+  { hooks = { body_filter = function(req, res, chunk, eof) error("boom") end } })
+''', subdir="b")
+    r = get(g, "/boom", "gzip")
+    assert r.status == 500
+    assert decode(r) == b"500 Internal Server Error\n"
