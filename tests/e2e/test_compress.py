@@ -287,7 +287,7 @@ def test_precompressed_siblings(gateway, tmp_path):
 def test_body_filter_failure_before_the_first_byte_is_a_clean_500(gateway):
     g = gateway(r'''
 mg.set { compress = { types = "*", min_length = 1 } }
-mg.route("=/boom", function(req) ngx.header["Content-Type"] = "text/html"; ngx.say(string.rep("page ", 4000)) end,
+mg.route("=/boom", function(req) return 200, string.rep("page ", 4000), { ["Content-Type"] = "text/html" } end,
   { hooks = { body_filter = function(req, res, chunk, eof) error("boom") end } })
 ''', subdir="b")
     r = get(g, "/boom", "gzip")
