@@ -84,17 +84,23 @@ static void lua_start(mg_req_t *req) {
   lua_rawgeti(t->co, LUA_REGISTRYINDEX, req->route->handler_ref); /* co: fn */
   mg_lua_push_req(t->co, req);                                     /* co: fn req */
   t->on_done = on_done;
+  /* Held while the function runs: its output may end the response at once (a body_filter
+   * hook failing under ngx.say answers 500), and the request must outlive the run. */
+  mg_req_hold(req);
   int rc = mg_thread_start(t, 1);
-  if (rc == MG_WAITS) {
+  if (req->finished) {
+    mg_thread_release(t);
+  } else if (rc == MG_WAITS) {
     req->thread = t;
     /* The client's body stays where it is while the handler waits, for a read_body() after
      * the wait (as OpenResty's, where the body waits in the socket). */
     if (!req->is_subrequest && !req->body_reading && !req->on_body && !req->msg_done &&
         (req->content_length > 0 || req->chunked))
       req->hold_body = 1;
-    return;
+  } else {
+    finish(req, t, rc);
   }
-  finish(req, t, rc);
+  mg_req_unhold(req);
 }
 
 const mg_handler_t mg_handler_lua = {"lua", lua_start};

@@ -63,12 +63,19 @@ static int run_hook(mg_req_t *req, int phase, int ref) {
   lua_rawgeti(t->co, LUA_REGISTRYINDEX, ref); /* co: fn */
   mg_lua_push_req(t->co, req);                /* co: fn req */
   t->on_done = on_hook_done;
+  /* Held while the hook runs: its output may end the response at once (see lua_content.c). */
+  mg_req_hold(req);
   int rc = mg_thread_start(t, 1);
-  if (rc == MG_WAITS) {
+  if (req->finished) {
+    mg_thread_release(t);
+    rc = MG_ENDED;
+  } else if (rc == MG_WAITS) {
     req->thread = t;
-    return MG_WAITS;
+  } else {
+    rc = hook_result(req, t, rc);
   }
-  return hook_result(req, t, rc);
+  mg_req_unhold(req);
+  return rc;
 }
 
 static void abandon(mg_req_t *req) {

@@ -124,8 +124,26 @@ static int thread_run(mg_thread_t *t, int nargs) {
 int mg_thread_start(mg_thread_t *t, int nargs) { return thread_run(t, nargs); }
 
 void mg_thread_resume(mg_thread_t *t, int nargs) {
+  /* The response may end while the thread runs (a body_filter hook failing under ngx.say
+   * answers 500 at once, a client gone during a write): the request is held until the run is
+   * over, and the thread is kept out of req->thread meanwhile so that the request's end does
+   * not release it under its own feet. */
+  mg_req_t *req = t->req;
+  int was_finished = req ? req->finished : 0;
+  void *waiting_on = NULL;
+  if (req) {
+    mg_req_hold(req);
+    waiting_on = req->thread;
+    req->thread = NULL;
+  }
   int rc = thread_run(t, nargs);
-  if (rc != MG_WAITS) t->on_done(t, rc);
+  if (req && !was_finished && req->finished) {
+    mg_thread_release(t); /* nothing is left to answer: its results and any new wait are dropped */
+  } else {
+    if (req) req->thread = waiting_on;
+    if (rc != MG_WAITS) t->on_done(t, rc);
+  }
+  if (req) mg_req_unhold(req);
 }
 
 static void unqueue(mg_thread_t *t) {

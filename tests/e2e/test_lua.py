@@ -425,3 +425,28 @@ def test_no_listener_names_the_real_file(tmp_path):
     assert p.returncode != 0
     out = p.stdout + p.stderr
     assert "site.lua: no listener" in out and "init.lua" not in out
+
+
+def test_a_body_filter_failing_under_ngx_say_ends_the_request_cleanly(gateway):
+    """The 500 that replaces a response whose body_filter failed before any byte left is sent
+    at once, inside ngx.say: the handler (and an access hook doing the same) goes on running
+    on a request whose response is over. The request must outlive the run (under ASan this was
+    a use after free), the rest of the function's output is dropped, and the worker serves on."""
+    g = gateway(r'''
+local function fails(req, res, chunk, eof) error("boom") end
+mg.route("=/content", function(req)
+  ngx.header["Content-Type"] = "text/html"
+  ngx.say(string.rep("page ", 4000))
+  ngx.say("more")
+  mg.sleep(0.01)
+  ngx.say("after a wait")
+end, { hooks = { body_filter = fails } })
+mg.route("=/access", function(req) return 200, "not reached" end,
+  { hooks = { access = function(req) ngx.say("from access"); ngx.say("again"); ngx.exit(200) end, body_filter = fails } })
+mg.route("=/ok", function(req) return 200, "fine" end)
+''')
+    for path in ("/content", "/access", "/content", "/access"):
+        r = request(g.port, path=path)
+        assert r.status == 500 and r.body == b"500 Internal Server Error\n", (path, r.status, r.body)
+    assert request(g.port, path="/ok").body == b"fine"
+    assert "boom" in g.log()
