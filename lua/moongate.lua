@@ -121,6 +121,9 @@ local settings = {
   response_temp_max = { "size", "1g" },
   -- SPEC 19: response compression, off unless set (as nginx's gzip).
   compress = { "compress", false },
+  -- SPEC 19: error pages (also per route), and the backend's errors replaced by them.
+  error_pages = { "error_pages", false },
+  intercept_errors = { "bool", false },
 }
 M._settings = settings
 
@@ -168,7 +171,34 @@ local function parse_setting(at, key, kind, v)
     if v ~= 404 and v ~= 500 then fail(at, "%s: expected 404 or 500, got %s", key, tostring(v)) end
     return v
   elseif kind == "compress" then return M._parse_compress(at, key, v)
+  elseif kind == "error_pages" then return M._parse_error_pages(at, key, v)
   end
+end
+
+-- SPEC 19: error_pages = { [404] = "/errors/404.html", [502] = function(req, status) ... end } or false.
+-- Normalised to false or { at = "file:line", { status = 404, uri = "/..." }, { status = 502, fn = f }, ... }
+-- in status order, for config_load.c.
+function M._parse_error_pages(at, key, v)
+  if v == false then return false end
+  if type(v) ~= "table" then fail(at, "%s: expected a table { [status] = \"/local/uri\" or function }, got %s", key, type(v)) end
+  local r = { at = at }
+  for status, page in pairs(v) do
+    if type(status) ~= "number" or status ~= math.floor(status) or status < 300 or status > 599 then
+      fail(at, "%s: the keys are statuses from 300 to 599, got %s", key, tostring(status))
+    end
+    if type(page) == "string" then
+      if page:sub(1, 1) ~= "/" or page:sub(1, 2) == "//" or page:find("[%z%s]") then
+        fail(at, "%s[%d]: expected a local URI starting with / (or a function), got %q", key, status, page)
+      end
+      r[#r + 1] = { status = status, uri = page }
+    elseif type(page) == "function" then
+      r[#r + 1] = { status = status, fn = page }
+    else
+      fail(at, "%s[%d]: expected a local URI or a function(req, status), got %s", key, status, type(page))
+    end
+  end
+  table.sort(r, function(a, b) return a.status < b.status end)
+  return r
 end
 
 -- SPEC 19: compress = true | false | { types = {...} or "*", min_length = N, levels = { gzip, br, zstd } }.
@@ -328,6 +358,7 @@ local route_keys = {
   -- SPEC 19: buffering
   request_buffering = true, response_buffering = true, response_buffer_size = true, response_temp_max = true,
   compress = true, -- SPEC 19
+  error_pages = true, intercept_errors = true, -- SPEC 19
 }
 
 local status_marker = {}
@@ -400,6 +431,8 @@ function M.route(match, target, opts)
   if opts.connect_timeout ~= nil then r.connect_timeout = parse_time(at, "connect_timeout", opts.connect_timeout) end
   if opts.timeout ~= nil then r.timeout = parse_time(at, "timeout", opts.timeout) end
   if opts.compress ~= nil then r.compress = M._parse_compress(at, "compress", opts.compress) end -- SPEC 19
+  if opts.error_pages ~= nil then r.error_pages = M._parse_error_pages(at, "error_pages", opts.error_pages) end
+  if opts.intercept_errors ~= nil then r.intercept_errors = parse_bool(at, "intercept_errors", opts.intercept_errors) end
   if opts.client_max_body_size ~= nil then r.client_max_body_size = parse_size(at, "client_max_body_size", opts.client_max_body_size) end
   -- SPEC 19: buffering
   for _, k in ipairs({ "request_buffering", "response_buffering" }) do

@@ -22,6 +22,7 @@
 #include "balancer.h"
 #include "buf.h"
 #include "config.h"
+#include "errpage.h"
 #include "handler.h"
 #include "lua_api.h"
 #include "lua_hooks.h"
@@ -134,6 +135,54 @@ static int open_dir(loader_t *ld, const char *at, const char *what, const char *
   return 0;
 }
 
+/* SPEC 19: the error pages normalised by moongate.lua (the table on top of the stack: { at =
+ * "file:line", { status, uri | fn }, ... }) into *eps. A function becomes a route of its own
+ * that no URI reaches, a Lua content handler called fn(req, status). */
+static void load_error_pages(loader_t *ld, mg_errpages_t *eps) {
+  lua_State *L = ld->L;
+  const mg_settings_t *s = &ld->cfg->set;
+  eps->n = (int)lua_objlen(L, -1);
+  eps->v = mg_calloc((size_t)eps->n + 1, sizeof(mg_errpage_t));
+  char *at = get_str(L, "at");
+  for (int i = 0; i < eps->n; i++) {
+    mg_errpage_t *ep = &eps->v[i];
+    lua_rawgeti(L, -1, i + 1);
+    ep->status = (int)get_num(L, "status", 0);
+    ep->uri = get_str(L, "uri");
+    lua_getfield(L, -1, "fn");
+    if (lua_isfunction(L, -1)) {
+      mg_route_t *r = ep->fn = mg_calloc(1, sizeof(mg_route_t));
+      r->kind = MG_TARGET_LUA;
+      r->handler = &mg_handler_lua;
+      r->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+      r->errpage_fn = 1;
+      r->root_fd = -1;
+      char name[32];
+      snprintf(name, sizeof name, "error_pages[%d]", ep->status);
+      r->match = mg_strdup(name);
+      r->match_len = strlen(name);
+      r->decl = mg_strdup(at ? at : ld->cfg->file);
+      r->pass_authorization = s->pass_authorization;
+      r->timeout = s->timeout, r->connect_timeout = s->connect_timeout;
+      r->compress = s->compress; /* shared: freed with the settings */
+      r->error_pages = NULL;     /* one page per request: a page has none */
+    } else {
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+  }
+  free(at);
+}
+
+static void free_error_pages(mg_errpages_t *eps) {
+  for (int i = 0; i < eps->n; i++) {
+    free(eps->v[i].uri);
+    if (eps->v[i].fn) free(eps->v[i].fn->match), free(eps->v[i].fn->decl), free(eps->v[i].fn);
+  }
+  free(eps->v);
+  eps->v = NULL, eps->n = 0;
+}
+
 static int load_settings(loader_t *ld) {
   lua_State *L = ld->L;
   mg_settings_t *s = &ld->cfg->set;
@@ -191,6 +240,10 @@ static int load_settings(loader_t *ld) {
   s->http2_initial_window_size = (uint64_t)get_num(L, "http2_initial_window_size", 65536);
   s->send_timeout = (uint64_t)get_num(L, "send_timeout", 60000);
   get_compress(L, &s->compress, NULL); /* SPEC 19 */
+  s->intercept_errors = get_bool(L, "intercept_errors", 0);
+  lua_getfield(L, -1, "error_pages");
+  if (lua_istable(L, -1)) load_error_pages(ld, &s->error_pages);
+  lua_pop(L, 1);
   /* Log files named relative to init.lua live beside it. */
   char **paths[] = {&s->access_log, &s->error_log, &s->pid, &s->lua_ssl_trusted_certificate};
   for (int i = 0; i < 4; i++) {
@@ -401,6 +454,13 @@ static int load_route(loader_t *ld, mg_route_t *r) {
   /* SPEC 19: compression, precompressed siblings. */
   get_compress(L, &r->compress, &cfg->set.compress);
   r->precompressed = get_bool(L, "precompressed", 0);
+  /* SPEC 19: error pages: the route's own table (false: none), or the configuration's. */
+  r->intercept_errors = get_bool(L, "intercept_errors", cfg->set.intercept_errors);
+  r->error_pages = &cfg->set.error_pages;
+  lua_getfield(L, -1, "error_pages");
+  if (lua_istable(L, -1)) load_error_pages(ld, &r->own_error_pages);
+  if (!lua_isnil(L, -1)) r->error_pages = &r->own_error_pages;
+  lua_pop(L, 1);
   lua_getfield(L, -1, "sendfile_roots");
   if (lua_istable(L, -1)) {
     r->nsendfile_roots = (int)lua_objlen(L, -1);
@@ -541,6 +601,7 @@ mg_config_t *mg_config_load(const char *file, char *err, size_t err_len) {
   lua_call(L, 1, 1);
   mg_lua_api_open(L);
   mg_lua_hooks_install();
+  mg_req_errpage = mg_errpage_try; /* SPEC 19 */
   lua_pop(L, 1);
   if (luaL_loadfile(L, cfg->file) != 0) {
     /* Syntax errors already carry file:line; a missing file does not. */
@@ -598,6 +659,7 @@ void mg_config_free(mg_config_t *cfg) {
     free(r->match), free(r->host), free(r->addr.url), free(r->root), free(r->internal_redirect);
     free(r->sendfile), free(r->decl);
     free(r->compress.types); /* SPEC 19 */
+    free_error_pages(&r->own_error_pages);
     mg_route_re_free(r);
     if (r->root_fd >= 0) close(r->root_fd);
     for (int k = 0; k < r->nsendfile_roots; k++) {
@@ -624,6 +686,7 @@ void mg_config_free(mg_config_t *cfg) {
   free(s->server_name), free(s->access_log), free(s->error_log), free(s->log_level), free(s->pid);
   free(s->user), free(s->group), free(s->lua_ssl_trusted_certificate);
   free(s->compress.types); /* SPEC 19 */
+  free_error_pages(&s->error_pages);
   if (cfg->L) mg_shdict_release_all(cfg->L), lua_close(cfg->L);
   free(cfg->file), free(cfg->dir);
   free(cfg);

@@ -58,7 +58,22 @@ typedef struct {
   int level_gzip, level_br, level_zstd;
 } mg_compress_cfg_t;
 
+/* SPEC 19: error pages. A status's page is a local URI (served by an internal redirect, the
+ * status kept) or a Lua function called as a content handler fn(req, status); `fn` is then a
+ * route of its own (kind MG_TARGET_LUA, errpage_fn set) that no URI reaches. */
+typedef struct mg_route_s mg_route_t;
 typedef struct {
+  int status;
+  char *uri;
+  mg_route_t *fn;
+} mg_errpage_t;
+
+typedef struct {
+  mg_errpage_t *v;
+  int n;
+} mg_errpages_t;
+
+struct mg_route_s {
   char *match;
   size_t match_len;
   int exact;
@@ -96,7 +111,14 @@ typedef struct {
    * siblings of a static route. */
   mg_compress_cfg_t compress;
   int precompressed;
-} mg_route_t;
+  /* SPEC 19: error pages (the route's own table, or the global one) and whether the
+   * backend's error answers are replaced by them; errpage_fn: this is an error page's
+   * function, called fn(req, status). */
+  const mg_errpages_t *error_pages;
+  mg_errpages_t own_error_pages;
+  int intercept_errors;
+  int errpage_fn;
+};
 
 typedef struct {
   int unix_socket;
@@ -142,6 +164,9 @@ typedef struct {
   uint64_t response_buffer_size, response_temp_max;
   /* SPEC 19: compression (off unless set). */
   mg_compress_cfg_t compress;
+  /* SPEC 19: error pages (the routes' defaults). */
+  mg_errpages_t error_pages;
+  int intercept_errors;
 } mg_settings_t;
 
 typedef struct {

@@ -34,6 +34,9 @@ typedef struct {
   void (*env_export)(mg_req_t *req);
   /* A worker starts serving cfg in loop: init_worker hooks and timers. 0 or -1. */
   int (*worker_start)(mg_config_t *cfg, uv_loop_t *loop);
+  /* 1 while Lua code of req runs (a coroutine or a hook's call): an error answered from
+   * inside it cannot restart the request on an error page. */
+  int (*running)(const mg_req_t *req);
   /* Calls into Lua so far (the status page). */
   uint64_t (*calls)(void);
 } mg_hooks_table_t;

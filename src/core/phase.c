@@ -116,3 +116,11 @@ void mg_phase_restart(mg_req_t *req, const char *location) {
   req->handler_started = 0;
   engine_run(req);
 }
+
+void mg_phase_handler(mg_req_t *req, const mg_route_t *route) {
+  req->route = route;
+  req->stage = ST_HANDLER;
+  req->hook_i = 0;
+  req->handler_started = 0;
+  engine_run(req);
+}

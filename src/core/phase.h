@@ -24,6 +24,9 @@ void mg_phase_start(mg_req_t *req);
  * bookkeeping, then rewrite and routing again. Ends the request with 500 beyond
  * internal_redirect_limit. */
 void mg_phase_restart(mg_req_t *req, const char *location);
+/* Serves the request with `route`'s handler at once, its URI unchanged and no hook run again
+ * (an error page's function, errpage.c). */
+void mg_phase_handler(mg_req_t *req, const mg_route_t *route);
 /* A hook that waited has ended with `result` (MG_OK: the engine goes on; MG_ENDED: it
  * handled the request, which may already be freed: the engine does not touch it, so the
  * binding clears req->thread itself before answering). */

@@ -260,6 +260,8 @@ static const char failed_page[] = "500 Internal Server Error\n";
 
 void mg_req_send_head(mg_req_t *req) {
   if (req->head_sent) return;
+  /* SPEC 19: a URI error page answers with the status it stands for. */
+  if (req->errpage_uri && req->status >= 200 && req->status < 300) req->status = req->errpage_status;
   if (mg_hooks && mg_req_hook_count(req, MG_PHASE_HEADER_FILTER)) mg_hooks->header_filter(req);
   if (!req->filter_failed && (req->status < 200 || req->status > 999)) {
     /* The last guard, whoever set the status: a 1xx sent as the final answer would make the
@@ -423,6 +425,8 @@ void mg_req_respond(mg_req_t *req, int status, const char *content_type, const c
   mg_req_send_end(req);
 }
 
+int (*mg_req_errpage)(mg_req_t *req, int status);
+
 void mg_req_error(mg_req_t *req, int status, const char *fmt, ...) {
   if (fmt) {
     char msg[1024];
@@ -437,11 +441,13 @@ void mg_req_error(mg_req_t *req, int status, const char *fmt, ...) {
     mg_req_abort(req, NULL);
     return;
   }
+  /* A request whose body was not read cannot be followed by another on this connection (one
+   * without a body can: its head is all of it). */
+  if (!req->msg_done && (req->content_length > 0 || req->chunked)) req->keepalive = 0;
+  if (mg_req_errpage && mg_req_errpage(req, status)) return; /* SPEC 19: error_pages */
   /* An error response replaces whatever the handler had prepared. */
   req->resp_headers.n = 0;
   char body[128];
   int n = snprintf(body, sizeof body, "%d %s\n", status, mg_http_reason(status));
-  /* A request whose body was not read cannot be followed by another on this connection. */
-  if (!req->msg_done) req->keepalive = 0;
   mg_req_respond(req, status, "text/plain", body, (size_t)n);
 }

@@ -175,6 +175,11 @@ struct mg_req_s {
   void (*handler_cancel)(mg_req_t *req); /* stops the handler when the client goes away */
   const char *upstream_name; /* from the pool: outlives the upstream */
   int upstream_status;       /* the backend's status, for the JSON access log */
+  /* SPEC 19: the status an error page is answering (0: none; one page per request, as
+   * nginx's without recursive_error_pages); errpage_uri: a URI page, whose own 2xx status
+   * becomes errpage_status when its head goes out. */
+  int errpage_status;
+  unsigned errpage_uri : 1;
   uint64_t upstream_start_ns, upstream_usec;
 
   /* Last: a new request zeroes every field above; the parser's scratch buffer stays with the
@@ -262,6 +267,9 @@ void mg_req_send_end(mg_req_t *req);
 void mg_req_abort(mg_req_t *req, const char *why);
 /* A complete short response: status, text body, error-log line `fmt` (NULL for none). */
 void mg_req_error(mg_req_t *req, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* The error-page step of mg_req_error (errpage.c's mg_errpage_try, set by the program; the
+ * pointer keeps the units below errpage.c free of a cycle): 1 when a page took the request. */
+extern int (*mg_req_errpage)(mg_req_t *req, int status);
 /* A complete response with a body from memory (copied). */
 void mg_req_respond(mg_req_t *req, int status, const char *content_type, const char *body, size_t len);
 /* Bytes queued for the client and not yet written: handlers stop reading their source above

@@ -38,6 +38,7 @@
 
 #include "balancer.h"
 #include "cgi_env.h"
+#include "errpage.h"
 #include "handler.h"
 #include "log.h"
 #include "hooks.h"
@@ -445,8 +446,15 @@ static void on_head(mg_upstream_t *up, const mg_cgi_head_t *h, char *block, cons
       }
     }
   }
-  req->status = h->status;
   req->upstream_status = h->status;
+  if (mg_errpage_intercepts(req, h->status)) {
+    /* SPEC 19: intercept_errors: the route's error page answers instead of the backend. */
+    mg_block_put(block);
+    up_close(up);
+    if (!mg_errpage_try(req, h->status)) mg_req_error(req, h->status, NULL);
+    return;
+  }
+  req->status = h->status;
   req->resp_headers.n = 0;
   const char *sendfile = NULL;
   for (int i = 0; i < h->nheaders; i++) {

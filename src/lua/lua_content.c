@@ -17,7 +17,7 @@
 
 static void respond(mg_req_t *req, lua_State *co) {
   lua_settop(co, 3); /* status body headers */
-  int status = 200;
+  int status = req->route->errpage_fn ? req->errpage_status : 200; /* an error page's function */
   if (!lua_isnil(co, 1) && !mg_lua_final_status(co, 1, &status)) {
     mg_log_error(MG_LOG_ERROR, req->id, "content handler of route %s returned status %s, not a final status (200 to 599)",
                  req->route->decl, mg_lua_status_text(co, 1));
@@ -83,11 +83,13 @@ static void lua_start(mg_req_t *req) {
   mg_thread_t *t = mg_thread_new(req->cfg->L, req, MG_PH_CONTENT);
   lua_rawgeti(t->co, LUA_REGISTRYINDEX, req->route->handler_ref); /* co: fn */
   mg_lua_push_req(t->co, req);                                     /* co: fn req */
+  int nargs = 1;
+  if (req->route->errpage_fn) lua_pushinteger(t->co, req->errpage_status), nargs = 2; /* fn(req, status) */
   t->on_done = on_done;
   /* Held while the function runs: its output may end the response at once (a body_filter
    * hook failing under ngx.say answers 500), and the request must outlive the run. */
   mg_req_hold(req);
-  int rc = mg_thread_start(t, 1);
+  int rc = mg_thread_start(t, nargs);
   if (req->finished) {
     mg_thread_release(t);
   } else if (rc == MG_WAITS) {

@@ -391,6 +391,8 @@ static void env_export(mg_req_t *req) {
 
 static uint64_t calls(void) { return mg_lua_calls; }
 
+static int running(const mg_req_t *req) { return mg_lua_req_now == req; }
+
 static const mg_hooks_table_t lua_hooks = {
     .run = run_hook,
     .abandon = abandon,
@@ -400,6 +402,7 @@ static const mg_hooks_table_t lua_hooks = {
     .balancer = balancer,
     .env_export = env_export,
     .worker_start = mg_lua_worker_init,
+    .running = running,
     .calls = calls,
 };
 

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "errpage.h"
 #include "fields.h"
 #include "lua_socket.h"
 
@@ -144,12 +145,14 @@ int mg_lua_take_exit(mg_req_t *req, const char **redirect) {
     mg_req_respond(req, e.status, mg_fields_get(&req->resp_headers, "Content-Type") ? NULL : "text/plain", e.body, e.body_len);
   } else {
     /* A status with no body: an error page for error statuses, an empty body otherwise. */
-    if (e.status >= 400) {
+    if (e.status >= 400 && mg_errpage_try(req, e.status)) {
+      /* SPEC 19: the route's error page for that status answers (nginx's error_page). */
+    } else if (e.status >= 400) {
       /* The error page, keeping the header fields Lua set (ngx.header, req:exit's headers), as
        * nginx keeps them on its error pages. */
       char page[128];
       int n = snprintf(page, sizeof page, "%d %s\n", e.status, mg_http_reason(e.status));
-      if (!req->msg_done) req->keepalive = 0;
+      if (!req->msg_done && (req->content_length > 0 || req->chunked)) req->keepalive = 0;
       mg_req_respond(req, e.status, "text/plain", page, (size_t)n);
     } else {
       mg_req_respond(req, e.status, NULL, "", 0);

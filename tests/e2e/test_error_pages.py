@@ -1,0 +1,223 @@
+"""Error pages (SPEC 19, docs/reference.md "Error pages"): nginx's error_page and
+*_intercept_errors, Apache's ErrorDocument and ProxyErrorOverride, as a user replacing either
+would notice them: moongate's own errors (no route, a backend down or too slow, a body too
+large, a Lua failure, ngx.exit) and, with intercept_errors, the backend's answers are served by
+a page — a local URI of any route kind (static, SCGI, Lua) with the status kept, or a Lua
+function fn(req, status) — and a page that fails is answered plainly, never in a loop."""
+import os
+import tempfile
+
+from conftest import free_port, raw, request, scgi_vars
+
+PAGES = {"404.html": "<h1>not here</h1>\n", "50x.html": "<h1>down for a moment</h1>\n"}
+
+
+def conf(body):
+    return '''
+mg.set { error_pages = { [404] = "/errors/404.html", [502] = "/errors/50x.html", [503] = "/errors/50x.html", [504] = "/errors/50x.html",
+                         [500] = "/errors/50x.html", [413] = "/errors/50x.html" } }
+mg.route("/errors/", { root = "{PAGES}" }, { internal = true })
+''' + body
+
+
+def start(gateway, body, backend=None):
+    pages = tempfile.mkdtemp(prefix="mg-pages-")
+    for name, text in PAGES.items():
+        with open(os.path.join(pages, name), "w") as f:
+            f.write(text)
+    return gateway(conf(body).replace("{PAGES}", pages), backend)
+
+
+def test_no_route_is_answered_by_the_404_page_with_status_404(gateway):
+    g = start(gateway, 'mg.route("/app/", function() return 200, "app" end)\n')
+    r = request(g.port, path="/nothing/here")
+    assert r.status == 404
+    assert r.body == PAGES["404.html"].encode()
+    assert r.header("Content-Type") == "text/html"
+    # The page is internal: a client asking for it directly gets a 404 (served by the page).
+    r = request(g.port, path="/errors/404.html")
+    assert r.status == 404
+
+
+def test_a_backend_down_gets_the_502_page_and_a_slow_one_the_504_page(gateway, demo_backend):
+    dead = free_port()
+    g = start(gateway, '''
+mg.route("/dead/", "scgi://127.0.0.1:%d")
+mg.route("/slow/", "scgi://127.0.0.1:{BACKEND}", { timeout = 1 })
+''' % dead, demo_backend)
+    # A refused connection is a 503, as Apache's mod_proxy answers it.
+    r = request(g.port, path="/dead/x")
+    assert (r.status, r.body) == (503, PAGES["50x.html"].encode())
+    r = request(g.port, path="/slow/hang")
+    assert (r.status, r.body) == (504, PAGES["50x.html"].encode())
+    # The access log records what the client got.
+    assert "Connection refused" in g.log()  # the error log still names the cause
+    lines = open(g.access_path).read().splitlines()
+    assert any('"GET /dead/x HTTP/1.1" 503' in l for l in lines), lines
+
+
+def test_the_backend_error_passes_unless_intercept_errors_is_on(gateway, demo_backend):
+    g = start(gateway, '''
+mg.route("/plain/", "scgi://127.0.0.1:{BACKEND}")
+mg.route("/caught/", "scgi://127.0.0.1:{BACKEND}", { intercept_errors = true })
+''', demo_backend)
+    r = request(g.port, path="/plain/status/502")
+    assert r.status == 502 and r.body != PAGES["50x.html"].encode()
+    r = request(g.port, path="/caught/status/502")
+    assert (r.status, r.body) == (502, PAGES["50x.html"].encode())
+    r = request(g.port, path="/caught/status/404")
+    assert (r.status, r.body) == (404, PAGES["404.html"].encode())
+    # A status without a page is the backend's own answer, even intercepted.
+    r = request(g.port, path="/caught/status/418")
+    assert r.status == 418 and b"not here" not in r.body and b"down for" not in r.body
+    # Successes are never touched.
+    r = request(g.port, path="/caught/ok")
+    assert r.status == 200 and b"SCRIPT_NAME" in r.body
+
+
+def test_intercept_errors_over_a_balancer_and_its_own_503(gateway, demo_backend):
+    dead = free_port()
+    g = start(gateway, '''
+mg.set { intercept_errors = true }
+mg.balancer("up", { members = { "scgi://127.0.0.1:{BACKEND}" } })
+mg.balancer("none", { members = { "scgi://127.0.0.1:%d" } })
+mg.route("/b/", "balancer://up/", { error_pages = { [500] = "/errors/50x.html" } })
+mg.route("/n/", "balancer://none/", { error_pages = { [502] = "/errors/50x.html", [503] = "/errors/50x.html" } })
+''' % dead, demo_backend)
+    r = request(g.port, path="/b/status/500")
+    assert (r.status, r.body) == (500, PAGES["50x.html"].encode())
+    # The route's table replaces the global one: no 404 page here.
+    r = request(g.port, path="/b/status/404")
+    assert r.status == 404 and r.body != PAGES["404.html"].encode()
+    r = request(g.port, path="/n/x")
+    assert r.status in (502, 503) and r.body == PAGES["50x.html"].encode()
+
+
+def test_a_static_route_missing_file_gets_the_page(gateway):
+    g = start(gateway, 'mg.route("/files/", { root = "{PAGES}" })\n')
+    r = request(g.port, path="/files/nope.txt")
+    assert (r.status, r.body) == (404, PAGES["404.html"].encode())
+    r = request(g.port, path="/files/50x.html")
+    assert (r.status, r.body) == (200, PAGES["50x.html"].encode())
+
+
+def test_lua_errors_and_ngx_exit_get_pages_but_an_explicit_body_stays(gateway):
+    g = start(gateway, '''
+mg.route("=/boom", function() error("kaput") end)
+mg.route("=/exit", function() ngx.exit(404) end)
+mg.route("=/own", function() return 404, "my own 404 body" end)
+mg.route("=/denied", function() return 200, "secret" end, { hooks = { access = function() ngx.exit(404) end } })
+mg.route("=/hookfail", function() return 200, "x" end, { hooks = { access = function() error("policy bug") end } })
+''')
+    r = request(g.port, path="/boom")
+    assert (r.status, r.body) == (500, PAGES["50x.html"].encode())
+    assert "kaput" in g.log()
+    r = request(g.port, path="/exit")
+    assert (r.status, r.body) == (404, PAGES["404.html"].encode())
+    r = request(g.port, path="/own")
+    assert (r.status, r.body) == (404, b"my own 404 body")
+    r = request(g.port, path="/denied")
+    assert (r.status, r.body) == (404, PAGES["404.html"].encode())
+    r = request(g.port, path="/hookfail")
+    assert (r.status, r.body) == (500, PAGES["50x.html"].encode())
+
+
+def test_a_page_served_by_the_scgi_backend_sees_the_original_request(gateway, demo_backend):
+    g = gateway('''
+mg.set { error_pages = { [404] = "/app/notfound?from=gw" } }
+mg.route("/app/", "scgi://127.0.0.1:{BACKEND}")
+mg.route("/api/", function() ngx.exit(404) end)
+''', demo_backend)
+    r = request(g.port, method="POST", path="/api/thing?x=1", body=b"payload")
+    assert r.status == 404
+    env = dict(scgi_vars(r.body))
+    # Apache's ErrorDocument variables, and nginx's method change: POST becomes GET.
+    assert env["REDIRECT_STATUS"] == "404"
+    assert env["REDIRECT_URL"] == "/api/thing"
+    assert env["REDIRECT_QUERY_STRING"] == "x=1"
+    assert env["REDIRECT_REQUEST_METHOD"] == "POST"
+    assert env["REQUEST_METHOD"] == "GET"
+    assert env["QUERY_STRING"] == "from=gw"
+    assert r.body.endswith(b"BODY=")
+
+
+def test_a_page_served_by_a_lua_route_and_a_function_page(gateway, demo_backend):
+    dead = free_port()
+    g = gateway('''
+mg.set { error_pages = {
+  [404] = "/_pages/missing",
+  [503] = function(req, status)
+    return status, "fn page " .. status .. " for " .. req.uri, { ["Content-Type"] = "text/html", ["Retry-After"] = "5" }
+  end,
+  [500] = function(req, status) return nil, "default status" end,
+} }
+mg.route("/_pages/", function(req) return 200, "lua page for " .. ngx.var.request_uri end, { internal = true })
+mg.route("/dead/", "scgi://127.0.0.1:%d")
+mg.route("=/busy", function() ngx.exit(500) end)
+''' % dead)
+    r = request(g.port, path="/gone")
+    assert (r.status, r.body) == (404, b"lua page for /gone")
+    r = request(g.port, path="/dead/y")
+    assert (r.status, r.body) == (503, b"fn page 503 for /dead/y")
+    assert r.header("Retry-After") == "5" and r.header("Content-Type") == "text/html"
+    r = request(g.port, path="/busy")
+    assert (r.status, r.body) == (500, b"default status")
+
+
+def test_a_failing_page_is_answered_plainly_without_a_loop(gateway):
+    g = gateway('''
+mg.set { error_pages = { [404] = "/pages/absent.html", [500] = "/broken" } }
+mg.route("/pages/", { root = "." })
+mg.route("=/broken", function() error("the error page itself fails") end)
+mg.route("=/boom", function() error("first") end)
+''')
+    r = request(g.port, path="/nothing")
+    assert r.status == 404 and r.body == b"404 Not Found\n"
+    r = request(g.port, path="/boom")
+    assert r.status == 500 and r.body == b"500 Internal Server Error\n"
+    assert "the error page itself fails" in g.log()
+
+
+def test_route_error_pages_false_turns_them_off(gateway):
+    g = start(gateway, 'mg.route("/quiet/", { root = "{PAGES}" }, { error_pages = false })\n')
+    r = request(g.port, path="/quiet/absent")
+    assert r.status == 404 and r.body == b"404 Not Found\n"
+
+
+def test_head_conditionals_and_keepalive_on_an_error_page(gateway):
+    g = start(gateway, 'mg.route("/app/", function() return 200, "app" end)\n')
+    r = request(g.port, method="HEAD", path="/missing")
+    assert r.status == 404 and r.body == b""
+    assert r.header("Content-Length") == str(len(PAGES["404.html"]))
+    etag = request(g.port, path="/missing").header("ETag")
+    # The client's conditions are about /missing, not about the page: never a 304 or a 206.
+    r = request(g.port, path="/missing", headers=[("If-None-Match", etag or '"x"'), ("Range", "bytes=0-3")])
+    assert (r.status, r.body) == (404, PAGES["404.html"].encode())
+    # Two requests on one connection: the page leaves the connection usable.
+    out = raw(g.port, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /app/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert out.count(b"HTTP/1.1 404") == 1 and b"HTTP/1.1 200" in out and out.endswith(b"app")
+
+
+def test_a_body_too_large_gets_the_413_page_and_the_connection_closes(gateway, demo_backend):
+    g = start(gateway, 'mg.route("/up/", "scgi://127.0.0.1:{BACKEND}", { client_max_body_size = 10 })\n', demo_backend)
+    out = raw(g.port, b"POST /up/x HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b"a" * 100)
+    assert out.startswith(b"HTTP/1.1 413")
+    assert out.endswith(PAGES["50x.html"].encode())
+    assert b"Connection: close" in out
+
+
+def test_bad_error_pages_are_load_errors_naming_the_line(tmp_path):
+    import subprocess
+    from conftest import MOONGATE
+    cases = [
+        ('mg.set { error_pages = { [200] = "/x" } }', "the keys are statuses from 300 to 599"),
+        ('mg.set { error_pages = { [404] = "http://elsewhere/" } }', "expected a local URI starting with /"),
+        ('mg.route("/", function() end, { error_pages = { [404] = 5 } })', "expected a local URI or a function"),
+        ('mg.route("/", function() end, { intercept_errors = "yes" })', "intercept_errors: expected true or false"),
+    ]
+    for i, (line, why) in enumerate(cases):
+        p = tmp_path / ("bad%d.lua" % i)
+        p.write_text('local mg = require "moongate"\nmg.listen("127.0.0.1:1")\n' + line + "\n")
+        r = subprocess.run([MOONGATE, "-t", "-c", str(p)], capture_output=True, text=True, timeout=10)
+        assert r.returncode != 0
+        assert "bad%d.lua:3" % i in r.stderr and why in r.stderr, r.stderr
