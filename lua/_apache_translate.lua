@@ -30,6 +30,7 @@ local M = {}
 
 local reader = require "_apache_reader"
 local output = require "_apache_output"
+local errors = require "_apache_errors"
 
 local fmt = string.format
 local unpack = table.unpack or unpack
@@ -628,7 +629,6 @@ untranslatable("requestheader", "request headers: a rewrite or access hook setti
 untranslatable({ "rewriteengine", "rewriterule", "rewritecond" }, "a rewrite hook setting req.uri, or req:redirect")
 untranslatable({ "redirect", "redirectmatch" }, "a Lua route answering 301/302 with a Location header")
 untranslatable("alias", "mg.route(PREFIX, { root = DIR }) serves PREFIX from DIR/PREFIX: check the mapping by hand")
-untranslatable("errordocument", "a header_filter hook, or json_errors.lua's pattern")
 untranslatable({ "sslengine", "sslcertificatefile", "sslcertificatekeyfile" }, "mg.listen(ADDR, { tls = { cert =, key = } })")
 
 -- The reader's record of an Include it expanded in place (no configuration can write the
@@ -890,11 +890,32 @@ def(DIRECTIVES, "proxyvia", { { "Off" } }, function(self, node, scope, a)
   if (a[1] or "off"):lower() ~= "off" then self:untranslated(node, "Via headers are not added") else self:comment(node) end
 end)
 
-def(DIRECTIVES, { "proxyerroroverride", "proxybadheader" }, { { "Off" }, { "IsError" } }, function(self, node, scope, a)
+def(DIRECTIVES, "proxybadheader", { { "IsError" } }, function(self, node, scope, a)
+  if (a[1] or ""):lower() == "iserror" then self:comment(node, "moongate's behaviour") else self:untranslated(node) end
+end)
+
+-- ErrorDocument, status by status in each scope (lua/_apache_errors.lua); ProxyErrorOverride
+-- is intercept_errors: in mg.set for the main server, a route option below it.
+def(DIRECTIVES, "errordocument", { { "404", "/errors/404.html" }, { "500", "\"Sorry, down" }, { "503", "http://status.example/", ctx = "location" } },
+  function(self, node, scope, a)
+    local status = errors.status(a[1])
+    if not status then self:untranslated(node, "ErrorDocument takes a status from 400 to 599 (Apache refuses others)") return end
+    local value, why = errors.page(a[2])
+    if value == nil then self:untranslated(node, why) return end
+    scope.errdocs = scope.errdocs or {}
+    scope.errdocs[status] = { value = value, src = self:where(node), node = node,
+                              uri = value and a[2]:sub(1, 1) == "/" and not a[2]:find(" ", 1, true) and a[2] or nil }
+  end)
+
+def(DIRECTIVES, "proxyerroroverride", { { "Off" }, { "On" }, { "On", "500", "502", ctx = "location" } }, function(self, node, scope, a)
   local v = (a[1] or ""):lower()
-  if (node.name == "proxyerroroverride" and v == "off") or (node.name == "proxybadheader" and v == "iserror") then
-    self:comment(node, "moongate's behaviour")
-  else self:untranslated(node) end
+  if v ~= "on" and v ~= "off" then self:untranslated(node, "expected On or Off") return end
+  if a[2] then
+    self:untranslated(node, "the status list: moongate intercepts every status that has an error page")
+  end
+  if scope.kind == "main" then self:setting(node, "intercept_errors", v == "on" and "true" or "false",
+      v == "on" and "Apache's mod_proxy_scgi does not apply it (the backend's errors pass); moongate answers the backend's statuses that have an ErrorDocument with it" or nil)
+  else scope.opts.intercept_errors = { value = v == "on" and "true" or "false", src = self:where(node) } end
 end)
 
 def(DIRECTIVES, "proxypass", {

@@ -34,6 +34,7 @@ local M = {}
 local reader = require "_apache_reader"
 local translate = require "_apache_translate"
 local output = require "_apache_output"
+local errors = require "_apache_errors"
 
 local fmt = string.format
 local unpack = table.unpack or unpack
@@ -47,7 +48,7 @@ M.directives = translate.directives
 
 -- A <Location> or <LocationMatch> that carries something.
 local function carries(l)
-  return next(l.opts) or #l.env > 0 or #l.setenvif > 0 or l.deny
+  return next(l.opts) or #l.env > 0 or #l.setenvif > 0 or l.deny or next(l.errdocs or {})
 end
 
 -- A route whose match is a regular expression (ProxyPassMatch, or a prefix route narrowed to
@@ -155,7 +156,7 @@ local function route_model(t, route, named)
   end
   for k, v in pairs(route.opts) do set(k, v) end
   for _, s in ipairs(route_scopes(t, route)) do
-    for _, k in ipairs({ "internal_redirect", "sendfile", "pathinfo", "client_max_body_size" }) do
+    for _, k in ipairs({ "internal_redirect", "sendfile", "pathinfo", "client_max_body_size", "intercept_errors" }) do
       if s.opts[k] then set(k, s.opts[k]) end
     end
     if s.kind ~= "locationmatch" then
@@ -192,6 +193,13 @@ local function route_model(t, route, named)
     end
     opts.pathinfo = nil
     for i, k in ipairs(okeys) do if k == "pathinfo" then table.remove(okeys, i) break end end
+  end
+  -- ErrorDocument: the route's merged table when it is not the main server's (mg.set's).
+  local chain = route_scopes(t, route)
+  local merged = errors.merge(chain)
+  if not errors.same(merged, errors.merge({ t.main })) then
+    local value, src = errors.source(merged)
+    set("error_pages", { value = value, src = src or route.src })
   end
   table.sort(okeys)
   local m = { path = route.path, target = route.target, src = route.src, notes = route.notes, hosts = { false },
@@ -257,7 +265,7 @@ local function location_routes(t, routes, has_re)
   local extra = {}
   for _, scope in ipairs({ t.main, unpack(t.vhosts) }) do
     for _, l in ipairs(scope.locations) do
-      local has = next(l.opts) or #l.env > 0 or #l.setenvif > 0 or l.deny
+      local has = carries(l)
       local exact
       for _, r in ipairs(routes) do
         if r.path == l.path then exact = true end
@@ -359,6 +367,26 @@ local function model(t)
       t.out_untranslated[#t.out_untranslated + 1] = fmt("not translated: balancer://%s has no members", name)
       t.warn(fmt("balancer://%s has no BalancerMember", name))
     end
+  end
+  -- A local ErrorDocument URL that no route serves: Apache takes it from the DocumentRoot,
+  -- which moongate does not have; the page must get a route.
+  local scopes = { t.main }
+  for _, v in ipairs(t.vhosts) do scopes[#scopes + 1] = v end
+  for i = 1, #scopes do for _, l in ipairs(scopes[i].locations) do scopes[#scopes + 1] = l end end
+  for _, s in ipairs(scopes) do
+    for _, e in pairs(s.errdocs or {}) do
+      local path = e.uri and e.uri:gsub("[?#].*$", "")
+      if path and not covered_by_route(path, routes) then
+        t:untranslated(e.node, "no route serves " .. path .. " (Apache takes it from the DocumentRoot): add mg.route(PREFIX, { root = DIR }) for it")
+      end
+    end
+  end
+  -- The main server's ErrorDocument table: mg.set's error_pages.
+  local main_pages, main_src = errors.source(errors.merge({ t.main }))
+  if main_pages ~= "false" then
+    t.settings.error_pages = { value = main_pages, src = main_src,
+      note = "a page that answers 2xx is sent with the error's status (Apache sends a proxied page's own)" }
+    t.settings_keys[#t.settings_keys + 1] = "error_pages"
   end
   return {
     root_name = t.root_name, listens = t.listens, settings = t.settings, settings_keys = t.settings_keys,

@@ -74,8 +74,9 @@ class Backend:
                     extra += "X-Location: %s\r\n" % query["xloc"].replace("%3F", "?")
                 if "file" in query:
                     extra += "X-Sendfile: %s\r\n" % query["file"]
-                resp = ("Status: 200 OK\r\nContent-Type: application/json\r\n%sContent-Length: %d\r\n\r\n"
-                        % (extra, len(out))).encode() + out
+                status = query.get("status", "200") if query.get("status", "").isdigit() else "200"
+                resp = ("Status: %s X\r\nContent-Type: application/json\r\n%sContent-Length: %d\r\n\r\n"
+                        % (status, extra, len(out))).encode() + out
                 self.request.sendall(resp)
 
         class Server(socketserver.ThreadingTCPServer):
@@ -223,6 +224,93 @@ LimitRequestBody 1000
     assert ap[0][2]["vars"]["APP_ENV"] == "prod"
     assert ap[3][0] == 404 and ap[4][0] == 413
     assert "timeout = 30" in lua and "connect_timeout = 5" in lua
+
+
+def test_error_documents(tmp_path, backends):
+    """ErrorDocument under Apache and under its import: a local URL served by a backend (the same
+    page request at the backend: method GET, REDIRECT_STATUS, REDIRECT_URL, REDIRECT_QUERY_STRING)
+    and a message (the same body), for the server's own errors. The page's backend answers with
+    the error's status, as an error script does: Apache sends a proxied page's own status, where
+    moongate keeps the error's for a 2xx page (docs/migrating-from-apache.md)."""
+    a, b = backends
+    dead = free_port()
+    conf = '''
+ProxyPass /app/ scgi://127.0.0.1:%d/
+ProxyPass /errors/ scgi://127.0.0.1:%d/
+ProxyPass /dead/ scgi://127.0.0.1:%d/
+ErrorDocument 404 /errors/404.html?status=404
+ErrorDocument 503 "Back in a moment"
+''' % (a.port, b.port, dead)
+    reqs = [("GET", "/no/route/here?x=1", [], None),
+            ("GET", "/no/form", [], None),
+            ("GET", "/dead/page", [], None),
+            ("GET", "/app/page?status=404", [], None),
+            ("GET", "/app/page", [], None)]
+    # Apache's error document request has no REDIRECT_QUERY_STRING when the request had no query
+    # (the 404 came before any handler set CGI variables); moongate always sends it, "" here.
+    ap, mg, lua = differential(tmp_path, conf, reqs, named=(("/no/form", "REDIRECT_QUERY_STRING"),))
+    assert [x[0] for x in ap] == [404, 404, 503, 404, 200]
+    # The page requests reached the error page's backend (b); the app's own 404 passed (a).
+    assert [x[2] and x[2]["backend"] for x in mg] == ["b", "b", None, "a", "a"]
+    assert mg[1][2]["vars"]["REDIRECT_STATUS"] == "404" and mg[1][2]["vars"]["REDIRECT_URL"] == "/no/form"
+    assert b"Back in a moment" in ap[2][1] and mg[2][1] == b"Back in a moment"
+    assert "error_pages = {" in lua
+
+
+def test_proxy_error_override_becomes_intercept_errors(tmp_path, backends):
+    """ProxyErrorOverride On becomes intercept_errors = true (a <Location>'s Off a route option):
+    the backend's 404 is answered by the ErrorDocument page. Measured on Debian's Apache 2.4,
+    mod_proxy_scgi does not apply the directive (the backend's error passes); the importer says
+    so on the line and moongate does what the directive asks."""
+    a, b = backends
+    conf = tmp_path / "apache.conf"
+    conf.write_text('''Listen 127.0.0.1:%d
+ProxyPass /app/ scgi://127.0.0.1:%d/
+ProxyPass /errors/ scgi://127.0.0.1:%d/
+ProxyErrorOverride On
+ErrorDocument 404 /errors/404.html
+<Location /app/raw/>
+  ProxyErrorOverride Off
+</Location>
+''' % (free_port(), a.port, b.port))
+    code, lua, err = import_apache(str(conf))
+    assert code == 0, err + lua
+    assert "intercept_errors = true" in lua and "mod_proxy_scgi does not apply it" in lua
+    gw = Gateway(tmp_path, "\n".join(l for l in lua.splitlines() if not l.startswith("mg.listen(")))
+    try:
+        r = request(gw.port, path="/app/page?status=404")
+        assert r.status == 404 and json.loads(r.body)["backend"] == "b"
+        r = request(gw.port, path="/app/raw/page?status=404")
+        assert r.status == 404 and json.loads(r.body)["backend"] == "a"
+        r = request(gw.port, path="/app/page?status=200")
+        assert r.status == 200 and json.loads(r.body)["backend"] == "a"
+    finally:
+        gw.stop()
+
+
+def test_error_document_kinds_and_their_failures(tmp_path):
+    conf = tmp_path / "apache.conf"
+    conf.write_text('''Listen 127.0.0.1:8080
+ProxyPass /app/ scgi://127.0.0.1:4000/
+ErrorDocument 500 http://status.example/down
+ErrorDocument 404 /pages/missing.html
+ErrorDocument 200 /x
+<Location /app/>
+  ErrorDocument 500 default
+</Location>
+''')
+    code, out, err = import_apache(str(conf))
+    assert code == 3
+    assert 'Location = "http://status.example/down"' in out
+    assert "apache.conf:5: not translated" in err and "400 to 599" in err
+    # A local page that no route serves: Apache takes it from the DocumentRoot.
+    assert "apache.conf:4: not translated" in err and "no route serves /pages/missing.html" in err
+    # "default" in the <Location>: its route has no 500 page.
+    route = out[out.index('mg.route("/app/"'):]
+    assert "[500]" not in route.split("\n})")[0]
+    p = tmp_path / "init.lua"
+    p.write_text(out)
+    assert subprocess.run([MOONGATE, "-t", "-c", str(p)], capture_output=True).returncode == 0
 
 
 def test_balancer_routes_loadfactors_stickiness(tmp_path, backends):
