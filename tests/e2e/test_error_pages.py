@@ -221,3 +221,52 @@ def test_bad_error_pages_are_load_errors_naming_the_line(tmp_path):
         r = subprocess.run([MOONGATE, "-t", "-c", str(p)], capture_output=True, text=True, timeout=10)
         assert r.returncode != 0
         assert "bad%d.lua:3" % i in r.stderr and why in r.stderr, r.stderr
+
+
+def test_error_pages_over_http2(gateway, demo_backend):
+    import subprocess
+    g = start(gateway, '''
+mg.listen("127.0.0.1:{PORT}", { http2 = true })
+mg.route("/caught/", "scgi://127.0.0.1:{BACKEND}", { intercept_errors = true })
+''', demo_backend)
+    for path, status, page in (("/missing", 404, "404.html"), ("/caught/status/502", 502, "50x.html")):
+        p = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-w", "\n%{http_code} %{http_version}",
+                            "http://127.0.0.1:%d%s" % (g.port, path)], capture_output=True, timeout=20)
+        body, _, tail = p.stdout.rpartition(b"\n")
+        assert tail == b"%d 2" % status, p.stdout + p.stderr
+        assert body == PAGES[page].encode()
+
+
+def test_same_pages_as_openresty_error_page(gateway, tmp_path):
+    """The same Lua under OpenResty (Debian's nginx + lua-nginx-module, `error_page`) and under
+    moongate (`error_pages`): for each request, the same status and the same page body (which
+    names the URI and method the page saw)."""
+    from openresty import start_openresty, stop_openresty
+    page = 'ngx.say("page for ", ngx.var.request_uri, " by ", ngx.req.get_method(), " at ", ngx.var.uri)'
+    bodies = {
+        "/exit404": "ngx.exit(404)",
+        "/boom": 'error("kaput")',
+        "/own": 'ngx.status = 404 ngx.say("own body")',
+        "/fine": 'ngx.say("fine")',
+    }
+    locs = {p: b for p, b in bodies.items()}
+    locs["/_err/"] = ("raw_prefix", "internal; content_by_lua_block { %s }" % page)
+    locs["/denied"] = ("raw", 'access_by_lua_block { ngx.exit(404) } content_by_lua_block { ngx.say("secret") }')
+    proc, oport = start_openresty(tmp_path / "or", locs, server="error_page 404 /_err/404; error_page 500 /_err/500;")
+    lua = 'mg.set { error_pages = { [404] = "/_err/404", [500] = "/_err/500" } }\n'
+    lua += 'mg.route("/_err/", function() %s end, { internal = true })\n' % page
+    for p, b in bodies.items():
+        lua += 'mg.route("=%s", function() %s end)\n' % (p, b)
+    lua += 'mg.route("=/denied", function() ngx.say("secret") end, { hooks = { access = function() ngx.exit(404) end } })\n'
+    g = gateway(lua)
+    try:
+        reqs = [("GET", "/exit404?a=1"), ("POST", "/exit404"), ("HEAD", "/exit404"), ("GET", "/boom"),
+                ("GET", "/own"), ("GET", "/fine"), ("GET", "/denied"), ("GET", "/no/such/path"), ("GET", "/_err/404")]
+        for method, path in reqs:
+            body = b"x" if method == "POST" else None
+            a = request(oport, method, path, body=body)
+            m = request(g.port, method, path, body=body)
+            assert (m.status, m.body) == (a.status, a.body), "%s %s: OpenResty %d %r, moongate %d %r" % (
+                method, path, a.status, a.body, m.status, m.body)
+    finally:
+        stop_openresty(proc)
