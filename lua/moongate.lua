@@ -361,6 +361,79 @@ local route_keys = {
   error_pages = true, intercept_errors = true, -- SPEC 19
 }
 
+-- SPEC 19: the options of a static route ({ root = DIR, ... }).
+local static_keys = { root = true, precompressed = true, expires = true, cache_control = true, index = true, fallback = true }
+
+-- nginx's `expires` time: "30s", "10m", "1h 30m", "1y 2d"... Units y (365 days), M (30 days), w,
+-- d, h, m, s, each at most once and from the largest down, spaces between them optional; a
+-- last number without a unit is seconds; a leading "-" puts the time in the past.
+local expires_units = { y = 31536000, M = 2592000, w = 604800, d = 86400, h = 3600, m = 60, s = 1 }
+local expires_order = "yMwdhms"
+
+local function parse_expires(at, v)
+  local bad = "expires: expected seconds, a time like \"30s\", \"10m\", \"1h 30m\", \"7d\", \"1y\" (units y M w d h m s, largest first), or \"epoch\", \"max\", \"off\"; got %s"
+  if type(v) == "number" then
+    if v ~= v or v == math.huge or v == -math.huge or v ~= math.floor(v) then fail(at, bad, tostring(v)) end
+    return "after", v
+  end
+  if type(v) ~= "string" then fail(at, bad, type(v)) end
+  if v == "off" then return nil end
+  if v == "epoch" or v == "max" then return v, 0 end
+  local sign, rest = v:match("^(%-?)(.+)$")
+  local total, last, pos = 0, 0, 1
+  while pos <= #rest do
+    local n, unit, stop = rest:match("^(%d+)(%a?)()", pos)
+    if not n then fail(at, bad, string.format("%q", v)) end
+    if unit == "" then
+      if stop <= #rest then fail(at, bad, string.format("%q", v)) end
+      unit = "s"
+    end
+    local rank = expires_order:find(unit, 1, true)
+    if not rank or not expires_units[unit] or rank <= last then fail(at, bad, string.format("%q", v)) end
+    total, last = total + tonumber(n) * expires_units[unit], rank
+    pos = stop
+    if rest:sub(pos, pos) == " " then
+      pos = pos + 1
+      if pos > #rest then fail(at, bad, string.format("%q", v)) end
+    end
+  end
+  if total > 2 ^ 53 then fail(at, "expires: %q is too long", v) end
+  return "after", sign == "-" and -total or total
+end
+
+local function parse_static_options(at, r, target)
+  if target.expires ~= nil then r.expires_mode, r.expires = parse_expires(at, target.expires) end
+  if target.cache_control ~= nil then
+    local cc = target.cache_control
+    if type(cc) ~= "string" or cc == "" then
+      fail(at, "cache_control: expected a header value such as \"public, max-age=3600\", got %s", type(cc) == "string" and "\"\"" or type(cc))
+    end
+    if cc:find("[%z\1-\8\10-\31\127]") then fail(at, "cache_control: the value holds a control character (a line break?)") end
+    r.cache_control = cc
+  end
+  if target.index ~= nil then
+    local list = target.index
+    if list == false then list = {} elseif type(list) == "string" then list = { list } end
+    if type(list) ~= "table" then fail(at, "index: expected a file name or a list of them, got %s", type(target.index)) end
+    r.index = {}
+    for i, name in ipairs(list) do
+      if type(name) ~= "string" or name == "" or name:find("/", 1, true) or name == "." or name == ".." or name:find("%z") then
+        fail(at, "index[%d]: expected a file name (no \"/\"), got %s", i, type(name) == "string" and string.format("%q", name) or type(name))
+      end
+      r.index[i] = name
+    end
+    for k in pairs(list) do
+      if type(k) ~= "number" or k > #list then fail(at, "index: expected a list of file names") end
+    end
+  end
+  if target.fallback ~= nil then
+    if type(target.fallback) ~= "string" or target.fallback:sub(1, 1) ~= "/" then
+      fail(at, "fallback: expected the path of another route, such as \"/app/\", got %s", tostring(target.fallback))
+    end
+    r.fallback = target.fallback
+  end
+end
+
 local status_marker = {}
 
 function M.status_handler()
@@ -369,6 +442,7 @@ end
 
 function M.route(match, target, opts)
   local at = caller(2)
+  local spec = match
   if type(match) ~= "string" or match == "" then fail(at, "mg.route: argument #1 must be a path prefix, \"=/exact\" or \"~regex\", got %s", tostring(match)) end
   local exact, regex, caseless = false, false, false
   if match:sub(1, 2) == "~*" then regex, caseless = true, true; match = match:sub(3)
@@ -379,7 +453,7 @@ function M.route(match, target, opts)
     if match == "" then fail(at, "mg.route: empty regular expression") end
     if match:find("%z") then fail(at, "mg.route: the regular expression holds a NUL byte") end
   elseif match:sub(1, 1) ~= "/" then fail(at, "mg.route: path %q must start with /", match) end
-  local r = { match = match, exact = exact, regex = regex, caseless = caseless, at = at, internal_redirect = "Location" }
+  local r = { match = match, spec = spec, exact = exact, regex = regex, caseless = caseless, at = at, internal_redirect = "Location" }
   if type(target) == "string" then
     local bname = target:match("^balancer://([%w%-_%.]+)/?$")
     if bname then
@@ -393,10 +467,13 @@ function M.route(match, target, opts)
     r.kind = "status"
   elseif type(target) == "table" then
     if type(target.root) ~= "string" then fail(at, "mg.route: a table target must be { root = \"/dir\" }") end
-    for k in pairs(target) do if k ~= "root" and k ~= "precompressed" then fail(at, "mg.route: unknown static option %q", tostring(k)) end end
+    for k in pairs(target) do
+      if not static_keys[k] then fail(at, "mg.route: unknown static option %q (root, precompressed, expires, cache_control, index, fallback)", tostring(k)) end
+    end
     r.kind = "static"; r.root = target.root
     -- SPEC 19: file.br, file.zst, file.gz served when the client accepts them.
     if target.precompressed ~= nil then r.precompressed = parse_bool(at, "precompressed", target.precompressed) end
+    parse_static_options(at, r, target)
   else
     fail(at, "mg.route: argument #2 must be a backend URL, balancer://name/, { root = DIR }, a function or mg.status_handler(), got %s", type(target))
   end
@@ -561,6 +638,37 @@ M.timer = setmetatable({}, { __call = function(_, seconds, fn)
   state.timers[#state.timers + 1] = { ms = ms, fn = fn, at = at }
 end })
 
+-- SPEC 19: a static route's `fallback` names a route by the first argument of its mg.route
+-- call: one of the same host if there is one, else one for every host. The chain of fallbacks
+-- must end (a static route falling back to one that falls back to it would never answer).
+local function resolve_fallbacks()
+  local routes = state.routes
+  for _, r in ipairs(routes) do
+    if r.fallback then
+      local pick, any -- the first declared of the same host, else the first for every host
+      for i, t in ipairs(routes) do
+        if t.spec == r.fallback then
+          if r.host and t.host == r.host then pick = pick or i end
+          if not t.host then any = any or i end
+        end
+      end
+      pick = pick or any
+      if not pick then fail(r.at, "fallback: no route %q is declared (the fallback names a route by its mg.route path)", r.fallback) end
+      if routes[pick] == r then fail(r.at, "fallback: the route %q cannot fall back to itself", r.spec) end
+      r.fallback_index = pick
+    end
+  end
+  for _, r in ipairs(routes) do
+    local seen, chain, t = { [r] = true }, { r.spec }, r
+    while t.fallback_index do
+      t = routes[t.fallback_index]
+      chain[#chain + 1] = t.spec
+      if seen[t] then fail(r.at, "fallback: the chain of fallbacks loops (%s)", table.concat(chain, " -> ")) end
+      seen[t] = true
+    end
+  end
+end
+
 -- Checked after init.lua has run, when every name is known.
 function M._finish(file)
   for _, r in ipairs(state.routes) do
@@ -568,6 +676,7 @@ function M._finish(file)
       fail(r.at, "mg.route: unknown balancer %q (declare it with mg.balancer before or after the route)", r.balancer)
     end
   end
+  resolve_fallbacks()
   if #state.listens == 0 then fail(file or "init.lua", "no listener: call mg.listen(\"127.0.0.1:8080\")") end
   state.loaded = true -- mg.timer(seconds, fn) is for init.lua only
   return state

@@ -388,6 +388,37 @@ static mg_balancer_t *find_balancer(mg_config_t *cfg, const char *name) {
   return NULL;
 }
 
+/* SPEC 19: a static route's expires, cache_control, index and fallback, as moongate.lua
+ * checked them (fallback_index: the target's place in cfg->routes, counted from 1; the array
+ * is allocated whole before any route is loaded, so the pointer is valid at once). */
+static void load_static_options(lua_State *L, mg_config_t *cfg, mg_route_t *r) {
+  /* stack: ... route-table */
+  char *mode = get_str(L, "expires_mode");
+  if (mode) {
+    r->expires_mode = strcmp(mode, "epoch") == 0 ? MG_EXPIRES_EPOCH : strcmp(mode, "max") == 0 ? MG_EXPIRES_MAX : MG_EXPIRES_AFTER;
+    r->expires = get_num(L, "expires", 0);
+    free(mode);
+  }
+  r->cache_control = get_str(L, "cache_control");
+  lua_getfield(L, -1, "index");
+  if (lua_istable(L, -1)) {
+    r->nindex = (int)lua_objlen(L, -1);
+    r->index = mg_calloc((size_t)r->nindex + 1, sizeof(char *));
+    for (int i = 0; i < r->nindex; i++) {
+      lua_rawgeti(L, -1, i + 1);
+      r->index[i] = mg_strdup(lua_tostring(L, -1));
+      lua_pop(L, 1);
+    }
+  } else if (r->kind == MG_TARGET_STATIC) {
+    r->nindex = 1;
+    r->index = mg_calloc(2, sizeof(char *));
+    r->index[0] = mg_strdup("index.html");
+  }
+  lua_pop(L, 1);
+  int64_t fb = get_num(L, "fallback_index", 0);
+  if (fb > 0 && fb <= cfg->nroutes) r->fallback = &cfg->routes[fb - 1];
+}
+
 static int load_route(loader_t *ld, mg_route_t *r) {
   lua_State *L = ld->L;
   mg_config_t *cfg = ld->cfg;
@@ -461,6 +492,7 @@ static int load_route(loader_t *ld, mg_route_t *r) {
   if (lua_istable(L, -1)) load_error_pages(ld, &r->own_error_pages);
   if (!lua_isnil(L, -1)) r->error_pages = &r->own_error_pages;
   lua_pop(L, 1);
+  load_static_options(L, cfg, r);
   lua_getfield(L, -1, "sendfile_roots");
   if (lua_istable(L, -1)) {
     r->nsendfile_roots = (int)lua_objlen(L, -1);
@@ -660,6 +692,9 @@ void mg_config_free(mg_config_t *cfg) {
     free(r->sendfile), free(r->decl);
     free(r->compress.types); /* SPEC 19 */
     free_error_pages(&r->own_error_pages);
+    free(r->cache_control);
+    for (int k = 0; k < r->nindex; k++) free(r->index[k]);
+    free(r->index);
     mg_route_re_free(r);
     if (r->root_fd >= 0) close(r->root_fd);
     for (int k = 0; k < r->nsendfile_roots; k++) {

@@ -58,6 +58,9 @@ typedef struct {
   int level_gzip, level_br, level_zstd;
 } mg_compress_cfg_t;
 
+/* SPEC 19: a static route's `expires` (nginx's forms). */
+typedef enum { MG_EXPIRES_OFF, MG_EXPIRES_AFTER, MG_EXPIRES_EPOCH, MG_EXPIRES_MAX } mg_expires_t;
+
 /* SPEC 19: error pages. A status's page is a local URI (served by an internal redirect, the
  * status kept) or a Lua function called as a content handler fn(req, status); `fn` is then a
  * route of its own (kind MG_TARGET_LUA, errpage_fn set) that no URI reaches. */
@@ -118,6 +121,15 @@ struct mg_route_s {
   mg_errpages_t own_error_pages;
   int intercept_errors;
   int errpage_fn;
+  /* SPEC 19: a static route's caching headers (on 200, 206, 301, 304 and 416 answers),
+   * index files tried for a directory, and the route that answers when no file matches
+   * (NULL: 404/403). The fallback chain never loops (moongate.lua checks it). */
+  mg_expires_t expires_mode;
+  int64_t expires; /* seconds from now, MG_EXPIRES_AFTER; negative: in the past, no-cache */
+  char *cache_control;
+  char **index;
+  int nindex;
+  const struct mg_route_s *fallback;
 };
 
 typedef struct {

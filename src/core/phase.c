@@ -42,6 +42,19 @@ static int run_hooks(mg_req_t *req, int phase) {
   return MG_OK;
 }
 
+/* The limits of the route the request has reached: MG_OK, or MG_ENDED after answering. */
+static int route_admit(mg_req_t *req) {
+  const mg_route_t *r = req->route;
+  uint64_t limit = r->client_max_body_size;
+  if (limit && req->content_length > 0 && (uint64_t)req->content_length > limit) {
+    req->keepalive = 0;
+    mg_req_error(req, 413, "request body of %lld bytes exceeds client_max_body_size %llu of route %s",
+                 (long long)req->content_length, (unsigned long long)limit, r->match);
+    return MG_ENDED;
+  }
+  return MG_OK;
+}
+
 static int route_request(mg_req_t *req) {
   req->route = mg_route_find(req->cfg, req->host, req->path, req->path_len);
   const mg_route_t *r = req->route;
@@ -51,14 +64,7 @@ static int route_request(mg_req_t *req) {
     mg_req_error(req, 404, NULL);
     return MG_ENDED;
   }
-  uint64_t limit = r->client_max_body_size;
-  if (limit && req->content_length > 0 && (uint64_t)req->content_length > limit) {
-    req->keepalive = 0;
-    mg_req_error(req, 413, "request body of %lld bytes exceeds client_max_body_size %llu of route %s",
-                 (long long)req->content_length, (unsigned long long)limit, r->match);
-    return MG_ENDED;
-  }
-  return MG_OK;
+  return route_admit(req);
 }
 
 static void engine_run(mg_req_t *req) {
@@ -122,5 +128,18 @@ void mg_phase_handler(mg_req_t *req, const mg_route_t *route) {
   req->stage = ST_HANDLER;
   req->hook_i = 0;
   req->handler_started = 0;
+  engine_run(req);
+}
+
+void mg_phase_handover(mg_req_t *req, const mg_route_t *route) {
+  req->route = route;
+  req->status = 200;
+  req->resp_headers.n = 0;
+  req->handler_started = 0;
+  if (route_admit(req) != MG_OK) return;
+  /* The global access hooks ran for this request already (a limit_req in one must not count
+   * it twice): only the new route's own run, from the first one after the global ones. */
+  req->stage = ST_ACCESS;
+  req->hook_i = (uint16_t)(mg_req_hook_count(req, MG_PHASE_ACCESS) - route->hooks[MG_PHASE_ACCESS].n);
   engine_run(req);
 }

@@ -27,6 +27,11 @@ void mg_phase_restart(mg_req_t *req, const char *location);
 /* Serves the request with `route`'s handler at once, its URI unchanged and no hook run again
  * (an error page's function, errpage.c). */
 void mg_phase_handler(mg_req_t *req, const mg_route_t *route);
+/* The route's handler declines the request and hands it, as it is (method, URI, body, the
+ * REDIRECT_* of earlier hops), to `route`: that route's limits and its own access hooks, then
+ * its handler (a static route's `fallback`, nginx's `try_files ... @app`). Called from a
+ * handler's start, before it has answered or read the body. */
+void mg_phase_handover(mg_req_t *req, const mg_route_t *route);
 /* A hook that waited has ended with `result` (MG_OK: the engine goes on; MG_ENDED: it
  * handled the request, which may already be freed: the engine does not touch it, so the
  * binding clears req->thread itself before answering). */

@@ -14,10 +14,12 @@
 #include <unistd.h>
 
 #include "accept.h"
+#include "etag.h"
 #include "handler.h"
 #include "log.h"
 #include "path.h"
 #include "loop.h"
+#include "phase.h"
 
 #define SEND_PER_TURN (4 * 1024 * 1024)
 
@@ -223,6 +225,36 @@ static int parse_range(const char *h, off_t size, off_t *from, off_t *to) {
   return 1;
 }
 
+/* SPEC 19: a static route's Expires and Cache-Control (nginx's `expires`, and `cache_control`
+ * in place of the Cache-Control that expires would set). Only on a static route's answers
+ * (an X-Sendfile response of an SCGI route has none of these options). */
+static void cache_headers(mg_req_t *req) {
+  const mg_route_t *r = req->route;
+  if (!r || r->kind != MG_TARGET_STATIC) return;
+  mg_pool_t *pool = &req->pool;
+  const char *cc = NULL;
+  char date[64], age[40];
+  switch (r->expires_mode) {
+    case MG_EXPIRES_AFTER:
+      mg_fields_set(pool, &req->resp_headers, "Expires", mg_http_date(date, sizeof date, (int64_t)time(NULL) + r->expires));
+      if (r->expires < 0) cc = "no-cache";
+      else snprintf(age, sizeof age, "max-age=%lld", (long long)r->expires), cc = age;
+      break;
+    case MG_EXPIRES_EPOCH:
+      mg_fields_set(pool, &req->resp_headers, "Expires", "Thu, 01 Jan 1970 00:00:01 GMT");
+      cc = "no-cache";
+      break;
+    case MG_EXPIRES_MAX:
+      mg_fields_set(pool, &req->resp_headers, "Expires", "Thu, 31 Dec 2037 23:55:55 GMT");
+      cc = "max-age=315360000";
+      break;
+    case MG_EXPIRES_OFF:
+      break;
+  }
+  if (r->cache_control) cc = r->cache_control;
+  if (cc) mg_fields_set(pool, &req->resp_headers, "Cache-Control", cc);
+}
+
 static time_t parse_http_date(const char *s) {
   struct tm tm;
   memset(&tm, 0, sizeof tm);
@@ -236,14 +268,13 @@ void mg_file_send(mg_req_t *req, int fd, const struct stat *st, int conditional,
   snprintf(etag, sizeof etag, "\"%llx-%llx\"", (unsigned long long)st->st_mtime, (unsigned long long)st->st_size);
   mg_fields_set(pool, &req->resp_headers, "Last-Modified", mg_http_date(buf, sizeof buf, st->st_mtime));
   mg_fields_set(pool, &req->resp_headers, "ETag", etag);
-  mg_fields_set(pool, &req->resp_headers, "Accept-Ranges", "bytes");
-  if (path_for_type && !mg_fields_get(&req->resp_headers, "Content-Type"))
-    mg_fields_set(pool, &req->resp_headers, "Content-Type", mg_mime_type(path_for_type));
   if (conditional) {
+    /* RFC 9110 13.2.2: If-None-Match (weak comparison, lists, "*") decides when present, and
+     * If-Modified-Since only without it. The 304 carries what a 200 would for caches
+     * (ETag, Last-Modified, Vary, Cache-Control, Expires), no Content-Type or body. */
     const char *inm = mg_fields_get(&req->headers, "If-None-Match");
-    time_t ims = parse_http_date(mg_fields_get(&req->headers, "If-Modified-Since"));
-    if ((inm && (strcmp(inm, etag) == 0 || strcmp(inm, "*") == 0 || strstr(inm, etag))) ||
-        (!inm && ims != (time_t)-1 && st->st_mtime <= ims)) {
+    time_t ims = inm ? (time_t)-1 : parse_http_date(mg_fields_get(&req->headers, "If-Modified-Since"));
+    if (inm ? mg_etag_match_weak(inm, etag) : ims != (time_t)-1 && st->st_mtime <= ims) {
       close(fd);
       req->status = 304;
       mg_req_send_head(req);
@@ -251,6 +282,9 @@ void mg_file_send(mg_req_t *req, int fd, const struct stat *st, int conditional,
       return;
     }
   }
+  mg_fields_set(pool, &req->resp_headers, "Accept-Ranges", "bytes");
+  if (path_for_type && !mg_fields_get(&req->resp_headers, "Content-Type"))
+    mg_fields_set(pool, &req->resp_headers, "Content-Type", mg_mime_type(path_for_type));
   off_t from = 0, to = st->st_size - 1;
   const char *range = req->status == 200 ? mg_fields_get(&req->headers, "Range") : NULL;
   const char *if_range = mg_fields_get(&req->headers, "If-Range");
@@ -260,6 +294,7 @@ void mg_file_send(mg_req_t *req, int fd, const struct stat *st, int conditional,
     close(fd);
     snprintf(buf, sizeof buf, "bytes */%lld", (long long)st->st_size);
     req->resp_headers.n = 0;
+    cache_headers(req); /* as nginx, whose expires sees the 200 before the range filter */
     mg_fields_set(pool, &req->resp_headers, "Content-Range", buf);
     static const char body[] = "416 Range Not Satisfiable\n";
     mg_req_respond(req, 416, "text/plain", body, sizeof body - 1);
@@ -329,11 +364,63 @@ static void precompressed_sibling(mg_req_t *req, const char *rel, int *fd, struc
 
 /* ---- { root = DIR } routes ---------------------------------------------------------------- */
 
+/* A directory asked for without its trailing slash: 301 to the slash form, the query kept
+ * (nginx). The Location is relative to the host, as nginx's with absolute_redirect off, so it
+ * stays right behind another proxy. req->path keeps its escapes (path.h), so it goes as is. */
+static void redirect_to_slash(mg_req_t *req) {
+  size_t ql = req->query ? strlen(req->query) + 1 : 0;
+  char *loc = mg_pool_alloc(&req->pool, req->path_len + ql + 2);
+  memcpy(loc, req->path, req->path_len);
+  loc[req->path_len] = '/';
+  if (ql) loc[req->path_len + 1] = '?', memcpy(loc + req->path_len + 2, req->query, ql - 1);
+  loc[req->path_len + 1 + ql] = 0;
+  req->resp_headers.n = 0;
+  mg_fields_set(&req->pool, &req->resp_headers, "Location", loc);
+  cache_headers(req);
+  static const char body[] = "301 Moved Permanently\n";
+  mg_req_respond(req, 301, "text/plain", body, sizeof body - 1);
+}
+
+/* The first of the route's index files that is a regular file in the directory `dir` (a path
+ * below the root, "" for the root): its descriptor, with *st and *rel (the file's path below
+ * the root, from the pool) set; -1 when there is none. */
+static int open_index(mg_req_t *req, const char *dir, struct stat *st, const char **rel) {
+  const mg_route_t *r = req->route;
+  size_t dl = strlen(dir);
+  for (int i = 0; i < r->nindex; i++) {
+    size_t nl = strlen(r->index[i]);
+    char *p = mg_pool_alloc(&req->pool, dl + nl + 2);
+    memcpy(p, dir, dl);
+    size_t at = dl;
+    if (dl && dir[dl - 1] != '/') p[at++] = '/';
+    memcpy(p + at, r->index[i], nl + 1);
+    int fd = mg_static_open_beneath(r->root_fd, p);
+    if (fd < 0) continue;
+    if (fstat(fd, st) == 0 && S_ISREG(st->st_mode)) {
+      *rel = p;
+      return fd;
+    }
+    close(fd);
+  }
+  return -1;
+}
+
+/* 405 with the Allow field (mg_req_error would drop it with the handler's other fields). */
+static void not_allowed(mg_req_t *req) {
+  static const char body[] = "405 Method Not Allowed\n";
+  req->resp_headers.n = 0;
+  mg_fields_set(&req->pool, &req->resp_headers, "Allow", "GET, HEAD");
+  if (!req->msg_done) req->keepalive = 0;
+  mg_req_respond(req, 405, "text/plain", body, sizeof body - 1);
+}
+
 void mg_static_serve(mg_req_t *req) {
   const mg_route_t *r = req->route;
-  if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0) {
-    mg_fields_set(&req->pool, &req->resp_headers, "Allow", "GET, HEAD");
-    mg_req_error(req, 405, NULL);
+  /* With a fallback, any method looks for the file first: what is not a file here goes on
+   * to the app, a POST included (nginx's try_files); a file only answers GET and HEAD. */
+  int readable = strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0;
+  if (!readable && !r->fallback) {
+    not_allowed(req);
     return;
   }
   size_t skip = r->exact ? req->path_len : r->match_len;
@@ -343,23 +430,46 @@ void mg_static_serve(mg_req_t *req) {
   size_t rl = req->path_len - skip;
   char *rel = mg_pool_alloc(&req->pool, rl + 2);
   mg_path_decode(rest, rl, rel);
+  const char *name = rel;
   int fd = mg_static_open_beneath(r->root_fd, rel);
   if (fd < 0) {
-    if (fd == -ENOENT || fd == -ENOTDIR) mg_req_error(req, 404, NULL);
+    if ((fd == -ENOENT || fd == -ENOTDIR) && r->fallback) mg_phase_handover(req, r->fallback);
+    else if (fd == -ENOENT || fd == -ENOTDIR) mg_req_error(req, 404, NULL);
     else if (fd == -EXDEV || fd == -ELOOP) mg_req_error(req, 403, "static path %s escapes root %s", rel, r->root);
     else mg_req_error(req, 403, "static file %s/%s: %s", r->root, rel, strerror(-fd));
     return;
   }
   struct stat st;
-  if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-    int dir = S_ISDIR(st.st_mode);
+  if (fstat(fd, &st) < 0) st.st_mode = 0;
+  if (S_ISDIR(st.st_mode)) {
     close(fd);
-    mg_req_error(req, dir ? 403 : 404, dir ? "directory listing is not served: %s" : "not a regular file: %s", req->path);
+    if (!r->exact && req->path[req->path_len - 1] != '/') {
+      if (readable) redirect_to_slash(req);
+      else mg_phase_handover(req, r->fallback);
+      return;
+    }
+    fd = open_index(req, rel, &st, &name);
+    if (fd < 0) {
+      if (r->fallback) mg_phase_handover(req, r->fallback);
+      else mg_req_error(req, 403, "directory %s has no index file (%s%s), and directories are not listed", req->path,
+                        r->nindex ? r->index[0] : "index = {}", r->nindex > 1 ? ", ..." : "");
+      return;
+    }
+  } else if (!S_ISREG(st.st_mode)) {
+    close(fd);
+    if (r->fallback) mg_phase_handover(req, r->fallback);
+    else mg_req_error(req, 404, "not a regular file: %s", req->path);
+    return;
+  }
+  if (!readable) {
+    close(fd);
+    not_allowed(req);
     return;
   }
   req->status = 200;
-  if (r->precompressed) precompressed_sibling(req, rel, &fd, &st); /* SPEC 19 */
-  mg_file_send(req, fd, &st, 1, rel);
+  cache_headers(req); /* SPEC 19 */
+  if (r->precompressed) precompressed_sibling(req, name, &fd, &st); /* SPEC 19 */
+  mg_file_send(req, fd, &st, 1, name);
 }
 
 const mg_handler_t mg_handler_static = {"static", mg_static_serve};
