@@ -6,7 +6,7 @@
 
 #include "route_re.h"
 
-static int matches(const mg_route_t *r, const char *path, size_t len) {
+int mg_route_matches(const mg_route_t *r, const char *path, size_t len) {
   if (r->re) {
     long ov[2];
     return mg_route_re_match(r, path, len, ov, 1) > 0;
@@ -25,7 +25,7 @@ const mg_route_t *mg_route_find(const mg_config_t *cfg, const char *host, const 
     /* rank: host-specific, then exact, then regex (the first declared, so all rank the
      * same), then prefix length; a regex is run only when it could win */
     int rank = (r->host ? 1 << 30 : 0) + (r->exact ? 1 << 29 : r->re ? 1 << 28 : (int)r->match_len);
-    if (rank <= best_rank || !matches(r, path, len)) continue;
+    if (rank <= best_rank || !mg_route_matches(r, path, len)) continue;
     best = r, best_rank = rank;
   }
   return best;

@@ -16,4 +16,8 @@
  * route matches. */
 const mg_route_t *mg_route_find(const mg_config_t *cfg, const char *host, const char *path, size_t path_len);
 
+/* 1 when route r matches path (its host aside). A request handed to a route by another one
+ * (a static route's fallback, phase.h) may lie outside it: its handler asks this first. */
+int mg_route_matches(const mg_route_t *r, const char *path, size_t len);
+
 #endif

@@ -6,6 +6,7 @@
 #include <strings.h>
 
 #include "path.h"
+#include "route.h"
 #include "route_re.h"
 
 int mg_cgi_header_name(const char *field, char *out) {
@@ -72,6 +73,10 @@ void mg_cgi_env_build(mg_req_t *req, uint64_t content_length, mg_vars_t *v) {
     long ov[2];
     size_t end = mg_route_re_match(r, req->path, req->path_len, ov, 1) > 0 ? (size_t)ov[1] : req->path_len;
     mg_cgi_split_path(pool, req->path, req->path_len, req->path, end, 1, &script_name, &path_info);
+  } else if (!mg_route_matches(r, req->path, req->path_len)) {
+    /* Handed over by a static route's fallback from outside this route's prefix: the app is
+     * mounted at the root for this request, the whole path is PATH_INFO. */
+    mg_cgi_split_path(pool, req->path, req->path_len, "", 0, pathinfo, &script_name, &path_info);
   } else {
     mg_cgi_split_path(pool, req->path, req->path_len, r->match, r->match_len, pathinfo && !r->exact, &script_name,
                       &path_info);

@@ -20,6 +20,7 @@
 #include "path.h"
 #include "loop.h"
 #include "phase.h"
+#include "route.h"
 
 #define SEND_PER_TURN (4 * 1024 * 1024)
 
@@ -426,6 +427,8 @@ void mg_static_serve(mg_req_t *req) {
   size_t skip = r->exact ? req->path_len : r->match_len;
   if (!r->exact && r->match[r->match_len - 1] != '/') skip = r->match_len; /* "/img" + "/a.png" */
   if (skip > req->path_len) skip = req->path_len;
+  /* A URI handed over from another route's prefix is looked up whole below this root. */
+  if (!r->re && !mg_route_matches(r, req->path, req->path_len)) skip = 0;
   const char *rest = req->path + skip;
   size_t rl = req->path_len - skip;
   char *rel = mg_pool_alloc(&req->pool, rl + 2);
