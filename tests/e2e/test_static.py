@@ -405,3 +405,25 @@ mg.route("/_app/", function(req) ngx.say("app ", req.uri) end, { internal = true
                 assert a.body == b.body, what
     finally:
         stop_openresty(proc)
+
+
+def test_fallback_whose_access_hook_waits_keeps_the_body(gateway, www, echo_backend):
+    """The target's access hook sleeps (the body is held meanwhile), then the backend gets the
+    whole upload; over HTTP/1.1 and HTTP/2 (h2c, curl)."""
+    g = gateway('''
+mg.listen("127.0.0.1:{PORT}", { http2 = true })
+mg.route("/vars/", { root = "%s", fallback = "/" })
+mg.route("/", "scgi://127.0.0.1:{BACKEND}/", { hooks = { access = function(req) ngx.sleep(0.05); ngx.req.set_header("X-Slept", "yes") end } })
+''' % www, echo_backend)
+    body = b"z" * 200000
+    r = request(g.port, method="POST", path="/vars/upload", body=body)
+    assert r.status == 200 and r.body.endswith(b"BODY=" + body)
+    assert dict(scgi_vars(r.body))["HTTP_X_SLEPT"] == "yes"
+    base = "http://127.0.0.1:%d" % g.port
+    for extra in ([], ["--http2-prior-knowledge"]):
+        out = subprocess.run(["curl", "-s", "--data-binary", "@-", base + "/vars/upload"] + extra,
+                             input=body, capture_output=True, timeout=10).stdout
+        assert out.endswith(b"BODY=" + body), extra
+        out = subprocess.run(["curl", "-s", "-D", "-", "-o", "/dev/null", base + "/vars/a.txt"] + extra,
+                             capture_output=True, timeout=10).stdout.decode()
+        assert out.split()[1] == "200" and "etag:" in out.lower(), out
