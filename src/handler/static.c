@@ -231,7 +231,9 @@ static int parse_range(const char *h, off_t size, off_t *from, off_t *to) {
  * (an X-Sendfile response of an SCGI route has none of these options). */
 static void cache_headers(mg_req_t *req) {
   const mg_route_t *r = req->route;
-  if (!r || r->kind != MG_TARGET_STATIC) return;
+  /* An error page goes out with the error's status: it is never cached as the URI's answer
+   * (nginx's expires skips a 404 too). */
+  if (!r || r->kind != MG_TARGET_STATIC || req->errpage_status) return;
   mg_pool_t *pool = &req->pool;
   const char *cc = NULL;
   char date[64], age[40];

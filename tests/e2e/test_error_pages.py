@@ -93,6 +93,21 @@ mg.route("/n/", "balancer://none/", { error_pages = { [502] = "/errors/50x.html"
     assert r.status in (502, 503) and r.body == PAGES["50x.html"].encode()
 
 
+def test_a_page_from_a_static_route_with_expires_is_not_cached_as_the_uri(gateway):
+    pages = tempfile.mkdtemp(prefix="mg-pages-")
+    with open(os.path.join(pages, "404.html"), "w") as f:
+        f.write(PAGES["404.html"])
+    g = gateway('''
+mg.set { error_pages = { [404] = "/errors/404.html" } }
+mg.route("/errors/", { root = "%s", expires = "30d" })
+''' % pages)
+    r = request(g.port, path="/errors/404.html")
+    assert r.status == 200 and r.header("Cache-Control") == "max-age=2592000"
+    r = request(g.port, path="/missing")
+    assert (r.status, r.body) == (404, PAGES["404.html"].encode())
+    assert r.header("Cache-Control") is None and r.header("Expires") is None
+
+
 def test_a_static_route_missing_file_gets_the_page(gateway):
     g = start(gateway, 'mg.route("/files/", { root = "{PAGES}" })\n')
     r = request(g.port, path="/files/nope.txt")
