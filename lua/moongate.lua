@@ -124,6 +124,10 @@ local settings = {
   -- SPEC 19: error pages (also per route), and the backend's errors replaced by them.
   error_pages = { "error_pages", false },
   intercept_errors = { "bool", false },
+  -- SPEC 19: the real client address (nginx's realip), also in mg.listen's options.
+  real_ip_from = { "cidrs", false },
+  real_ip_header = { "realip_header", "X-Real-IP" },
+  real_ip_recursive = { "bool", false },
 }
 M._settings = settings
 
@@ -172,6 +176,29 @@ local function parse_setting(at, key, kind, v)
     return v
   elseif kind == "compress" then return M._parse_compress(at, key, v)
   elseif kind == "error_pages" then return M._parse_error_pages(at, key, v)
+  elseif kind == "cidrs" then
+    -- A string or a list of them; M._cidr (lua_api.c, base/cidr.c) reads each as nginx would.
+    if type(v) == "string" then v = { v } end
+    if type(v) ~= "table" then fail(at, "%s: expected a list of addresses or CIDRs like { \"10.0.0.0/8\", \"::1\", \"unix:\" }, got %s", key, type(v)) end
+    local list = {}
+    for i, c in ipairs(v) do
+      if type(c) ~= "string" or not M._cidr(c) then
+        fail(at, "%s[%d]: cannot read %s as an address or CIDR (use \"10.0.0.0/8\", \"2001:db8::/32\", \"192.0.2.1\" or \"unix:\")", key, i, type(c) == "string" and string.format("%q", c) or type(c))
+      end
+      list[i] = c
+    end
+    for k in pairs(v) do
+      if type(k) ~= "number" or k < 1 or k > #v or k ~= math.floor(k) then fail(at, "%s: expected a list, got a table with key %s", key, tostring(k)) end
+    end
+    return list
+  elseif kind == "realip_header" then
+    if type(v) ~= "string" or not v:match("^[%w!#$%%&'*+.^_`|~-]+$") then
+      fail(at, "%s: expected a header name (\"X-Real-IP\", \"X-Forwarded-For\", \"Forwarded\" or another), got %s", key, tostring(v))
+    end
+    if v:lower() == "proxy_protocol" then
+      fail(at, "%s: \"proxy_protocol\" is not a header here: with mg.listen(addr, { proxy_protocol = true }) the PROXY header's source already is the peer address", key)
+    end
+    return v
   end
 end
 
@@ -262,13 +289,21 @@ function M.set(t)
   end
 end
 
+-- The realip settings a listener may override (SPEC 19).
+local listen_realip = { real_ip_from = true, real_ip_header = true, real_ip_recursive = true }
+
 function M.listen(addr, opts)
   local at = caller(2)
   local tls
   if opts ~= nil then
     if type(opts) ~= "table" then fail(at, "mg.listen: argument #2 must be a table of options, got %s", type(opts)) end
     for k in pairs(opts) do
-      if k ~= "tls" and k ~= "http2" then fail(at, "mg.listen: unknown option %q (tls, http2)", tostring(k)) end
+      if k ~= "tls" and k ~= "http2" and k ~= "proxy_protocol" and not listen_realip[k] then
+        fail(at, "mg.listen: unknown option %q (tls, http2, proxy_protocol, real_ip_from, real_ip_header, real_ip_recursive)", tostring(k))
+      end
+    end
+    if opts.proxy_protocol ~= nil and type(opts.proxy_protocol) ~= "boolean" then
+      fail(at, "mg.listen: proxy_protocol must be true or false, got %s", type(opts.proxy_protocol))
     end
     if opts.http2 ~= nil and type(opts.http2) ~= "boolean" then
       fail(at, "mg.listen: http2 must be true or false, got %s", type(opts.http2))
@@ -313,7 +348,13 @@ function M.listen(addr, opts)
   l.text = addr
   l.at = at
   l.tls = tls
-  if opts then l.http2 = opts.http2 end
+  if opts then
+    l.http2 = opts.http2
+    l.proxy_protocol = opts.proxy_protocol
+    for k in pairs(listen_realip) do
+      if opts[k] ~= nil then l[k] = parse_setting(at, "mg.listen: " .. k, settings[k][1], opts[k]) end
+    end
+  end
   state.listens[#state.listens + 1] = l
 end
 

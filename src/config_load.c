@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -182,6 +183,42 @@ static void free_error_pages(mg_errpages_t *eps) {
   free(eps->v);
   eps->v = NULL, eps->n = 0;
 }
+/* SPEC 19: the realip options of the table on top (mg.set's settings or a listener's), each
+ * over the copy of `base` (NULL: the defaults). moongate.lua has checked every CIDR. */
+static void get_realip(lua_State *L, mg_realip_cfg_t *r, const mg_realip_cfg_t *base) {
+  if (base) {
+    *r = *base;
+    r->header = mg_strdup(base->header);
+    r->from = base->nfrom ? mg_malloc((size_t)base->nfrom * sizeof *r->from) : NULL;
+    if (base->nfrom) memcpy(r->from, base->from, (size_t)base->nfrom * sizeof *r->from);
+  } else {
+    memset(r, 0, sizeof *r);
+    r->header = mg_strdup("X-Real-IP");
+  }
+  lua_getfield(L, -1, "real_ip_from");
+  if (lua_istable(L, -1)) {
+    free(r->from);
+    r->nfrom = (int)lua_objlen(L, -1);
+    r->from = r->nfrom ? mg_calloc((size_t)r->nfrom, sizeof *r->from) : NULL;
+    for (int i = 0; i < r->nfrom; i++) {
+      lua_rawgeti(L, -1, i + 1);
+      size_t len;
+      const char *c = lua_tolstring(L, -1, &len);
+      if (c) mg_cidr_parse(c, len, &r->from[i]);
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
+  char *h = get_str(L, "real_ip_header");
+  if (h) free(r->header), r->header = h;
+  r->kind = strcasecmp(r->header, "X-Real-IP") == 0         ? MG_REALIP_X_REAL_IP
+            : strcasecmp(r->header, "X-Forwarded-For") == 0 ? MG_REALIP_XFF
+            : strcasecmp(r->header, "Forwarded") == 0       ? MG_REALIP_FORWARDED
+                                                            : MG_REALIP_OTHER;
+  r->recursive = get_bool(L, "real_ip_recursive", r->recursive);
+}
+
+static void free_realip(mg_realip_cfg_t *r) { free(r->from), free(r->header); }
 
 static int load_settings(loader_t *ld) {
   lua_State *L = ld->L;
@@ -244,6 +281,7 @@ static int load_settings(loader_t *ld) {
   lua_getfield(L, -1, "error_pages");
   if (lua_istable(L, -1)) load_error_pages(ld, &s->error_pages);
   lua_pop(L, 1);
+  get_realip(L, &s->realip, NULL);
   /* Log files named relative to init.lua live beside it. */
   char **paths[] = {&s->access_log, &s->error_log, &s->pid, &s->lua_ssl_trusted_certificate};
   for (int i = 0; i < 4; i++) {
@@ -308,6 +346,8 @@ static int load_listens(loader_t *ld) {
     }
     lua_pop(L, 1);
     l->http2 = l->tls ? h2 != 0 : h2 == 1;
+    l->proxy_protocol = get_bool(L, "proxy_protocol", 0);
+    get_realip(L, &l->realip, &cfg->set.realip);
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
@@ -710,7 +750,8 @@ void mg_config_free(mg_config_t *cfg) {
   for (int i = 0; i < cfg->nbalancers; i++) mg_balancer_free(cfg->balancers[i]);
   free(cfg->balancers);
   for (int i = 0; i < cfg->nlistens; i++)
-    free(cfg->listens[i].host), free(cfg->listens[i].text), mg_tls_ctx_free(cfg->listens[i].tls);
+    free(cfg->listens[i].host), free(cfg->listens[i].text), mg_tls_ctx_free(cfg->listens[i].tls),
+        free_realip(&cfg->listens[i].realip);
   free(cfg->listens);
   for (int p = MG_PHASE_REWRITE; p < MG_PHASE_HOOKED; p++) hooks_free(&cfg->hooks[p]);
   hooks_free(&cfg->init_worker);
@@ -722,6 +763,7 @@ void mg_config_free(mg_config_t *cfg) {
   free(s->user), free(s->group), free(s->lua_ssl_trusted_certificate);
   free(s->compress.types); /* SPEC 19 */
   free_error_pages(&s->error_pages);
+  free_realip(&s->realip);
   if (cfg->L) mg_shdict_release_all(cfg->L), lua_close(cfg->L);
   free(cfg->file), free(cfg->dir);
   free(cfg);

@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 
 #include "addr.h"
+#include "cidr.h"
 
 typedef struct lua_State lua_State;
 
@@ -132,6 +133,16 @@ struct mg_route_s {
   const struct mg_route_s *fallback;
 };
 
+/* SPEC 19: the real client address, nginx's realip (core/realip.c). Off while nfrom is 0. */
+enum { MG_REALIP_X_REAL_IP, MG_REALIP_XFF, MG_REALIP_FORWARDED, MG_REALIP_OTHER };
+typedef struct {
+  mg_cidr_t *from; /* real_ip_from: the peers whose header is believed */
+  int nfrom;
+  char *header;    /* real_ip_header, as written ("X-Real-IP" by default) */
+  int kind;        /* MG_REALIP_*: how the header's value is read */
+  int recursive;   /* real_ip_recursive */
+} mg_realip_cfg_t;
+
 typedef struct {
   int unix_socket;
   char *host; /* or the socket path */
@@ -141,6 +152,11 @@ typedef struct {
   /* HTTP/2 (SPEC 18): on TLS, offered by ALPN unless `http2 = false`; on a plain listener,
    * prior knowledge (h2c) only with `http2 = true`. */
   int http2;
+  /* SPEC 19: a PROXY protocol header (v1 or v2) precedes every connection's bytes. */
+  int proxy_protocol;
+  /* SPEC 19: realip for this listener: the settings' with the listener's own options over
+   * them (each of real_ip_from, real_ip_header, real_ip_recursive on its own). */
+  mg_realip_cfg_t realip;
 } mg_listen_t;
 
 typedef struct {
@@ -179,6 +195,7 @@ typedef struct {
   /* SPEC 19: error pages (the routes' defaults). */
   mg_errpages_t error_pages;
   int intercept_errors;
+  mg_realip_cfg_t realip; /* SPEC 19: real_ip_from, real_ip_header, real_ip_recursive */
 } mg_settings_t;
 
 typedef struct {

@@ -2,6 +2,7 @@
 #include "phase.h"
 
 #include "hooks.h"
+#include "realip.h"
 #include "redirect.h"
 #include "route.h"
 
@@ -101,6 +102,9 @@ static void engine_run(mg_req_t *req) {
 }
 
 void mg_phase_start(mg_req_t *req) {
+  /* nginx's realip runs in the post-read phase: before every hook, once per client request
+   * (a subrequest inherits its parent's address). */
+  if (!req->is_subrequest) mg_realip_apply(req);
   req->stage = ST_REWRITE;
   req->hook_i = 0;
   engine_run(req);

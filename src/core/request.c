@@ -154,6 +154,10 @@ mg_req_t *mg_req_new_child(mg_req_t *parent, const mg_sink_t *sink, void *transp
   req->host = parent->host ? mg_pool_strdup(&req->pool, parent->host) : NULL;
   req->remote = mg_pool_strdup(&req->pool, parent->remote);
   req->remote_port = parent->remote_port;
+  req->remote_no_port = parent->remote_no_port;
+  req->peer = parent->peer ? mg_pool_strdup(&req->pool, parent->peer) : req->remote;
+  req->peer_port = parent->peer_port;
+  req->realip = parent->realip;
   req->is_tls = parent->is_tls;
   req->head_done = 1, req->msg_done = 1;
   mg_buf_free(&req->scratch);

@@ -165,8 +165,14 @@ struct mg_req_s {
   void *compress;      /* SPEC 19: compress.c's state; NULL: the body goes as is */
   mg_upstream_t *up;
   void *handler_data; /* static/sendfile state */
-  char *remote;       /* the client's address, formatted */
+  char *remote;       /* the client's address, formatted (after realip: core/realip.h) */
   uint16_t remote_port;
+  /* SPEC 19: the peer's own address and port (the socket's, or the PROXY header's source),
+   * what real_ip_from is matched against; remote is the client realip found, or the same. */
+  char *peer;
+  uint16_t peer_port;
+  unsigned remote_no_port : 1; /* realip took an address without a port: REMOTE_PORT is empty */
+  const mg_realip_cfg_t *realip; /* the listener's realip; NULL: the settings' */
   unsigned is_tls : 1; /* the client's connection is TLS (HTTPS=on, req.scheme) */
   void (*on_drain)(mg_req_t *req);
   int scratch_kind;   /* 0 none, 1 url, 2 field, 3 value, 4 version (nothing kept) */
@@ -206,7 +212,8 @@ typedef struct {
 extern const mg_explain_t *mg_explain;
 
 /* A new request served by `sink` over `transport`, with an id, from the worker's free list.
- * The transport fills in what it knows of the client (remote, remote_port, is_tls). */
+ * The transport fills in what it knows of the client (remote and peer, their ports, is_tls,
+ * realip). */
 mg_req_t *mg_req_new(mg_server_t *server, const mg_sink_t *sink, void *transport);
 /* The response is complete, or the client is gone: stops what still works for it (a waiting
  * hook, the handler), runs the log hooks, writes the access log line. Once. */

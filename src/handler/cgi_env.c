@@ -100,7 +100,8 @@ void mg_cgi_env_build(mg_req_t *req, uint64_t content_length, mg_vars_t *v) {
   add(v, "SERVER_SOFTWARE", "moongate/" MG_VERSION);
   add(v, "REMOTE_ADDR", req->remote);
   num[mg_fmt_u64(num, req->remote_port)] = 0;
-  add(v, "REMOTE_PORT", mg_pool_strdup(pool, num));
+  /* Empty when realip took an address without a port, as nginx's $remote_port. */
+  add(v, "REMOTE_PORT", req->remote_no_port ? "" : mg_pool_strdup(pool, num));
   add(v, "REQUEST_SCHEME", req->is_tls ? "https" : "http");
   if (content_length || !req->redirects) {
     const char *ct = mg_fields_get(&req->headers, "Content-Type");

@@ -24,6 +24,8 @@
 
 #include "addr.h"
 #include "buf.h"
+#include "log.h"
+#include "request.h"
 
 #define LINGER_MS 2000
 
@@ -209,6 +211,14 @@ static mg_conn_t *conn_of(mg_timeq_entry_t *e) { return (mg_conn_t *)((char *)e 
 static void on_conn_timeout(mg_timeq_t *q, mg_timeq_entry_t *e, int kind) {
   (void)q;
   mg_conn_t *c = conn_of(e);
+  if (c->pp && kind == MG_CONN_T_HEADER) {
+    char addr[MG_ADDR_TEXT];
+    mg_conn_remote_text(c, addr, sizeof addr);
+    mg_log(MG_LOG_ERROR, "PROXY protocol: client %s sent no complete PROXY header within client_header_timeout; connection closed",
+           addr);
+    conn_close(c);
+    return;
+  }
   if (c->proto && kind != MG_CONN_T_LINGER) c->proto->timeout(c, kind);
   else conn_close(c);
 }
@@ -254,6 +264,33 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
   buf->len = MG_BLOCK_SIZE;
 }
 
+/* SPEC 19: the connection's first bytes go to the PROXY header parser. Returns how many of
+ * data[0..n) were the header once it is complete (its source is now the peer), or SIZE_MAX
+ * while more is needed or when the header was refused (logged, the connection closed). */
+static size_t proxy_take(mg_conn_t *c, const char *data, size_t n) {
+  size_t used;
+  mg_proxy_hdr_t h;
+  int rc = mg_proxy_parse(c->pp, data, n, &used, &h);
+  if (rc == MG_PROXY_MORE) return SIZE_MAX;
+  if (rc == MG_PROXY_BAD) {
+    char addr[MG_ADDR_TEXT];
+    mg_conn_remote_text(c, addr, sizeof addr);
+    mg_log(MG_LOG_ERROR, "PROXY protocol: client %s: %s; connection closed", addr, c->pp->error);
+    conn_close(c);
+    return SIZE_MAX;
+  }
+  if (h.family == AF_INET || h.family == AF_INET6) {
+    c->remote_family = (uint8_t)h.family;
+    memcpy(c->remote, h.src, h.family == AF_INET ? 4 : 16);
+    c->remote_port = h.src_port;
+  } else if (h.family == AF_UNIX) {
+    c->remote_family = 0, c->remote_port = 0; /* "unix:", as a unix-socket peer */
+  }
+  free(c->pp);
+  c->pp = NULL;
+  return used;
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   mg_conn_t *c = s->data;
   if (nread <= 0) {
@@ -271,9 +308,14 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     mg_block_put(buf->base);
     return;
   }
+  size_t off = 0; /* bytes of this read that were the PROXY header */
+  if (c->pp && ((off = proxy_take(c, buf->base, (size_t)nread)) == SIZE_MAX || off == (size_t)nread)) {
+    mg_block_put(buf->base);
+    return;
+  }
   if (c->tls) {
     /* Ciphertext: into the TLS layer; mg_conn_process decrypts what the protocol may take. */
-    mg_tls_feed(c->tls, buf->base, (size_t)nread);
+    mg_tls_feed(c->tls, buf->base + off, (size_t)nread - off);
     mg_block_put(buf->base);
     mg_conn_process(c);
     return;
@@ -286,7 +328,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     mg_block_put(buf->base);
   } else {
     c->rbuf = buf->base;
-    c->rbuf_off = 0;
+    c->rbuf_off = (uint32_t)off;
     c->rbuf_len = (uint32_t)nread;
   }
   mg_conn_process(c);
@@ -454,6 +496,8 @@ static void conn_close(mg_conn_t *c) {
   if (c->rbuf) mg_block_put(c->rbuf), c->rbuf = NULL;
   mg_tls_free(c->tls);
   c->tls = NULL;
+  free(c->pp);
+  c->pp = NULL;
   mg_server_conn_closed(c->server);
   uv_close(&c->h.handle, on_close);
 }
@@ -491,6 +535,12 @@ void mg_conn_start(mg_conn_t *c, const mg_conn_proto_t *proto, const mg_conn_pro
    * head, so a stalled handshake costs no more than a slow plain client. */
   if (c->listener != MG_CONN_NO_LISTENER && c->server->cfg->listens[c->listener].tls)
     c->tls = mg_tls_new(c->server->cfg->listens[c->listener].tls);
+  /* SPEC 19: the PROXY header comes first, ahead of TLS and of the protocol's choice, within
+   * the same client_header_timeout. */
+  if (c->listener != MG_CONN_NO_LISTENER && c->server->cfg->listens[c->listener].proxy_protocol) {
+    c->pp = mg_malloc(sizeof *c->pp);
+    mg_proxy_init(c->pp);
+  }
   c->proto = proto;
   c->alt = alt;
   c->choosing = alt != NULL;
@@ -516,6 +566,15 @@ void mg_conn_set_peer(mg_conn_t *c, const char *ip, int port) {
   if (inet_pton(AF_INET, ip, c->remote) == 1) c->remote_family = AF_INET;
   else if (inet_pton(AF_INET6, ip, c->remote) == 1) c->remote_family = AF_INET6;
   c->remote_port = (uint16_t)port;
+}
+
+void mg_conn_req_client(const mg_conn_t *c, mg_req_t *req) {
+  char addr[MG_ADDR_TEXT];
+  mg_conn_remote_text(c, addr, sizeof addr);
+  req->remote = req->peer = mg_pool_strdup(&req->pool, addr);
+  req->remote_port = req->peer_port = c->remote_port;
+  req->is_tls = c->tls != NULL;
+  if (c->listener != MG_CONN_NO_LISTENER) req->realip = &c->server->cfg->listens[c->listener].realip;
 }
 
 void mg_conn_remote_text(const mg_conn_t *c, char *out, size_t n) {

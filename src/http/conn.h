@@ -19,6 +19,7 @@
 
 #include "http1_parse.h"
 #include "loop.h"
+#include "proxy.h"
 #include "stream.h"
 #include "timeq.h"
 #include "tls.h"
@@ -76,7 +77,12 @@ struct mg_conn_s {
   uint32_t held_len;
   mg_tls_t *tls; /* NULL on a plain connection */
   char *held;    /* bytes that leave with the next write (mg_conn_hold), or NULL */
-  uint8_t remote[16]; /* the peer's address, formatted on demand (mg_conn_remote_text) */
+  /* The peer's address, formatted on demand (mg_conn_remote_text): the socket's, replaced by
+   * the PROXY header's source once that is read. */
+  uint8_t remote[16];
+  /* SPEC 19: the PROXY header still being read (a proxy_protocol listener), or NULL. No byte
+   * reaches TLS or a protocol before it is complete. */
+  mg_proxy_parser_t *pp;
   const mg_conn_proto_t *proto; /* NULL until mg_conn_start */
   const mg_conn_proto_t *alt;   /* HTTP/2, when the listener allows it; NULL otherwise */
   void *ps;                     /* the state of a protocol that is not embedded (HTTP/2's session) */
@@ -143,6 +149,9 @@ void mg_conn_linger(mg_conn_t *c);
  * out of every queue). A closing connection is never queued. */
 void mg_conn_timer_set(mg_conn_t *c, int kind, uint64_t ms);
 
+/* What a new request of the connection knows of its client: remote and peer (the same, until
+ * realip runs), their ports, is_tls, and the listener's realip configuration. */
+void mg_conn_req_client(const mg_conn_t *c, struct mg_req_s *req);
 /* The client's address as text ("unix:" for a unix socket without a peer set). */
 void mg_conn_remote_text(const mg_conn_t *c, char *out, size_t n);
 /* The local address and port: 0, or -1 with addr "" and port 0 when it cannot be known. */

@@ -189,11 +189,7 @@ static const mg_sink_t h1_sink = {
  * is kept per connection). */
 static mg_req_t *h1_req_new(mg_conn_t *c) {
   mg_req_t *req = mg_req_new(c->server, &h1_sink, c);
-  char addr[MG_ADDR_TEXT];
-  mg_conn_remote_text(c, addr, sizeof addr);
-  req->remote = mg_pool_strdup(&req->pool, addr);
-  req->remote_port = c->remote_port;
-  req->is_tls = c->tls != NULL;
+  mg_conn_req_client(c, req);
   return req;
 }
 

@@ -231,11 +231,7 @@ mg_h2_stream_t *mg_h2_stream_new(mg_h2_session_t *h, int32_t id) {
   st->in_tail = &st->in;
   st->out_tail = &st->out;
   mg_req_t *req = mg_req_new(h->c->server, &h2_sink, st);
-  char addr[MG_ADDR_TEXT];
-  mg_conn_remote_text(h->c, addr, sizeof addr);
-  req->remote = mg_pool_strdup(&req->pool, addr);
-  req->remote_port = h->c->remote_port;
-  req->is_tls = h->c->tls != NULL;
+  mg_conn_req_client(h->c, req);
   req->http_major = 2, req->http_minor = 0;
   req->keepalive = 1;
   st->req = req;

@@ -6,6 +6,7 @@
 #include <pwd.h>
 #include <string.h>
 
+#include "cidr.h"
 #include "lua_http_head.h"
 #include "lua_ngx.h"
 #include "lua_socket.h"
@@ -30,9 +31,21 @@ static int l_lookup(lua_State *L) {
   return 1;
 }
 
+/* M._cidr(text) → true when base/cidr.c reads it (real_ip_from), else nil. */
+static int l_cidr(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  mg_cidr_t c;
+  if (mg_cidr_parse(s, len, &c) < 0) return 0;
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 void mg_lua_api_open(lua_State *L) {
   lua_pushcfunction(L, l_lookup);
   lua_setfield(L, -2, "_lookup");
+  lua_pushcfunction(L, l_cidr);
+  lua_setfield(L, -2, "_cidr");
   mg_thread_open(L);
   mg_lua_timer_open(L);
   mg_socket_open(L);

@@ -182,8 +182,12 @@ static int var_get(lua_State *L) {
     case 'r':
       if (strcmp(k, "request_uri") == 0) return lua_pushstring(L, req->target ? req->target : ""), 1;
       if (strcmp(k, "request_method") == 0) return lua_pushstring(L, req->method), 1;
-      if (strcmp(k, "remote_addr") == 0 || strcmp(k, "realip_remote_addr") == 0) return lua_pushstring(L, req->remote), 1;
-      if (strcmp(k, "remote_port") == 0) return pushf_int(L, req->remote_port);
+      if (strcmp(k, "remote_addr") == 0) return lua_pushstring(L, req->remote), 1;
+      /* As nginx's $remote_port: empty when realip took an address without a port. */
+      if (strcmp(k, "remote_port") == 0) return req->remote_no_port ? (lua_pushliteral(L, ""), 1) : pushf_int(L, req->remote_port);
+      /* nginx's realip variables: the peer's address before realip. */
+      if (strcmp(k, "realip_remote_addr") == 0) return lua_pushstring(L, req->peer ? req->peer : req->remote), 1;
+      if (strcmp(k, "realip_remote_port") == 0) return pushf_int(L, req->peer ? req->peer_port : req->remote_port);
       if (strcmp(k, "request_id") == 0) return lua_pushstring(L, req->id), 1;
       if (strcmp(k, "request_time") == 0) return push_msec(L, (double)(uv_hrtime() - req->start_ns) / 1e9);
       if (strcmp(k, "request") == 0) {

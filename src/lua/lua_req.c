@@ -114,13 +114,19 @@ static int req_index(lua_State *L) {
     case 'm':
       if (strcmp(k, "method") == 0) return lua_pushstring(L, req->method), 1;
       break;
+    case 'p':
+      /* SPEC 19: the socket's peer, or the PROXY header's source; realip never changes it. */
+      if (strcmp(k, "peer_addr") == 0) return lua_pushstring(L, req->peer ? req->peer : req->remote), 1;
+      if (strcmp(k, "peer_port") == 0) return lua_pushinteger(L, req->peer ? req->peer_port : req->remote_port), 1;
+      break;
     case 'q':
       if (strcmp(k, "query") == 0) return req->query ? lua_pushstring(L, req->query) : lua_pushnil(L), 1;
       break;
     case 'r':
       if (strcmp(k, "raw_uri") == 0) return lua_pushstring(L, req->target), 1;
       if (strcmp(k, "remote_addr") == 0) return lua_pushstring(L, req->remote), 1;
-      if (strcmp(k, "remote_port") == 0) return lua_pushinteger(L, req->remote_port), 1;
+      /* An address realip took from a header without a port has none: nil. */
+      if (strcmp(k, "remote_port") == 0) return req->remote_no_port ? 0 : (lua_pushinteger(L, req->remote_port), 1);
       if (strcmp(k, "route") == 0) return req->route ? lua_pushstring(L, req->route->match) : lua_pushnil(L), 1;
       if (strcmp(k, "redirect") == 0) return lua_pushcfunction(L, req_redirect), 1;
       if (strcmp(k, "read_body") == 0) return lua_pushcfunction(L, mg_lua_req_read_body), 1;
