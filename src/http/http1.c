@@ -320,9 +320,19 @@ static void h1_release(mg_conn_t *c) {
   h1_req_end(c, req);
 }
 
+/* 1 when a connection's first bytes are a PROXY protocol header (v1 or v2): what a load
+ * balancer sends to a listener that lacks proxy_protocol = true, said so in the log. */
+static int begins_with_proxy_header(const mg_conn_t *c) {
+  if (c->nrequests || !c->rbuf) return 0;
+  const char *p = c->rbuf + c->rbuf_off;
+  size_t n = c->rbuf_len - c->rbuf_off;
+  return (n >= 6 && memcmp(p, "PROXY ", 6) == 0) || (n >= 12 && memcmp(p, "\r\n\r\n\0\r\nQUIT\n", 12) == 0);
+}
+
 static void parse_error(mg_conn_t *c) {
   int status;
   const char *why = mg_h1_error(&c->hp, &status);
+  if (begins_with_proxy_header(c)) why = "a PROXY protocol header on a listener without proxy_protocol = true";
   if (!c->hp.req) c->hp.req = h1_req_new(c);
   mg_req_t *req = c->hp.req;
   if (!req->target) req->target = mg_pool_strdup(&req->pool, "-");

@@ -188,7 +188,9 @@ def test_a_proxy_line_on_a_listener_without_the_option_gets_400(pgw):
     out = exchange(pgw.ports["plain"], [b"PROXY TCP4 192.0.2.7 198.51.100.1 56324 443\r\n" + get(b"/vars")])
     assert out.startswith(b"HTTP/1.1 400 "), out
     assert len(out.partition(b"\r\n\r\n")[2]) < 100
-    pgw.wait_log("bad request")
+    pgw.wait_log("bad request: a PROXY protocol header on a listener without proxy_protocol = true")
+    out = exchange(pgw.ports["plain"], [v2_inet("203.0.113.9", 8080) + get(b"/vars")])
+    assert out.startswith(b"HTTP/1.1 400 "), out
     # and the plain listener still serves a plain client
     d = backend_vars(exchange(pgw.ports["plain"], [get(b"/vars")]))
     assert d["REMOTE_ADDR"] == "127.0.0.1"
