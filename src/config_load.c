@@ -139,7 +139,9 @@ static int open_dir(loader_t *ld, const char *at, const char *what, const char *
 /* SPEC 19: the error pages normalised by moongate.lua (the table on top of the stack: { at =
  * "file:line", { status, uri | fn }, ... }) into *eps. A function becomes a route of its own
  * that no URI reaches, a Lua content handler called fn(req, status). */
-static void load_error_pages(loader_t *ld, mg_errpages_t *eps) {
+/* A route's own function pages take its compression, timeouts and pass_authorization (`base`);
+ * the configuration's take the settings' (base NULL). */
+static void load_error_pages(loader_t *ld, mg_errpages_t *eps, const mg_route_t *base) {
   lua_State *L = ld->L;
   const mg_settings_t *s = &ld->cfg->set;
   eps->n = (int)lua_objlen(L, -1);
@@ -163,9 +165,10 @@ static void load_error_pages(loader_t *ld, mg_errpages_t *eps) {
       r->match = mg_strdup(name);
       r->match_len = strlen(name);
       r->decl = mg_strdup(at ? at : ld->cfg->file);
-      r->pass_authorization = s->pass_authorization;
-      r->timeout = s->timeout, r->connect_timeout = s->connect_timeout;
-      r->compress = s->compress; /* shared: freed with the settings */
+      r->pass_authorization = base ? base->pass_authorization : s->pass_authorization;
+      r->timeout = base ? base->timeout : s->timeout;
+      r->connect_timeout = base ? base->connect_timeout : s->connect_timeout;
+      r->compress = base ? base->compress : s->compress; /* shared: freed with its owner */
       r->error_pages = NULL;     /* one page per request: a page has none */
     } else {
       lua_pop(L, 1);
@@ -279,7 +282,7 @@ static int load_settings(loader_t *ld) {
   get_compress(L, &s->compress, NULL); /* SPEC 19 */
   s->intercept_errors = get_bool(L, "intercept_errors", 0);
   lua_getfield(L, -1, "error_pages");
-  if (lua_istable(L, -1)) load_error_pages(ld, &s->error_pages);
+  if (lua_istable(L, -1)) load_error_pages(ld, &s->error_pages, NULL);
   lua_pop(L, 1);
   get_realip(L, &s->realip, NULL);
   /* Log files named relative to init.lua live beside it. */
@@ -529,7 +532,7 @@ static int load_route(loader_t *ld, mg_route_t *r) {
   r->intercept_errors = get_bool(L, "intercept_errors", cfg->set.intercept_errors);
   r->error_pages = &cfg->set.error_pages;
   lua_getfield(L, -1, "error_pages");
-  if (lua_istable(L, -1)) load_error_pages(ld, &r->own_error_pages);
+  if (lua_istable(L, -1)) load_error_pages(ld, &r->own_error_pages, r);
   if (!lua_isnil(L, -1)) r->error_pages = &r->own_error_pages;
   lua_pop(L, 1);
   load_static_options(L, cfg, r);

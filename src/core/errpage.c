@@ -24,11 +24,18 @@ static const char *const conditions[] = {"If-None-Match", "If-Modified-Since", "
                                          "If-Range", "Range"};
 
 int mg_errpage_try(mg_req_t *req, int status) {
-  if (req->head_sent || req->errpage_status || req->is_subrequest || req->handler_cancel || !req->cfg) return 0;
+  /* Not for an error found while the head was read (400, 408, 414, 431, 505 ...): the request
+   * never started, and has no method or path a page could be served for. */
+  if (!req->phased || req->head_sent || req->errpage_status || req->is_subrequest || req->handler_cancel) return 0;
   if (mg_hooks && mg_hooks->running(req)) return 0;
   const mg_errpage_t *ep = mg_errpage_find(req, status);
   if (!ep) return 0;
   req->errpage_status = status;
+  mg_req_unread_body_closes(req);
+  /* A hook or handler waiting (for the body, say, when it timed out) is abandoned: the page
+   * serves the request from here on. */
+  if (req->thread && mg_hooks) mg_hooks->abandon(req);
+  req->thread = NULL;
   for (size_t i = 0; i < sizeof conditions / sizeof conditions[0]; i++)
     mg_fields_set(&req->pool, &req->headers, conditions[i], NULL);
   if (ep->uri) {
@@ -40,7 +47,7 @@ int mg_errpage_try(mg_req_t *req, int status) {
    * again (as nginx's named location). What the body of the request still holds is dropped. */
   req->on_body = NULL;
   req->on_body_end = NULL;
-  req->status = 200;
+  req->status = status; /* what ngx.status reads, and the head's status if ngx.say writes first */
   req->resp_headers.n = 0;
   req->upstream_name = NULL;
   mg_phase_handler(req, ep->fn);

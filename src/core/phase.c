@@ -47,7 +47,9 @@ static int run_hooks(mg_req_t *req, int phase) {
 static int route_admit(mg_req_t *req) {
   const mg_route_t *r = req->route;
   uint64_t limit = r->client_max_body_size;
-  if (limit && req->content_length > 0 && (uint64_t)req->content_length > limit) {
+  /* After an internal redirect (an error page's too) the body is read and dropped, not
+   * passed on: no route's limit applies to it any more. */
+  if (limit && !req->redirects && req->content_length > 0 && (uint64_t)req->content_length > limit) {
     req->keepalive = 0;
     mg_req_error(req, 413, "request body of %lld bytes exceeds client_max_body_size %llu of route %s",
                  (long long)req->content_length, (unsigned long long)limit, r->match);
@@ -105,6 +107,7 @@ void mg_phase_start(mg_req_t *req) {
   /* nginx's realip runs in the post-read phase: before every hook, once per client request
    * (a subrequest inherits its parent's address). */
   if (!req->is_subrequest) mg_realip_apply(req);
+  req->phased = 1;
   req->stage = ST_REWRITE;
   req->hook_i = 0;
   engine_run(req);

@@ -431,6 +431,12 @@ void mg_req_respond(mg_req_t *req, int status, const char *content_type, const c
 
 int (*mg_req_errpage)(mg_req_t *req, int status);
 
+void mg_req_unread_body_closes(mg_req_t *req) {
+  /* One without a body can go on: its head is all of it; a body held for a hook that waited
+   * (hold_body) has not reached the parser's end either. */
+  if (!req->msg_done && (req->content_length > 0 || req->chunked || req->hold_body)) req->keepalive = 0;
+}
+
 void mg_req_error(mg_req_t *req, int status, const char *fmt, ...) {
   if (fmt) {
     char msg[1024];
@@ -445,9 +451,7 @@ void mg_req_error(mg_req_t *req, int status, const char *fmt, ...) {
     mg_req_abort(req, NULL);
     return;
   }
-  /* A request whose body was not read cannot be followed by another on this connection (one
-   * without a body can: its head is all of it). */
-  if (!req->msg_done && (req->content_length > 0 || req->chunked)) req->keepalive = 0;
+  mg_req_unread_body_closes(req);
   if (mg_req_errpage && mg_req_errpage(req, status)) return; /* SPEC 19: error_pages */
   /* An error response replaces whatever the handler had prepared. */
   req->resp_headers.n = 0;

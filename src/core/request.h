@@ -186,6 +186,7 @@ struct mg_req_s {
    * becomes errpage_status when its head goes out. */
   int errpage_status;
   unsigned errpage_uri : 1;
+  unsigned phased : 1; /* the phase engine has started it (phase.c): it has a method and path */
   uint64_t upstream_start_ns, upstream_usec;
 
   /* Last: a new request zeroes every field above; the parser's scratch buffer stays with the
@@ -274,6 +275,9 @@ void mg_req_send_end(mg_req_t *req);
 void mg_req_abort(mg_req_t *req, const char *why);
 /* A complete short response: status, text body, error-log line `fmt` (NULL for none). */
 void mg_req_error(mg_req_t *req, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* A request answered before its body was read cannot be followed by another on the same
+ * connection: keepalive is dropped (the transport reads and drops the rest, lingering). */
+void mg_req_unread_body_closes(mg_req_t *req);
 /* The error-page step of mg_req_error (errpage.c's mg_errpage_try, set by the program; the
  * pointer keeps the units below errpage.c free of a cycle): 1 when a page took the request. */
 extern int (*mg_req_errpage)(mg_req_t *req, int status);

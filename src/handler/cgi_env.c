@@ -112,9 +112,9 @@ void mg_cgi_env_build(mg_req_t *req, uint64_t content_length, mg_vars_t *v) {
     /* The status an error page stands for (Apache's, for an ErrorDocument), else 200. */
     num[mg_fmt_u64(num, (uint64_t)(req->errpage_status ? req->errpage_status : 200))] = 0;
     add(v, "REDIRECT_STATUS", mg_pool_strdup(pool, num));
-    add(v, "REDIRECT_URL", req->redirect_url);
+    add(v, "REDIRECT_URL", req->redirect_url ? req->redirect_url : "");
     add(v, "REDIRECT_QUERY_STRING", req->redirect_query ? req->redirect_query : "");
-    add(v, "REDIRECT_REQUEST_METHOD", req->redirect_method);
+    add(v, "REDIRECT_REQUEST_METHOD", req->redirect_method ? req->redirect_method : "");
   }
   /* One HTTP_* per field name, in the order names first appear; repeats joined. */
   const mg_fields_t *h = &req->headers;

@@ -156,7 +156,7 @@ static int on_body(llhttp_t *p, const char *at, size_t len) {
   mg_h1_parser_t *hp = p->data;
   mg_req_t *req = hp->req;
   req->body_received += len;
-  if (req->chunked && req->route && req->route->client_max_body_size &&
+  if (req->chunked && req->route && req->route->client_max_body_size && !req->redirects &&
       req->body_received > req->route->client_max_body_size && !req->head_sent)
     return refuse(hp, 413, "chunked request body exceeds client_max_body_size");
   if (hp->body_seen) hp->body_seen(hp);

@@ -279,8 +279,10 @@ static int l_exec(lua_State *L) {
 
 static int l_get_status(lua_State *L) {
   mg_req_t *req = mg_lua_req_running(L);
-  /* Before a status is set or the head is out, OpenResty's is 0. */
-  if (!req->head_sent && !((mg_lua_req_t *)req->lua)->ngx_status_set && (mg_lua_phase_now & PH_OUTPUT)) lua_pushinteger(L, 0);
+  /* Before a status is set or the head is out, OpenResty's is 0; on an error page, the error's. */
+  int unset = !req->head_sent && !((mg_lua_req_t *)req->lua)->ngx_status_set;
+  if (unset && req->errpage_status) lua_pushinteger(L, req->errpage_status);
+  else if (unset && (mg_lua_phase_now & PH_OUTPUT)) lua_pushinteger(L, 0);
   else lua_pushinteger(L, req->status);
   return 1;
 }
@@ -295,6 +297,7 @@ static int l_set_status(lua_State *L) {
   }
   if (status < 100 || status > 999) return luaL_error(L, "ngx.status must be a status code from 100 to 999, got %d", status);
   req->status = status;
+  req->errpage_uri = 0; /* an error page that sets its status sends it, as under OpenResty */
   ((mg_lua_req_t *)req->lua)->ngx_status_set = 1;
   return 0;
 }

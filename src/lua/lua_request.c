@@ -145,6 +145,7 @@ int mg_lua_take_exit(mg_req_t *req, const char **redirect) {
     mg_req_respond(req, e.status, mg_fields_get(&req->resp_headers, "Content-Type") ? NULL : "text/plain", e.body, e.body_len);
   } else {
     /* A status with no body: an error page for error statuses, an empty body otherwise. */
+    if (e.status >= 400) mg_req_unread_body_closes(req);
     if (e.status >= 400 && mg_errpage_try(req, e.status)) {
       /* SPEC 19: the route's error page for that status answers (nginx's error_page). */
     } else if (e.status >= 400) {
@@ -152,7 +153,6 @@ int mg_lua_take_exit(mg_req_t *req, const char **redirect) {
        * nginx keeps them on its error pages. */
       char page[128];
       int n = snprintf(page, sizeof page, "%d %s\n", e.status, mg_http_reason(e.status));
-      if (!req->msg_done && (req->content_length > 0 || req->chunked)) req->keepalive = 0;
       mg_req_respond(req, e.status, "text/plain", page, (size_t)n);
     } else {
       mg_req_respond(req, e.status, NULL, "", 0);

@@ -257,7 +257,8 @@ def test_same_pages_as_openresty_error_page(gateway, tmp_path):
     moongate (`error_pages`): for each request, the same status and the same page body (which
     names the URI and method the page saw)."""
     from openresty import start_openresty, stop_openresty
-    page = 'ngx.say("page for ", ngx.var.request_uri, " by ", ngx.req.get_method(), " at ", ngx.var.uri)'
+    page = ('if ngx.var.arg_ok then ngx.status = 200 end '
+            'ngx.say("page for ", ngx.var.request_uri, " by ", ngx.req.get_method(), " at ", ngx.var.uri, " status ", ngx.status)')
     bodies = {
         "/exit404": "ngx.exit(404)",
         "/boom": 'error("kaput")',
@@ -275,7 +276,7 @@ def test_same_pages_as_openresty_error_page(gateway, tmp_path):
     lua += 'mg.route("=/denied", function() ngx.say("secret") end, { hooks = { access = function() ngx.exit(404) end } })\n'
     g = gateway(lua)
     try:
-        reqs = [("GET", "/exit404?a=1"), ("POST", "/exit404"), ("HEAD", "/exit404"), ("GET", "/boom"),
+        reqs = [("GET", "/exit404?a=1"), ("GET", "/exit404?ok=1"), ("POST", "/exit404"), ("HEAD", "/exit404"), ("GET", "/boom"),
                 ("GET", "/own"), ("GET", "/fine"), ("GET", "/denied"), ("GET", "/no/such/path"), ("GET", "/_err/404")]
         for method, path in reqs:
             body = b"x" if method == "POST" else None
@@ -285,3 +286,91 @@ def test_same_pages_as_openresty_error_page(gateway, tmp_path):
                 method, path, a.status, a.body, m.status, m.body)
     finally:
         stop_openresty(proc)
+
+
+def test_errors_of_the_request_head_get_the_plain_page_and_never_crash(gateway, demo_backend):
+    # A page served by an SCGI route for errors found before the request started: there is no
+    # method or path to serve it for, so the plain page answers (and the worker lives on).
+    g = gateway('''
+mg.set { error_pages = { [400] = "/app/e", [414] = "/app/e", [431] = "/app/e" }, max_request_line = 1024 }
+mg.route("/app/", "scgi://127.0.0.1:{BACKEND}")
+''', demo_backend)
+    pids = sorted(g.workers())
+    for data in (b"GET /x HTTP/1.1\r\nHost: a@b\r\n\r\n", b"GET /x HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+                 b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"):
+        out = raw(g.port, data)
+        assert out.split(b"\r\n")[0] in (b"HTTP/1.1 400 Bad Request", b"HTTP/1.1 414 URI Too Long"), out
+        assert out.endswith(b"400 Bad Request\n") or out.endswith(b"414 URI Too Long\n"), out
+    assert request(g.port, path="/app/ok").status == 200
+    assert sorted(g.workers()) == pids, "a worker died"
+    assert "signal" not in g.log()
+
+
+def test_a_hook_that_waited_then_denied_closes_or_keeps_the_connection_cleanly(gateway):
+    import socket
+    import time
+    g = start(gateway, '''
+mg.route("=/deny", function() return 200, "ok" end, { hooks = { access = function() mg.sleep(0.05) ngx.exit(403) end } })
+mg.route("=/deny404", function() return 200, "ok" end, { hooks = { access = function() mg.sleep(0.05) ngx.exit(404) end } })
+''')
+    for path in ("/deny", "/deny404"):
+        s = socket.create_connection(("127.0.0.1", g.port), timeout=5)
+        s.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode())
+        t0 = time.time()
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += s.recv(65536)
+        head = data.split(b"\r\n\r\n")[0]
+        if b"Connection: close" not in head:
+            # A connection left open must answer the next request.
+            s.sendall(b"GET /deny HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        rest = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            rest += d
+        s.close()
+        assert time.time() - t0 < 3, "the connection hung"
+        if b"Connection: close" not in head:
+            assert b"HTTP/1.1 403" in rest
+    r = request(g.port, path="/deny404")
+    assert (r.status, r.body) == (404, PAGES["404.html"].encode())
+
+
+def test_a_413_page_is_served_whatever_the_page_route_limit(gateway):
+    g = start(gateway, 'mg.set { client_max_body_size = 10 }\nmg.route("/up/", function() return 200, "took it" end)\n')
+    out = raw(g.port, b"POST /up/x HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b"a" * 100)
+    assert out.startswith(b"HTTP/1.1 413") and out.endswith(PAGES["50x.html"].encode()), out
+
+
+def test_a_function_page_that_writes_with_ngx_say_keeps_the_error_status(gateway):
+    g = gateway('''
+mg.set { error_pages = { [404] = function(req, status) ngx.say("sorry, ", ngx.status) end,
+                         [503] = function() ngx.print("later") ngx.exit(ngx.OK) end } }
+mg.route("=/busy", function() ngx.exit(503) end)
+''')
+    r = request(g.port, path="/nope")
+    assert (r.status, r.body) == (404, b"sorry, 404\n")
+    r = request(g.port, path="/busy")
+    assert (r.status, r.body) == (503, b"later")
+
+
+def test_a_body_timeout_while_a_handler_waits_for_the_body_gets_the_page(gateway):
+    import socket
+    g = gateway('''
+mg.set { client_body_timeout = 1, error_pages = { [408] = function(req, status) mg.sleep(0.1) return status, "too slow" end } }
+mg.route("=/rb", function(req) ngx.req.read_body() return 200, "got " .. #(ngx.req.get_body_data() or "") end)
+''')
+    for _ in range(3):
+        s = socket.create_connection(("127.0.0.1", g.port), timeout=5)
+        s.sendall(b"POST /rb HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n0123456789")
+        data = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            data += d
+        s.close()
+        assert data.startswith(b"HTTP/1.1 408") and data.endswith(b"too slow"), data
+    assert request(g.port, method="POST", path="/rb", body=b"abc").body == b"got 3"

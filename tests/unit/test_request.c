@@ -203,6 +203,7 @@ int main(void) {
    * message is logged with the client and the request line. */
   req = new_req(&sink, &r);
   req->keepalive = 1;
+  req->content_length = 100; /* a body, not read */
   req->target = mg_pool_strdup(&req->pool, "/upload");
   mg_req_error(req, 502, "backend %s refused", "127.0.0.1:9000");
   CHECK_STR(r.body, "502 Bad Gateway\n");
