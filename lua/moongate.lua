@@ -477,6 +477,25 @@ end
 
 local status_marker = {}
 
+-- SPEC 20: mg.manager_handler{ auth = fn } (lua/moongate/manager.lua): a content handler,
+-- remembered here so that mg.route can tell it apart and _finish can check its listeners.
+local managers = setmetatable({}, { __mode = "k" })
+
+function M.manager_handler(opts)
+  local at = caller(2)
+  if opts == nil then opts = {} end
+  if type(opts) ~= "table" then fail(at, "mg.manager_handler: expected a table { auth = function(req) ... end }, got %s", type(opts)) end
+  for k in pairs(opts) do
+    if k ~= "auth" then fail(at, "mg.manager_handler: unknown option %q (auth)", tostring(k)) end
+  end
+  if opts.auth ~= nil and type(opts.auth) ~= "function" then
+    fail(at, "mg.manager_handler: auth must be a function(req) returning true, got %s", type(opts.auth))
+  end
+  local fn = require("moongate.manager").handler(opts.auth)
+  managers[fn] = { auth = opts.auth ~= nil, at = at }
+  return fn
+end
+
 function M.status_handler()
   return status_marker
 end
@@ -504,6 +523,7 @@ function M.route(match, target, opts)
     end
   elseif type(target) == "function" then
     r.kind = "lua"; r.handler = target
+    if managers[target] then r.manager = managers[target] end
   elseif target == status_marker then
     r.kind = "status"
   elseif type(target) == "table" then
@@ -718,6 +738,17 @@ function M._finish(file)
     end
   end
   resolve_fallbacks()
+  -- SPEC 20: a manager without auth only where nobody but this machine reaches it.
+  for _, r in ipairs(state.routes) do
+    if r.manager and not r.manager.auth then
+      for _, l in ipairs(state.listens) do
+        local local_only = l.kind == "unix" or l.host == "localhost" or l.host == "::1" or l.host:match("^127%.")
+        if not local_only then
+          fail(r.at, "mg.route: a manager_handler without auth on listener %s (%s), which other machines can reach: give it auth = function(req) ... end, or listen on loopback only", l.text, l.at)
+        end
+      end
+    end
+  end
   if #state.listens == 0 then fail(file or "init.lua", "no listener: call mg.listen(\"127.0.0.1:8080\")") end
   state.loaded = true -- mg.timer(seconds, fn) is for init.lua only
   return state

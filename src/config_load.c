@@ -403,6 +403,7 @@ static int load_balancers(loader_t *ld) {
       for (char *c = st; c && *c; c++)
         m->flags |= *c == 'D' ? MG_MEMBER_DISABLED : *c == 'H' ? MG_MEMBER_HOT_STANDBY : *c == 'S' ? MG_MEMBER_STOPPED : MG_MEMBER_DRAINING;
       free(st);
+      m->cfg_flags = m->flags, m->cfg_lbfactor = m->lbfactor; /* SPEC 20: what a reset goes back to */
       lua_pop(L, 1);
     }
     lua_pop(L, 1);

@@ -66,6 +66,7 @@ static void count_sticky(mg_balancer_t *b, mg_member_t *chosen, uint64_t now, co
 }
 
 mg_member_t *mg_balancer_pick(mg_balancer_t *b, const char *sticky, uint64_t now, const unsigned char *tried) {
+  for (int i = 0; i < b->nmembers; i++) mg_member_sync(&b->members[i]); /* an operator's changes */
   if (sticky) {
     for (int i = 0; i < b->nmembers; i++) {
       mg_member_t *m = &b->members[i];
@@ -110,6 +111,59 @@ size_t mg_balancer_sticky_route(const mg_balancer_t *b, const char *cookie, cons
   size_t n = cookie ? find_param(cookie, ';', b->stickysession, route) : 0;
   if (!n && query) n = find_param(query, '&', b->stickysession, route);
   return n;
+}
+
+void mg_member_sync(mg_member_t *m) {
+  mg_member_stats_t *s = m->shared;
+  if (!s) return;
+  uint32_t gen = __atomic_load_n(&s->live_gen, __ATOMIC_ACQUIRE);
+  if (gen == m->live_seen) return;
+  m->live_seen = gen;
+  m->flags = __atomic_load_n(&s->live_set, __ATOMIC_RELAXED) ? __atomic_load_n(&s->live_flags, __ATOMIC_RELAXED) : m->cfg_flags;
+  int32_t lf = __atomic_load_n(&s->live_lbfactor, __ATOMIC_RELAXED);
+  m->lbfactor = lf > 0 ? lf : m->cfg_lbfactor;
+}
+
+static unsigned flag_of(char c) {
+  return c == 'D' ? MG_MEMBER_DISABLED : c == 'H' ? MG_MEMBER_HOT_STANDBY : c == 'S' ? MG_MEMBER_STOPPED : c == 'N' ? MG_MEMBER_DRAINING : 0;
+}
+
+const char *mg_member_flags_text(unsigned flags, char *buf) {
+  char *f = buf;
+  if (flags & MG_MEMBER_DISABLED) *f++ = 'D';
+  if (flags & MG_MEMBER_HOT_STANDBY) *f++ = 'H';
+  if (flags & MG_MEMBER_STOPPED) *f++ = 'S';
+  if (flags & MG_MEMBER_DRAINING) *f++ = 'N';
+  *f = 0;
+  return buf;
+}
+
+int mg_member_live_apply(mg_member_t *m, const char *status, int lbfactor, char *err, size_t errlen) {
+  mg_member_stats_t *s = m->shared;
+  if (!s) return snprintf(err, errlen, "no shared memory for the members: live changes are off"), -1;
+  mg_member_sync(m);
+  unsigned flags = m->flags;
+  int reset = 0;
+  if (status && strcmp(status, "=") == 0) {
+    reset = 1;
+  } else if (status) {
+    if (!*status) return snprintf(err, errlen, "status is empty: expected +D, -D, +S, -S, +H, -H, +N or -N"), -1;
+    for (const char *c = status; *c; c += 2) {
+      unsigned f = (c[0] == '+' || c[0] == '-') && c[1] ? flag_of(c[1]) : 0;
+      if (!f) return snprintf(err, errlen, "status \"%s\": expected +F or -F pairs, F one of D, S, H, N", status), -1;
+      if (c[0] == '+') flags |= f;
+      else flags &= ~f;
+    }
+  }
+  if (lbfactor > 100 || lbfactor < -1) return snprintf(err, errlen, "lbfactor %d: expected 1 to 100", lbfactor), -1;
+  if (status) {
+    __atomic_store_n(&s->live_flags, reset ? m->cfg_flags : flags, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->live_set, reset ? 0u : 1u, __ATOMIC_RELAXED);
+  }
+  if (lbfactor) __atomic_store_n(&s->live_lbfactor, lbfactor < 0 ? 0 : lbfactor, __ATOMIC_RELAXED);
+  __atomic_add_fetch(&s->live_gen, 1, __ATOMIC_RELEASE);
+  mg_member_sync(m);
+  return 0;
 }
 
 void mg_member_start(mg_member_t *m) {

@@ -29,6 +29,14 @@ typedef struct {
   uint64_t error_until_ms; /* in error (failed connect) until then */
   int health_down;         /* taken out by health checks */
   char last_error[96];
+  /* SPEC 20: live control (mg.manager_handler, `moongate member`). An operator's status flags
+   * and lbfactor, in place of the configured ones while live_set / live_lbfactor say so; the
+   * slot is the member's by balancer and URL, so they are kept across reloads. live_gen grows
+   * with every change (written last, release order): workers copy the values when it moves. */
+  uint32_t live_gen;
+  uint32_t live_set;
+  uint32_t live_flags;
+  int32_t live_lbfactor; /* 0: the configured one */
 } mg_member_stats_t;
 
 typedef struct {
@@ -42,6 +50,9 @@ typedef struct {
   mg_member_stats_t local;                /* this worker's */
   mg_member_stats_t *shared;              /* summed over workers, or NULL */
   int index;                              /* 1-based, as Lua sees it */
+  unsigned cfg_flags;                     /* as init.lua gave them (flags may be an operator's) */
+  int cfg_lbfactor;
+  uint32_t live_seen;                     /* the shared live_gen last copied */
   int health_fails, health_passes;        /* consecutive, health checker only */
 } mg_member_t;
 
@@ -74,6 +85,16 @@ int mg_member_usable(const mg_member_t *m, uint64_t now_ms);
 /* Extracts the sticky route from a Cookie header or query string: the value of NAME is
  * "anything.ROUTE". Returns the ROUTE length and sets *route, or 0. */
 size_t mg_balancer_sticky_route(const mg_balancer_t *b, const char *cookie, const char *query, const char **route);
+
+/* SPEC 20: brings m->flags and m->lbfactor to what an operator set in shared memory (the
+ * configured ones when nothing is set). One atomic load when nothing changed. */
+void mg_member_sync(mg_member_t *m);
+/* Applies an operator's change to a member's shared slot: `status` a list of +F / -F (F one of
+ * D, S, H, N; NULL for no change; "=" back to init.lua's flags), `lbfactor` 1..100 (0: no
+ * change, -1: back to init.lua's). 0, or -1 with why in err. */
+int mg_member_live_apply(mg_member_t *m, const char *status, int lbfactor, char *err, size_t errlen);
+/* The member's status letters (D, H, S, N) into buf (at least 5 bytes). */
+const char *mg_member_flags_text(unsigned flags, char *buf);
 
 void mg_member_start(mg_member_t *m);
 void mg_member_done(mg_member_t *m, uint64_t bytes);

@@ -90,6 +90,8 @@ void mg_status_serve(mg_req_t *req) {
   const mg_config_t *cfg = req->cfg;
   uint64_t now = mg_now_ms();
   int prom = req->query && strstr(req->query, "format=prometheus") != NULL;
+  for (int i = 0; i < cfg->nbalancers; i++) /* an operator's changes (SPEC 20) */
+    for (int k = 0; k < cfg->balancers[i]->nmembers; k++) mg_member_sync(&cfg->balancers[i]->members[k]);
   mg_buf_t b;
   mg_buf_init(&b);
   if (prom) {

@@ -8,6 +8,7 @@
 
 #include "cidr.h"
 #include "lua_http_head.h"
+#include "lua_manager.h"
 #include "lua_ngx.h"
 #include "lua_socket.h"
 #include "lua_thread.h"
@@ -54,6 +55,7 @@ void mg_lua_api_open(lua_State *L) {
   mg_util_open(L);
   mg_http_head_open(L);
   mg_ngx_time_open(L);
+  mg_manager_open(L);
   /* Last: ngx is put together from the mg.* functions above. */
   mg_ngx_open(L);
 }

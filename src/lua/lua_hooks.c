@@ -254,6 +254,7 @@ static void push_members(lua_State *L, mg_balancer_t *b) {
   lua_createtable(L, b->nmembers, 0);
   for (int i = 0; i < b->nmembers; i++) {
     mg_member_t *m = &b->members[i];
+    mg_member_sync(m);
     lua_createtable(L, 0, 9);
     lua_pushinteger(L, i + 1);
     lua_setfield(L, -2, "index");
