@@ -13,6 +13,7 @@
 
 #include "buf.h"
 #include "config.h"
+#include "control.h"
 #include "explain.h"
 #include "import_apache.h"
 #include "log.h"
@@ -22,6 +23,7 @@ static const char usage[] =
     "usage: moongate [-c FILE] [-t] [-s reload|stop|quit|reopen] [--pid FILE] [-V] [-h]\n"
     "       moongate --explain \"METHOD /path?query\" [--header \"Name: value\"]... [--json] [-c FILE]\n"
     "       moongate import-apache FILE\n"
+    "       moongate member drain|enable|disable BALANCER URL [--wait] [-c FILE] [--pid FILE]\n"
     "\n"
     "  -c FILE     configuration script (default ./init.lua)\n"
     "  -t          check the configuration and exit: 0 when it loads, 1 with file:line otherwise\n"
@@ -35,6 +37,9 @@ static const char usage[] =
     "              SCGI variables in order (--json: as one JSON object)\n"
     "  import-apache FILE  print the init.lua equivalent of an Apache configuration; exit 0\n"
     "              when all was translated, 3 when something was not (named on stderr), 1 on error\n"
+    "  member      change a balancer member in the running master, every worker at once (drain:\n"
+    "              no new requests but sticky ones; disable; enable); --wait returns when the\n"
+    "              member has nothing in flight in any worker\n"
     "\n"
     "Signals to the master: HUP reloads the scripts (the old workers serve until the new ones\n"
     "accept), TERM/INT stop (in-flight requests get shutdown_timeout to finish; a worker still\n"
@@ -75,6 +80,40 @@ static int send_signal(const char *pid_file, const char *name) {
   return 0;
 }
 
+/* `moongate member ACTION BALANCER URL [--wait] [-c FILE] [--pid FILE]` (control.h). */
+static int member_command(int argc, char **argv) {
+  const char *file = "init.lua", *pid_opt = NULL, *pos[3] = {NULL, NULL, NULL};
+  int npos = 0, wait = 0;
+  for (int i = 2; i < argc; i++) {
+    if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) file = argv[++i];
+    else if (strcmp(argv[i], "--pid") == 0 && i + 1 < argc) pid_opt = argv[++i];
+    else if (strcmp(argv[i], "--wait") == 0) wait = 1;
+    else if (argv[i][0] != '-' && npos < 3) pos[npos++] = argv[i];
+    else npos = 4;
+  }
+  if (npos != 3 || (strcmp(pos[0], "drain") && strcmp(pos[0], "enable") && strcmp(pos[0], "disable")) ||
+      strchr(pos[1], ' ') || strchr(pos[2], ' ')) {
+    fprintf(stderr, "moongate: usage: moongate member drain|enable|disable BALANCER URL [--wait] [-c FILE] [--pid FILE]\n");
+    return 1;
+  }
+  char *pid_file;
+  if (pid_opt) {
+    pid_file = mg_strdup(pid_opt);
+  } else {
+    char err[4096];
+    mg_config_t *cfg = mg_config_load(file, err, sizeof err);
+    pid_file = default_pid(cfg, file);
+    mg_config_free(cfg);
+  }
+  mg_buf_t line;
+  mg_buf_init(&line);
+  mg_buf_printf(&line, "%s %s %s%s\n", pos[0], pos[1], pos[2], wait ? " wait" : "");
+  char *text = mg_buf_steal(&line);
+  int rc = mg_control_request(pid_file, text);
+  free(text), free(pid_file);
+  return rc;
+}
+
 int main(int argc, char **argv) {
   const char *file = "init.lua", *signal_name = NULL, *pid_opt = NULL;
   int test = 0, json = 0;
@@ -88,6 +127,7 @@ int main(int argc, char **argv) {
     }
     return mg_import_apache(argv[2]);
   }
+  if (argc >= 2 && strcmp(argv[1], "member") == 0) return member_command(argc, argv);
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (strcmp(a, "-c") == 0 && i + 1 < argc) file = argv[++i];

@@ -48,6 +48,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "control.h"
 #include "log.h"
 #include "listen.h"
 #include "pids.h"
@@ -283,6 +284,7 @@ static int spawn(master_t *m, int slot, mg_config_t *cfg, int generation) {
     close(sigpipe_fds[0]);
     close(sigpipe_fds[1]);
     close(ready_fds[0]);
+    mg_control_forget();
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = SIG_DFL;
@@ -588,6 +590,7 @@ int mg_master_run(mg_config_t *cfg, const char *pid_file) {
   signal(SIGPIPE, SIG_IGN);
   if (pid_file && write_pid(pid_file) < 0) mg_log(MG_LOG_WARN, "cannot write pid file %s: %s", pid_file, strerror(errno));
   if (mg_status_bind(cfg) < 0) mg_log(MG_LOG_WARN, "no shared memory for balancer counters");
+  int ctl_fd = mg_control_open(pid_file); /* SPEC 20: `moongate member` */
   if (mg_pids_map() < 0) mg_log(MG_LOG_WARN, "no shared memory for the workers' pids (mg.worker.pids): %s", strerror(errno));
   for (int s = 0; s < m->nworkers; s++) m->slots[s].want_current = 1;
   tick(m);
@@ -597,8 +600,11 @@ int mg_master_run(mg_config_t *cfg, const char *pid_file) {
   mg_log(MG_LOG_NOTICE, "moongate/%s started: %d worker(s), listening on %s%s", MG_VERSION, m->nworkers,
          cfg->listens[0].text, cfg->nlistens > 1 ? " and more" : "");
   while (!m->stopping || m->nchildren > 0) {
-    struct pollfd p[2] = {{sigpipe_fds[0], POLLIN, 0}, {ready_fds[0], POLLIN, 0}};
-    int n = poll(p, 2, next_timeout(m));
+    struct pollfd p[3] = {{sigpipe_fds[0], POLLIN, 0}, {ready_fds[0], POLLIN, 0}, {ctl_fd, POLLIN, 0}};
+    int timeout = next_timeout(m), ctl_timeout = mg_control_tick(m->cfg);
+    if (ctl_timeout >= 0 && ctl_timeout < timeout) timeout = ctl_timeout;
+    int n = poll(p, ctl_fd >= 0 ? 3 : 2, timeout);
+    if (n > 0 && ctl_fd >= 0 && (p[2].revents & POLLIN)) mg_control_accept(m->cfg);
     /* Reports first: how a worker is told to stop depends on whether it is ready. */
     if (n > 0 && (p[1].revents & POLLIN)) read_ready(m);
     unsigned char sigs_in[64];
@@ -632,6 +638,7 @@ int mg_master_run(mg_config_t *cfg, const char *pid_file) {
     publish_pids(m);
   }
   if (pid_file) unlink(pid_file);
+  mg_control_close();
   for (int i = 0; i < m->cfg->nlistens; i++)
     if (m->cfg->listens[i].unix_socket) unlink(m->cfg->listens[i].host);
   mg_config_free(m->cfg);
