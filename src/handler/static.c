@@ -1,6 +1,7 @@
 /* static: see static.h. */
 #include "static.h"
 
+#include "errpage.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
@@ -411,6 +412,7 @@ static int open_index(mg_req_t *req, const char *dir, struct stat *st, const cha
 /* 405 with the Allow field (mg_req_error would drop it with the handler's other fields). */
 static void not_allowed(mg_req_t *req) {
   static const char body[] = "405 Method Not Allowed\n";
+  if (mg_errpage_try(req, 405)) return; /* SPEC 19: the route's page for 405 */
   req->resp_headers.n = 0;
   mg_fields_set(&req->pool, &req->resp_headers, "Allow", "GET, HEAD");
   if (!req->msg_done) req->keepalive = 0;

@@ -114,6 +114,15 @@ def test_a_static_route_missing_file_gets_the_page(gateway):
     assert (r.status, r.body) == (404, PAGES["404.html"].encode())
     r = request(g.port, path="/files/50x.html")
     assert (r.status, r.body) == (200, PAGES["50x.html"].encode())
+    # No page for 405 here: the plain answer, with its Allow field.
+    r = request(g.port, "POST", "/files/50x.html", body=b"x")
+    assert r.status == 405 and r.header("Allow") == "GET, HEAD"
+
+
+def test_a_static_route_405_gets_its_page(gateway):
+    g = start(gateway, 'mg.route("/files/", { root = "{PAGES}" }, { error_pages = { [405] = "/errors/50x.html" } })\n')
+    r = request(g.port, "DELETE", "/files/404.html")
+    assert (r.status, r.body) == (405, PAGES["50x.html"].encode())
 
 
 def test_lua_errors_and_ngx_exit_get_pages_but_an_explicit_body_stays(gateway):
