@@ -1,7 +1,6 @@
 /* static: see static.h. */
 #include "static.h"
 
-#include "errpage.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
@@ -15,6 +14,7 @@
 #include <unistd.h>
 
 #include "accept.h"
+#include "errpage.h"
 #include "etag.h"
 #include "handler.h"
 #include "log.h"
