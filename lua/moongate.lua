@@ -128,6 +128,9 @@ local settings = {
   real_ip_from = { "cidrs", false },
   real_ip_header = { "realip_header", "X-Real-IP" },
   real_ip_recursive = { "bool", false },
+  -- SPEC 20: metrics and tracing.
+  histogram_buckets = { "buckets", { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 } },
+  tracing = { "bool", true },
 }
 M._settings = settings
 
@@ -190,6 +193,23 @@ local function parse_setting(at, key, kind, v)
     for k in pairs(v) do
       if type(k) ~= "number" or k < 1 or k > #v or k ~= math.floor(k) then fail(at, "%s: expected a list, got a table with key %s", key, tostring(k)) end
     end
+    return list
+  elseif kind == "buckets" then
+    -- Prometheus histogram upper bounds in seconds; +Inf is always added.
+    if type(v) ~= "table" or #v == 0 or #v > 32 then
+      fail(at, "%s: expected a list of 1 to 32 upper bounds in seconds like { 0.01, 0.1, 1 }, got %s", key, type(v) == "table" and (#v .. " bounds") or type(v))
+    end
+    for k in pairs(v) do
+      if type(k) ~= "number" or k < 1 or k > #v or k ~= math.floor(k) then fail(at, "%s: expected a list, got a table with key %s", key, tostring(k)) end
+    end
+    for i, b in ipairs(v) do
+      if type(b) ~= "number" or b ~= b or b <= 0 or b == math.huge then
+        fail(at, "%s[%d]: expected a positive number of seconds, got %s", key, i, tostring(b))
+      end
+      if i > 1 and b <= v[i - 1] then fail(at, "%s[%d]: the bounds must increase, but %s follows %s", key, i, tostring(b), tostring(v[i - 1])) end
+    end
+    local list = {}
+    for i, b in ipairs(v) do list[i] = b end
     return list
   elseif kind == "realip_header" then
     if type(v) ~= "string" or not v:match("^[%w!#$%%&'*+.^_`|~-]+$") then

@@ -31,6 +31,7 @@
 #include "phase.h"
 #include "route_re.h"
 #include "lua_shdict.h"
+#include "metrics.h"
 #include "tls.h"
 
 typedef struct {
@@ -285,6 +286,15 @@ static int load_settings(loader_t *ld) {
   if (lua_istable(L, -1)) load_error_pages(ld, &s->error_pages, NULL);
   lua_pop(L, 1);
   get_realip(L, &s->realip, NULL);
+  /* SPEC 20: moongate.lua checked the buckets (numbers, increasing, at most 32). */
+  s->tracing = get_bool(L, "tracing", 1);
+  lua_getfield(L, -1, "histogram_buckets");
+  for (int i = 0; lua_istable(L, -1) && i < (int)lua_objlen(L, -1) && i < 32; i++) {
+    lua_rawgeti(L, -1, i + 1);
+    s->histogram_buckets[s->nhistogram_buckets++] = lua_tonumber(L, -1);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
   /* Log files named relative to init.lua live beside it. */
   char **paths[] = {&s->access_log, &s->error_log, &s->pid, &s->lua_ssl_trusted_certificate};
   for (int i = 0; i < 4; i++) {
@@ -730,6 +740,7 @@ static void hooks_free(mg_hooks_t *h) {
 
 void mg_config_free(mg_config_t *cfg) {
   if (!cfg) return;
+  mg_metrics_unmap(cfg->metrics);
   for (int i = 0; i < cfg->nroutes; i++) {
     mg_route_t *r = &cfg->routes[i];
     free(r->match), free(r->host), free(r->addr.url), free(r->root), free(r->internal_redirect);

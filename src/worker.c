@@ -21,6 +21,8 @@
 #include "log.h"
 #include "hooks.h"
 #include "lua_timer.h"
+#include "metrics.h"
+#include "metrics_page.h"
 
 static void server_maybe_done(mg_server_t *s);
 
@@ -119,6 +121,9 @@ int mg_server_run(mg_config_t *cfg, const int *fds, int slot, int nslots, int re
   s.on_conn_closed = on_conn_closed;
   s.loop = uv_default_loop();
   s.cfg = cfg;
+  /* SPEC 20: this configuration's shared counters (mapped by the master before the fork). */
+  mg_metrics_use(cfg->metrics);
+  mg_req_observer = cfg->metrics ? mg_metrics_observe : NULL;
   signal(SIGPIPE, SIG_IGN);
   uv_signal_t *sigs[] = {&s.sig_term, &s.sig_quit, &s.sig_hup, &s.sig_int, &s.sig_usr1};
   int nums[] = {SIGTERM, SIGQUIT, SIGHUP, SIGINT, SIGUSR1};

@@ -196,6 +196,11 @@ typedef struct {
   mg_errpages_t error_pages;
   int intercept_errors;
   mg_realip_cfg_t realip; /* SPEC 19: real_ip_from, real_ip_header, real_ip_recursive */
+  /* SPEC 20: the histograms' upper bounds in seconds (increasing, at most 32), and W3C trace
+   * context (core/trace.c) on or off. */
+  double histogram_buckets[32];
+  int nhistogram_buckets;
+  int tracing;
 } mg_settings_t;
 
 typedef struct {
@@ -221,6 +226,7 @@ typedef struct mg_config_s {
   int ntimers;
   char **watched; /* Lua files loaded, for `watch` */
   int nwatched;
+  struct mg_metrics_s *metrics; /* SPEC 20: this configuration's shared counters (shm/metrics.h) */
 } mg_config_t;
 
 /* Loads init.lua into a new configuration. Returns it, or NULL with a message naming

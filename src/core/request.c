@@ -23,6 +23,7 @@
 
 const mg_explain_t *mg_explain;
 const mg_hooks_table_t *mg_hooks;
+void (*mg_req_observer)(const mg_req_t *req);
 
 /* ---- the request's life ----------------------------------------------------------------- */
 
@@ -134,6 +135,7 @@ void mg_req_finish(mg_req_t *req) {
   mg_req_stop(req);
   if (mg_hooks && mg_req_hook_count(req, MG_PHASE_LOG)) mg_hooks->log(req);
   if (req->target) access_log(req);
+  if (mg_req_observer) mg_req_observer(req);
 }
 
 void mg_req_discard(mg_req_t *req) {

@@ -212,6 +212,10 @@ typedef struct {
 } mg_explain_t;
 extern const mg_explain_t *mg_explain;
 
+/* SPEC 20: called at the end of mg_req_finish for every request (the program sets it to
+ * handler/metrics_page.c's counter); NULL: nothing counts. */
+extern void (*mg_req_observer)(const mg_req_t *req);
+
 /* A new request served by `sink` over `transport`, with an id, from the worker's free list.
  * The transport fills in what it knows of the client (remote and peer, their ports, is_tls,
  * realip). */

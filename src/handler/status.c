@@ -13,6 +13,7 @@
 #include "request.h"
 #include "hooks.h"
 #include "loop.h"
+#include "metrics_page.h"
 #include <unistd.h>
 
 #define SLOTS 4096
@@ -53,7 +54,7 @@ int mg_status_bind(mg_config_t *cfg) {
       if (found && found->stats.inflight < 0) found->stats.inflight = 0;
     }
   }
-  return 0;
+  return mg_metrics_bind(cfg);
 }
 
 static const char *state_of(const mg_member_t *m, uint64_t now) {
@@ -95,10 +96,16 @@ void mg_status_serve(mg_req_t *req) {
   mg_buf_t b;
   mg_buf_init(&b);
   if (prom) {
-    static const char *metrics[][2] = {{"requests_total", "counter"}, {"bytes_total", "counter"}, {"inflight", "gauge"},
-                                       {"errors_total", "counter"}, {"up", "gauge"}, {"lbfactor", "gauge"}};
+    static const char *metrics[][3] = {
+        {"requests_total", "counter", "Requests a balancer member answered."},
+        {"bytes_total", "counter", "Response bytes a balancer member sent."},
+        {"inflight", "gauge", "Requests a balancer member is answering now."},
+        {"errors_total", "counter", "Failures of a balancer member (connect errors, timeouts)."},
+        {"up", "gauge", "1 while a balancer member is usable (ok, standby or draining), else 0."},
+        {"lbfactor", "gauge", "A balancer member's load factor."}};
     for (int mi = 0; mi < 6; mi++) {
-      mg_buf_printf(&b, "# TYPE moongate_member_%s %s\n", metrics[mi][0], metrics[mi][1]);
+      mg_buf_printf(&b, "# HELP moongate_member_%s %s\n# TYPE moongate_member_%s %s\n", metrics[mi][0], metrics[mi][2],
+                    metrics[mi][0], metrics[mi][1]);
       for (int i = 0; i < cfg->nbalancers; i++) {
         const mg_balancer_t *bl = cfg->balancers[i];
         for (int k = 0; k < bl->nmembers; k++) {
@@ -115,6 +122,7 @@ void mg_status_serve(mg_req_t *req) {
         }
       }
     }
+    mg_metrics_prometheus(cfg, &b);
     mg_req_respond(req, 200, "text/plain; version=0.0.4", b.data, b.len);
   } else {
     mg_buf_puts(&b, "{\"balancers\":[");
@@ -140,7 +148,9 @@ void mg_status_serve(mg_req_t *req) {
       }
       mg_buf_puts(&b, "]}");
     }
-    mg_buf_printf(&b, "],\"worker\":{\"pid\":%d,\"requests\":%llu,\"connections\":%llu,\"lua_calls\":%llu}}\n",
+    mg_buf_puts(&b, "]");
+    mg_metrics_json(cfg, &b);
+    mg_buf_printf(&b, ",\"worker\":{\"pid\":%d,\"requests\":%llu,\"connections\":%llu,\"lua_calls\":%llu}}\n",
                   (int)getpid(), (unsigned long long)req->server->nreqs, (unsigned long long)req->server->nconns,
                   (unsigned long long)(mg_hooks ? mg_hooks->calls() : 0));
     mg_req_respond(req, 200, "application/json", b.data, b.len);

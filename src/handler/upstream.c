@@ -47,6 +47,8 @@
 #include "sendfile.h"
 #include "fdio.h"
 #include "loop.h"
+#include "metrics.h"
+#include "metrics_page.h"
 
 enum { S_WAIT_BODY, S_CONNECTING, S_HEAD, S_BODY, S_DONE };
 
@@ -147,7 +149,11 @@ static void up_close(mg_upstream_t *up) {
   up->closing = 1;
   mg_req_t *req = up->req;
   if (req) {
-    if (req->upstream_start_ns) req->upstream_usec = (uv_hrtime() - req->upstream_start_ns) / 1000;
+    if (req->upstream_start_ns) {
+      req->upstream_usec = (uv_hrtime() - req->upstream_start_ns) / 1000;
+      /* SPEC 20: the route's histogram of this member (a plain scgi route has one). */
+      mg_metrics_upstream(mg_metrics_route_of(req), up->member ? up->member->index - 1 : 0, req->upstream_usec);
+    }
     req->up = NULL;
     req->on_body = NULL;
     req->on_body_end = NULL;

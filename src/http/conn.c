@@ -25,6 +25,7 @@
 #include "addr.h"
 #include "buf.h"
 #include "log.h"
+#include "metrics.h"
 #include "request.h"
 
 #define LINGER_MS 2000
@@ -392,6 +393,16 @@ static int conn_ready(const mg_conn_t *c) { return !c->closing && !c->throttled 
 /* The HTTP/2 connection preface (RFC 9113 3.4). */
 static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/* SPEC 20: open connections by protocol. A connection counts as HTTP/1.1 until it turns out
+ * to be HTTP/2, then moves; h2: 1 for HTTP/2, -1 to stop counting it (its close). */
+static void conn_count(mg_conn_t *c, int h2) {
+  if (c->metrics_proto) mg_metrics_conn(c->metrics_proto - 1, -1);
+  c->metrics_proto = 0;
+  if (h2 < 0) return;
+  c->metrics_proto = (uint8_t)(1 + h2 * 2 + (c->tls != NULL));
+  mg_metrics_conn(c->metrics_proto - 1, 1);
+}
+
 /* 1: the bytes are the preface; 0: they are not; -1: they begin it, more are needed. */
 static int preface_match(const char *p, size_t len) {
   size_t n = len < sizeof h2_preface - 1 ? len : sizeof h2_preface - 1;
@@ -407,6 +418,7 @@ static int conn_choose(mg_conn_t *c) {
   c->choosing = 0;
   if (!h2) return 0;
   c->proto = c->alt;
+  conn_count(c, 1);
   if (c->proto->start(c) < 0) {
     conn_close(c);
     return 1;
@@ -489,6 +501,7 @@ static void on_close(uv_handle_t *h) {
 static void conn_close(mg_conn_t *c) {
   if (c->closing) return;
   c->closing = 1;
+  conn_count(c, -1);
   mg_timeq_remove(&c->server->timeouts, &c->tq);
   if (c->proto) c->proto->release(c);
   head_free(c->held);
@@ -544,6 +557,7 @@ void mg_conn_start(mg_conn_t *c, const mg_conn_proto_t *proto, const mg_conn_pro
   c->proto = proto;
   c->alt = alt;
   c->choosing = alt != NULL;
+  conn_count(c, proto == alt && alt != NULL);
   if (proto->start(c) < 0) {
     conn_close(c);
     return;

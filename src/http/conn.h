@@ -76,6 +76,7 @@ struct mg_conn_s {
   uint8_t choosing : 1;
   uint32_t held_len;
   mg_tls_t *tls; /* NULL on a plain connection */
+  uint8_t metrics_proto; /* SPEC 20: 1 + the protocol slot it is counted in (shm/metrics.h), 0: none */
   char *held;    /* bytes that leave with the next write (mg_conn_hold), or NULL */
   /* The peer's address, formatted on demand (mg_conn_remote_text): the socket's, replaced by
    * the PROXY header's source once that is read. */

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "lua_request.h"
 #include "lua_vm.h"
 #include "phase.h"
@@ -88,9 +89,12 @@ static int thread_run(mg_thread_t *t, int nargs) {
   if (lr) lr->phase = t->phase;
   t->cancel = NULL, t->wait = NULL, t->waiting = 0;
   mg_lua_calls++;
+  int outer = mg_lua_depth == 0;
+  uint64_t t0 = outer ? uv_hrtime() : 0;
   mg_lua_enter();
   int rc = lua_resume(t->co, nargs);
   mg_lua_leave();
+  if (outer && t->phase) mg_metrics_lua(__builtin_ctz((unsigned)t->phase), (uv_hrtime() - t0) / 1000); /* SPEC 20 */
   running = saved;
   mg_lua_phase_now = saved_phase;
   mg_lua_req_now = saved_req;
