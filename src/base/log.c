@@ -182,6 +182,10 @@ static void access_json_line(const mg_access_entry_t *e) {
   n += put_json(line + n, 512, e->route);
   n += (size_t)snprintf(line + n, sizeof line - n, ",\"upstream\":");
   n += put_json(line + n, 128, e->upstream);
+  n += (size_t)snprintf(line + n, sizeof line - n, ",\"trace_id\":");
+  n += put_json(line + n, 64, e->trace_id);
+  n += (size_t)snprintf(line + n, sizeof line - n, ",\"span_id\":");
+  n += put_json(line + n, 64, e->span_id);
   if (e->upstream_status)
     n += (size_t)snprintf(line + n, sizeof line - n, ",\"upstream_status\":%d,\"upstream_time_us\":%llu}\n",
                           e->upstream_status, (unsigned long long)e->upstream_usec);

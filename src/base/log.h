@@ -43,6 +43,7 @@ typedef struct {
   const char *request_id, *route;
   int upstream_status;     /* 0: no backend answered */
   uint64_t upstream_usec;  /* from the first connect to the end of the backend's response */
+  const char *trace_id, *span_id; /* SPEC 20: W3C trace context; NULL: tracing off */
 } mg_access_entry_t;
 
 /* 0: Apache's combined format (plus microseconds and upstream); 1: one JSON object per line. */

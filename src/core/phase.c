@@ -5,6 +5,7 @@
 #include "realip.h"
 #include "redirect.h"
 #include "route.h"
+#include "trace.h"
 
 enum { ST_REWRITE, ST_ROUTE, ST_ACCESS, ST_HANDLER, ST_RUNNING };
 
@@ -107,6 +108,8 @@ void mg_phase_start(mg_req_t *req) {
   /* nginx's realip runs in the post-read phase: before every hook, once per client request
    * (a subrequest inherits its parent's address). */
   if (!req->is_subrequest) mg_realip_apply(req);
+  /* SPEC 20: the request's trace, from its traceparent or new (a subrequest's is made with it). */
+  if (!req->is_subrequest && !req->traced) mg_trace_begin(req);
   req->phased = 1;
   req->stage = ST_REWRITE;
   req->hook_i = 0;

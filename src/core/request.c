@@ -20,6 +20,7 @@
 #include "log.h"
 #include "loop.h"
 #include "path.h"
+#include "trace.h"
 
 const mg_explain_t *mg_explain;
 const mg_hooks_table_t *mg_hooks;
@@ -116,6 +117,8 @@ static void access_log(mg_req_t *req) {
       .route = req->route ? req->route->match : NULL,
       .upstream_status = req->upstream_status,
       .upstream_usec = req->upstream_usec,
+      .trace_id = req->traced ? req->trace_id : NULL,
+      .span_id = req->traced ? req->span_id : NULL,
   };
   mg_log_access(&e);
 }
@@ -161,6 +164,7 @@ mg_req_t *mg_req_new_child(mg_req_t *parent, const mg_sink_t *sink, void *transp
   req->peer_port = parent->peer_port;
   req->realip = parent->realip;
   req->is_tls = parent->is_tls;
+  mg_trace_child(req, parent);
   req->head_done = 1, req->msg_done = 1;
   mg_buf_free(&req->scratch);
   return req;

@@ -188,6 +188,11 @@ struct mg_req_s {
   unsigned errpage_uri : 1;
   unsigned phased : 1; /* the phase engine has started it (phase.c): it has a method and path */
   uint64_t upstream_start_ns, upstream_usec;
+  /* SPEC 20: W3C trace context (core/trace.h): ids in lower-case hex; parent_span_id is the
+   * client's span ("" when moongate started the trace). */
+  char trace_id[33], span_id[17], parent_span_id[17];
+  uint8_t trace_flags;
+  unsigned traced : 1, trace_continued : 1;
 
   /* Last: a new request zeroes every field above; the parser's scratch buffer stays with the
    * struct when it is reused (mg_req_new), and the pool's 2 KiB of inline storage needs no

@@ -175,6 +175,8 @@ static int var_get(lua_State *L) {
       break;
     case 'p':
       if (strcmp(k, "pid") == 0) return pushf_int(L, (long long)getpid());
+      if (strcmp(k, "parent_span_id") == 0)
+        return req->traced && req->parent_span_id[0] ? (lua_pushstring(L, req->parent_span_id), 1) : 0;
       break;
     case 'q':
       if (strcmp(k, "query_string") == 0) return req->query ? (lua_pushstring(L, req->query), 1) : 0;
@@ -204,10 +206,21 @@ static int var_get(lua_State *L) {
       if (strcmp(k, "server_name") == 0) return lua_pushstring(L, req->cfg->set.server_name), 1;
       if (strcmp(k, "server_protocol") == 0) return lua_pushfstring(L, "HTTP/%d.%d", req->http_major, req->http_minor), 1;
       if (strcmp(k, "status") == 0) return pushf_int(L, req->head_sent ? req->status : 0);
+      if (strcmp(k, "span_id") == 0) return req->traced ? (lua_pushstring(L, req->span_id), 1) : 0;
       break;
     case 't':
       if (strcmp(k, "time_local") == 0) return mg_ngx_push_time(L, "%d/%b/%Y:%H:%M:%S %z", 1);
       if (strcmp(k, "time_iso8601") == 0) return mg_ngx_push_time(L, "%Y-%m-%dT%H:%M:%S%z", 1);
+      /* SPEC 20: trace context (core/trace.h); nil with tracing off. */
+      if (strcmp(k, "trace_id") == 0) return req->traced ? (lua_pushstring(L, req->trace_id), 1) : 0;
+      break;
+    case 'o': /* nginx's otel module names */
+      if (strcmp(k, "otel_trace_id") == 0) return req->traced ? (lua_pushstring(L, req->trace_id), 1) : 0;
+      if (strcmp(k, "otel_span_id") == 0) return req->traced ? (lua_pushstring(L, req->span_id), 1) : 0;
+      if (strcmp(k, "otel_parent_id") == 0)
+        return req->traced && req->parent_span_id[0] ? (lua_pushstring(L, req->parent_span_id), 1) : 0;
+      if (strcmp(k, "otel_parent_sampled") == 0)
+        return req->traced && req->parent_span_id[0] ? (lua_pushstring(L, req->trace_flags & 1 ? "1" : "0"), 1) : 0;
       break;
     case 'u':
       if (strcmp(k, "uri") == 0) return push_decoded(L, req->path, req->path_len), 1;
