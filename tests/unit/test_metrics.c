@@ -1,0 +1,83 @@
+/* shm/metrics.c: the region's shape, counting by route and class, histograms cumulated on
+ * reading, out-of-range indices ignored, gauges, and the copy on reload by key. */
+#include "check.h"
+#include "metrics.h"
+
+int main(void) {
+  const char *rkeys[] = {"/a", "/b"};
+  int rmem[] = {2, 0};
+  const char *m0[] = {"scgi://x:1", "scgi://x:2"};
+  const char **mkeys[] = {m0, NULL};
+  const char *bkeys[] = {"pool"};
+  int bmem[] = {2};
+  const char **bmkeys[] = {m0};
+  double buckets[] = {0.01, 0.1, 1};
+  mg_metrics_shape_t s = {2, rkeys, rmem, mkeys, 1, bkeys, bmem, bmkeys, 3, buckets};
+  mg_metrics_t *m = mg_metrics_map(&s, NULL);
+  CHECK(m != NULL);
+  mg_metrics_use(m);
+  mg_metrics_request(0, 200, 5000);    /* 5 ms */
+  mg_metrics_request(0, 204, 50000);   /* 50 ms */
+  mg_metrics_request(0, 503, 2000000); /* 2 s: +Inf */
+  mg_metrics_request(1, 404, 10000);   /* exactly 10 ms: le="0.01" */
+  mg_metrics_request(7, 200, 1);       /* out of range: "no route" */
+  mg_metrics_request(-1, 99, 1);       /* odd status: 5xx */
+  CHECK(mg_metrics_requests(m, 0, 1) == 2 && mg_metrics_requests(m, 0, 4) == 1);
+  CHECK(mg_metrics_requests(m, 1, 3) == 1);
+  CHECK(mg_metrics_requests(m, 2, 1) == 1 && mg_metrics_requests(m, 2, 4) == 1);
+  mg_metrics_hist_t h;
+  mg_metrics_request_hist(m, 0, &h);
+  CHECK(h.buckets[0] == 1 && h.buckets[1] == 2 && h.buckets[2] == 2 && h.buckets[3] == 3 && h.count == 3);
+  CHECK(h.sum > 2.054 && h.sum < 2.056);
+  mg_metrics_request_hist(m, 1, &h);
+  CHECK(h.buckets[0] == 1);
+  mg_metrics_upstream(0, 1, 3000);
+  mg_metrics_upstream(0, 2, 3000); /* no such member: ignored */
+  mg_metrics_upstream(1, 0, 3000); /* route without members */
+  mg_metrics_upstream_hist(m, 0, 1, &h);
+  CHECK(h.count == 1 && h.buckets[0] == 1);
+  mg_metrics_upstream_hist(m, 0, 0, &h);
+  CHECK(h.count == 0);
+  mg_metrics_conn(3, 1), mg_metrics_conn(3, 1), mg_metrics_conn(3, -1), mg_metrics_conn(9, 1);
+  CHECK(mg_metrics_conns(m, 3) == 1 && mg_metrics_conns(m, 0) == 0);
+  mg_metrics_queue(0, MG_QUEUE_ENTER, 0), mg_metrics_queue(0, MG_QUEUE_ENTER, 0);
+  mg_metrics_queue(0, MG_QUEUE_SERVED, 20000), mg_metrics_queue(0, MG_QUEUE_FULL, 0);
+  CHECK(mg_metrics_queue_get(m, 0, MG_QUEUE_ENTER) == 1 && mg_metrics_queue_get(m, 0, MG_QUEUE_SERVED) == 1);
+  CHECK(mg_metrics_queue_get(m, 0, MG_QUEUE_FULL) == 1 && mg_metrics_queue_get(m, 0, MG_QUEUE_TIMEOUT) == 0);
+  mg_metrics_queue_wait_hist(m, 0, &h);
+  CHECK(h.count == 1 && h.buckets[0] == 0 && h.buckets[1] == 1);
+  mg_metrics_ejection(0, 1), mg_metrics_ejection(0, 5), mg_metrics_retry(0, 0), mg_metrics_retry(0, 1), mg_metrics_retry(3, 0);
+  CHECK(mg_metrics_ejections(m, 0, 1) == 1 && mg_metrics_ejections(m, 0, 0) == 0);
+  CHECK(mg_metrics_retries(m, 0, 0) == 1 && mg_metrics_retries(m, 0, 1) == 1);
+  mg_metrics_lua(1, 1500);
+  CHECK(mg_metrics_lua_calls(m, 1) == 1 && mg_metrics_lua_seconds(m, 1) > 0.0014);
+
+  /* A reload: route /b gone, /c new, /a moved to the second row; member 2 of /a kept. */
+  const char *rkeys2[] = {"/c", "/a"};
+  int rmem2[] = {0, 1};
+  const char *m2[] = {"scgi://x:2"};
+  const char **mkeys2[] = {NULL, m2};
+  mg_metrics_shape_t s2 = {2, rkeys2, rmem2, mkeys2, 1, bkeys, bmem, bmkeys, 3, buckets};
+  mg_metrics_t *n = mg_metrics_map(&s2, m);
+  CHECK(n != NULL);
+  CHECK(mg_metrics_requests(n, 1, 1) == 2 && mg_metrics_requests(n, 0, 3) == 0);
+  CHECK(mg_metrics_requests(n, 2, 1) == 1); /* "no route" carries over */
+  mg_metrics_upstream_hist(n, 1, 0, &h);
+  CHECK(h.count == 1);
+  CHECK(mg_metrics_conns(n, 3) == 0);                          /* gauges start again */
+  CHECK(mg_metrics_queue_get(n, 0, MG_QUEUE_ENTER) == 0 && mg_metrics_queue_get(n, 0, MG_QUEUE_FULL) == 1);
+  CHECK(mg_metrics_ejections(n, 0, 1) == 1 && mg_metrics_lua_calls(n, 1) == 1);
+  /* Other buckets: the histograms start again, the counters do not. */
+  double other[] = {0.5};
+  mg_metrics_shape_t s3 = {2, rkeys2, rmem2, mkeys2, 1, bkeys, bmem, bmkeys, 1, other};
+  mg_metrics_t *o = mg_metrics_map(&s3, n);
+  mg_metrics_request_hist(o, 1, &h);
+  CHECK(h.count == 0 && mg_metrics_requests(o, 1, 1) == 2);
+  mg_metrics_unmap(m), mg_metrics_unmap(n), mg_metrics_unmap(o);
+  CHECK(mg_metrics_current() == NULL);
+  mg_metrics_request(0, 200, 1); /* no region: a no-op */
+  double bad[33] = {0};
+  mg_metrics_shape_t s4 = {0, NULL, NULL, NULL, 0, NULL, NULL, NULL, 33, bad};
+  CHECK(mg_metrics_map(&s4, NULL) == NULL);
+  CHECK_DONE();
+}
