@@ -31,6 +31,7 @@ int mg_errpage_try(mg_req_t *req, int status) {
   const mg_errpage_t *ep = mg_errpage_find(req, status);
   if (!ep) return 0;
   req->errpage_status = status;
+  req->errpage_of = req->route; /* SPEC 20: the page's answer counts for this route */
   mg_req_unread_body_closes(req);
   /* A hook or handler waiting (for the body, say, when it timed out) is abandoned: the page
    * serves the request from here on. */

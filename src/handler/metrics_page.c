@@ -101,6 +101,9 @@ done:
 int mg_metrics_route_of(const mg_req_t *req) {
   const mg_config_t *cfg = req->cfg;
   const mg_route_t *r = req->route;
+  /* An error page (a URI served by an internal redirect, or a function, a route that no URI
+   * reaches) counts for the route whose error it answers, or for none. */
+  if (req->errpage_status) r = req->errpage_of;
   if (r && r >= cfg->routes && r < cfg->routes + cfg->nroutes) return (int)(r - cfg->routes);
   return cfg->nroutes;
 }

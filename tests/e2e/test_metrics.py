@@ -268,3 +268,66 @@ def test_histogram_buckets_load_errors(tmp_path):
         cfg.write_text('local mg = require "moongate"\nmg.listen("127.0.0.1:1")\nmg.set { histogram_buckets = %s }\n' % v)
         p = subprocess.run([MOONGATE, "-t", "-c", str(cfg)], capture_output=True, text=True)
         assert p.returncode == 1 and "init.lua:3:" in p.stderr and msg in p.stderr, (v, p.stderr)
+
+
+def test_connections_h2c_tls_and_h2_over_tls(gateway, echo_backend, tmp_path):
+    import ssl
+    import h2.connection
+    from conftest import free_port
+    from test_tls import make_cert
+    cert, key = make_cert(str(tmp_path), "localhost")
+    tls_port = free_port()
+    g = gateway('mg.listen("127.0.0.1:{PORT}", { http2 = true })\n'
+                'mg.listen("127.0.0.1:%d", { tls = { cert = "%s", key = "%s" } })\n' % (tls_port, cert, key) + LUA,
+                echo_backend)
+    held = []
+
+    def tls(alpn):
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        ctx.set_alpn_protocols([alpn])
+        s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", tls_port), timeout=5), server_hostname="localhost")
+        assert s.selected_alpn_protocol() == alpn
+        held.append(s)
+        return s
+
+    def h2_on(sock):
+        c = h2.connection.H2Connection()
+        c.initiate_connection()
+        sock.sendall(c.data_to_send())
+        assert sock.recv(65536)  # the server's SETTINGS: the session is up
+
+    try:
+        plain_h2 = socket.create_connection(("127.0.0.1", g.port), timeout=5)
+        held.append(plain_h2)
+        h2_on(plain_h2)
+        h2_on(tls("h2"))
+        h2_on(tls("h2"))
+        s = tls("http/1.1")
+        s.sendall(b"GET /app/x HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert s.recv(65536).startswith(b"HTTP/1.1 200")
+
+        def counts():
+            fams = scrape(g)[1]
+            return {(p, t): value(fams, "moongate_connections", protocol=p, tls=t)
+                    for p in ("http1", "h2") for t in ("false", "true")}
+        want = {("http1", "false"): 1, ("h2", "false"): 1, ("h2", "true"): 2, ("http1", "true"): 1}
+        assert wait_for(lambda: counts() == want), counts()
+    finally:
+        for s in held:
+            s.close()
+    assert wait_for(lambda: conns(g) == 1 and conns(g, "h2") == 0 and conns(g, "h2", "true") == 0 and conns(g, "http1", "true") == 0)
+
+
+def test_error_pages_count_for_the_route_they_answer_for(gateway, echo_backend):
+    g = gateway(LUA.replace("mg.workers(2)", '''mg.workers(2)
+mg.set { error_pages = { [404] = "/errors/404", [500] = function(req, status) return 503, "sorry" end } }
+mg.route("/errors/", function(req) return 200, "page" end, { internal = true })'''), echo_backend)
+    for _ in range(3):
+        assert request(g.port, path="/lua/missing").status == 404   # ngx.status = 404: no page (a Lua answer)
+        assert request(g.port, path="/nowhere").status == 404       # no route: the URI page
+        assert request(g.port, path="/lua/fail").status == 503      # the function page
+    _, fams = scrape(g)
+    r = lambda route, cls: value(fams, "moongate_requests", "moongate_requests_total", route=route, **{"class": cls})
+    assert r("/lua/", "4xx") == 3 and r("/lua/", "5xx") == 3 and r("(none)", "4xx") == 3
+    assert sum(r("/errors/", c) for c in ("1xx", "2xx", "3xx", "4xx", "5xx")) == 0
