@@ -628,9 +628,10 @@ function M.route(match, target, opts)
   state.routes[#state.routes + 1] = r
 end
 
-local member_keys = { lbfactor = true, route = true, status = true, retry = true, connect_timeout = true, timeout = true }
+local member_keys = { lbfactor = true, route = true, status = true, retry = true, connect_timeout = true, timeout = true, max_conns = true }
 local methods = { byrequests = true, bytraffic = true, bybusyness = true }
-local balancer_keys = { method = true, stickysession = true, members = true, maxattempts = true, health = true }
+local balancer_keys = { method = true, stickysession = true, members = true, maxattempts = true, health = true, queue = true }
+local queue_keys = { size = true, timeout = true }
 local health_keys = { uri = true, interval = true, timeout = true, fails = true, passes = true, expect = true }
 
 function M.balancer(name, spec)
@@ -673,6 +674,12 @@ function M.balancer(name, spec)
     be.retry = parse_time(at, what .. ".retry", m.retry or 60)
     if m.connect_timeout ~= nil then be.connect_timeout = parse_time(at, what .. ".connect_timeout", m.connect_timeout) end
     if m.timeout ~= nil then be.timeout = parse_time(at, what .. ".timeout", m.timeout) end
+    if m.max_conns ~= nil then
+      -- SPEC 20: the most requests in flight on this member, summed over the workers
+      local n = m.max_conns
+      if type(n) ~= "number" or n < 0 or n > 1000000 or n ~= math.floor(n) then fail(at, "%s: max_conns must be a whole number from 0 (no limit) to 1000000, got %s", what, tostring(n)) end
+      be.max_conns = n
+    end
     b.members[i] = be
   end
   if spec.maxattempts ~= nil then
@@ -690,6 +697,20 @@ function M.balancer(name, spec)
       fails = h.fails or 3, passes = h.passes or 2, expect = h.expect or 200,
     }
     if type(b.health.uri) ~= "string" or b.health.uri:sub(1, 1) ~= "/" then fail(at, "health.uri: expected a path starting with /") end
+  end
+  if spec.queue ~= nil then
+    -- SPEC 20: requests wait here for a member under its max_conns
+    local q = spec.queue
+    if type(q) ~= "table" then fail(at, "queue: expected a table like { size = 100, timeout = \"5s\" }, got %s", type(q)) end
+    for k in pairs(q) do if not queue_keys[k] then fail(at, "queue: unknown option %q (size, timeout)", tostring(k)) end end
+    local size = q.size == nil and 100 or q.size
+    if type(size) ~= "number" or size < 0 or size > 1000000 or size ~= math.floor(size) then fail(at, "queue.size: expected a whole number from 0 to 1000000, got %s", tostring(size)) end
+    local timeout = parse_time(at, "queue.timeout", q.timeout == nil and 5 or q.timeout)
+    if timeout < 1 then fail(at, "queue.timeout: must be at least 1ms") end
+    local capped = false
+    for _, be in ipairs(b.members) do if (be.max_conns or 0) > 0 then capped = true end end
+    if not capped then fail(at, "queue: no member of balancer %q has max_conns, so nothing would ever wait (give members max_conns = N)", name) end
+    b.queue_size, b.queue_timeout = size, timeout
   end
   state.balancers[name] = b
   state.balancer_order[#state.balancer_order + 1] = name

@@ -409,6 +409,7 @@ static int load_balancers(loader_t *ld) {
       m->retry_ms = (uint64_t)get_num(L, "retry", 60000);
       m->connect_timeout_ms = (uint64_t)get_num(L, "connect_timeout", 0);
       m->timeout_ms = (uint64_t)get_num(L, "timeout", 0);
+      m->max_conns = (int)get_num(L, "max_conns", 0);
       char *st = get_str(L, "status");
       for (char *c = st; c && *c; c++)
         m->flags |= *c == 'D' ? MG_MEMBER_DISABLED : *c == 'H' ? MG_MEMBER_HOT_STANDBY : *c == 'S' ? MG_MEMBER_STOPPED : MG_MEMBER_DRAINING;
@@ -420,6 +421,8 @@ static int load_balancers(loader_t *ld) {
     lua_getfield(L, -1, "maxattempts");
     if (lua_isnumber(L, -1)) b->maxattempts = (int)lua_tonumber(L, -1);
     lua_pop(L, 1);
+    b->queue_size = (int)get_num(L, "queue_size", 0); /* SPEC 20 */
+    b->queue_timeout_ms = (uint64_t)get_num(L, "queue_timeout", 5000);
     lua_getfield(L, -1, "health");
     if (lua_istable(L, -1)) {
       mg_health_t *h = b->health = mg_calloc(1, sizeof *h);

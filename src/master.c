@@ -51,6 +51,7 @@
 #include "control.h"
 #include "log.h"
 #include "listen.h"
+#include "caps.h"
 #include "pids.h"
 #include "worker.h"
 #include "status.h"
@@ -448,6 +449,7 @@ static void reap(master_t *m) {
     if (i < 0) continue;
     child_t dead = m->children[i];
     m->children[i] = m->children[--m->nchildren];
+    mg_caps_reap((int)pid); /* SPEC 20: its member slots and queued requests are given back */
     char how[64];
     describe_exit(status, how, sizeof how);
     if (dead.told) {

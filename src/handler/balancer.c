@@ -17,6 +17,7 @@ static int eligible(const mg_member_t *m, uint64_t now, const unsigned char *tri
   if (tried && tried[i]) return 0;
   if (!mg_member_usable(m, now)) return 0;
   if (m->flags & MG_MEMBER_DRAINING) return 0;
+  if (mg_member_full(m)) return 0;
   return standby ? (m->flags & MG_MEMBER_HOT_STANDBY) != 0 : (m->flags & MG_MEMBER_HOT_STANDBY) == 0;
 }
 
@@ -44,7 +45,11 @@ static mg_member_t *pick_pass(mg_balancer_t *b, uint64_t now, const unsigned cha
   double min = -1;
   for (int i = 0; i < b->nmembers; i++) {
     mg_member_t *m = &b->members[i];
-    key[i] = b->method == MG_LB_BYTRAFFIC ? (double)m->local.bytes / m->lbfactor : (double)m->local.inflight;
+    /* bybusyness counts what every worker has in flight on the member when the workers share
+     * its slots (SPEC 20: the least busy member with a free slot), else this worker's. */
+    key[i] = b->method == MG_LB_BYTRAFFIC ? (double)m->local.bytes / m->lbfactor
+             : m->cap                     ? (double)__atomic_load_n(&m->cap->busy, __ATOMIC_RELAXED)
+                                          : (double)m->local.inflight;
     if (eligible(m, now, tried, i, standby) && (min < 0 || key[i] < min)) min = key[i];
   }
   if (min < 0) return NULL;
@@ -65,19 +70,39 @@ static void count_sticky(mg_balancer_t *b, mg_member_t *chosen, uint64_t now, co
   chosen->score -= total;
 }
 
+/* Whether a member of the pass (standby or not) is usable but at its max_conns. */
+static int any_full(const mg_balancer_t *b, uint64_t now, const unsigned char *tried, int standby) {
+  for (int i = 0; i < b->nmembers; i++) {
+    const mg_member_t *m = &b->members[i];
+    if (!(tried && tried[i]) && mg_member_usable(m, now) && !(m->flags & MG_MEMBER_DRAINING) && mg_member_full(m) &&
+        !(m->flags & MG_MEMBER_HOT_STANDBY) == !standby)
+      return 1;
+  }
+  return 0;
+}
+
+int mg_balancer_any_full(const mg_balancer_t *b, uint64_t now, const unsigned char *tried) {
+  return any_full(b, now, tried, 0) || any_full(b, now, tried, 1);
+}
+
 mg_member_t *mg_balancer_pick(mg_balancer_t *b, const char *sticky, uint64_t now, const unsigned char *tried) {
   for (int i = 0; i < b->nmembers; i++) mg_member_sync(&b->members[i]); /* an operator's changes */
   if (sticky) {
     for (int i = 0; i < b->nmembers; i++) {
       mg_member_t *m = &b->members[i];
-      if (m->route && strcmp(m->route, sticky) == 0 && !(tried && tried[i]) && mg_member_usable(m, now)) {
+      /* A sticky member at its max_conns is passed over like one in error (Apache's route
+       * falls back to the balancer's choice when its member cannot take the request). */
+      if (m->route && strcmp(m->route, sticky) == 0 && !(tried && tried[i]) && mg_member_usable(m, now) && !mg_member_full(m)) {
         if (b->method == MG_LB_BYREQUESTS) count_sticky(b, m, now, tried);
         return m;
       }
     }
   }
   mg_member_t *m = pick_pass(b, now, tried, 0);
-  return m ? m : pick_pass(b, now, tried, 1);
+  /* A member that is only busy (at its max_conns) is still there: hot standbys stand in for
+   * members that are out, not for members that are full. */
+  if (m || any_full(b, now, tried, 0)) return m;
+  return pick_pass(b, now, tried, 1);
 }
 
 static size_t route_of(const char *v, size_t n, const char **route) {

@@ -11,6 +11,7 @@
 
 #include <stdint.h>
 
+#include "caps.h"
 #include "config.h"
 
 enum {
@@ -54,6 +55,8 @@ typedef struct {
   int cfg_lbfactor;
   uint32_t live_seen;                     /* the shared live_gen last copied */
   int health_fails, health_passes;        /* consecutive, health checker only */
+  int max_conns;                          /* SPEC 20: 0 for no limit (the configured value) */
+  mg_cap_t *cap;                          /* its slots, shared by the workers (shm/caps.h), or NULL */
 } mg_member_t;
 
 typedef struct {
@@ -72,6 +75,12 @@ struct mg_balancer_s {
   int nmembers;
   mg_health_t *health;
   char *decl;
+  /* SPEC 20: the queue (handler/queue.c): size 0 for none; its shared state; this worker's
+   * waiters, oldest first */
+  int queue_size;
+  uint64_t queue_timeout_ms;
+  mg_capq_t *q;
+  struct mg_waiter_s *wait_head, *wait_tail;
 };
 
 /* Picks a member. `sticky` is the route wanted by the request or NULL; `tried` marks members
@@ -81,6 +90,11 @@ mg_member_t *mg_balancer_pick(mg_balancer_t *b, const char *sticky, uint64_t now
 
 /* Whether m may take a request now (not disabled, stopped, in error or down). */
 int mg_member_usable(const mg_member_t *m, uint64_t now_ms);
+/* Whether m is at its max_conns (all workers together). */
+static inline int mg_member_full(const mg_member_t *m) { return m->cap && mg_cap_full(m->cap); }
+/* Whether a member that a request not yet tried on it could use is only at its max_conns (the
+ * request may wait for it), as opposed to none being usable at all. */
+int mg_balancer_any_full(const mg_balancer_t *b, uint64_t now_ms, const unsigned char *tried);
 
 /* Extracts the sticky route from a Cookie header or query string: the value of NAME is
  * "anything.ROUTE". Returns the ROUTE length and sets *route, or 0. */

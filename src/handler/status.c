@@ -14,6 +14,7 @@
 #include "hooks.h"
 #include "loop.h"
 #include "metrics_page.h"
+#include "queue.h"
 #include <unistd.h>
 
 #define SLOTS 4096
@@ -54,7 +55,9 @@ int mg_status_bind(mg_config_t *cfg) {
       if (found && found->stats.inflight < 0) found->stats.inflight = 0;
     }
   }
-  return mg_metrics_bind(cfg);
+  int rc = mg_metrics_bind(cfg);
+  int rq = mg_queue_bind(cfg); /* SPEC 20: member slots and queues */
+  return rc < 0 ? rc : rq;
 }
 
 static const char *state_of(const mg_member_t *m, uint64_t now) {

@@ -43,6 +43,7 @@
 #include "log.h"
 #include "hooks.h"
 #include "phase.h"
+#include "queue.h"
 #include "resp_buffer.h"
 #include "sendfile.h"
 #include "fdio.h"
@@ -92,6 +93,8 @@ struct mg_upstream_s {
   unsigned head_queued : 1; /* the SCGI head is in wq (or out): body bytes follow it there */
   unsigned spool : 1;       /* the request body is read whole into req->body first */
   mg_rbuf_t *rbuf;          /* response_buffering: made when the client first falls behind */
+  mg_member_t *slot;        /* SPEC 20: the member whose slot (max_conns) this request holds */
+  mg_waiter_t wait;         /* SPEC 20: in the balancer's queue while wait.b is set */
   unsigned readable : 1, writable : 1, peer_closed : 1, write_failed : 1, flushing : 1;
   /* Last: mg_cgi_parse fills it, so a new upstream zeroes only the fields above (3 KiB less
    * to clear per request). */
@@ -107,6 +110,17 @@ static mg_freelist_t up_free_list = MG_FREELIST(mg_upstream_t, 64);
 
 static void up_connect(mg_upstream_t *up);
 static void up_close(mg_upstream_t *up);
+
+/* SPEC 20: gives back the member slot this request holds, and lets this worker's waiters
+ * know. Every path that ends the request's use of a member comes here: the response read, a
+ * failure, the client gone, an internal redirect, a retry on another member. */
+static void release_slot(mg_upstream_t *up) {
+  mg_member_t *m = up->slot;
+  if (!m) return;
+  up->slot = NULL;
+  mg_cap_release(m->cap);
+  mg_queue_kick(up->balancer, up->timer.loop);
+}
 static void spool_pump(mg_upstream_t *up);
 
 /* ---- lifecycle --------------------------------------------------------------------------- */
@@ -164,6 +178,8 @@ static void up_close(mg_upstream_t *up) {
     up->req = NULL;
   }
   if (up->member && up->state >= S_HEAD) mg_member_done(up->member, up->bytes_in);
+  mg_queue_leave(&up->wait, MG_QUEUE_GONE); /* a waiter whose client went away */
+  release_slot(up);
   mg_rbuf_free(up->rbuf);
   up->rbuf = NULL;
   free_pending(up);
@@ -299,11 +315,17 @@ static void on_body(mg_req_t *req, const char *data, size_t len) {
   check_client_flow(up);
 }
 
+static int pick_member(mg_upstream_t *up, int fresh);
+
 static void on_body_end(mg_req_t *req) {
   mg_upstream_t *up = req->up;
   if (!up->spool) return;
   req->body_ready = 1;
-  if (up->state == S_WAIT_BODY) up_connect(up);
+  if (up->state != S_WAIT_BODY) return;
+  /* A balancer's member is chosen (and its slot taken) once the body is in: a slow upload
+   * holds no slot of a busy app. */
+  if (up->balancer && !up->member && pick_member(up, 1) != 0) return;
+  up_connect(up);
 }
 
 /* Sends the spooled body file a block at a time: a block is read only when the backend has
@@ -573,9 +595,16 @@ static void on_read(mg_upstream_t *up, ssize_t nread, char *block_in) {
 
 /* ---- connecting ------------------------------------------------------------------------------ */
 
+static void up_busy(mg_upstream_t *up, const char *why);
+
 static void on_timeout(uv_timer_t *t) {
   mg_upstream_t *up = t->data;
-  if (up->state == S_CONNECTING) {
+  if (up->wait.b) {
+    mg_queue_leave(&up->wait, MG_QUEUE_TIMEOUT);
+    char why[160];
+    snprintf(why, sizeof why, "no member of balancer %s had a free slot (max_conns) within the queue timeout", up->balancer->name);
+    up_busy(up, why);
+  } else if (up->state == S_CONNECTING) {
     if (up->member) mg_member_failed(up->member, mg_now_ms(), "connect timeout");
     up_fail(up, 503, "connecting to backend %s timed out", up->name);
   } else {
@@ -583,7 +612,7 @@ static void on_timeout(uv_timer_t *t) {
   }
 }
 
-static int pick_member(mg_upstream_t *up);
+static int pick_member(mg_upstream_t *up, int fresh);
 
 /* The connect failed (status: -errno): another member of a balancer, or 503. Nothing of the
  * request has reached the backend, so what is queued for it is kept for the next one. */
@@ -597,9 +626,10 @@ static void connect_failed(mg_upstream_t *up, int status) {
     mg_log_error(MG_LOG_WARN, up->req->id, "%s; trying another member of balancer %s", why, up->balancer->name);
     up->tried[up->member->index - 1] = 1;
     up->member = NULL;
+    release_slot(up);
     if (up->attempts < up->balancer->maxattempts) {
       uv_timer_stop(&up->timer);
-      if (pick_member(up) == 0) up_connect(up);
+      if (pick_member(up, 0) == 0) up_connect(up);
       return;
     }
   }
@@ -736,18 +766,43 @@ static void up_connect(mg_upstream_t *up) {
   connecting_flush(up);
 }
 
-/* Chooses the member for the next attempt. Returns 0, or -1 after answering 503. */
-static int pick_member(mg_upstream_t *up) {
+/* SPEC 20: a 503 for want of a free slot, with Retry-After; the error-log line is the one
+ * mg_req_error writes. */
+static void up_busy(mg_upstream_t *up, const char *why) {
   mg_req_t *req = up->req;
-  if (!up->balancer) return 0;
   mg_balancer_t *b = up->balancer;
+  up_close(up);
+  if (!req) return;
+  mg_log_error(MG_LOG_ERROR, req->id, "%s, client %s, request \"%s %s\"", why, req->remote, req->orig_method ? req->orig_method : "-",
+               req->target ? req->target : "-");
+  mg_req_unread_body_closes(req);
+  if (mg_req_errpage && mg_req_errpage(req, 503)) return; /* SPEC 19: error_pages */
+  req->resp_headers.n = 0;
+  char ra[16];
+  int n = snprintf(ra, sizeof ra, "%d", mg_queue_retry_after(b));
+  mg_fields_add(&req->pool, &req->resp_headers, "Retry-After", 11, ra, (size_t)n);
+  static const char body[] = "503 Service Unavailable\n";
+  mg_req_respond(req, 503, "text/plain", body, sizeof body - 1);
+}
+
+/* Chooses a member and takes one of its slots. 1: up->member is set; 0: every member the
+ * request could use is at its max_conns; -1: no member is usable at all; -2: a balancer hook
+ * ended the request (the upstream is closed). */
+static int choose(mg_upstream_t *up) {
+  mg_req_t *req = up->req;
+  mg_balancer_t *b = up->balancer;
+  uint64_t now = mg_now_ms();
   mg_member_t *m = NULL;
   int idx = 0;
   if (mg_hooks && (mg_req_hook_count(req, MG_PHASE_BALANCER) || b->method == MG_LB_LUA) && mg_hooks->balancer(req, b, 1, &idx) == MG_ENDED) {
     up_close(up);
-    return -1;
+    return -2;
   }
-  if (idx > 0 && !up->tried[idx - 1] && mg_member_usable(&b->members[idx - 1], mg_now_ms())) m = &b->members[idx - 1];
+  /* A hook's or Lua method's member at its max_conns is passed over like an unusable one. */
+  if (idx > 0 && !up->tried[idx - 1] && mg_member_usable(&b->members[idx - 1], now)) {
+    mg_member_t *c = &b->members[idx - 1];
+    if (!c->cap || mg_cap_acquire(c->cap)) m = c;
+  }
   if (!m) {
     const char *route = NULL;
     size_t rl = 0;
@@ -755,16 +810,67 @@ static int pick_member(mg_upstream_t *up) {
       rl = mg_balancer_sticky_route(b, mg_fields_join(&req->pool, &req->headers, "Cookie", "; "), req->query, &route);
     char sticky[64] = "";
     if (rl && rl < sizeof sticky) memcpy(sticky, route, rl), sticky[rl] = 0;
-    m = mg_balancer_pick(b, rl ? sticky : NULL, mg_now_ms(), up->tried);
+    /* The slot is taken with a compare-and-swap: another worker may take the last one between
+     * the pick and the swap, and the pick is then made again without that member. */
+    for (int i = 0; !m && i < 8; i++) {
+      mg_member_t *c = mg_balancer_pick(b, rl ? sticky : NULL, now, up->tried);
+      if (!c) break;
+      if (!c->cap || mg_cap_acquire(c->cap)) m = c;
+    }
   }
-  if (!m) {
+  if (!m) return mg_balancer_any_full(b, now, up->tried) ? 0 : -1;
+  up->member = m;
+  up->slot = m->cap ? m : NULL;
+  up->addr = &m->addr;
+  up->timeout_ms = m->timeout_ms ? m->timeout_ms : req->route->timeout;
+  return 1;
+}
+
+/* The queue offers a waiter its turn: a slot, then the connect (or the 503 of a balancer with
+ * no usable member left). */
+static int take_turn(mg_waiter_t *w) {
+  mg_upstream_t *up = (mg_upstream_t *)((char *)w - offsetof(mg_upstream_t, wait));
+  int rc = choose(up);
+  if (rc == 0) return 0;
+  mg_queue_served(w);
+  if (rc == -2) return 1;
+  uv_timer_stop(&up->timer);
+  if (rc == -1) up_fail(up, 503, "no usable member in balancer %s", up->balancer->name);
+  else up_connect(up);
+  return 1;
+}
+
+/* Every member is at its max_conns: the request waits in the balancer's queue, or 503. */
+static int queue_wait(mg_upstream_t *up) {
+  mg_balancer_t *b = up->balancer;
+  up->wait.take = take_turn;
+  up->wait.loop = up->timer.loop;
+  if (mg_queue_join(b, &up->wait) < 0) {
+    char why[160];
+    snprintf(why, sizeof why, "every member of balancer %s is at its max_conns and %s", b->name,
+             b->queue_size ? "its queue is full" : "it has no queue");
+    up_busy(up, why);
+    return -1;
+  }
+  mg_timer_start(&up->timer, on_timeout, b->queue_timeout_ms, 0);
+  return 1;
+}
+
+/* Chooses the member for the next attempt. Returns 0; 1 when the request waits in the queue
+ * (up_connect follows when it gets a slot); -1 after answering. `fresh`: a first attempt,
+ * which queues behind the requests already waiting rather than taking a slot freed for them. */
+static int pick_member(mg_upstream_t *up, int fresh) {
+  if (!up->balancer) return 0;
+  mg_balancer_t *b = up->balancer;
+  if (fresh && !mg_explain && mg_queue_busy(b)) return queue_wait(up);
+  int rc = choose(up);
+  if (rc == 1) return 0;
+  if (rc == -2) return -1;
+  if (rc == -1 || mg_explain) {
     up_fail(up, 503, "no usable member in balancer %s", b->name);
     return -1;
   }
-  up->member = m;
-  up->addr = &m->addr;
-  up->timeout_ms = m->timeout_ms ? m->timeout_ms : req->route->timeout;
-  return 0;
+  return queue_wait(up);
 }
 
 /* --explain: what the backend would receive, reported instead of sent; the request then ends
@@ -803,11 +909,17 @@ void mg_upstream_start(mg_req_t *req) {
     req->on_body_end = on_body_end;
     up->spool = req->chunked || (req->route->request_buffering && req->content_length > 0);
   }
+  int queued = 0;
   if (req->route->kind == MG_TARGET_BALANCER) {
     up->balancer = req->route->balancer;
     size_t n = (size_t)up->balancer->nmembers;
     up->tried = n <= sizeof up->tried_small ? up->tried_small : mg_calloc(n, 1);
-    if (pick_member(up) < 0) return;
+    /* A body read whole first is read before the member is chosen (on_body_end). */
+    if (!up->spool || mg_explain) {
+      int rc = pick_member(up, 1);
+      if (rc < 0) return;
+      queued = rc == 1;
+    }
   } else {
     up->addr = &req->route->addr;
   }
@@ -820,7 +932,7 @@ void mg_upstream_start(mg_req_t *req) {
     up->state = S_WAIT_BODY;
     return;
   }
-  up_connect(up);
+  if (!queued) up_connect(up);
 }
 
 const mg_handler_t mg_handler_scgi = {"scgi", mg_upstream_start};

@@ -1,0 +1,163 @@
+/* queue: see queue.h. */
+#include "queue.h"
+
+#include "timeq.h"
+
+/* This worker's balancers that have waiters (a short list: balancers are few). */
+#define MAX_ACTIVE 256
+static mg_balancer_t *active[MAX_ACTIVE];
+static int nactive;
+static uv_timer_t poll_timer;
+static uv_loop_t *poll_loop;
+
+static void poll_cb(uv_timer_t *t);
+
+int mg_queue_bind(mg_config_t *cfg) {
+  int rc = mg_caps_map();
+  if (rc < 0) return rc;
+  for (int i = 0; i < cfg->nbalancers; i++) {
+    mg_balancer_t *b = cfg->balancers[i];
+    b->q = mg_caps_queue(b->name);
+    for (int k = 0; k < b->nmembers; k++) b->members[k].cap = mg_caps_member(b->name, b->members[k].addr.url, b->members[k].max_conns);
+  }
+  return 0;
+}
+
+static void ensure_timer(uv_loop_t *loop) {
+  if (poll_loop == loop) return;
+  /* A new loop (the worker's, once): the timer is made on it and does not keep it alive. */
+  uv_timer_init(loop, &poll_timer);
+  uv_unref((uv_handle_t *)&poll_timer);
+  poll_loop = loop;
+}
+
+static void activate(mg_balancer_t *b) {
+  for (int i = 0; i < nactive; i++)
+    if (active[i] == b) return;
+  if (nactive < MAX_ACTIVE) active[nactive++] = b;
+}
+
+static mg_capq_proc_t *mine(const mg_balancer_t *b) {
+  int me = mg_caps_self();
+  return me >= 0 && b->q ? &b->q->proc[me] : NULL;
+}
+
+/* Publishes this worker's oldest ticket and waiter count (called after every change). */
+static void publish(mg_balancer_t *b) {
+  mg_capq_proc_t *p = mine(b);
+  if (!p) return;
+  __atomic_store_n(&p->head, b->wait_head ? b->wait_head->ticket : 0, __ATOMIC_RELEASE);
+  __atomic_store_n(&p->seen_ms, mg_now_ms(), __ATOMIC_RELAXED);
+}
+
+int mg_queue_busy(const mg_balancer_t *b) { return b->q && __atomic_load_n(&b->q->waiting, __ATOMIC_ACQUIRE) > 0; }
+
+int mg_queue_join(mg_balancer_t *b, mg_waiter_t *w) {
+  mg_capq_proc_t *p = mine(b);
+  if (!b->queue_size || !p) {
+    mg_queue_refused(b);
+    return -1;
+  }
+  if (__atomic_add_fetch(&b->q->waiting, 1, __ATOMIC_ACQ_REL) > b->queue_size) {
+    __atomic_sub_fetch(&b->q->waiting, 1, __ATOMIC_ACQ_REL);
+    mg_queue_refused(b);
+    return -1;
+  }
+  __atomic_add_fetch(&p->n, 1, __ATOMIC_ACQ_REL);
+  __atomic_add_fetch(&b->q->waits, 1, __ATOMIC_RELAXED);
+  w->b = b;
+  w->ticket = __atomic_fetch_add(&b->q->ticket, 1, __ATOMIC_ACQ_REL);
+  w->since_ms = mg_now_ms();
+  w->next = NULL, w->prev = b->wait_tail;
+  if (b->wait_tail) b->wait_tail->next = w;
+  else b->wait_head = w;
+  b->wait_tail = w;
+  publish(b);
+  activate(b);
+  ensure_timer(w->loop);
+  /* It may be first in line with a slot free already (it queued only behind others). */
+  if (!uv_is_active((uv_handle_t *)&poll_timer) || uv_timer_get_due_in(&poll_timer) > 0)
+    mg_timer_start(&poll_timer, poll_cb, 0, MG_QUEUE_POLL_MS);
+  return 0;
+}
+
+static void unlink_waiter(mg_waiter_t *w) {
+  mg_balancer_t *b = w->b;
+  if (w->prev) w->prev->next = w->next;
+  else b->wait_head = w->next;
+  if (w->next) w->next->prev = w->prev;
+  else b->wait_tail = w->prev;
+  w->prev = w->next = NULL;
+  w->b = NULL;
+  mg_capq_proc_t *p = mine(b);
+  if (p) __atomic_sub_fetch(&p->n, 1, __ATOMIC_ACQ_REL);
+  __atomic_sub_fetch(&b->q->waiting, 1, __ATOMIC_ACQ_REL);
+  publish(b);
+}
+
+void mg_queue_leave(mg_waiter_t *w, int why) {
+  mg_balancer_t *b = w->b;
+  if (!b) return;
+  unlink_waiter(w);
+  __atomic_add_fetch(why == MG_QUEUE_TIMEOUT ? &b->q->timeouts : &b->q->gone, 1, __ATOMIC_RELAXED);
+}
+
+void mg_queue_served(mg_waiter_t *w) {
+  mg_balancer_t *b = w->b;
+  if (!b) return;
+  unlink_waiter(w);
+  __atomic_add_fetch(&b->q->served, 1, __ATOMIC_RELAXED);
+  __atomic_add_fetch(&b->q->wait_ms, mg_now_ms() - w->since_ms, __ATOMIC_RELAXED);
+}
+
+void mg_queue_refused(mg_balancer_t *b) {
+  if (b->q) __atomic_add_fetch(&b->q->refused, 1, __ATOMIC_RELAXED);
+}
+
+int mg_queue_retry_after(const mg_balancer_t *b) {
+  int s = b->queue_size ? (int)((b->queue_timeout_ms + 999) / 1000) : 1;
+  return s < 1 ? 1 : s;
+}
+
+void mg_queue_kick(mg_balancer_t *b, uv_loop_t *loop) {
+  if (!b->wait_head || poll_loop != loop) return;
+  if (uv_timer_get_due_in(&poll_timer) > 0 || !uv_is_active((uv_handle_t *)&poll_timer))
+    mg_timer_start(&poll_timer, poll_cb, 0, MG_QUEUE_POLL_MS);
+}
+
+/* Whether no other worker has an older waiter that is still looking. */
+static int oldest(const mg_balancer_t *b, uint64_t ticket, uint64_t now) {
+  int me = mg_caps_self();
+  for (int i = 0; i < MG_CAPS_PROCS; i++) {
+    if (i == me) continue;
+    const mg_capq_proc_t *p = &b->q->proc[i];
+    if (__atomic_load_n(&p->n, __ATOMIC_ACQUIRE) <= 0) continue;
+    uint64_t head = __atomic_load_n(&p->head, __ATOMIC_ACQUIRE);
+    if (!head || head >= ticket) continue;
+    if (now - __atomic_load_n(&p->seen_ms, __ATOMIC_RELAXED) > MG_QUEUE_STALE_MS) continue;
+    return 0;
+  }
+  return 1;
+}
+
+/* Serves b's waiters while the oldest of them may take a slot. */
+static void dispatch(mg_balancer_t *b, uint64_t now) {
+  while (b->wait_head) {
+    mg_waiter_t *w = b->wait_head;
+    if (!oldest(b, w->ticket, now)) break;
+    if (!w->take(w)) break;
+    if (b->wait_head == w) mg_queue_served(w); /* never loops on a waiter that stayed */
+  }
+  publish(b);
+}
+
+static void poll_cb(uv_timer_t *t) {
+  uint64_t now = mg_now_ms();
+  for (int i = 0; i < nactive;) {
+    mg_balancer_t *b = active[i];
+    dispatch(b, now);
+    if (!b->wait_head) active[i] = active[--nactive];
+    else i++;
+  }
+  if (!nactive) uv_timer_stop(t);
+}
