@@ -133,6 +133,7 @@ struct mg_req_s {
   uint16_t hook_i;
   unsigned hold_body : 1, handler_started : 1, is_subrequest : 1, body_ready : 1, body_reading : 1;
   void *thread;       /* the suspended mg_thread_t of a hook or content handler */
+  unsigned queued : 1; /* SPEC 20: waiting in a balancer's queue; a client's FIN then means it left */
   mg_kv_t *env_list;  /* req.env as plain data, for cgi_env.c (exported before the SCGI head) */
   int nenv_list;
   int env_pathinfo;   /* req.env["proxy-scgi-pathinfo"] was set */

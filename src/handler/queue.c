@@ -99,7 +99,7 @@ void mg_queue_leave(mg_waiter_t *w, int why) {
   mg_balancer_t *b = w->b;
   if (!b) return;
   unlink_waiter(w);
-  __atomic_add_fetch(why == MG_QUEUE_TIMEOUT ? &b->q->timeouts : &b->q->gone, 1, __ATOMIC_RELAXED);
+  __atomic_add_fetch(why == MG_QLEAVE_TIMEOUT ? &b->q->timeouts : &b->q->gone, 1, __ATOMIC_RELAXED);
 }
 
 void mg_queue_served(mg_waiter_t *w) {
@@ -160,4 +160,96 @@ static void poll_cb(uv_timer_t *t) {
     else i++;
   }
   if (!nactive) uv_timer_stop(t);
+}
+
+/* ---- the status page's part ------------------------------------------------------------- */
+
+static int32_t slots_used(const mg_member_t *m) {
+  int32_t v = m->cap ? __atomic_load_n(&m->cap->busy, __ATOMIC_RELAXED) : 0;
+  return v > 0 ? v : 0;
+}
+
+static int max_conns(const mg_member_t *m) { return m->cap ? __atomic_load_n(&m->cap->max, __ATOMIC_RELAXED) : m->max_conns; }
+
+void mg_queue_json_member(mg_buf_t *out, const mg_member_t *m) {
+  mg_buf_printf(out, ",\"max_conns\":%d,\"slots_used\":%d", max_conns(m), (int)slots_used(m));
+}
+
+typedef struct {
+  uint64_t length, waits, served, timeouts, gone, refused, wait_ms;
+} qstats_t;
+
+static qstats_t qstats(const mg_balancer_t *b) {
+  qstats_t s = {0};
+  const mg_capq_t *q = b->q;
+  if (!q) return s;
+  int32_t len = __atomic_load_n(&q->waiting, __ATOMIC_RELAXED);
+  s.length = len > 0 ? (uint64_t)len : 0;
+  s.waits = __atomic_load_n(&q->waits, __ATOMIC_RELAXED), s.served = __atomic_load_n(&q->served, __ATOMIC_RELAXED);
+  s.timeouts = __atomic_load_n(&q->timeouts, __ATOMIC_RELAXED), s.gone = __atomic_load_n(&q->gone, __ATOMIC_RELAXED);
+  s.refused = __atomic_load_n(&q->refused, __ATOMIC_RELAXED), s.wait_ms = __atomic_load_n(&q->wait_ms, __ATOMIC_RELAXED);
+  return s;
+}
+
+void mg_queue_json_balancer(mg_buf_t *out, const mg_balancer_t *b) {
+  qstats_t s = qstats(b);
+  mg_buf_printf(out,
+                ",\"queue\":{\"size\":%d,\"timeout_ms\":%llu,\"length\":%llu,\"waits\":%llu,\"served\":%llu,\"timeouts\":%llu,"
+                "\"gone\":%llu,\"refused\":%llu,\"unavailable\":%llu,\"wait_ms\":%llu}",
+                b->queue_size, (unsigned long long)(b->queue_size ? b->queue_timeout_ms : 0), (unsigned long long)s.length,
+                (unsigned long long)s.waits, (unsigned long long)s.served, (unsigned long long)s.timeouts,
+                (unsigned long long)s.gone, (unsigned long long)s.refused, (unsigned long long)(s.timeouts + s.refused),
+                (unsigned long long)s.wait_ms);
+}
+
+static void label(mg_buf_t *b, const char *s) {
+  for (; *s; s++) {
+    if (*s == '"' || *s == '\\') mg_buf_append(b, "\\", 1);
+    if (*s == '\n') mg_buf_puts(b, "\\n");
+    else mg_buf_append(b, s, 1);
+  }
+}
+
+void mg_queue_prom(mg_buf_t *out, const mg_config_t *cfg) {
+  static const char *mfam[][3] = {
+      {"max_conns", "gauge", "The member's max_conns (0: no limit)."},
+      {"slots_used", "gauge", "Requests holding a slot of the member (connecting or in flight), all workers."},
+  };
+  for (int f = 0; f < 2; f++) {
+    mg_buf_printf(out, "# HELP moongate_member_%s %s\n# TYPE moongate_member_%s %s\n", mfam[f][0], mfam[f][2], mfam[f][0], mfam[f][1]);
+    for (int i = 0; i < cfg->nbalancers; i++) {
+      const mg_balancer_t *b = cfg->balancers[i];
+      for (int k = 0; k < b->nmembers; k++) {
+        const mg_member_t *m = &b->members[k];
+        mg_buf_printf(out, "moongate_member_%s{balancer=\"", mfam[f][0]);
+        label(out, b->name);
+        mg_buf_puts(out, "\",member=\"");
+        label(out, m->addr.url);
+        mg_buf_printf(out, "\"} %d\n", f == 0 ? max_conns(m) : (int)slots_used(m));
+      }
+    }
+  }
+  static const char *bfam[][3] = {
+      {"queue_size", "gauge", "The most requests the balancer's queue holds (0: no queue)."},
+      {"queue_length", "gauge", "Requests waiting in the balancer's queue now, all workers."},
+      {"queue_waits_total", "counter", "Requests that waited in the queue for a member slot."},
+      {"queue_served_total", "counter", "Requests that got a member slot after waiting."},
+      {"queue_timeouts_total", "counter", "Requests answered 503 at the queue timeout."},
+      {"queue_gone_total", "counter", "Requests whose client went away while they waited."},
+      {"queue_refused_total", "counter", "Requests answered 503 at once: every member at max_conns and the queue full (or none)."},
+      {"queue_unavailable_total", "counter", "503 answers for want of a member slot (timeouts and refusals)."},
+      {"queue_wait_seconds_total", "counter", "Time the served requests waited, summed."},
+  };
+  for (int f = 0; f < 9; f++) {
+    mg_buf_printf(out, "# HELP moongate_balancer_%s %s\n# TYPE moongate_balancer_%s %s\n", bfam[f][0], bfam[f][2], bfam[f][0], bfam[f][1]);
+    for (int i = 0; i < cfg->nbalancers; i++) {
+      const mg_balancer_t *b = cfg->balancers[i];
+      qstats_t s = qstats(b);
+      uint64_t v[] = {(uint64_t)b->queue_size, s.length, s.waits, s.served, s.timeouts, s.gone, s.refused, s.timeouts + s.refused};
+      mg_buf_printf(out, "moongate_balancer_%s{balancer=\"", bfam[f][0]);
+      label(out, b->name);
+      if (f == 8) mg_buf_printf(out, "\"} %.3f\n", (double)s.wait_ms / 1000);
+      else mg_buf_printf(out, "\"} %llu\n", (unsigned long long)v[f]);
+    }
+  }
 }

@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "balancer.h"
+#include "buf.h"
 #include "loop.h"
 
 #define MG_QUEUE_POLL_MS 1
@@ -48,7 +49,7 @@ int mg_queue_busy(const mg_balancer_t *b);
 /* Queues w (take and loop set). 0, or -1 when the queue is full or b has none (the
  * caller answers 503; counted as refused). */
 int mg_queue_join(mg_balancer_t *b, mg_waiter_t *w);
-enum { MG_QUEUE_TIMEOUT, MG_QUEUE_GONE };
+enum { MG_QLEAVE_TIMEOUT, MG_QLEAVE_GONE };
 /* w leaves the queue with its turn (a no-op when it is not queued). */
 void mg_queue_served(mg_waiter_t *w);
 /* w leaves the queue without a slot: its timeout, or its client went away. */
@@ -60,5 +61,11 @@ void mg_queue_refused(mg_balancer_t *b);
 void mg_queue_kick(mg_balancer_t *b, uv_loop_t *loop);
 /* The Retry-After seconds of b's 503s: its queue timeout rounded up, at least 1. */
 int mg_queue_retry_after(const mg_balancer_t *b);
+
+/* The status page's part: a member's max_conns and slots used (JSON fields), a balancer's
+ * queue (a JSON field), and both as Prometheus families. */
+void mg_queue_json_member(mg_buf_t *out, const mg_member_t *m);
+void mg_queue_json_balancer(mg_buf_t *out, const mg_balancer_t *b);
+void mg_queue_prom(mg_buf_t *out, const mg_config_t *cfg);
 
 #endif

@@ -126,6 +126,7 @@ void mg_status_serve(mg_req_t *req) {
       }
     }
     mg_metrics_prometheus(cfg, &b);
+    mg_queue_prom(&b, cfg); /* SPEC 20 */
     mg_req_respond(req, 200, "text/plain; version=0.0.4", b.data, b.len);
   } else {
     mg_buf_puts(&b, "{\"balancers\":[");
@@ -147,9 +148,12 @@ void mg_status_serve(mg_req_t *req) {
                       m->lbfactor, state_of(m, now), (unsigned long long)s->requests, (unsigned long long)s->bytes,
                       (long long)(s->inflight > 0 ? s->inflight : 0), (unsigned long long)s->errors);
         json_str(&b, s->last_error);
+        mg_queue_json_member(&b, m);
         mg_buf_puts(&b, "}");
       }
-      mg_buf_puts(&b, "]}");
+      mg_buf_puts(&b, "]");
+      mg_queue_json_balancer(&b, bl);
+      mg_buf_puts(&b, "}");
     }
     mg_buf_puts(&b, "]");
     mg_metrics_json(cfg, &b);

@@ -178,7 +178,8 @@ static void up_close(mg_upstream_t *up) {
     up->req = NULL;
   }
   if (up->member && up->state >= S_HEAD) mg_member_done(up->member, up->bytes_in);
-  mg_queue_leave(&up->wait, MG_QUEUE_GONE); /* a waiter whose client went away */
+  if (req) req->queued = 0;
+  mg_queue_leave(&up->wait, MG_QLEAVE_GONE); /* a waiter whose client went away */
   release_slot(up);
   mg_rbuf_free(up->rbuf);
   up->rbuf = NULL;
@@ -600,7 +601,8 @@ static void up_busy(mg_upstream_t *up, const char *why);
 static void on_timeout(uv_timer_t *t) {
   mg_upstream_t *up = t->data;
   if (up->wait.b) {
-    mg_queue_leave(&up->wait, MG_QUEUE_TIMEOUT);
+    mg_queue_leave(&up->wait, MG_QLEAVE_TIMEOUT);
+    up->req->queued = 0;
     char why[160];
     snprintf(why, sizeof why, "no member of balancer %s had a free slot (max_conns) within the queue timeout", up->balancer->name);
     up_busy(up, why);
@@ -833,6 +835,7 @@ static int take_turn(mg_waiter_t *w) {
   int rc = choose(up);
   if (rc == 0) return 0;
   mg_queue_served(w);
+  if (up->req) up->req->queued = 0;
   if (rc == -2) return 1;
   uv_timer_stop(&up->timer);
   if (rc == -1) up_fail(up, 503, "no usable member in balancer %s", up->balancer->name);
@@ -852,6 +855,7 @@ static int queue_wait(mg_upstream_t *up) {
     up_busy(up, why);
     return -1;
   }
+  up->req->queued = 1;
   mg_timer_start(&up->timer, on_timeout, b->queue_timeout_ms, 0);
   return 1;
 }

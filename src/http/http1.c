@@ -299,10 +299,12 @@ static void h1_gone(mg_conn_t *c) {
  * half-close, which HTTP/1.0 clients may do: the response still goes out and the connection
  * closes after it. But Lua code waiting for that request is abandoned as for a client that
  * went away (nginx with lua_check_client_abort), so that a client that leaves does not hold
- * a descriptor and a coroutine for the whole wait. */
+ * a descriptor and a coroutine for the whole wait. A request waiting in a balancer's queue
+ * (SPEC 20) is given up the same way: nginx takes a client's FIN while it waits for an upstream
+ * as the client going away, and a queue place is worth more than a late answer nobody reads. */
 static void h1_peer_closed(mg_conn_t *c) {
   mg_req_t *req = c->hp.req;
-  if (req && req->msg_done && !req->finished && !c->rbuf && !req->thread) {
+  if (req && req->msg_done && !req->finished && !c->rbuf && !req->thread && !req->queued) {
     c->peer_eof = 1;
     req->keepalive = 0;
     mg_conn_update_reading(c);
