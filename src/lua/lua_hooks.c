@@ -265,7 +265,7 @@ static void push_members(lua_State *L, mg_balancer_t *b) {
   for (int i = 0; i < b->nmembers; i++) {
     mg_member_t *m = &b->members[i];
     mg_member_sync(m);
-    lua_createtable(L, 0, 9);
+    lua_createtable(L, 0, 12);
     lua_pushinteger(L, i + 1);
     lua_setfield(L, -2, "index");
     lua_pushstring(L, m->addr.url);
@@ -289,6 +289,13 @@ static void push_members(lua_State *L, mg_balancer_t *b) {
     lua_setfield(L, -2, "errors");
     lua_pushboolean(L, mg_member_usable(m, now));
     lua_setfield(L, -2, "usable");
+    /* SPEC 20: its max_conns (0: none) and the slots taken over all workers */
+    lua_pushinteger(L, m->cap ? __atomic_load_n(&m->cap->max, __ATOMIC_RELAXED) : m->max_conns);
+    lua_setfield(L, -2, "max_conns");
+    lua_pushinteger(L, m->cap ? __atomic_load_n(&m->cap->busy, __ATOMIC_RELAXED) : 0);
+    lua_setfield(L, -2, "slots_used");
+    lua_pushboolean(L, mg_member_full(m));
+    lua_setfield(L, -2, "full");
     lua_rawseti(L, -2, i + 1);
   }
 }
