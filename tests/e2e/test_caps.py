@@ -105,7 +105,9 @@ class ThreadedApp:
         if path == "/redirect":
             c.sendall(b"Status: 200 OK\r\nX-Accel-Redirect: /local\r\n\r\n")
             return
-        out = ("app=%s seq=%d" % (self.name, seq)).encode()
+        out = ("app=%s seq=%d len=%d" % (self.name, seq, len(body))).encode()
+        if b"VIEW" in env:
+            out += b" view=" + env[b"VIEW"]
         c.sendall(b"Status: 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (len(out), out))
 
     def stop(self):
@@ -400,3 +402,90 @@ def test_caps_config_errors(tmp_path):
         cfg.write_text('local mg = require "moongate"\nmg.listen("127.0.0.1:1")\nmg.balancer("c", { members = %s%s })\n' % (members, extra))
         p = subprocess.run([MOONGATE, "-t", "-c", str(cfg)], capture_output=True, text=True)
         assert p.returncode == 1 and "init.lua:3:" in p.stderr and msg in p.stderr, (members, extra, p.stderr)
+
+
+def test_lua_hook_choice_at_its_cap_is_passed_over(gateway, apps):
+    a, b = apps("a", "b")
+    lua = conf(['{ "scgi://127.0.0.1:%d", max_conns = 1 }' % a.port, '{ "scgi://127.0.0.1:%d", max_conns = 5 }' % b.port],
+               '{ size = 10, timeout = "10s" }').replace('mg.route("/", "balancer://c/")', '''
+mg.route("/", "balancer://c/", { hooks = { balancer = function(req, members)
+  local m = members[1]
+  req.env.VIEW = string.format("%d/%d/%s", m.slots_used, m.max_conns, tostring(m.full))
+  return 1
+end } })''')
+    g = gateway(lua)
+    rs = many(g.port, ["/sleep?ms=400"] * 4)
+    assert all(r.status == 200 for r in rs)
+    # The hook always names a; a has one slot, so the other three went to b.
+    assert a.max_busy == 1 and a.requests == 1 and b.requests == 3
+    views = sorted(r.body.split(b"view=")[1] for r in rs)
+    # What the hook saw of a, over both workers: free for the first, then full (two workers
+    # may both look before either takes the slot, so more than one may have seen it free).
+    assert views[0] == b"0/1/false" and views[-1] == b"1/1/true" and set(views) <= {b"0/1/false", b"1/1/true"}, views
+
+
+def test_sticky_member_at_its_cap_and_standby(gateway, apps):
+    a, b, s = apps("a", "b", "standby")
+    lua = conf(['{ "scgi://127.0.0.1:%d", max_conns = 1, route = "ra" }' % a.port,
+                '{ "scgi://127.0.0.1:%d", max_conns = 1, route = "rb" }' % b.port,
+                '{ "scgi://127.0.0.1:%d", status = "+H" }' % s.port],
+               '{ size = 10, timeout = "10s" }').replace('method = "byrequests"', 'method = "byrequests", stickysession = "SID"')
+    g = gateway(lua)
+    out = {}
+
+    def sticky(i):
+        out[i] = request(g.port, path="/sleep?ms=500", headers=[("Cookie", "SID=x.ra")])
+
+    ts = [threading.Thread(target=sticky, args=(i,)) for i in range(3)]
+    for t in ts:
+        t.start()
+        time.sleep(0.05)
+    for t in ts:
+        t.join(10)
+    assert all(out[i].status == 200 for i in range(3))
+    # The first went to its member; the second to the other member with a free slot; the
+    # third waited (a full member is not out: the hot standby did not stand in for it).
+    assert a.max_busy == 1 and b.max_busy == 1 and s.requests == 0
+    assert a.requests + b.requests == 3 and a.requests >= 1 and b.requests >= 1
+    assert status(g)["queue"]["waits"] == 1
+
+
+def test_streamed_body_waits_with_its_request(gateway, apps):
+    (a,) = apps("a")
+    lua = conf(['{ "scgi://127.0.0.1:%d", max_conns = 1 }' % a.port], '{ size = 10, timeout = "10s" }')
+    lua = lua.replace('mg.route("/", "balancer://c/")', 'mg.route("/", "balancer://c/", { request_buffering = false })')
+    g = gateway(lua)
+    holder = threading.Thread(target=lambda: request(g.port, path="/sleep?ms=800&tag=hold"))
+    holder.start()
+    time.sleep(0.2)
+    body = os.urandom(300000)
+    r = request(g.port, method="POST", path="/sleep?tag=post", body=body)
+    holder.join(5)
+    assert r.status == 200 and r.body.endswith(b"len=300000"), r.body
+    assert a.order == ["hold", "post"] and a.max_busy == 1
+    assert status(g)["queue"]["served"] == 1
+
+
+def test_reload_keeps_the_count(gateway, apps):
+    """Old workers finishing their requests and new ones starting count against one max_conns."""
+    (a,) = apps("a")
+    lua = conf(['{ "scgi://127.0.0.1:%d", max_conns = 2 }' % a.port], '{ size = 50, timeout = "20s" }')
+    g = gateway(lua)
+    before = set(g.workers())
+    ts = [threading.Thread(target=lambda: request(g.port, path="/sleep?ms=1500")) for _ in range(2)]
+    for t in ts:
+        t.start()
+    wait_status(g, lambda s: s["members"][0]["slots_used"] == 2)
+    g.signal(signal.SIGHUP)
+    deadline = time.time() + 10
+    while time.time() < deadline and not (set(g.workers()) - before):
+        time.sleep(0.05)
+    time.sleep(0.3)
+    # The new workers see the old workers' two slots taken: these wait for them.
+    rs = many(g.port, ["/sleep?ms=100"] * 6)
+    for t in ts:
+        t.join(10)
+    assert all(r.status == 200 for r in rs)
+    assert a.max_busy == 2 and a.requests == 8
+    st = wait_status(g, lambda s: s["members"][0]["slots_used"] == 0)
+    assert st["members"][0]["slots_used"] == 0 and st["queue"]["waits"] >= 2
