@@ -1,6 +1,7 @@
 /* queue: see queue.h. */
 #include "queue.h"
 
+#include "log.h"
 #include "timeq.h"
 
 /* This worker's balancers that have waiters (a short list: balancers are few). */
@@ -18,7 +19,14 @@ int mg_queue_bind(mg_config_t *cfg) {
   for (int i = 0; i < cfg->nbalancers; i++) {
     mg_balancer_t *b = cfg->balancers[i];
     b->q = mg_caps_queue(b->name);
-    for (int k = 0; k < b->nmembers; k++) b->members[k].cap = mg_caps_member(b->name, b->members[k].addr.url, b->members[k].max_conns);
+    if (!b->q && b->queue_size)
+      mg_log(MG_LOG_WARN, "balancer %s: no room left in shared memory for its queue: requests at max_conns get 503 at once", b->name);
+    for (int k = 0; k < b->nmembers; k++) {
+      mg_member_t *m = &b->members[k];
+      m->cap = mg_caps_member(b->name, m->addr.url, m->max_conns);
+      if (!m->cap && m->max_conns)
+        mg_log(MG_LOG_WARN, "balancer %s: no room left in shared memory for member %s: its max_conns is not enforced", b->name, m->addr.url);
+    }
   }
   return 0;
 }

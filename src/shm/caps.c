@@ -2,6 +2,7 @@
 #include "caps.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -14,13 +15,18 @@ typedef struct {
 } page_t;
 
 static page_t *page;
-static int self = -1, self_pid;
+static int self = -1, self_known;
+
+/* A forked child is a new process: its index is claimed again at its first use (the parent's
+ * is not its own). Kept so, a slot costs no getpid() per request. */
+static void forget_self(void) { self = -1, self_known = 0; }
 
 int mg_caps_map(void) {
   if (page) return 0;
   void *p = mmap(NULL, sizeof(page_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) return -errno;
   page = p;
+  pthread_atfork(NULL, NULL, forget_self);
   return 0;
 }
 
@@ -65,9 +71,9 @@ mg_capq_t *mg_caps_queue(const char *balancer) {
 
 int mg_caps_self(void) {
   if (!page) return -1;
+  if (self_known) return self;
+  self_known = 1;
   int pid = (int)getpid();
-  if (self_pid == pid) return self;
-  self_pid = pid, self = -1; /* a fork: the parent's index is not ours */
   for (int i = 0; i < MG_CAPS_PROCS; i++) {
     int32_t expect = 0;
     if (__atomic_compare_exchange_n(&page->pids[i], &expect, pid, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
