@@ -489,3 +489,28 @@ def test_reload_keeps_the_count(gateway, apps):
     assert a.max_busy == 2 and a.requests == 8
     st = wait_status(g, lambda s: s["members"][0]["slots_used"] == 0)
     assert st["members"][0]["slots_used"] == 0 and st["queue"]["waits"] >= 2
+
+
+def test_http2_streams_queue_and_a_reset_one_leaves(gateway, apps):
+    import h2.events
+    from test_http2 import H2
+    (a,) = apps("a")
+    lua = conf(['{ "scgi://127.0.0.1:%d", max_conns = 1 }' % a.port], '{ size = 10, timeout = "10s" }')
+    g = gateway('mg.listen("127.0.0.1:{PORT}", { http2 = true })\n' + lua.replace("mg.workers(2)", "mg.workers(1)"))
+    c = H2(g.port)
+    first = c.headers("/sleep?ms=600&tag=first")
+    time.sleep(0.2)
+    left = c.headers("/sleep?tag=left")
+    stay = c.headers("/sleep?tag=stay")
+    st = wait_status(g, lambda s: s["queue"]["length"] == 2)
+    assert st["queue"]["length"] == 2
+    c.conn.reset_stream(left, error_code=8)
+    c.flush()
+    st = wait_status(g, lambda s: s["queue"]["gone"] == 1)
+    assert st["queue"]["gone"] == 1 and st["queue"]["length"] == 1
+    assert c.response(first, timeout=5)[0] == 200
+    status_, body, _ = c.response(stay, timeout=5)
+    assert status_ == 200 and body.startswith(b"app=a")
+    c.close()
+    assert a.order == ["first", "stay"]
+    assert status(g)["queue"]["served"] == 1
