@@ -101,7 +101,7 @@ static void handle(mg_config_t *cfg, int fd) {
     return answer(fd, "error: expected drain, enable or disable, then BALANCER URL [wait]\n");
   char err[200];
   mg_member_t *m = find_member(cfg, bname, url, err, sizeof err);
-  if (!m || mg_member_live_apply(m, status, 0, err, sizeof err) < 0) {
+  if (!m || mg_member_live_apply(m, status, 0, -1, err, sizeof err) < 0) {
     char out[256];
     snprintf(out, sizeof out, "error: %s\n", err);
     return answer(fd, out);

@@ -5,7 +5,7 @@
 -- the workers, in-flight requests) with plain forms to act on them: no script is needed to read
 -- or to use it. GET ?format=json gives the same as JSON. POST changes one member, from the
 -- page's form (application/x-www-form-urlencoded, answered with a 303 back to the page) or as
--- JSON ({ "balancer": NAME, "member": URL, "status": "+D", "lbfactor": n }, answered with the
+-- JSON ({ "balancer": NAME, "member": URL, "status": "+D", "lbfactor": n, "max_conns": n }, answered with the
 -- member as JSON). A change goes to the member's slot in shared memory (lua_manager.c,
 -- handler/balancer.c): every worker follows it at its next pick, and it is kept across
 -- reloads. auth(req) must return true, or the answer is 403; a form whose Origin is another
@@ -39,7 +39,7 @@ local function page(list, uri, msg)
   if msg and msg ~= "" then out[#out + 1] = '<p id="msg"><strong>' .. esc(msg) .. '</strong></p>' end
   for _, b in ipairs(list) do
     out[#out + 1] = '<h2>balancer://' .. esc(b.name) .. '</h2><p>method: ' .. esc(b.method) .. '</p>'
-    out[#out + 1] = '<table><tr><th>member</th><th>route</th><th>status</th><th>lbfactor</th><th>in flight</th>'
+    out[#out + 1] = '<table><tr><th>member</th><th>route</th><th>status</th><th>lbfactor</th><th>max_conns</th><th>in flight</th>'
       .. '<th>requests</th><th>errors</th><th>last error</th><th>act</th></tr>'
     for _, m in ipairs(b.members) do
       local hidden = '<input type="hidden" name="balancer" value="' .. esc(b.name) .. '">'
@@ -52,9 +52,12 @@ local function page(list, uri, msg)
       end
       acts[#acts + 1] = '<form method="post" action="' .. esc(uri) .. '">' .. hidden
         .. '<input name="lbfactor" size="3" value="' .. m.lbfactor .. '"><button type="submit">Set lbfactor</button></form>'
+      acts[#acts + 1] = '<form method="post" action="' .. esc(uri) .. '">' .. hidden
+        .. '<input name="max_conns" size="4" value="' .. m.max_conns .. '"><button type="submit">Set max_conns</button></form>'
       out[#out + 1] = '<tr data-member="' .. esc(m.url) .. '"><td>' .. esc(m.url) .. '</td><td>' .. esc(m.route or "")
         .. '</td><td class="status">' .. esc(status_text(m)) .. (m.changed and ' (set here)' or '') .. '</td><td class="lbfactor">'
-        .. m.lbfactor .. '</td><td class="inflight">' .. m.inflight .. '</td><td>' .. string.format("%.0f", m.requests)
+        .. m.lbfactor .. '</td><td class="max_conns">' .. (m.max_conns > 0 and m.max_conns or "none")
+        .. '</td><td class="inflight">' .. m.inflight .. '</td><td>' .. string.format("%.0f", m.requests)
         .. '</td><td>' .. string.format("%.0f", m.errors) .. '</td><td>' .. esc(m.last_error) .. '</td><td>'
         .. table.concat(acts, " ") .. '</td></tr>'
     end
@@ -119,17 +122,25 @@ function M.handler(auth)
       end
       lbfactor = n
     end
-    if change.max_conns ~= nil then
-      return 400, "400 Bad Request: max_conns is not supported by moongate's manager yet (members have no max_conns)\n"
+    local max_conns = change.max_conns
+    if form and max_conns == "" then max_conns = nil end
+    if max_conns ~= nil then
+      local n = tonumber(max_conns)
+      if not n or n ~= math.floor(n) or n < 0 or n > 1000000 then
+        return 400, "400 Bad Request: max_conns must be a whole number from 0 (no limit) to 1000000\n"
+      end
+      max_conns = n
     end
-    if status == nil and lbfactor == nil then return 400, "400 Bad Request: nothing to change (status, lbfactor)\n" end
-    local ok, err = mg._member_set(bname, url, status, lbfactor)
+    if status == nil and lbfactor == nil and max_conns == nil then
+      return 400, "400 Bad Request: nothing to change (status, lbfactor, max_conns)\n"
+    end
+    local ok, err = mg._member_set(bname, url, status, lbfactor, max_conns)
     if not ok then
       local code = (err:find("^no balancer") or err:find("has no member")) and 404 or 400
       return code, code .. (code == 404 and " Not Found: " or " Bad Request: ") .. err .. "\n"
     end
     ngx.log(ngx.NOTICE, "manager: balancer ", bname, " member ", url, status and (" status " .. status) or "",
-      lbfactor and (" lbfactor " .. lbfactor) or "", ", by ", ngx.var.remote_addr)
+      lbfactor and (" lbfactor " .. lbfactor) or "", max_conns and (" max_conns " .. max_conns) or "", ", by ", ngx.var.remote_addr)
     if form then
       return 303, "", { Location = uri .. "?msg=" .. ngx.escape_uri("changed " .. url) }
     end

@@ -147,6 +147,15 @@ void mg_member_sync(mg_member_t *m) {
   m->flags = __atomic_load_n(&s->live_set, __ATOMIC_RELAXED) ? __atomic_load_n(&s->live_flags, __ATOMIC_RELAXED) : m->cfg_flags;
   int32_t lf = __atomic_load_n(&s->live_lbfactor, __ATOMIC_RELAXED);
   m->lbfactor = lf > 0 ? lf : m->cfg_lbfactor;
+  mg_member_live_max(m);
+}
+
+void mg_member_live_max(mg_member_t *m) {
+  mg_member_stats_t *s = m->shared;
+  if (!s || !m->cap) return;
+  int32_t max = __atomic_load_n(&s->live_max_set, __ATOMIC_RELAXED) ? __atomic_load_n(&s->live_max_conns, __ATOMIC_RELAXED)
+                                                                   : m->max_conns;
+  if (__atomic_load_n(&m->cap->max, __ATOMIC_RELAXED) != max) __atomic_store_n(&m->cap->max, max, __ATOMIC_RELAXED);
 }
 
 static unsigned flag_of(char c) {
@@ -163,7 +172,7 @@ const char *mg_member_flags_text(unsigned flags, char *buf) {
   return buf;
 }
 
-int mg_member_live_apply(mg_member_t *m, const char *status, int lbfactor, char *err, size_t errlen) {
+int mg_member_live_apply(mg_member_t *m, const char *status, int lbfactor, int max_conns, char *err, size_t errlen) {
   mg_member_stats_t *s = m->shared;
   if (!s) return snprintf(err, errlen, "no shared memory for the members: live changes are off"), -1;
   mg_member_sync(m);
@@ -181,11 +190,15 @@ int mg_member_live_apply(mg_member_t *m, const char *status, int lbfactor, char 
     }
   }
   if (lbfactor > 100 || lbfactor < -1) return snprintf(err, errlen, "lbfactor %d: expected 1 to 100", lbfactor), -1;
+  if (max_conns < -2 || max_conns > 1000000) return snprintf(err, errlen, "max_conns %d: expected 0 (no limit) to 1000000", max_conns), -1;
+  if (max_conns != -1 && !m->cap) return snprintf(err, errlen, "max_conns: no shared memory for this member's slots"), -1;
   if (status) {
     __atomic_store_n(&s->live_flags, reset ? m->cfg_flags : flags, __ATOMIC_RELAXED);
     __atomic_store_n(&s->live_set, reset ? 0u : 1u, __ATOMIC_RELAXED);
   }
   if (lbfactor) __atomic_store_n(&s->live_lbfactor, lbfactor < 0 ? 0 : lbfactor, __ATOMIC_RELAXED);
+  if (max_conns >= 0) __atomic_store_n(&s->live_max_conns, max_conns, __ATOMIC_RELAXED);
+  if (max_conns != -1) __atomic_store_n(&s->live_max_set, max_conns >= 0 ? 1u : 0u, __ATOMIC_RELAXED);
   __atomic_add_fetch(&s->live_gen, 1, __ATOMIC_RELEASE);
   mg_member_sync(m);
   return 0;

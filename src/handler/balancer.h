@@ -38,6 +38,8 @@ typedef struct {
   uint32_t live_set;
   uint32_t live_flags;
   int32_t live_lbfactor; /* 0: the configured one */
+  uint32_t live_max_set;  /* live_max_conns replaces the configured max_conns */
+  int32_t live_max_conns; /* 0: no limit */
 } mg_member_stats_t;
 
 typedef struct {
@@ -105,8 +107,12 @@ size_t mg_balancer_sticky_route(const mg_balancer_t *b, const char *cookie, cons
 void mg_member_sync(mg_member_t *m);
 /* Applies an operator's change to a member's shared slot: `status` a list of +F / -F (F one of
  * D, S, H, N; NULL for no change; "=" back to init.lua's flags), `lbfactor` 1..100 (0: no
- * change, -1: back to init.lua's). 0, or -1 with why in err. */
-int mg_member_live_apply(mg_member_t *m, const char *status, int lbfactor, char *err, size_t errlen);
+ * change, -1: back to init.lua's), `max_conns` 0.. (0: no limit; -1: no change; -2: back to
+ * init.lua's). 0, or -1 with why in err. */
+int mg_member_live_apply(mg_member_t *m, const char *status, int lbfactor, int max_conns, char *err, size_t errlen);
+/* The max_conns an operator set for m, into its shared slot counter (a reload's load has put
+ * init.lua's back there): the master, after binding a configuration. */
+void mg_member_live_max(mg_member_t *m);
 /* The member's status letters (D, H, S, N) into buf (at least 5 bytes). */
 const char *mg_member_flags_text(unsigned flags, char *buf);
 

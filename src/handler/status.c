@@ -57,6 +57,9 @@ int mg_status_bind(mg_config_t *cfg) {
   }
   int rc = mg_metrics_bind(cfg);
   int rq = mg_queue_bind(cfg); /* SPEC 20: member slots and queues */
+  /* An operator's max_conns outlives the reload that has just put init.lua's back. */
+  for (int i = 0; i < cfg->nbalancers; i++)
+    for (int k = 0; k < cfg->balancers[i]->nmembers; k++) mg_member_live_max(&cfg->balancers[i]->members[k]);
   return rc < 0 ? rc : rq;
 }
 

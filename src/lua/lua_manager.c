@@ -22,7 +22,11 @@ static void push_member(lua_State *L, mg_member_t *m, uint64_t now) {
   lua_pushinteger(L, m->cfg_lbfactor), lua_setfield(L, -2, "configured_lbfactor");
   lua_pushstring(L, mg_member_flags_text(m->flags, flags)), lua_setfield(L, -2, "status");
   lua_pushstring(L, mg_member_flags_text(m->cfg_flags, flags)), lua_setfield(L, -2, "configured_status");
-  lua_pushboolean(L, m->shared && (m->shared->live_set || m->shared->live_lbfactor)), lua_setfield(L, -2, "changed");
+  lua_pushboolean(L, m->shared && (m->shared->live_set || m->shared->live_lbfactor || m->shared->live_max_set)),
+      lua_setfield(L, -2, "changed");
+  lua_pushinteger(L, m->cap ? __atomic_load_n(&m->cap->max, __ATOMIC_RELAXED) : m->max_conns), lua_setfield(L, -2, "max_conns");
+  lua_pushinteger(L, m->max_conns), lua_setfield(L, -2, "configured_max_conns");
+  lua_pushinteger(L, m->cap ? __atomic_load_n(&m->cap->busy, __ATOMIC_RELAXED) : 0), lua_setfield(L, -2, "slots_used");
   lua_pushboolean(L, mg_member_usable(m, now)), lua_setfield(L, -2, "usable");
   lua_pushboolean(L, s->health_down), lua_setfield(L, -2, "health_down");
   lua_pushnumber(L, (lua_Number)s->requests), lua_setfield(L, -2, "requests");
@@ -55,12 +59,13 @@ static int l_balancers(lua_State *L) {
   return 1;
 }
 
-/* mg._member_set(balancer, url, status|nil, lbfactor|nil) → true, or nil and why. */
+/* mg._member_set(balancer, url, status|nil, lbfactor|nil, max_conns|nil) → true, or nil and why. */
 static int l_member_set(lua_State *L) {
   mg_req_t *req = mg_lua_req_running(L);
   const char *bname = luaL_checkstring(L, 1), *url = luaL_checkstring(L, 2);
   const char *status = luaL_optstring(L, 3, NULL);
   int lbfactor = (int)luaL_optinteger(L, 4, 0);
+  int max_conns = (int)luaL_optinteger(L, 5, -1);
   const mg_config_t *cfg = req->cfg;
   for (int i = 0; i < cfg->nbalancers; i++) {
     mg_balancer_t *b = cfg->balancers[i];
@@ -68,7 +73,7 @@ static int l_member_set(lua_State *L) {
     for (int k = 0; k < b->nmembers; k++) {
       if (strcmp(b->members[k].addr.url, url) != 0) continue;
       char err[160];
-      if (mg_member_live_apply(&b->members[k], status, lbfactor, err, sizeof err) < 0) {
+      if (mg_member_live_apply(&b->members[k], status, lbfactor, max_conns, err, sizeof err) < 0) {
         lua_pushnil(L);
         lua_pushstring(L, err);
         return 2;

@@ -142,6 +142,35 @@ def test_json_api_disables_a_member_in_every_worker_and_a_reload_keeps_it(gatewa
     assert "manager: balancer up member %s status +D" % member(backends, 0) in g.log()
 
 
+def test_max_conns_set_live_caps_the_member_in_every_worker_and_survives_a_reload(gateway, backends):
+    g = gateway(conf(backends))
+    r = post_json(g, {"balancer": "up", "member": member(backends, 0), "max_conns": 1})
+    assert r.status == 200, r.body
+    assert json.loads(r.body)["member"]["max_conns"] == 1
+    g.signal(signal.SIGHUP)
+    g.wait_log("reloaded")
+    time.sleep(0.5)
+    assert state(g, member(backends, 0))["max_conns"] == 1
+    # Eight slow requests at once over two workers: member 0 never holds more than one.
+    backends.reset()
+    peak = []
+
+    def watch():
+        for _ in range(30):
+            peak.append(state(g, member(backends, 0))["inflight"])
+            time.sleep(0.05)
+    out = []
+    ts = [threading.Thread(target=lambda: out.append(request(g.port, path="/app/slow").status)) for _ in range(8)]
+    w = threading.Thread(target=watch)
+    for t in ts + [w]:
+        t.start()
+    for t in ts + [w]:
+        t.join(20)
+    assert max(peak) <= 1 and backends.counts[backends.ports[0]] <= 2, (peak, backends.counts)
+    assert post_json(g, {"balancer": "up", "member": member(backends, 0), "max_conns": 0}).status == 200
+    assert state(g, member(backends, 0))["max_conns"] == 0
+
+
 def test_bad_changes_are_refused_with_the_reason(gateway, backends):
     g = gateway(conf(backends))
     cases = [({"balancer": "up", "member": "scgi://127.0.0.1:1", "status": "+D"}, 404, b"has no member"),
@@ -149,6 +178,7 @@ def test_bad_changes_are_refused_with_the_reason(gateway, backends):
              ({"balancer": "up", "member": member(backends, 0), "status": "+X"}, 400, b"expected +F or -F"),
              ({"balancer": "up", "member": member(backends, 0), "lbfactor": 500}, 400, b"1 to 100"),
              ({"balancer": "up", "member": member(backends, 0)}, 400, b"nothing to change"),
+             ({"balancer": "up", "member": member(backends, 0), "max_conns": -3}, 400, b"max_conns must be"),
              ({"member": member(backends, 0), "status": "+D"}, 400, b"balancer and member")]
     for body, status, why in cases:
         r = post_json(g, body)
