@@ -630,7 +630,8 @@ end
 
 local member_keys = { lbfactor = true, route = true, status = true, retry = true, connect_timeout = true, timeout = true, max_conns = true }
 local methods = { byrequests = true, bytraffic = true, bybusyness = true }
-local balancer_keys = { method = true, stickysession = true, members = true, maxattempts = true, health = true, queue = true }
+local balancer_keys = { method = true, stickysession = true, members = true, maxattempts = true, health = true, queue = true,
+  passive = true, retries = true }
 local queue_keys = { size = true, timeout = true }
 local health_keys = { uri = true, interval = true, timeout = true, fails = true, passes = true, expect = true }
 
@@ -712,6 +713,9 @@ function M.balancer(name, spec)
     if not capped then fail(at, "queue: no member of balancer %q has max_conns, so nothing would ever wait (give members max_conns = N)", name) end
     b.queue_size, b.queue_timeout = size, timeout
   end
+  -- SPEC 20: passive health and retries (lua/_passive.lua).
+  if spec.passive ~= nil and spec.passive ~= false then b.passive = require("_passive").passive(at, spec.passive, parse_time) end
+  if spec.retries ~= nil and spec.retries ~= false then b.retries = require("_passive").retries(at, spec.retries) end
   state.balancers[name] = b
   state.balancer_order[#state.balancer_order + 1] = name
 end

@@ -23,6 +23,7 @@
 #include "balancer.h"
 #include "buf.h"
 #include "config.h"
+#include "config_passive.h"
 #include "errpage.h"
 #include "handler.h"
 #include "lua_api.h"
@@ -423,6 +424,7 @@ static int load_balancers(loader_t *ld) {
     lua_pop(L, 1);
     b->queue_size = (int)get_num(L, "queue_size", 0); /* SPEC 20 */
     b->queue_timeout_ms = (uint64_t)get_num(L, "queue_timeout", 5000);
+    mg_config_passive_load(L, b); /* SPEC 20 */
     lua_getfield(L, -1, "health");
     if (lua_istable(L, -1)) {
       mg_health_t *h = b->health = mg_calloc(1, sizeof *h);

@@ -16,6 +16,7 @@
 #include "conn.h"
 #include "fdio.h"
 #include "health.h"
+#include "passive.h"
 #include "http2.h"
 #include "listen.h"
 #include "log.h"
@@ -153,6 +154,7 @@ int mg_server_run(mg_config_t *cfg, const int *fds, int slot, int nslots, int re
   mg_lua_worker_identity(slot, nslots); /* mg.worker.id(), stable across reloads */
   if (mg_hooks && mg_hooks->worker_start(cfg, s.loop) < 0) return 1;
   if (slot == 0) mg_health_start(cfg, s.loop);
+  if (slot == 0) mg_passive_start(cfg, s.loop); /* logs ejected members' returns */
   server_report_ready(ready_fd);
   uv_run(s.loop, UV_RUN_DEFAULT);
   return 0;

@@ -5,10 +5,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "passive.h"
+
 int mg_member_usable(const mg_member_t *m, uint64_t now_ms) {
   if (m->flags & (MG_MEMBER_DISABLED | MG_MEMBER_STOPPED)) return 0;
   const mg_member_stats_t *s = m->shared ? m->shared : &m->local;
   if (s->health_down) return 0;
+  if (m->passive && mg_passive_ejected_ms(m, now_ms)) return 0;
   return m->local.error_until_ms <= now_ms && (!m->shared || m->shared->error_until_ms <= now_ms);
 }
 
@@ -232,6 +235,7 @@ void mg_balancer_free(mg_balancer_t *b) {
   free(b->members);
   if (b->health) free(b->health->uri);
   free(b->health);
+  mg_passive_free(b->passive);
   free(b->name), free(b->stickysession), free(b->decl);
   free(b);
 }

@@ -23,6 +23,10 @@ enum {
 
 enum { MG_LB_BYREQUESTS, MG_LB_BYTRAFFIC, MG_LB_BYBUSYNESS, MG_LB_LUA };
 
+/* SPEC 20: passive health and retries (passive.h). */
+typedef struct mg_passive_s mg_passive_t;
+typedef struct mg_passive_member_s mg_passive_member_t;
+
 /* Counters every worker adds to, in memory shared with the master (see status.c). */
 typedef struct {
   uint64_t requests, bytes, errors;
@@ -59,6 +63,7 @@ typedef struct {
   int health_fails, health_passes;        /* consecutive, health checker only */
   int max_conns;                          /* SPEC 20: 0 for no limit (the configured value) */
   mg_cap_t *cap;                          /* its slots, shared by the workers (shm/caps.h), or NULL */
+  mg_passive_member_t *passive;           /* shared passive health state, NULL when off */
 } mg_member_t;
 
 typedef struct {
@@ -83,6 +88,7 @@ struct mg_balancer_s {
   uint64_t queue_timeout_ms;
   mg_capq_t *q;
   struct mg_waiter_s *wait_head, *wait_tail;
+  mg_passive_t *passive; /* passive health and retries, NULL when neither is declared */
 };
 
 /* Picks a member. `sticky` is the route wanted by the request or NULL; `tried` marks members
@@ -90,7 +96,7 @@ struct mg_balancer_s {
  * usable. */
 mg_member_t *mg_balancer_pick(mg_balancer_t *b, const char *sticky, uint64_t now_ms, const unsigned char *tried);
 
-/* Whether m may take a request now (not disabled, stopped, in error or down). */
+/* Whether m may take a request now (not disabled, stopped, in error, down or ejected). */
 int mg_member_usable(const mg_member_t *m, uint64_t now_ms);
 /* Whether m is at its max_conns (all workers together). */
 static inline int mg_member_full(const mg_member_t *m) { return m->cap && mg_cap_full(m->cap); }

@@ -15,6 +15,7 @@
 #include "loop.h"
 #include "metrics_page.h"
 #include "queue.h"
+#include "passive.h"
 #include <unistd.h>
 
 #define SLOTS 4096
@@ -27,6 +28,7 @@ typedef struct {
 static slot_t *slots;
 
 int mg_status_bind(mg_config_t *cfg) {
+  mg_passive_bind(cfg); /* SPEC 20: passive health and retries have their own zone */
   if (!slots) {
     void *p = mmap(NULL, sizeof(slot_t) * SLOTS, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) return -errno;
@@ -68,6 +70,7 @@ static const char *state_of(const mg_member_t *m, uint64_t now) {
   if (m->flags & MG_MEMBER_DISABLED) return "disabled";
   const mg_member_stats_t *s = m->shared ? m->shared : &m->local;
   if (s->health_down) return "down";
+  if (mg_passive_ejected_ms(m, now)) return "ejected";
   if (!mg_member_usable(m, now)) return "error";
   if (m->flags & MG_MEMBER_DRAINING) return "draining";
   if (m->flags & MG_MEMBER_HOT_STANDBY) return "standby";
@@ -130,6 +133,7 @@ void mg_status_serve(mg_req_t *req) {
     }
     mg_metrics_prometheus(cfg, &b);
     mg_queue_prom(&b, cfg); /* SPEC 20 */
+    mg_passive_prometheus(&b, cfg, now, prom_label);
     mg_req_respond(req, 200, "text/plain; version=0.0.4", b.data, b.len);
   } else {
     mg_buf_puts(&b, "{\"balancers\":[");
@@ -152,10 +156,12 @@ void mg_status_serve(mg_req_t *req) {
                       (long long)(s->inflight > 0 ? s->inflight : 0), (unsigned long long)s->errors);
         json_str(&b, s->last_error);
         mg_queue_json_member(&b, m);
+        mg_passive_json_member(&b, m, now);
         mg_buf_puts(&b, "}");
       }
       mg_buf_puts(&b, "]");
       mg_queue_json_balancer(&b, bl);
+      mg_passive_json_balancer(&b, bl);
       mg_buf_puts(&b, "}");
     }
     mg_buf_puts(&b, "]");

@@ -42,6 +42,7 @@
 #include "handler.h"
 #include "log.h"
 #include "hooks.h"
+#include "passive.h"
 #include "phase.h"
 #include "queue.h"
 #include "resp_buffer.h"
@@ -51,59 +52,7 @@
 #include "metrics.h"
 #include "metrics_page.h"
 
-enum { S_WAIT_BODY, S_CONNECTING, S_HEAD, S_BODY, S_DONE };
-
-typedef struct chunk_s {
-  struct chunk_s *next;
-  size_t len;
-  char data[];
-} chunk_t;
-
-/* A buffer queued for the backend; `mem` is freed when it has been written. */
-typedef struct wq_s {
-  struct wq_s *next;
-  void *mem;
-  const char *data;
-  size_t len;
-} wq_t;
-
-struct mg_upstream_s {
-  mg_fdio_t io;
-  uv_timer_t timer;
-  mg_req_t *req; /* NULL once closed */
-  const mg_addr_t *addr;
-  mg_balancer_t *balancer;
-  mg_member_t *member;
-  unsigned char *tried;           /* per member of the balancer: already tried */
-  unsigned char tried_small[16];  /* ... for balancers of up to 16 members */
-  int attempts;
-  int state;
-  char name[80];
-  mg_buf_t head;         /* a response head that arrived in several reads */
-  chunk_t *pending, **pending_tail;
-  size_t pending_bytes;
-  int spool_fd; /* a duplicate of req->body.fd being sent */
-  uint64_t spool_off;
-  uint64_t bytes_in;
-  uint64_t timeout_ms;
-  wq_t *wq, **wq_tail;   /* writes waiting for the socket */
-  size_t wq_bytes;
-  int handles_open;
-  unsigned closing : 1, reading : 1, client_paused : 1;
-  unsigned head_queued : 1; /* the SCGI head is in wq (or out): body bytes follow it there */
-  unsigned spool : 1;       /* the request body is read whole into req->body first */
-  mg_rbuf_t *rbuf;          /* response_buffering: made when the client first falls behind */
-  mg_member_t *slot;        /* SPEC 20: the member whose slot (max_conns) this request holds */
-  mg_waiter_t wait;         /* SPEC 20: in the balancer's queue while wait.b is set */
-  unsigned readable : 1, writable : 1, peer_closed : 1, write_failed : 1, flushing : 1;
-  /* Last: mg_cgi_parse fills it, so a new upstream zeroes only the fields above (3 KiB less
-   * to clear per request). */
-  mg_cgi_head_t parsed; /* the response head, once complete */
-  /* The SCGI request when it fits (the common case): its queue entry and bytes live here, so
-   * sending it allocates nothing. Not zeroed either. */
-  wq_t head_wq;
-  char head_mem[2048];
-};
+#include "upstream_int.h"
 
 /* Upstreams come from a per-worker free list: one per proxied request. */
 static mg_freelist_t up_free_list = MG_FREELIST(mg_upstream_t, 64);
@@ -400,6 +349,68 @@ static void send_request(mg_upstream_t *up) {
   check_client_flow(up);
 }
 
+/* ---- passive health and retries (SPEC 20, passive.c) ------------------------------------------ */
+
+/* Whether a member other than the current one and those already tried could take the request. */
+static int another_member(const mg_upstream_t *up, uint64_t now) {
+  const mg_balancer_t *b = up->balancer;
+  for (int i = 0; i < b->nmembers; i++) {
+    const mg_member_t *m = &b->members[i];
+    if (m != up->member && !up->tried[i] && !(m->flags & MG_MEMBER_DRAINING) && mg_member_usable(m, now)) return 1;
+  }
+  return 0;
+}
+
+/* The answer of this attempt is dropped and the request goes to another member as if it had
+ * never been sent: a new connection, the SCGI head built again, a held body sent again. */
+static void up_retry(mg_upstream_t *up, const char *why) {
+  mg_req_t *req = up->req;
+  mg_log_error(MG_LOG_NOTICE, req->id, "%s; retrying %s on another member of balancer %s", why, req->method, up->balancer->name);
+  if (up->state >= S_HEAD) mg_member_done(up->member, up->bytes_in);
+  up->tried[up->member->index - 1] = 1;
+  up->member = NULL;
+  release_slot(up); /* SPEC 20: the member's max_conns slot goes back before another is taken */
+  mg_fdio_close(&up->io);
+  uv_timer_stop(&up->timer);
+  free_wq(up);
+  free_pending(up);
+  if (up->spool_fd >= 0) close(up->spool_fd);
+  up->spool_fd = -1;
+  up->head.len = 0;
+  up->head_queued = up->write_failed = 0;
+  up->bytes_in = 0;
+  if (pick_member(up, 0) == 0) up_connect(up);
+}
+
+/* The attempt ended with `status` (timeout: no data within `timeout`, status 504), before
+ * anything reached the client: passive health counts it, and retries may try another member.
+ * Returns 1 when the request was retried (the caller drops the answer), 0 to go on with it. */
+static int attempt_ended(mg_upstream_t *up, int status, int timeout, const char *why) {
+  mg_balancer_t *b = up->balancer;
+  if (!b || !b->passive || !up->member) return 0;
+  uint64_t now = mg_now_ms();
+  mg_passive_report(b, up->member, status, timeout, now);
+  mg_req_t *req = up->req;
+  if (req->head_sent || !another_member(up, now)) return 0;
+  if (!mg_passive_retry(b, req->method, up->resendable, status, timeout, up->attempts, now)) return 0;
+  up_retry(up, why);
+  return 1;
+}
+
+/* A response head with `status` came from the backend. */
+static int attempt_answered(mg_upstream_t *up, int status) {
+  char why[160];
+  snprintf(why, sizeof why, "backend %s answered %d", up->name, status);
+  return attempt_ended(up, status, 0, why);
+}
+
+/* The attempt failed with a gateway error (502, or 504 for a timeout) and no head was sent: the
+ * request is retried, or ends with the error. */
+static void attempt_failed(mg_upstream_t *up, int status, int timeout, const char *why) {
+  if (attempt_ended(up, status, timeout, why)) return;
+  up_fail(up, status, "%s", why);
+}
+
 /* ---- response ------------------------------------------------------------------------------ */
 
 static void on_client_drained(mg_req_t *req) {
@@ -462,6 +473,10 @@ static void forward_body(mg_upstream_t *up, char *block, const char *data, size_
 static void on_head(mg_upstream_t *up, const mg_cgi_head_t *h, char *block, const char *data, size_t len) {
   mg_req_t *req = up->req;
   const mg_route_t *r = req->route;
+  if (up->balancer && up->balancer->passive && attempt_answered(up, h->status)) {
+    mg_block_put(block); /* the answer retried away: nothing of it reaches the client */
+    return;
+  }
   if (r->internal_redirect && h->status == 200) {
     for (int i = 0; i < h->nheaders; i++) {
       const mg_header_t *f = &h->headers[i];
@@ -536,10 +551,10 @@ static void on_read(mg_upstream_t *up, ssize_t nread, char *block_in) {
   if (nread < 0) {
     mg_block_put(buf->base);
     if (up->state == S_HEAD) {
-      char why[160];
-      snprintf(why, sizeof why, "%s: %s", up->name,
+      char why[200];
+      snprintf(why, sizeof why, "backend %s: %s", up->name,
                nread == UV_EOF ? "closed the connection before a complete response header" : uv_strerror((int)nread));
-      up_fail(up, 502, "backend %s", why);
+      attempt_failed(up, 502, 0, why);
       return;
     }
     if (nread != UV_EOF) {
@@ -573,15 +588,17 @@ static void on_read(mg_upstream_t *up, ssize_t nread, char *block_in) {
   int rc = mg_cgi_parse(data, len, h);
   size_t limit = req->cfg->set.max_backend_header_size;
   if (rc == MG_CGI_ERROR) {
-    char why[160];
-    snprintf(why, sizeof why, "%s: %s", up->name, h->error);
+    char why[200];
+    snprintf(why, sizeof why, "malformed response from backend %s: %s", up->name, h->error);
     mg_block_put(block);
-    up_fail(up, 502, "malformed response from backend %s", why);
+    attempt_failed(up, 502, 0, why);
     return;
   }
   if ((rc == MG_CGI_DONE && h->head_len > limit) || (rc == MG_CGI_MORE && len > limit)) {
+    char why[200];
+    snprintf(why, sizeof why, "response header from backend %s is over max_backend_header_size", up->name);
     mg_block_put(block);
-    up_fail(up, 502, "response header from backend %s is over max_backend_header_size", up->name);
+    attempt_failed(up, 502, 0, why);
     return;
   }
   if (rc == MG_CGI_DONE) {
@@ -610,7 +627,14 @@ static void on_timeout(uv_timer_t *t) {
     if (up->member) mg_member_failed(up->member, mg_now_ms(), "connect timeout");
     up_fail(up, 503, "connecting to backend %s timed out", up->name);
   } else {
-    up_fail(up, 504, "backend %s timed out (no data within `timeout`)", up->name);
+    char why[200];
+    snprintf(why, sizeof why, "backend %s timed out (no data within `timeout`)", up->name);
+    if (up->state == S_HEAD) {
+      attempt_failed(up, 504, 1, why);
+      return;
+    }
+    if (up->balancer && up->balancer->passive && up->member) mg_passive_report(up->balancer, up->member, 504, 1, mg_now_ms());
+    up_fail(up, 504, "%s", why);
   }
 }
 
@@ -629,7 +653,7 @@ static void connect_failed(mg_upstream_t *up, int status) {
     up->tried[up->member->index - 1] = 1;
     up->member = NULL;
     release_slot(up);
-    if (up->attempts < up->balancer->maxattempts) {
+    if (up->attempts < up->balancer->maxattempts && mg_passive_retry_connect(up->balancer)) {
       uv_timer_stop(&up->timer);
       if (pick_member(up, 0) == 0) up_connect(up);
       return;
@@ -689,11 +713,11 @@ static void read_all(mg_upstream_t *up) {
       on_read(up, UV_EOF, block);
       return;
     }
-    int drained = n < MG_BLOCK_SIZE && up->peer_closed;
+    int drained = n < MG_BLOCK_SIZE && up->peer_closed, attempt = up->attempts;
     on_read(up, n, block);
     /* A short read after the peer's FIN emptied the socket: that is the end, known without
-     * one more read. */
-    if (drained && !up->closing) on_read(up, UV_EOF, mg_block_get());
+     * one more read (unless the answer was retried away: a new connection is under way). */
+    if (drained && !up->closing && up->attempts == attempt) on_read(up, UV_EOF, mg_block_get());
     if (drained) return;
   }
 }
@@ -796,6 +820,7 @@ static int choose(mg_upstream_t *up) {
   uint64_t now = mg_now_ms();
   mg_member_t *m = NULL;
   int idx = 0;
+  if (b->passive) mg_passive_sweep(b, mg_now_ms());
   if (mg_hooks && (mg_req_hook_count(req, MG_PHASE_BALANCER) || b->method == MG_LB_LUA) && mg_hooks->balancer(req, b, 1, &idx) == MG_ENDED) {
     up_close(up);
     return -2;
@@ -914,6 +939,8 @@ void mg_upstream_start(mg_req_t *req) {
     up->spool = req->chunked || (req->route->request_buffering && req->content_length > 0);
   }
   int queued = 0;
+  /* A body that streams to the backend as it arrives is never sent twice. */
+  up->resendable = req->redirects || req->body_ready || up->spool || (req->content_length <= 0 && !req->chunked);
   if (req->route->kind == MG_TARGET_BALANCER) {
     up->balancer = req->route->balancer;
     size_t n = (size_t)up->balancer->nmembers;
@@ -924,6 +951,7 @@ void mg_upstream_start(mg_req_t *req) {
       if (rc < 0) return;
       queued = rc == 1;
     }
+    if (up->balancer->passive) mg_passive_request(up->balancer, mg_now_ms());
   } else {
     up->addr = &req->route->addr;
   }
