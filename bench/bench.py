@@ -120,6 +120,13 @@ mg.workers(%d)
 mg.set { max_connections = 30000, keepalive_requests = 1000000 }
 mg.balancer("two", { members = { "scgi://127.0.0.1:%d", "scgi://127.0.0.1:%d" } })
 mg.route("/bal/", "balancer://two/")
+-- SPEC 20's bookkeeping on: caps with a queue, passive health, retries (metrics and tracing are
+-- always on); the same two members, caps far above the load so nothing waits.
+mg.balancer("two20", { members = { { "scgi://127.0.0.1:%d", max_conns = 1000 }, { "scgi://127.0.0.1:%d", max_conns = 1000 } },
+  queue = { size = 100, timeout = "5s" },
+  passive = { fails = 5, window = "10s", eject = "30s", max_ejected = "50%%" },
+  retries = { tries = 2, budget = "20%%" } })
+mg.route("/b20/", "balancer://two20/")
 mg.route("/co/", "scgi://127.0.0.1:%d/", { hooks = { access = function(req) %s end } })
 local hits = mg.shared("hits", "10m")
 mg.route("/shd/", "scgi://127.0.0.1:%d/", { hooks = { access = function(req) hits:incr("hits", 1, 0) end } })
@@ -132,7 +139,7 @@ mg.shared("calls", "10m")
 mg.route("/pol/", "scgi://127.0.0.1:%d/", { hooks = { access = function(req) %s end,
   header_filter = function(req, res) %s end } })
 mg.route("/", "scgi://127.0.0.1:%d/"%s)
-''' % (port, workers, B1, B2, B1, COSOCKET_HOOK % {"mod": "mg", "port": RP, "exit": "req:exit"}, B1, B1, UNIX_BACKEND,
+''' % (port, workers, B1, B2, B1, B2, B1, COSOCKET_HOOK % {"mod": "mg", "port": RP, "exit": "req:exit"}, B1, B1, UNIX_BACKEND,
        B1, POLICY_ACCESS, POLICY_HEADER_FILTER, B1, hooks)
     path = os.path.join(d, "init.lua")
     with open(path, "w") as f:
@@ -168,6 +175,7 @@ http {
     server {
         listen 127.0.0.1:%d reuseport;
         location /bal/ { scgi_pass two; include /etc/nginx/scgi_params; }
+        location /b20/ { scgi_pass two; include /etc/nginx/scgi_params; }
         location /co/ { scgi_pass 127.0.0.1:%d; include /etc/nginx/scgi_params; %s }
         location /shd/ { scgi_pass 127.0.0.1:%d; include /etc/nginx/scgi_params; %s }
         location /lim/ { limit_req zone=lim burst=1000000 nodelay; scgi_pass 127.0.0.1:%d; include /etc/nginx/scgi_params; }
@@ -360,6 +368,9 @@ def main():
         ("12-byte responses", "/hello", 50, ["moongate", "nginx", "apache"] + (["floor"] if have_floor else [])),
         ("unix-socket backend", "/ux/hello", 50, ["moongate", "nginx", "apache"]),
         ("two-member balancer", "/bal/hello", 50, ["moongate", "nginx", "apache"]),
+        # SPEC 20 (issue 26): >= 1.2x nginx's rate at <= 0.85x its CPU, 2 workers, with caps,
+        # a queue, passive health and retries on (nginx: the same upstream).
+        ("balancer, SPEC 20 bookkeeping", "/b20/hello", 50, ["moongate", "nginx"]),
         ("1 MiB responses", "/bytes/1048576", 10, ["moongate", "nginx", "apache"]),
         ("hooked route", "/hello", 50, ["moongate+hooks", "moongate", "nginx+lua", "nginx"]),
         # An access hook that waits: a pooled cosocket round trip to redis-server per request.
@@ -376,6 +387,7 @@ def main():
     ]
     if args.baseline:
         base_of = {"12-byte responses": ["moongate@base"], "two-member balancer": ["moongate@base"],
+                   "balancer, SPEC 20 bookkeeping": [],
                    "1 MiB responses": ["moongate@base"],
                    "hooked route": ["moongate+hooks@base", "moongate@base"]}
         scenarios = [(sc, p, c, names + base_of.get(sc, [])) for sc, p, c, names in scenarios]
