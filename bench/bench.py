@@ -108,7 +108,18 @@ class Server:
             os.killpg(os.getpgid(self.proc.pid), signal.SIGKILL)
 
 
-def start_moongate(build, d, workers, hooked=False):
+# SPEC 20's bookkeeping on: caps with a queue, passive health, retries (metrics and tracing are
+# always on); the same two members, caps far above the load so nothing waits. Left out for an
+# earlier build (--baseline) that does not know these options.
+SPEC20_BALANCER = '''mg.balancer("two20", { members = { { "scgi://127.0.0.1:%d", max_conns = 1000 }, { "scgi://127.0.0.1:%d", max_conns = 1000 } },
+  queue = { size = 100, timeout = "5s" },
+  passive = { fails = 5, window = "10s", eject = "30s", max_ejected = "50%%" },
+  retries = { tries = 2, budget = "20%%" } })
+mg.route("/b20/", "balancer://two20/")
+'''
+
+
+def start_moongate(build, d, workers, hooked=False, spec20=True):
     port = free_port()
     hooks = ''
     if hooked:
@@ -120,14 +131,7 @@ mg.workers(%d)
 mg.set { max_connections = 30000, keepalive_requests = 1000000 }
 mg.balancer("two", { members = { "scgi://127.0.0.1:%d", "scgi://127.0.0.1:%d" } })
 mg.route("/bal/", "balancer://two/")
--- SPEC 20's bookkeeping on: caps with a queue, passive health, retries (metrics and tracing are
--- always on); the same two members, caps far above the load so nothing waits.
-mg.balancer("two20", { members = { { "scgi://127.0.0.1:%d", max_conns = 1000 }, { "scgi://127.0.0.1:%d", max_conns = 1000 } },
-  queue = { size = 100, timeout = "5s" },
-  passive = { fails = 5, window = "10s", eject = "30s", max_ejected = "50%%" },
-  retries = { tries = 2, budget = "20%%" } })
-mg.route("/b20/", "balancer://two20/")
-mg.route("/co/", "scgi://127.0.0.1:%d/", { hooks = { access = function(req) %s end } })
+%smg.route("/co/", "scgi://127.0.0.1:%d/", { hooks = { access = function(req) %s end } })
 local hits = mg.shared("hits", "10m")
 mg.route("/shd/", "scgi://127.0.0.1:%d/", { hooks = { access = function(req) hits:incr("hits", 1, 0) end } })
 local lim = mg.limit_req("lim", { rate = "1000000r/s", burst = 1000000, size = "10m" })
@@ -139,7 +143,7 @@ mg.shared("calls", "10m")
 mg.route("/pol/", "scgi://127.0.0.1:%d/", { hooks = { access = function(req) %s end,
   header_filter = function(req, res) %s end } })
 mg.route("/", "scgi://127.0.0.1:%d/"%s)
-''' % (port, workers, B1, B2, B1, B2, B1, COSOCKET_HOOK % {"mod": "mg", "port": RP, "exit": "req:exit"}, B1, B1, UNIX_BACKEND,
+''' % (port, workers, B1, B2, SPEC20_BALANCER % (B1, B2) if spec20 else "", B1, COSOCKET_HOOK % {"mod": "mg", "port": RP, "exit": "req:exit"}, B1, B1, UNIX_BACKEND,
        B1, POLICY_ACCESS, POLICY_HEADER_FILTER, B1, hooks)
     path = os.path.join(d, "init.lua")
     with open(path, "w") as f:
@@ -402,9 +406,9 @@ def main():
                                 ("nginx+lua", lambda d: start_nginx(d, workers, lua=True)),
                                 ("apache", lambda d: start_apache(d, workers)),
                                 ("floor", lambda d: start_floor(d, workers)),
-                                ("moongate@base", lambda d: start_moongate(os.path.abspath(args.baseline), d, workers)),
+                                ("moongate@base", lambda d: start_moongate(os.path.abspath(args.baseline), d, workers, spec20=False)),
                                 ("moongate+hooks@base",
-                                 lambda d: start_moongate(os.path.abspath(args.baseline), d, workers, hooked=True))]:
+                                 lambda d: start_moongate(os.path.abspath(args.baseline), d, workers, hooked=True, spec20=False))]:
                 if name == "floor" and (workers != 1 or not have_floor):
                     continue
                 if name.endswith("@base") and not args.baseline:
