@@ -76,6 +76,14 @@ local function json_member(list, bname, url)
   end
 end
 
+-- A whole number from lo to hi (a form's "" is no value), or false when it is not one.
+local function whole(v, form, lo, hi)
+  if v == nil or (form and v == "") then return nil end
+  local n = tonumber(v)
+  if not n or n ~= math.floor(n) or n < lo or n > hi then return false end
+  return n
+end
+
 -- The host of an Origin or Referer value ("https://h:8080/x" -> "h:8080").
 local function host_of(v) return v and v:match("^%a[%w+.-]*://([^/]+)") end
 
@@ -114,22 +122,11 @@ function M.handler(auth)
       return 400, "400 Bad Request: balancer and member (the member's URL) are required\n"
     end
     if status ~= nil and type(status) ~= "string" then return 400, "400 Bad Request: status must be a string like \"+D\"\n" end
-    if form and lbfactor == "" then lbfactor = nil end
-    if lbfactor ~= nil then
-      local n = tonumber(lbfactor)
-      if not n or n ~= math.floor(n) or n < 1 or n > 100 then
-        return 400, "400 Bad Request: lbfactor must be a whole number from 1 to 100\n"
-      end
-      lbfactor = n
-    end
-    local max_conns = change.max_conns
-    if form and max_conns == "" then max_conns = nil end
-    if max_conns ~= nil then
-      local n = tonumber(max_conns)
-      if not n or n ~= math.floor(n) or n < 0 or n > 1000000 then
-        return 400, "400 Bad Request: max_conns must be a whole number from 0 (no limit) to 1000000\n"
-      end
-      max_conns = n
+    lbfactor = whole(lbfactor, form, 1, 100)
+    if lbfactor == false then return 400, "400 Bad Request: lbfactor must be a whole number from 1 to 100\n" end
+    local max_conns = whole(change.max_conns, form, 0, 1000000)
+    if max_conns == false then
+      return 400, "400 Bad Request: max_conns must be a whole number from 0 (no limit) to 1000000\n"
     end
     if status == nil and lbfactor == nil and max_conns == nil then
       return 400, "400 Bad Request: nothing to change (status, lbfactor, max_conns)\n"

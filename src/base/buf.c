@@ -183,3 +183,14 @@ size_t mg_fmt_hex(char *out, uint64_t v) {
   for (size_t i = 0; i < n; i++) out[i] = tmp[n - 1 - i];
   return n;
 }
+
+void mg_buf_json_str(mg_buf_t *b, const char *s) {
+  mg_buf_append(b, "\"", 1);
+  for (; s && *s; s++) {
+    unsigned char c = (unsigned char)*s;
+    if (c == '"' || c == '\\') mg_buf_printf(b, "\\%c", c);
+    else if (c < 0x20) mg_buf_printf(b, "\\u%04x", c);
+    else mg_buf_append(b, s, 1);
+  }
+  mg_buf_append(b, "\"", 1);
+}

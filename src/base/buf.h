@@ -45,6 +45,8 @@ size_t mg_fmt_hex(char *out, uint64_t v);
 /* The low `digits` hex digits of v at out, zero-padded (no NUL). */
 void mg_fmt_hex_fixed(char *out, uint64_t v, int digits);
 void mg_buf_printf(mg_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends s as a JSON string, quoted: `"` and `\` escaped, control bytes as \u00XX; NULL as "". */
+void mg_buf_json_str(mg_buf_t *b, const char *s);
 /* Gives the bytes to the caller (who frees them with free(); borrowed bytes are copied to the
  * heap first) and leaves b empty. */
 char *mg_buf_steal(mg_buf_t *b);

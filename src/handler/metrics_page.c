@@ -270,17 +270,6 @@ void mg_metrics_prometheus(const mg_config_t *cfg, mg_buf_t *b) {
 
 /* ---- the JSON page -------------------------------------------------------------------------- */
 
-static void jstr(mg_buf_t *b, const char *s) {
-  mg_buf_append(b, "\"", 1);
-  for (; s && *s; s++) {
-    unsigned char c = (unsigned char)*s;
-    if (c == '"' || c == '\\') mg_buf_printf(b, "\\%c", c);
-    else if (c < 0x20) mg_buf_printf(b, "\\u%04x", c);
-    else mg_buf_append(b, s, 1);
-  }
-  mg_buf_append(b, "\"", 1);
-}
-
 void mg_metrics_json(const mg_config_t *cfg, mg_buf_t *b) {
   const mg_metrics_t *m = cfg->metrics;
   char rb[400];
@@ -288,7 +277,7 @@ void mg_metrics_json(const mg_config_t *cfg, mg_buf_t *b) {
   mg_buf_puts(b, ",\"metrics\":{\"routes\":[");
   for (int r = 0; r <= cfg->nroutes; r++) {
     mg_buf_puts(b, r ? ",{\"route\":" : "{\"route\":");
-    jstr(b, route_label(cfg, r, rb, sizeof rb));
+    mg_buf_json_str(b, route_label(cfg, r, rb, sizeof rb));
     mg_buf_puts(b, ",\"requests\":{");
     for (int c = 0; c < MG_METRICS_CLASSES; c++)
       mg_buf_printf(b, "%s\"%s\":%llu", c ? "," : "", classes[c], (unsigned long long)mg_metrics_requests(m, r, c));
@@ -309,7 +298,7 @@ void mg_metrics_json(const mg_config_t *cfg, mg_buf_t *b) {
   mg_buf_puts(b, "},\"balancers\":[");
   for (int i = 0; i < cfg->nbalancers; i++) {
     mg_buf_puts(b, i ? ",{\"name\":" : "{\"name\":");
-    jstr(b, cfg->balancers[i]->name);
+    mg_buf_json_str(b, cfg->balancers[i]->name);
     uint64_t ej = 0;
     for (int k = 0; k < cfg->balancers[i]->nmembers; k++) ej += mg_metrics_ejections(m, i, k);
     mg_buf_printf(b, ",\"queue_length\":%lld,\"queue_served\":%lld,\"queue_full\":%lld,\"queue_timeout\":%lld,"

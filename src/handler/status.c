@@ -77,17 +77,6 @@ static const char *state_of(const mg_member_t *m, uint64_t now) {
   return "ok";
 }
 
-static void json_str(mg_buf_t *b, const char *s) {
-  mg_buf_append(b, "\"", 1);
-  for (; s && *s; s++) {
-    unsigned char c = (unsigned char)*s;
-    if (c == '"' || c == '\\') mg_buf_printf(b, "\\%c", c);
-    else if (c < 0x20) mg_buf_printf(b, "\\u%04x", c);
-    else mg_buf_append(b, s, 1);
-  }
-  mg_buf_append(b, "\"", 1);
-}
-
 static void prom_label(mg_buf_t *b, const char *s) {
   for (; *s; s++) {
     if (*s == '"' || *s == '\\') mg_buf_append(b, "\\", 1);
@@ -141,20 +130,20 @@ void mg_status_serve(mg_req_t *req) {
       const mg_balancer_t *bl = cfg->balancers[i];
       static const char *methods[] = {"byrequests", "bytraffic", "bybusyness", "lua"};
       mg_buf_puts(&b, i ? ",{\"name\":" : "{\"name\":");
-      json_str(&b, bl->name);
+      mg_buf_json_str(&b, bl->name);
       mg_buf_printf(&b, ",\"method\":\"%s\",\"members\":[", methods[bl->method]);
       for (int k = 0; k < bl->nmembers; k++) {
         const mg_member_t *m = &bl->members[k];
         const mg_member_stats_t *s = m->shared ? m->shared : &m->local;
         mg_buf_puts(&b, k ? ",{\"url\":" : "{\"url\":");
-        json_str(&b, m->addr.url);
+        mg_buf_json_str(&b, m->addr.url);
         mg_buf_puts(&b, ",\"route\":");
-        if (m->route) json_str(&b, m->route);
+        if (m->route) mg_buf_json_str(&b, m->route);
         else mg_buf_puts(&b, "null");
         mg_buf_printf(&b, ",\"lbfactor\":%d,\"status\":\"%s\",\"requests\":%llu,\"bytes\":%llu,\"inflight\":%lld,\"errors\":%llu,\"last_error\":",
                       m->lbfactor, state_of(m, now), (unsigned long long)s->requests, (unsigned long long)s->bytes,
                       (long long)(s->inflight > 0 ? s->inflight : 0), (unsigned long long)s->errors);
-        json_str(&b, s->last_error);
+        mg_buf_json_str(&b, s->last_error);
         mg_queue_json_member(&b, m);
         mg_passive_json_member(&b, m, now);
         mg_buf_puts(&b, "}");
