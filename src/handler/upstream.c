@@ -614,6 +614,7 @@ static void on_read(mg_upstream_t *up, ssize_t nread, char *block_in) {
 /* ---- connecting ------------------------------------------------------------------------------ */
 
 static void up_busy(mg_upstream_t *up, const char *why);
+static void connect_failed(mg_upstream_t *up, int status);
 
 static void on_timeout(uv_timer_t *t) {
   mg_upstream_t *up = t->data;
@@ -624,8 +625,9 @@ static void on_timeout(uv_timer_t *t) {
     snprintf(why, sizeof why, "no member of balancer %s had a free slot (max_conns) within the queue timeout", up->balancer->name);
     up_busy(up, why);
   } else if (up->state == S_CONNECTING) {
-    if (up->member) mg_member_failed(up->member, mg_now_ms(), "connect timeout");
-    up_fail(up, 503, "connecting to backend %s timed out", up->name);
+    /* A balancer member that does not accept in time fails over as a refused one does. */
+    if (up->member) connect_failed(up, -ETIMEDOUT);
+    else up_fail(up, 503, "connecting to backend %s timed out", up->name);
   } else {
     char why[200];
     snprintf(why, sizeof why, "backend %s timed out (no data within `timeout`)", up->name);

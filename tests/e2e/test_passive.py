@@ -385,6 +385,34 @@ mg.route("/off/", "balancer://off/")
     assert b.count == 1
 
 
+def test_a_connect_timeout_fails_over(gateway):
+    # A listener whose accept queue is full (backlog 0, one connection waiting) lets further
+    # connects hang: on loopback, that is a connect timeout.
+    full = socket.socket()
+    full.bind(("127.0.0.1", 0))
+    full.listen(0)
+    port = full.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port))
+    b, = backends(("b", "ok"))
+    lua = '''
+mg.balancer("on", { members = { "scgi://127.0.0.1:%d", "%s" }, retries = true })
+mg.balancer("off", { members = { "scgi://127.0.0.1:%d", "%s" }, retries = { on = { "503" } } })
+mg.route("/on/", "balancer://on/", { connect_timeout = 0.3 })
+mg.route("/off/", "balancer://off/", { connect_timeout = 0.3 })
+''' % (port, b.url, port, b.url)
+    g = gateway(lua)
+    try:
+        t0 = time.time()
+        r = request(g.port, path="/on/x")
+        assert r.status == 200 and app(r) == "b" and time.time() - t0 >= 0.25
+        assert request(g.port, path="/off/x").status == 503
+        g.wait_log("connect() to 127.0.0.1:%d failed: Connection timed out; trying another member of balancer on" % port)
+        assert b.count == 1
+    finally:
+        filler.close()
+        full.close()
+
+
 def test_the_budget_limits_retries_under_a_burst(gateway):
     a, b = backends(("a", "503"), ("b", "ok"))
     g = gateway(conf([a, b], 'retries = { tries = 2, budget = "20%" }'))
