@@ -11,7 +11,19 @@ import subprocess
 import threading
 import time
 
+import pytest
+
 from conftest import MOONGATE, request
+
+STARTED = []
+
+
+@pytest.fixture(autouse=True)
+def stop_backends():
+    """Every backend a test started stops listening when the test ends."""
+    yield
+    while STARTED:
+        STARTED.pop().stop()
 
 
 class Backend:
@@ -28,7 +40,7 @@ class Backend:
         self.sock.listen(256)
         self.port = self.sock.getsockname()[1]
         self.url = "scgi://127.0.0.1:%d" % self.port
-        self.conns = []
+        STARTED.append(self)
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -37,8 +49,6 @@ class Backend:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
-            with self.lock:
-                self.conns.append(conn)
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
 
     def _read(self, conn):
@@ -86,6 +96,10 @@ class Backend:
             conn.close()
 
     def stop(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread
+        except OSError:
+            pass
         self.sock.close()
 
 
