@@ -574,3 +574,18 @@ def test_config_errors(tmp_path):
                    'mg.balancer("c", { members = { "scgi://127.0.0.1:1" }, passive = true, retries = true })\n')
     p = subprocess.run([MOONGATE, "-t", "-c", str(cfg)], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
+
+
+def test_the_documented_examples_load(tmp_path):
+    import os
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    blocks = []
+    for doc, marker in (("balancer.md", "mg.balancer(\"somecluster\""), ("deploying.md", "mg.balancer(\"app\"")):
+        text = open(os.path.join(root, "docs", doc)).read()
+        block = next(b for b in re.findall(r"```lua\n(.*?)```", text, re.S) if marker in b)
+        blocks.append(block)
+    for block in blocks:
+        cfg = tmp_path / "init.lua"
+        cfg.write_text('local mg = require "moongate"\nmg.listen("127.0.0.1:1")\n' + block)
+        p = subprocess.run([MOONGATE, "-t", "-c", str(cfg)], capture_output=True, text=True)
+        assert p.returncode == 0, (block, p.stderr)
