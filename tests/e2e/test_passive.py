@@ -171,10 +171,10 @@ def test_a_success_restarts_the_count(gateway):
 
 def test_failures_outside_the_window_do_not_add_up(gateway):
     a, b = backends(("a", "503"), ("b", "ok"))
-    g = gateway(conf([a, b], 'passive = { fails = 2, window = "300ms" }'))
+    g = gateway(conf([a, b], 'passive = { fails = 2, window = "1s" }'))
     request(g.port, path="/x")  # a: 503
     request(g.port, path="/x")
-    time.sleep(0.5)
+    time.sleep(1.3)
     request(g.port, path="/x")  # a: 503, but the first is out of the window
     assert member_state(g, a)["status"] == "ok"
     request(g.port, path="/x")
@@ -184,14 +184,14 @@ def test_failures_outside_the_window_do_not_add_up(gateway):
 
 def test_recovery_and_doubling(gateway):
     a, b = backends(("a", "503"), ("b", "ok"))
-    g = gateway(conf([a, b], 'passive = { fails = 1, eject = "600ms" }'))
-    request(g.port, path="/x")  # a fails: out for 600 ms
+    g = gateway(conf([a, b], 'passive = { fails = 1, eject = "1s" }'))
+    request(g.port, path="/x")  # a fails: out for 1 s
     assert member_state(g, a)["status"] == "ejected"
     seen = a.count
     for _ in range(6):
         request(g.port, path="/x")
     assert a.count == seen  # nothing reaches it while it is out
-    time.sleep(0.8)
+    time.sleep(1.3)
     a.mode = "ok"
     apps = [app(request(g.port, path="/x")) for _ in range(4)]
     assert "a" in apps, apps  # back in the rotation
@@ -203,28 +203,27 @@ def test_recovery_and_doubling(gateway):
         if member_state(g, a)["status"] == "ejected":
             break
     t0 = time.time()
-    g.wait_log("ejected for 1200 ms after 1 failures")
+    g.wait_log("ejected for 2000 ms after 1 failures")
     st = member_state(g, a)
-    assert st["ejections"] == 2 and 900 < st["ejected_ms"] <= 1200, st
-    time.sleep(max(0, 0.8 - (time.time() - t0)))
-    assert member_state(g, a)["status"] == "ejected"  # still out past 600 ms
-    time.sleep(max(0, 1.4 - (time.time() - t0)))
+    assert st["ejections"] == 2 and 1000 < st["ejected_ms"] <= 2000, st
+    time.sleep(max(0, 1.3 - (time.time() - t0)))
+    assert member_state(g, a)["status"] == "ejected"  # still out past 1 s
+    time.sleep(max(0, 2.2 - (time.time() - t0)))
     assert member_state(g, a)["status"] == "ok"
 
 
 def test_doubling_is_capped_at_ten_times(gateway):
     a, b = backends(("a", "503"), ("b", "ok"))
-    g = gateway(conf([a, b], 'passive = { fails = 1, eject = "100ms" }'))
-    lengths = []
-    for _ in range(6):
+    g = gateway(conf([a, b], 'passive = { fails = 1, eject = "250ms" }'))
+    for _ in range(5):
         deadline = time.time() + 5
         while member_state(g, a)["status"] != "ejected" and time.time() < deadline:
             request(g.port, path="/x")
-        lengths.append(member_state(g, a)["ejections"])
         while member_state(g, a)["status"] == "ejected" and time.time() < deadline:
             time.sleep(0.05)
     found = [int(x) for x in re.findall(r"ejected for (\d+) ms", g.log())]
-    assert found == [100, 200, 400, 800, 1000, 1000], found
+    # 1, 2, 4, 8 times, then 10 times at most (the unit test goes on past it).
+    assert found == [250, 500, 1000, 2000, 2500], found
 
 
 def test_max_ejected_is_respected(gateway):
