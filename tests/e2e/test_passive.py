@@ -265,6 +265,25 @@ def test_ejection_shared_across_workers(gateway):
     assert g.log().count("ejected for") == 1
 
 
+def test_max_ejected_exact_under_concurrency_in_two_workers(gateway):
+    bs = backends(("a", "503"), ("b", "503"), ("c", "503"), ("d", "503"))
+    g = gateway('mg.workers(2)\n' + conf(bs, 'passive = { fails = 1, max_ejected = "50%" }'))
+
+    def client():
+        for _ in range(20):
+            request(g.port, path="/x")
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    st = status(g)
+    assert [m["status"] for m in st["members"]].count("ejected") == 2
+    assert sum(m["ejections"] for m in st["members"]) == 2, st
+    assert g.log().count("ejected for") == 2
+
+
 def test_timeouts_count_as_failures(gateway):
     a, b = backends(("a", "hang"), ("b", "ok"))
     g = gateway(conf([a, b], 'passive = { fails = 2 }', 'timeout = 0.3'))
