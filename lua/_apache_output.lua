@@ -228,6 +228,13 @@ local function balancer_lines(add, name, b)
   if b.maxattempts then
     add(code_line(fmt("  maxattempts = %s,", num(b.maxattempts.value)), b.maxattempts.src .. " -- " .. b.maxattempts.note), b.maxattempts.src)
   end
+  if b.passive then
+    local p, codes = b.passive, {}
+    for i, n in ipairs(p.statuses) do codes[i] = num(n) end
+    add(code_line(fmt("  passive = { fails = 1, statuses = { %s }, timeouts = %s, eject = 60, max_ejected = \"100%%\" },",
+        table.concat(codes, ", "), p.timeouts and "true" or "false"),
+      p.src .. " -- Apache's failonstatus/failontimeout: the member out at the first such answer, for 60 s (Apache's retry); here a repeat within 10 minutes doubles it"), p.src)
+  end
   add("  members = {", src)
   for _, m in ipairs(b.members) do
     local o = #m.opts > 0 and (", " .. table.concat(m.opts, ", ")) or ""

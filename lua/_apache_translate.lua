@@ -204,7 +204,32 @@ end
 
 -- Apache's, with no counterpart: named as any unknown balancer parameter is, but known, so
 -- that a ProxyPass to balancer:// passes them to the balancer.
-for _, k in ipairs({ "scolonpathdelim", "stickysessionsep", "failonstatus", "failontimeout" }) do
+-- failonstatus / failontimeout: Apache puts the member in error at the first such answer, for
+-- its retry (60 s by default); moongate's passive health at fails = 1 does that, shared by the
+-- workers (SPEC 20).
+local function passive_of(self, node, b)
+  b.passive = b.passive or { src = self:where(node), statuses = {}, timeouts = false }
+  return b.passive
+end
+
+function BALANCER_PARAMS.failonstatus(self, node, b, v)
+  local list = {}
+  for code in v:gmatch("[^,]+") do
+    local n = whole(code:match("^%s*(.-)%s*$"), 400, 599)
+    if not n or #list == 16 then self:untranslated(node, "failonstatus " .. v .. ": expected up to 16 statuses from 400 to 599, separated by commas") return end
+    list[#list + 1] = n
+  end
+  if #list == 0 then self:untranslated(node, "failonstatus: no status") return end
+  passive_of(self, node, b).statuses = list
+end
+
+function BALANCER_PARAMS.failontimeout(self, node, b, v)
+  local on = v:lower()
+  if on ~= "on" and on ~= "off" then self:untranslated(node, "failontimeout " .. v .. ": expected On or Off") return end
+  if on == "on" then passive_of(self, node, b).timeouts = true end
+end
+
+for _, k in ipairs({ "scolonpathdelim", "stickysessionsep" }) do
   BALANCER_PARAMS[k] = function(self, node) self:untranslated(node, "balancer parameter " .. k) end
 end
 

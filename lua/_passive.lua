@@ -23,7 +23,8 @@ local function share(at, key, v)
 end
 
 local function statuses(at, key, list)
-  if type(list) ~= "table" or #list == 0 then fail(at, "%s: expected a non-empty list of statuses like { 502, 503, 504 }", key) end
+  -- An empty list is allowed: then only timeouts count (Apache's failontimeout alone).
+  if type(list) ~= "table" then fail(at, "%s: expected a list of statuses like { 502, 503, 504 }, got %s", key, type(list)) end
   if #list > 16 then fail(at, "%s: at most 16 statuses", key) end
   local out = {}
   for i, s in ipairs(list) do

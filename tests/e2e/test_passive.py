@@ -571,7 +571,7 @@ def test_config_errors(tmp_path):
         ('passive = { falis = 3 }', 'passive: unknown option "falis"'),
         ('passive = { window = "soon" }', 'passive.window: cannot read time "soon"'),
         ('passive = { statuses = { 200 } }', "passive.statuses[1]: expected a whole number from 400 to 599, got 200"),
-        ('passive = { statuses = {} }', "passive.statuses: expected a non-empty list"),
+        ('passive = { statuses = 503 }', "passive.statuses: expected a list of statuses like { 502, 503, 504 }, got number"),
         ('passive = { max_ejected = "150%" }', 'passive.max_ejected: expected a percentage like "50%"'),
         ('passive = { timeouts = "yes" }', "passive.timeouts: expected true or false"),
         ('passive = { eject = 0 }', "passive.eject: must be longer than 0"),
@@ -607,3 +607,29 @@ def test_the_documented_examples_load(tmp_path):
         cfg.write_text('local mg = require "moongate"\nmg.listen("127.0.0.1:1")\n' + block)
         p = subprocess.run([MOONGATE, "-t", "-c", str(cfg)], capture_output=True, text=True)
         assert p.returncode == 0, (block, p.stderr)
+
+
+def test_import_apache_failonstatus_and_failontimeout(tmp_path, gateway):
+    a, b = backends(("a", "503"), ("b", "ok"))
+    conf = tmp_path / "apache.conf"
+    conf.write_text('''Listen 127.0.0.1:8080
+<Proxy "balancer://cluster">
+    BalancerMember "%s"
+    BalancerMember "%s"
+    ProxySet failonstatus=502,503 failontimeout=On
+</Proxy>
+ProxyPass "/app/" "balancer://cluster/"
+''' % (a.url, b.url))
+    p = subprocess.run([MOONGATE, "import-apache", str(conf)], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert 'passive = { fails = 1, statuses = { 502, 503 }, timeouts = true, eject = 60, max_ejected = "100%" },' in p.stdout
+    # The output runs: the member that answered 503 is out after its first.
+    lua = p.stdout.replace('mg.listen("127.0.0.1:8080")', 'mg.listen("127.0.0.1:{PORT}")')
+    g = gateway(lua + '\nmg.route("=/status", mg.status_handler())\n')
+    got = [request(g.port, path="/app/x").status for _ in range(6)]
+    assert got == [503, 200, 200, 200, 200, 200] and a.count == 1, got
+    # Bad values are named, not translated.
+    conf.write_text('Listen 127.0.0.1:8080\n<Proxy "balancer://c">\nBalancerMember "%s"\n'
+                    'ProxySet failonstatus=200,abc failontimeout=maybe\n</Proxy>\nProxyPass "/" "balancer://c/"\n' % a.url)
+    p = subprocess.run([MOONGATE, "import-apache", str(conf)], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 3 and "failonstatus 200,abc" in p.stdout + p.stderr and "failontimeout maybe" in p.stdout + p.stderr
