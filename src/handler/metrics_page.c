@@ -82,13 +82,12 @@ int mg_metrics_bind(mg_config_t *cfg) {
       .nbalancers = nb, .balancer_keys = bkeys, .balancer_members = bmem, .bmember_keys = bmkeys,
       .nbuckets = cfg->set.nhistogram_buckets, .buckets = cfg->set.histogram_buckets,
   };
-  mg_metrics_t *m = mg_metrics_map(&shape, mg_metrics_current());
+  mg_metrics_t *m = mg_metrics_map(&shape);
   if (!m) {
     rc = -errno;
     goto done;
   }
   cfg->metrics = m;
-  mg_metrics_use(m); /* the next reload copies from this one */
 done:
   for (int i = 0; mkeys && i < nr; i++) free(mkeys[i]);
   for (int i = 0; bmkeys && i < nb; i++) free(bmkeys[i]);

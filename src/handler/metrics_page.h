@@ -15,7 +15,8 @@
 #include "config.h"
 #include "request.h"
 
-/* Maps cfg->metrics (copying the counters of the configuration mapped before). 0 or -errno. */
+/* Binds cfg->metrics (the rows of the routes and members it shares with earlier
+ * configurations are theirs). 0 or -errno. */
 int mg_metrics_bind(mg_config_t *cfg);
 /* The route row of a request (cfg->nroutes: none, or one outside the table). */
 int mg_metrics_route_of(const mg_req_t *req);

@@ -2,166 +2,161 @@
 #include "metrics.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 
+#include "log.h"
+
 /* A histogram row: nbuckets finite buckets, +Inf, then the sum in microseconds. */
 #define HROW(m) ((size_t)(m)->nbuckets + 2)
 
-/* The handle is private memory (copied into each worker by fork); the cells are shared. */
+/* The pool: every cell of every configuration, mapped once (the master, before the first
+ * fork) and never unmapped, so the workers of two generations add to the same rows. The last
+ * ROW_MAX cells are the overflow row, where a row that did not fit counts unseen. */
+#define POOL_CELLS ((size_t)1 << 19) /* 4 MiB of address space; pages are touched as rows are used */
+#define ROW_MAX (MG_METRICS_MAX_BUCKETS + 2)
+static uint64_t *pool;
+static size_t pool_used;
+
+/* The directory of rows by key: the master's private memory (only it binds). */
+typedef struct {
+  char *key;
+  size_t off, n;
+} row_t;
+static row_t *dir;
+static size_t ndir, capdir;
+
+/* The handle is private memory (copied into each worker by fork): where each row is. */
 struct mg_metrics_s {
-  uint64_t *cells;
-  size_t ncells;
   int nroutes, nbalancers, nbuckets;
   uint64_t bounds_us[MG_METRICS_MAX_BUCKETS];
   double bounds[MG_METRICS_MAX_BUCKETS];
-  /* offsets (in cells) of each family */
-  size_t o_req, o_rhist, o_uhist, o_conns, o_lua_us, o_lua_calls, o_queue, o_qhist, o_retries, o_eject;
-  int *route_members, *route_up; /* nroutes: members, first row in o_uhist */
-  int *bal_members, *bal_ej;     /* nbalancers: members, first cell in o_eject */
-  char **route_keys, **bal_keys; /* for the copy on reload */
-  char ***member_keys, ***bmember_keys;
+  size_t o_conns, o_lua_us, o_lua_calls;
+  size_t *req, *rhist;      /* nroutes + 1 */
+  int *route_members, *route_up;
+  size_t *uhist;            /* sum of route_members */
+  size_t *queue, *qhist, *retries; /* nbalancers */
+  int *bal_members, *bal_ej;
+  size_t *eject;            /* sum of bal_members */
 };
 
 static mg_metrics_t *current;
 
-static char *dup(const char *s) {
-  s = s ? s : "";
-  size_t n = strlen(s) + 1;
-  char *d = malloc(n);
-  if (d) memcpy(d, s, n);
-  return d;
+static int pool_map(void) {
+  if (pool) return 0;
+  void *p = mmap(NULL, POOL_CELLS * sizeof(uint64_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return -1;
+  pool = p;
+  return 0;
 }
 
-static char **dup_keys(const char **keys, int n) {
-  char **v = calloc((size_t)n + 1, sizeof *v);
-  for (int i = 0; v && i < n; i++) v[i] = dup(keys ? keys[i] : NULL);
-  return v;
-}
-
-static void free_keys(char **v, int n) {
-  if (!v) return;
-  for (int i = 0; i < n; i++) free(v[i]);
-  free(v);
+/* The row of `key` (n cells): the one made by an earlier configuration, or a new one. */
+static size_t row(const char *key, size_t n) {
+  for (size_t i = 0; i < ndir; i++)
+    if (dir[i].n == n && strcmp(dir[i].key, key) == 0) return dir[i].off;
+  if (pool_used + n > POOL_CELLS - ROW_MAX) {
+    static int said;
+    if (!said) mg_log(MG_LOG_WARN, "metrics: shared memory for counters is full; new routes and members are not counted");
+    said = 1;
+    return POOL_CELLS - ROW_MAX;
+  }
+  if (ndir == capdir) {
+    size_t cap = capdir ? capdir * 2 : 256;
+    row_t *d = realloc(dir, cap * sizeof *d);
+    if (!d) return POOL_CELLS - ROW_MAX;
+    dir = d, capdir = cap;
+  }
+  size_t len = strlen(key) + 1;
+  char *k = malloc(len);
+  if (!k) return POOL_CELLS - ROW_MAX;
+  memcpy(k, key, len);
+  dir[ndir++] = (row_t){k, pool_used, n};
+  pool_used += n;
+  return dir[ndir - 1].off;
 }
 
 void mg_metrics_unmap(mg_metrics_t *m) {
   if (!m) return;
   if (current == m) current = NULL;
-  if (m->cells) munmap(m->cells, m->ncells * sizeof(uint64_t));
-  for (int i = 0; i < m->nroutes; i++) free_keys(m->member_keys ? m->member_keys[i] : NULL, m->route_members[i]);
-  for (int i = 0; i < m->nbalancers; i++) free_keys(m->bmember_keys ? m->bmember_keys[i] : NULL, m->bal_members[i]);
-  free(m->member_keys), free(m->bmember_keys);
-  free_keys(m->route_keys, m->nroutes), free_keys(m->bal_keys, m->nbalancers);
-  free(m->route_members), free(m->route_up), free(m->bal_members), free(m->bal_ej);
+  free(m->req), free(m->rhist), free(m->route_members), free(m->route_up), free(m->uhist);
+  free(m->queue), free(m->qhist), free(m->retries), free(m->bal_members), free(m->bal_ej), free(m->eject);
   free(m);
 }
 
-static int find(char **keys, int n, const char *key) {
-  for (int i = 0; i < n; i++)
-    if (keys[i] && strcmp(keys[i], key) == 0) return i;
-  return -1;
+/* A key from parts joined by tabs (the parts' own tabs are harmless: every key of one kind has
+ * the same number of parts first). */
+static const char *key_of(char *buf, size_t cap, const char *kind, const char *a, const char *b, const char *c) {
+  snprintf(buf, cap, "%s\t%s\t%s\t%s", kind, a ? a : "", b ? b : "", c ? c : "");
+  return buf;
 }
 
-static void copy_cells(uint64_t *to, const uint64_t *from, size_t n) {
-  for (size_t i = 0; i < n; i++) to[i] = __atomic_load_n(&from[i], __ATOMIC_RELAXED);
-}
-
-/* The counters of what both shapes have; gauges (connections, queue lengths) belong to the
- * processes of their own generation and start at zero. */
-static void copy_from(mg_metrics_t *m, const mg_metrics_t *p) {
-  int same_buckets = m->nbuckets == p->nbuckets && memcmp(m->bounds_us, p->bounds_us, sizeof m->bounds_us) == 0;
-  for (int r = 0; r <= m->nroutes; r++) {
-    int q = r == m->nroutes ? p->nroutes : find(p->route_keys, p->nroutes, m->route_keys[r]);
-    if (q < 0) continue;
-    copy_cells(m->cells + m->o_req + (size_t)r * MG_METRICS_CLASSES, p->cells + p->o_req + (size_t)q * MG_METRICS_CLASSES,
-               MG_METRICS_CLASSES);
-    if (!same_buckets) continue;
-    copy_cells(m->cells + m->o_rhist + (size_t)r * HROW(m), p->cells + p->o_rhist + (size_t)q * HROW(p), HROW(m));
-    if (r == m->nroutes) continue;
-    for (int k = 0; k < m->route_members[r]; k++) {
-      int j = find(p->member_keys[q], p->route_members[q], m->member_keys[r][k]);
-      if (j >= 0)
-        copy_cells(m->cells + m->o_uhist + (size_t)(m->route_up[r] + k) * HROW(m),
-                   p->cells + p->o_uhist + (size_t)(p->route_up[q] + j) * HROW(p), HROW(m));
-    }
-  }
-  copy_cells(m->cells + m->o_lua_us, p->cells + p->o_lua_us, MG_METRICS_PHASES);
-  copy_cells(m->cells + m->o_lua_calls, p->cells + p->o_lua_calls, MG_METRICS_PHASES);
-  for (int b = 0; b < m->nbalancers; b++) {
-    int q = find(p->bal_keys, p->nbalancers, m->bal_keys[b]);
-    if (q < 0) continue;
-    copy_cells(m->cells + m->o_queue + (size_t)b * 4 + 1, p->cells + p->o_queue + (size_t)q * 4 + 1, 3);
-    if (same_buckets) copy_cells(m->cells + m->o_qhist + (size_t)b * HROW(m), p->cells + p->o_qhist + (size_t)q * HROW(p), HROW(m));
-    copy_cells(m->cells + m->o_retries + (size_t)b * 2, p->cells + p->o_retries + (size_t)q * 2, 2);
-    for (int k = 0; k < m->bal_members[b]; k++) {
-      int j = find(p->bmember_keys[q], p->bal_members[q], m->bmember_keys[b][k]);
-      if (j >= 0) copy_cells(m->cells + m->o_eject + m->bal_ej[b] + k, p->cells + p->o_eject + p->bal_ej[q] + j, 1);
-    }
-  }
-}
-
-mg_metrics_t *mg_metrics_map(const mg_metrics_shape_t *s, const mg_metrics_t *prev) {
+mg_metrics_t *mg_metrics_map(const mg_metrics_shape_t *s) {
   if (s->nbuckets < 0 || s->nbuckets > MG_METRICS_MAX_BUCKETS || s->nroutes < 0 || s->nbalancers < 0) {
     errno = EINVAL;
     return NULL;
   }
+  if (pool_map() < 0) return NULL;
   mg_metrics_t *m = calloc(1, sizeof *m);
   if (!m) return NULL;
   m->nroutes = s->nroutes, m->nbalancers = s->nbalancers, m->nbuckets = s->nbuckets;
+  /* The buckets are part of a histogram's key: other bounds, other rows. */
+  char bsig[MG_METRICS_MAX_BUCKETS * 24 + 1] = "";
+  size_t bl = 0;
   for (int i = 0; i < s->nbuckets; i++) {
     m->bounds[i] = s->buckets[i];
     m->bounds_us[i] = (uint64_t)(s->buckets[i] * 1e6 + 0.5);
+    bl += (size_t)snprintf(bsig + bl, sizeof bsig - bl, "%llu,", (unsigned long long)m->bounds_us[i]);
   }
-  m->route_members = calloc((size_t)s->nroutes + 1, sizeof(int));
-  m->route_up = calloc((size_t)s->nroutes + 1, sizeof(int));
-  m->bal_members = calloc((size_t)s->nbalancers + 1, sizeof(int));
-  m->bal_ej = calloc((size_t)s->nbalancers + 1, sizeof(int));
-  m->route_keys = dup_keys(s->route_keys, s->nroutes);
-  m->bal_keys = dup_keys(s->balancer_keys, s->nbalancers);
-  m->member_keys = calloc((size_t)s->nroutes + 1, sizeof(char **));
-  m->bmember_keys = calloc((size_t)s->nbalancers + 1, sizeof(char **));
-  if (!m->route_members || !m->route_up || !m->bal_members || !m->bal_ej || !m->route_keys || !m->bal_keys ||
-      !m->member_keys || !m->bmember_keys) {
+  int nup = 0, nej = 0;
+  for (int i = 0; i < s->nroutes; i++) nup += s->route_members[i] > 0 ? s->route_members[i] : 0;
+  for (int i = 0; i < s->nbalancers; i++) nej += s->balancer_members[i] > 0 ? s->balancer_members[i] : 0;
+  size_t nr = (size_t)s->nroutes + 1, nb = (size_t)s->nbalancers + 1;
+  m->req = calloc(nr, sizeof(size_t)), m->rhist = calloc(nr, sizeof(size_t));
+  m->route_members = calloc(nr, sizeof(int)), m->route_up = calloc(nr, sizeof(int));
+  m->uhist = calloc((size_t)nup + 1, sizeof(size_t));
+  m->queue = calloc(nb, sizeof(size_t)), m->qhist = calloc(nb, sizeof(size_t)), m->retries = calloc(nb, sizeof(size_t));
+  m->bal_members = calloc(nb, sizeof(int)), m->bal_ej = calloc(nb, sizeof(int));
+  m->eject = calloc((size_t)nej + 1, sizeof(size_t));
+  if (!m->req || !m->rhist || !m->route_members || !m->route_up || !m->uhist || !m->queue || !m->qhist ||
+      !m->retries || !m->bal_members || !m->bal_ej || !m->eject) {
     mg_metrics_unmap(m);
     errno = ENOMEM;
     return NULL;
   }
-  int nup = 0, nej = 0;
-  for (int i = 0; i < s->nroutes; i++) {
-    m->route_members[i] = s->route_members[i] > 0 ? s->route_members[i] : 0;
-    m->route_up[i] = nup;
-    nup += m->route_members[i];
-    m->member_keys[i] = dup_keys(s->member_keys ? s->member_keys[i] : NULL, m->route_members[i]);
-  }
-  for (int i = 0; i < s->nbalancers; i++) {
-    m->bal_members[i] = s->balancer_members[i] > 0 ? s->balancer_members[i] : 0;
-    m->bal_ej[i] = nej;
-    nej += m->bal_members[i];
-    m->bmember_keys[i] = dup_keys(s->bmember_keys ? s->bmember_keys[i] : NULL, m->bal_members[i]);
-  }
-  size_t n = 0;
-  m->o_req = n, n += ((size_t)s->nroutes + 1) * MG_METRICS_CLASSES;
-  m->o_rhist = n, n += ((size_t)s->nroutes + 1) * HROW(m);
-  m->o_uhist = n, n += (size_t)nup * HROW(m);
-  m->o_conns = n, n += MG_METRICS_PROTOS;
-  m->o_lua_us = n, n += MG_METRICS_PHASES;
-  m->o_lua_calls = n, n += MG_METRICS_PHASES;
-  m->o_queue = n, n += (size_t)s->nbalancers * 4;
-  m->o_qhist = n, n += (size_t)s->nbalancers * HROW(m);
-  m->o_retries = n, n += (size_t)s->nbalancers * 2;
-  m->o_eject = n, n += (size_t)nej;
-  m->ncells = n;
-  void *p = mmap(NULL, n * sizeof(uint64_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) {
-    int e = errno;
+  size_t klen = 4096;
+  char *k = malloc(klen);
+  if (!k) {
     mg_metrics_unmap(m);
-    errno = e;
+    errno = ENOMEM;
     return NULL;
   }
-  m->cells = p; /* zero-filled */
-  if (prev) copy_from(m, prev);
+  m->o_conns = row("conns", MG_METRICS_PROTOS);
+  m->o_lua_us = row("lua_us", MG_METRICS_PHASES);
+  m->o_lua_calls = row("lua_calls", MG_METRICS_PHASES);
+  int up = 0;
+  for (int i = 0; i <= s->nroutes; i++) {
+    const char *rk = i < s->nroutes ? (s->route_keys[i] ? s->route_keys[i] : "") : NULL; /* NULL: no route */
+    m->req[i] = row(key_of(k, klen, rk ? "req" : "req-none", rk, NULL, NULL), MG_METRICS_CLASSES);
+    m->rhist[i] = row(key_of(k, klen, rk ? "rhist" : "rhist-none", bsig, rk, NULL), HROW(m));
+    if (i == s->nroutes) break;
+    m->route_members[i] = s->route_members[i] > 0 ? s->route_members[i] : 0;
+    m->route_up[i] = up;
+    for (int j = 0; j < m->route_members[i]; j++)
+      m->uhist[up++] = row(key_of(k, klen, "uhist", bsig, rk, s->member_keys[i][j]), HROW(m));
+  }
+  int ej = 0;
+  for (int i = 0; i < s->nbalancers; i++) {
+    const char *bk = s->balancer_keys[i] ? s->balancer_keys[i] : "";
+    m->queue[i] = row(key_of(k, klen, "queue", bk, NULL, NULL), 4);
+    m->qhist[i] = row(key_of(k, klen, "qhist", bsig, bk, NULL), HROW(m));
+    m->retries[i] = row(key_of(k, klen, "retries", bk, NULL, NULL), 2);
+    m->bal_members[i] = s->balancer_members[i] > 0 ? s->balancer_members[i] : 0;
+    m->bal_ej[i] = ej;
+    for (int j = 0; j < m->bal_members[i]; j++) m->eject[ej++] = row(key_of(k, klen, "eject", bk, s->bmember_keys[i][j], NULL), 1);
+  }
+  free(k);
   return m;
 }
 
@@ -184,38 +179,38 @@ void mg_metrics_request(int route, int status, uint64_t usec) {
   if (!m) return;
   if (route < 0 || route > m->nroutes) route = m->nroutes;
   int cls = status >= 100 && status < 600 ? status / 100 - 1 : MG_METRICS_CLASSES - 1;
-  add(&m->cells[m->o_req + (size_t)route * MG_METRICS_CLASSES + (size_t)cls], 1);
-  hist_add(m, &m->cells[m->o_rhist + (size_t)route * HROW(m)], usec);
+  add(&pool[m->req[route] + (size_t)cls], 1);
+  hist_add(m, &pool[m->rhist[route]], usec);
 }
 
 void mg_metrics_upstream(int route, int member, uint64_t usec) {
   mg_metrics_t *m = current;
   if (!m || route < 0 || route >= m->nroutes || member < 0 || member >= m->route_members[route]) return;
-  hist_add(m, &m->cells[m->o_uhist + (size_t)(m->route_up[route] + member) * HROW(m)], usec);
+  hist_add(m, &pool[m->uhist[m->route_up[route] + member]], usec);
 }
 
 void mg_metrics_conn(int proto, int delta) {
   mg_metrics_t *m = current;
   if (!m || proto < 0 || proto >= MG_METRICS_PROTOS) return;
-  add(&m->cells[m->o_conns + (size_t)proto], (uint64_t)(int64_t)delta);
+  add(&pool[m->o_conns + (size_t)proto], (uint64_t)(int64_t)delta);
 }
 
 void mg_metrics_lua(int phase, uint64_t usec) {
   mg_metrics_t *m = current;
   if (!m || phase < 0 || phase >= MG_METRICS_PHASES) return;
-  add(&m->cells[m->o_lua_us + (size_t)phase], usec);
-  add(&m->cells[m->o_lua_calls + (size_t)phase], 1);
+  add(&pool[m->o_lua_us + (size_t)phase], usec);
+  add(&pool[m->o_lua_calls + (size_t)phase], 1);
 }
 
 void mg_metrics_queue(int b, int event, uint64_t wait_usec) {
   mg_metrics_t *m = current;
   if (!m || b < 0 || b >= m->nbalancers) return;
-  uint64_t *q = &m->cells[m->o_queue + (size_t)b * 4];
+  uint64_t *q = &pool[m->queue[b]];
   switch (event) {
   case MG_QUEUE_ENTER: add(&q[0], 1); break;
   case MG_QUEUE_SERVED:
     add(&q[0], (uint64_t)-1), add(&q[1], 1);
-    hist_add(m, &m->cells[m->o_qhist + (size_t)b * HROW(m)], wait_usec);
+    hist_add(m, &pool[m->qhist[b]], wait_usec);
     break;
   case MG_QUEUE_FULL: add(&q[2], 1); break;
   case MG_QUEUE_TIMEOUT: add(&q[0], (uint64_t)-1), add(&q[3], 1); break;
@@ -226,18 +221,21 @@ void mg_metrics_queue(int b, int event, uint64_t wait_usec) {
 void mg_metrics_ejection(int b, int k) {
   mg_metrics_t *m = current;
   if (!m || b < 0 || b >= m->nbalancers || k < 0 || k >= m->bal_members[b]) return;
-  add(&m->cells[m->o_eject + (size_t)m->bal_ej[b] + (size_t)k], 1);
+  add(&pool[m->eject[m->bal_ej[b] + k]], 1);
 }
 
 void mg_metrics_retry(int b, int budget_refused) {
   mg_metrics_t *m = current;
   if (!m || b < 0 || b >= m->nbalancers) return;
-  add(&m->cells[m->o_retries + (size_t)b * 2 + (budget_refused ? 1 : 0)], 1);
+  add(&pool[m->retries[b] + (budget_refused ? 1 : 0)], 1);
 }
 
 /* ---- reading ------------------------------------------------------------------------------ */
 
-static uint64_t get(const mg_metrics_t *m, size_t i) { return __atomic_load_n(&m->cells[i], __ATOMIC_RELAXED); }
+static uint64_t get(const mg_metrics_t *m, size_t i) {
+  (void)m;
+  return __atomic_load_n(&pool[i], __ATOMIC_RELAXED);
+}
 
 static void hist_get(const mg_metrics_t *m, size_t row, mg_metrics_hist_t *h) {
   memset(h, 0, sizeof *h);
@@ -255,7 +253,7 @@ double mg_metrics_bucket(const mg_metrics_t *m, int i) { return m && i >= 0 && i
 
 uint64_t mg_metrics_requests(const mg_metrics_t *m, int route, int cls) {
   if (!m || route < 0 || route > m->nroutes || cls < 0 || cls >= MG_METRICS_CLASSES) return 0;
-  return get(m, m->o_req + (size_t)route * MG_METRICS_CLASSES + (size_t)cls);
+  return get(m, m->req[route] + (size_t)cls);
 }
 
 void mg_metrics_request_hist(const mg_metrics_t *m, int route, mg_metrics_hist_t *h) {
@@ -263,7 +261,7 @@ void mg_metrics_request_hist(const mg_metrics_t *m, int route, mg_metrics_hist_t
     memset(h, 0, sizeof *h);
     return;
   }
-  hist_get(m, m->o_rhist + (size_t)route * HROW(m), h);
+  hist_get(m, m->rhist[route], h);
 }
 
 void mg_metrics_upstream_hist(const mg_metrics_t *m, int route, int member, mg_metrics_hist_t *h) {
@@ -271,7 +269,7 @@ void mg_metrics_upstream_hist(const mg_metrics_t *m, int route, int member, mg_m
     memset(h, 0, sizeof *h);
     return;
   }
-  hist_get(m, m->o_uhist + (size_t)(m->route_up[route] + member) * HROW(m), h);
+  hist_get(m, m->uhist[m->route_up[route] + member], h);
 }
 
 int64_t mg_metrics_conns(const mg_metrics_t *m, int proto) {
@@ -292,7 +290,7 @@ uint64_t mg_metrics_lua_calls(const mg_metrics_t *m, int phase) {
 
 int64_t mg_metrics_queue_get(const mg_metrics_t *m, int b, int what) {
   if (!m || b < 0 || b >= m->nbalancers || what < 0 || what > 3) return 0;
-  int64_t v = (int64_t)get(m, m->o_queue + (size_t)b * 4 + (size_t)what);
+  int64_t v = (int64_t)get(m, m->queue[b] + (size_t)what);
   return v > 0 ? v : 0;
 }
 
@@ -301,15 +299,15 @@ void mg_metrics_queue_wait_hist(const mg_metrics_t *m, int b, mg_metrics_hist_t 
     memset(h, 0, sizeof *h);
     return;
   }
-  hist_get(m, m->o_qhist + (size_t)b * HROW(m), h);
+  hist_get(m, m->qhist[b], h);
 }
 
 uint64_t mg_metrics_ejections(const mg_metrics_t *m, int b, int k) {
   if (!m || b < 0 || b >= m->nbalancers || k < 0 || k >= m->bal_members[b]) return 0;
-  return get(m, m->o_eject + (size_t)m->bal_ej[b] + (size_t)k);
+  return get(m, m->eject[m->bal_ej[b] + k]);
 }
 
 uint64_t mg_metrics_retries(const mg_metrics_t *m, int b, int budget_refused) {
   if (!m || b < 0 || b >= m->nbalancers) return 0;
-  return get(m, m->o_retries + (size_t)b * 2 + (budget_refused ? 1 : 0));
+  return get(m, m->retries[b] + (budget_refused ? 1 : 0));
 }

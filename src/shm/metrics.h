@@ -9,11 +9,15 @@
  * histogram keeps per-bucket counts (not cumulative) and a sum in microseconds; the reader
  * cumulates, so the +Inf bucket always equals the count even while workers write.
  *
- * Each configuration has its own region (mg_config_t.metrics): a worker serves with the
- * region of its configuration, set once with mg_metrics_use. A reload maps a new region and
- * copies into it the cells whose label keys it shares with the previous one (the same
- * route, the same balancer and member), so counters survive a reload where the thing they
- * count survived. Out-of-range indices are ignored: a caller never has to check.
+ * The cells live in one pool mapped once by the master and never unmapped, as rows found by
+ * key (the route's match, host and exactness; the balancer's name; the member's URL; for a
+ * histogram also its buckets). Each configuration has a handle (mg_config_t.metrics) saying
+ * where its rows are; a reload binds the new configuration's rows by key, so a route or
+ * member that stays keeps its row: the old generation's workers, still finishing requests,
+ * and the new one's add to the same cells, and no counter ever goes back. A worker counts with
+ * the handle of its configuration, set once with mg_metrics_use. Out-of-range indices are
+ * ignored: a caller never has to check. (A row no configuration uses any more stays: 4 MiB
+ * hold tens of thousands; past that, new rows count nowhere, with one warning.)
  *
  * The API for the balancer's queue, passive health and retries (SPEC 20) is here so that
  * their units only add a call: mg_metrics_queue, mg_metrics_ejection, mg_metrics_retry. */
@@ -48,9 +52,10 @@ typedef struct {
 
 typedef struct mg_metrics_s mg_metrics_t;
 
-/* Maps a region of that shape and copies from `prev` (NULL: none) the cells with the same
- * keys. Returns it, or NULL with errno set. */
-mg_metrics_t *mg_metrics_map(const mg_metrics_shape_t *shape, const mg_metrics_t *prev);
+/* The handle of a configuration of that shape, its rows bound by key (the pool mapped on the
+ * first call). Returns it, or NULL with errno set. The master only. */
+mg_metrics_t *mg_metrics_map(const mg_metrics_shape_t *shape);
+/* Frees the handle (the rows stay for the configurations that share them). */
 void mg_metrics_unmap(mg_metrics_t *m);
 /* The region this process counts in (a worker, once, before it serves); NULL: none. */
 void mg_metrics_use(mg_metrics_t *m);

@@ -254,6 +254,40 @@ def test_counters_survive_a_reload(gateway, echo_backend):
     check_histograms(fams)
 
 
+def test_counters_never_go_back_across_a_reload_under_traffic(gateway, echo_backend):
+    """Both generations add to the same rows: what the old workers finish after the reload
+    counts, and a scrape never sees a counter fall (Prometheus would read a reset)."""
+    import threading
+    g = gateway(LUA, echo_backend)
+    sent = []
+    stop = threading.Event()
+
+    def client():
+        deadline = time.time() + 20
+        while not stop.is_set() and len(sent) < 400 and time.time() < deadline:
+            if request(g.port, path="/app/x").status == 200:
+                sent.append(1)
+    t = threading.Thread(target=client)
+    t.start()
+    seen = []
+    key = dict(route="/app/", **{"class": "2xx"})
+    try:
+        while len(sent) < 50 and t.is_alive():
+            time.sleep(0.01)
+        g.signal(signal.SIGHUP)
+        deadline = time.time() + 10
+        while time.time() < deadline and "reloaded " not in g.log():
+            seen.append(value(scrape(g)[1], "moongate_requests", "moongate_requests_total", **key))
+        for _ in range(20):
+            seen.append(value(scrape(g)[1], "moongate_requests", "moongate_requests_total", **key))
+    finally:
+        stop.set()
+        t.join(30)
+    assert "reloaded " in g.log()
+    assert seen == sorted(seen), seen
+    assert wait_for(lambda: value(scrape(g)[1], "moongate_requests", "moongate_requests_total", **key) == len(sent), 3)
+
+
 def test_histogram_buckets_load_errors(tmp_path):
     cases = [
         ("{}", "histogram_buckets: expected a list of 1 to 32"),

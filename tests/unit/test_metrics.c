@@ -1,5 +1,5 @@
 /* shm/metrics.c: the region's shape, counting by route and class, histograms cumulated on
- * reading, out-of-range indices ignored, gauges, and the copy on reload by key. */
+ * reading, out-of-range indices ignored, gauges, and rows shared by key across reloads. */
 #include "check.h"
 #include "metrics.h"
 
@@ -13,7 +13,7 @@ int main(void) {
   const char **bmkeys[] = {m0};
   double buckets[] = {0.01, 0.1, 1};
   mg_metrics_shape_t s = {2, rkeys, rmem, mkeys, 1, bkeys, bmem, bmkeys, 3, buckets};
-  mg_metrics_t *m = mg_metrics_map(&s, NULL);
+  mg_metrics_t *m = mg_metrics_map(&s);
   CHECK(m != NULL);
   mg_metrics_use(m);
   mg_metrics_request(0, 200, 5000);    /* 5 ms */
@@ -52,32 +52,38 @@ int main(void) {
   mg_metrics_lua(1, 1500);
   CHECK(mg_metrics_lua_calls(m, 1) == 1 && mg_metrics_lua_seconds(m, 1) > 0.0014);
 
-  /* A reload: route /b gone, /c new, /a moved to the second row; member 2 of /a kept. */
+  /* A reload: route /b gone, /c new, /a moved to the second row; member 2 of /a kept. The
+   * rows of what stays are the same cells: both generations add to them. */
   const char *rkeys2[] = {"/c", "/a"};
   int rmem2[] = {0, 1};
   const char *m2[] = {"scgi://x:2"};
   const char **mkeys2[] = {NULL, m2};
   mg_metrics_shape_t s2 = {2, rkeys2, rmem2, mkeys2, 1, bkeys, bmem, bmkeys, 3, buckets};
-  mg_metrics_t *n = mg_metrics_map(&s2, m);
+  mg_metrics_t *n = mg_metrics_map(&s2);
   CHECK(n != NULL);
   CHECK(mg_metrics_requests(n, 1, 1) == 2 && mg_metrics_requests(n, 0, 3) == 0);
-  CHECK(mg_metrics_requests(n, 2, 1) == 1); /* "no route" carries over */
+  CHECK(mg_metrics_requests(n, 2, 1) == 1); /* "no route" is one row */
   mg_metrics_upstream_hist(n, 1, 0, &h);
   CHECK(h.count == 1);
-  CHECK(mg_metrics_conns(n, 3) == 0);                          /* gauges start again */
-  CHECK(mg_metrics_queue_get(n, 0, MG_QUEUE_ENTER) == 0 && mg_metrics_queue_get(n, 0, MG_QUEUE_FULL) == 1);
+  CHECK(mg_metrics_conns(n, 3) == 1); /* connections: every generation's */
+  CHECK(mg_metrics_queue_get(n, 0, MG_QUEUE_ENTER) == 1 && mg_metrics_queue_get(n, 0, MG_QUEUE_FULL) == 1);
   CHECK(mg_metrics_ejections(n, 0, 1) == 1 && mg_metrics_lua_calls(n, 1) == 1);
+  mg_metrics_request(0, 200, 1); /* the old generation still counts (current is m) ... */
+  mg_metrics_use(n);
+  mg_metrics_request(1, 200, 1); /* ... and the new one */
+  CHECK(mg_metrics_requests(n, 1, 1) == 4 && mg_metrics_requests(m, 0, 1) == 4);
+  mg_metrics_use(m);
   /* Other buckets: the histograms start again, the counters do not. */
   double other[] = {0.5};
   mg_metrics_shape_t s3 = {2, rkeys2, rmem2, mkeys2, 1, bkeys, bmem, bmkeys, 1, other};
-  mg_metrics_t *o = mg_metrics_map(&s3, n);
+  mg_metrics_t *o = mg_metrics_map(&s3);
   mg_metrics_request_hist(o, 1, &h);
-  CHECK(h.count == 0 && mg_metrics_requests(o, 1, 1) == 2);
+  CHECK(h.count == 0 && mg_metrics_requests(o, 1, 1) == 4);
   mg_metrics_unmap(m), mg_metrics_unmap(n), mg_metrics_unmap(o);
   CHECK(mg_metrics_current() == NULL);
-  mg_metrics_request(0, 200, 1); /* no region: a no-op */
+  mg_metrics_request(0, 200, 1); /* no handle: a no-op */
   double bad[33] = {0};
   mg_metrics_shape_t s4 = {0, NULL, NULL, NULL, 0, NULL, NULL, NULL, 33, bad};
-  CHECK(mg_metrics_map(&s4, NULL) == NULL);
+  CHECK(mg_metrics_map(&s4) == NULL);
   CHECK_DONE();
 }
