@@ -347,6 +347,11 @@ def test_connections_h2c_tls_and_h2_over_tls(gateway, echo_backend, tmp_path):
                     for p in ("http1", "h2") for t in ("false", "true")}
         want = {("http1", "false"): 1, ("h2", "false"): 1, ("h2", "true"): 2, ("http1", "true"): 1}
         assert wait_for(lambda: counts() == want), counts()
+        # Requests over HTTP/2 count like any other.
+        p = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_version} %{http_code}", "--http2-prior-knowledge",
+                            "http://127.0.0.1:%d/app/x" % g.port], capture_output=True, text=True, timeout=20)
+        assert p.stdout == "2 200", p.stdout
+        assert wait_for(lambda: value(scrape(g)[1], "moongate_requests", "moongate_requests_total", route="/app/", **{"class": "2xx"}) == 2)
     finally:
         for s in held:
             s.close()
