@@ -127,3 +127,21 @@ def test_tracing_setting_checked(tmp_path):
     cfg.write_text('local mg = require "moongate"\nmg.listen("127.0.0.1:1")\nmg.set { tracing = "yes" }\n')
     p = subprocess.run([MOONGATE, "-t", "-c", str(cfg)], capture_output=True, text=True)
     assert p.returncode == 1 and "init.lua:3:" in p.stderr and "tracing: expected true or false" in p.stderr, p.stderr
+
+
+def test_subrequest_is_a_child_span(gateway, echo_backend):
+    g = gateway('''
+mg.route("/", "scgi://127.0.0.1:{BACKEND}/")
+mg.route("=/sub", function(req)
+  local r = req:subrequest("/vars/inner")
+  ngx.say(ngx.var.span_id)
+  ngx.print(r.body)
+end)
+''', echo_backend)
+    body = request(g.port, path="/sub", headers=[("traceparent", VALID)]).body
+    outer_span, _, rest = body.partition(b"\n")
+    v = dict(scgi_vars(rest))
+    m = TP_RE.match(v["HTTP_TRACEPARENT"])
+    assert m and m.group(1) == TRACE              # the same trace
+    assert m.group(2) != outer_span.decode()      # the subrequest's own span
+    assert m.group(2) != PARENT
