@@ -135,6 +135,10 @@ def check(request, status, answer, body):
     want = expected_vars(headers, env)
     actual = {k: v for k, v in d.items() if k.startswith("HTTP_") or k in env}
     actual.pop("MG_VIEW", None)
+    # SPEC 20: with tracing on (the default) moongate's own traceparent replaces the client's.
+    tp = actual.pop("HTTP_TRACEPARENT", None)
+    want.pop("HTTP_TRACEPARENT", None)
+    assert tp and len(tp) == 55 and tp.startswith("00-"), (request, tp)
     assert actual == want, "request %r:\nbackend %r\nhook view %r" % (request, actual, want)
     assert d["CONTENT_LENGTH"] == str(len(body)), request
     assert answer.split(b"BODY=", 1)[1] == body, request
