@@ -17,7 +17,7 @@ BENCH_PKGS = wrk nginx-light libnginx-mod-http-lua nghttp2-client
 
 FUZZ_BUILD   ?= build-fuzz
 FUZZ_SECONDS ?= 300
-FUZZ_TARGETS  = fuzz_http fuzz_h2 fuzz_cgi_parse fuzz_path fuzz_config fuzz_import fuzz_re fuzz_codec fuzz_proxy
+FUZZ_TARGETS  = fuzz_http fuzz_h2 fuzz_cgi_parse fuzz_path fuzz_config fuzz_import fuzz_re fuzz_codec fuzz_proxy fuzz_traceparent
 
 all: build
 

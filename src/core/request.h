@@ -193,7 +193,7 @@ struct mg_req_s {
    * client's span ("" when moongate started the trace). */
   char trace_id[33], span_id[17], parent_span_id[17];
   uint8_t trace_flags;
-  unsigned traced : 1, trace_continued : 1;
+  unsigned traced : 1;
   const mg_route_t *errpage_of; /* SPEC 20: with errpage_status, the route whose error the page answers (NULL: none) */
 
   /* Last: a new request zeroes every field above; the parser's scratch buffer stays with the

@@ -48,7 +48,6 @@ void mg_trace_begin(mg_req_t *req) {
     memcpy(req->trace_id, tp.trace_id, sizeof req->trace_id);
     memcpy(req->parent_span_id, tp.parent_id, sizeof req->parent_span_id);
     req->trace_flags = tp.flags;
-    req->trace_continued = 1;
     return;
   }
   random_hex16(req->trace_id);
@@ -62,7 +61,6 @@ void mg_trace_begin(mg_req_t *req) {
 void mg_trace_child(mg_req_t *child, const mg_req_t *parent) {
   if (!parent->traced) return;
   child->traced = 1;
-  child->trace_continued = 1;
   memcpy(child->trace_id, parent->trace_id, sizeof child->trace_id);
   memcpy(child->parent_span_id, parent->span_id, sizeof child->parent_span_id);
   child->trace_flags = parent->trace_flags;

@@ -5,8 +5,9 @@
  * with a random 128-bit trace id; either way moongate's own span gets a random 64-bit id.
  * The backend then gets HTTP_TRACEPARENT = 00-<trace id>-<moongate's span id>-<flags>
  * (handler/cgi_env.c): the client's parent-id becomes moongate's parent and moongate the
- * backend's. A subrequest is a span of its own under its parent's. The JSON access log, and
- * ngx.var.trace_id / span_id / parent_span_id in Lua, read the request's fields.
+ * backend's; tracestate passes unchanged. A subrequest is a span of its own under its parent's.
+ * The JSON access log, and ngx.var.trace_id / span_id / parent_span_id / traceparent in Lua,
+ * read the request's fields.
  *
  * Ids come from a per-worker splitmix64 generator seeded once from getrandom(2): no system
  * call, lock or allocation per request. */

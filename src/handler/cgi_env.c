@@ -131,13 +131,12 @@ void mg_cgi_env_build(mg_req_t *req, uint64_t content_length, mg_vars_t *v) {
     const char *value = mg_fields_join(pool, h, name, strcasecmp(name, "Cookie") == 0 ? "; " : ", ");
     mg_vars_add(v, hn, nl + 5, value, strlen(value));
   }
-  /* SPEC 20: the backend's parent span is moongate's. tracestate goes on as received with a
-   * trace it continues; with a new trace it is dropped (W3C: it belongs to the traceparent). */
+  /* SPEC 20: the backend's parent span is moongate's; tracestate goes on as received (a hook
+   * sees both in req.headers and ngx.var.traceparent, and req.env may still override). */
   if (req->traced) {
     char *tp = mg_pool_alloc(pool, 56);
     mg_traceparent_format(tp, req->trace_id, req->span_id, req->trace_flags);
     mg_vars_set(v, "HTTP_TRACEPARENT", 16, tp, 55);
-    if (!req->trace_continued) mg_vars_set(v, "HTTP_TRACESTATE", 15, NULL, 0);
   }
   for (int i = 0; i < r->nenv; i++) {
     const mg_kv_t *kv = &r->env[i];

@@ -20,6 +20,7 @@
 #include "lua_request.h"
 #include "lua_thread.h"
 #include "path.h"
+#include "traceparent.h"
 
 
 static int hexval(int c) {
@@ -213,6 +214,12 @@ static int var_get(lua_State *L) {
       if (strcmp(k, "time_iso8601") == 0) return mg_ngx_push_time(L, "%Y-%m-%dT%H:%M:%S%z", 1);
       /* SPEC 20: trace context (core/trace.h); nil with tracing off. */
       if (strcmp(k, "trace_id") == 0) return req->traced ? (lua_pushstring(L, req->trace_id), 1) : 0;
+      if (strcmp(k, "traceparent") == 0) { /* what the backend gets as HTTP_TRACEPARENT */
+        if (!req->traced) return 0;
+        char tp[56];
+        mg_traceparent_format(tp, req->trace_id, req->span_id, req->trace_flags);
+        return lua_pushstring(L, tp), 1;
+      }
       break;
     case 'o': /* nginx's otel module names */
       if (strcmp(k, "otel_trace_id") == 0) return req->traced ? (lua_pushstring(L, req->trace_id), 1) : 0;

@@ -43,6 +43,7 @@
     "      want['HTTP_' .. name:upper():gsub('-', '_')] = v\n" \
     "    end\n" \
     "  end\n" \
+    "  if ngx.var.traceparent then want.HTTP_TRACEPARENT = ngx.var.traceparent end\n" \
     "  for name, v in pairs(req.env) do want[name] = v or nil end\n" \
     "  local lines = {}\n" \
     "  for name, v in pairs(want) do lines[#lines + 1] = name .. '=' .. v end\n" \
