@@ -72,7 +72,8 @@ def test_every_example_is_tested():
     tested = {"simple_gateway.lua", "balanced_gateway.lua", "setenvif_pathinfo.lua", "django_x_location.lua",
               "x_sendfile.lua", "access_control.lua", "header_rewrite.lua", "lua_health.lua", "custom_balancer.lua",
               "hot_reload.lua", "auth_request.lua", "redis_denylist.lua", "rate_limit.lua", "canary.lua",
-              "signed_urls.lua", "json_errors.lua", "token_introspection.lua", "log_shipper.lua", "jwt_hs256.lua"}
+              "signed_urls.lua", "json_errors.lua", "token_introspection.lua", "log_shipper.lua", "jwt_hs256.lua",
+              "observability.lua"}
     assert {f for f in os.listdir(EXAMPLES) if f.endswith(".lua")} == tested
 
 
@@ -425,3 +426,28 @@ def test_json_errors(example):
         r = request(port, path=path, headers=headers)
         assert r.status == status and r.header("Content-Type") == "application/json", (path, r.status)
         assert json.loads(r.body) == {"error": {"status": status, "message": message}}, r.body
+
+
+def test_observability(example, tmp_path):
+    from prometheus_client.parser import text_string_to_metric_families
+    scrape_port = free_port()
+    port, path = example("observability.lua", {"9145": str(scrape_port)})
+    tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    r = request(port, path="/x", headers=[("traceparent", tp)])
+    assert r.status == 200 and r.header("X-Trace-Id") == "4bf92f3577b34da6a3ce929d0e0e4736"
+    d = dict(scgi_vars(r.body.split(b"\n", 1)[1]))
+    assert d["HTTP_TRACEPARENT"].split("-")[1] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    for _ in range(5):
+        assert request(port, path="/y").status == 200
+    assert request(port, path="/metrics?format=prometheus").status == 404  # not on the public listener
+
+    def ok():
+        text = request(scrape_port, path="/metrics?format=prometheus").body.decode()
+        fams = {f.name: f for f in text_string_to_metric_families(text)}
+        return [s.value for s in fams["moongate_requests"].samples if s.labels == {"route": "/", "class": "2xx"}]
+    deadline = time.time() + 3  # a request counts once its last write completed
+    while ok() != [6] and time.time() < deadline:
+        time.sleep(0.05)
+    assert ok() == [6]
+    log = [json.loads(l) for l in open(os.path.join(os.path.dirname(str(path)), "access.log")) if l.strip()]
+    assert log[0]["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736" and len(log[0]["span_id"]) == 16
