@@ -20,13 +20,36 @@
 static uint64_t *pool;
 static size_t pool_used;
 
-/* The directory of rows by key: the master's private memory (only it binds). */
+/* The directory of rows by key: the master's private memory (only it binds), an open-addressed
+ * hash of indices into dir (FNV-1a), so binding a large configuration stays linear. */
 typedef struct {
   char *key;
   size_t off, n;
 } row_t;
 static row_t *dir;
 static size_t ndir, capdir;
+static size_t *slots; /* index + 1 into dir, 0: empty; nslots a power of two */
+static size_t nslots;
+
+static uint64_t fnv(const char *s, size_t n) {
+  uint64_t h = 0xcbf29ce484222325u;
+  for (const char *p = s; *p; p++) h = (h ^ (unsigned char)*p) * 0x100000001b3u;
+  return h ^ n;
+}
+
+static int grow_slots(void) {
+  size_t n = nslots ? nslots * 2 : 1024;
+  size_t *t = calloc(n, sizeof *t);
+  if (!t) return -1;
+  for (size_t i = 0; i < ndir; i++) {
+    size_t j = fnv(dir[i].key, dir[i].n) & (n - 1);
+    while (t[j]) j = (j + 1) & (n - 1);
+    t[j] = i + 1;
+  }
+  free(slots);
+  slots = t, nslots = n;
+  return 0;
+}
 
 /* The handle is private memory (copied into each worker by fork): where each row is. */
 struct mg_metrics_s {
@@ -54,25 +77,31 @@ static int pool_map(void) {
 
 /* The row of `key` (n cells): the one made by an earlier configuration, or a new one. */
 static size_t row(const char *key, size_t n) {
-  for (size_t i = 0; i < ndir; i++)
-    if (dir[i].n == n && strcmp(dir[i].key, key) == 0) return dir[i].off;
-  if (pool_used + n > POOL_CELLS - ROW_MAX) {
+  static const size_t overflow = POOL_CELLS - ROW_MAX;
+  if ((ndir + 1) * 2 > nslots && grow_slots() < 0) return overflow;
+  size_t j = fnv(key, n) & (nslots - 1);
+  for (; slots[j]; j = (j + 1) & (nslots - 1)) {
+    const row_t *r = &dir[slots[j] - 1];
+    if (r->n == n && strcmp(r->key, key) == 0) return r->off;
+  }
+  if (pool_used + n > overflow) {
     static int said;
     if (!said) mg_log(MG_LOG_WARN, "metrics: shared memory for counters is full; new routes and members are not counted");
     said = 1;
-    return POOL_CELLS - ROW_MAX;
+    return overflow;
   }
   if (ndir == capdir) {
     size_t cap = capdir ? capdir * 2 : 256;
     row_t *d = realloc(dir, cap * sizeof *d);
-    if (!d) return POOL_CELLS - ROW_MAX;
+    if (!d) return overflow;
     dir = d, capdir = cap;
   }
   size_t len = strlen(key) + 1;
   char *k = malloc(len);
-  if (!k) return POOL_CELLS - ROW_MAX;
+  if (!k) return overflow;
   memcpy(k, key, len);
-  dir[ndir++] = (row_t){k, pool_used, n};
+  dir[ndir] = (row_t){k, pool_used, n};
+  slots[j] = ++ndir;
   pool_used += n;
   return dir[ndir - 1].off;
 }

@@ -82,6 +82,20 @@ int main(void) {
   mg_metrics_unmap(m), mg_metrics_unmap(n), mg_metrics_unmap(o);
   CHECK(mg_metrics_current() == NULL);
   mg_metrics_request(0, 200, 1); /* no handle: a no-op */
+  /* Many routes (the directory grows): each its own row, found again by key. */
+  enum { N = 3000 };
+  static char names[N][16];
+  static const char *many[N];
+  static int none[N];
+  for (int i = 0; i < N; i++) snprintf(names[i], sizeof names[i], "/r%d", i), many[i] = names[i];
+  mg_metrics_shape_t s5 = {N, many, none, NULL, 0, NULL, NULL, NULL, 3, buckets};
+  mg_metrics_t *p = mg_metrics_map(&s5), *q = mg_metrics_map(&s5);
+  mg_metrics_use(p);
+  for (int i = 0; i < N; i++) mg_metrics_request(i, 200 + (i % 4) * 100, 1);
+  int same = 1;
+  for (int i = 0; i < N; i++) same &= mg_metrics_requests(q, i, 1 + i % 4) == 1 && mg_metrics_requests(q, i, 1 + (i + 1) % 4) == 0;
+  CHECK(same);
+  mg_metrics_unmap(p), mg_metrics_unmap(q);
   double bad[33] = {0};
   mg_metrics_shape_t s4 = {0, NULL, NULL, NULL, 0, NULL, NULL, NULL, 33, bad};
   CHECK(mg_metrics_map(&s4) == NULL);
