@@ -223,8 +223,12 @@ def test_json_status_sums_workers(gateway, echo_backend):
         request(g.port, path="/app/x")
     for _ in range(3):
         request(g.port, path="/lua/missing")
-    for _ in range(4):  # whichever worker answers
+    pids = set()
+    for _ in range(40):  # whichever worker answers: both, before long (SO_REUSEPORT spreads connections)
+        if len(pids) == 2:
+            break
         st = json.loads(request(g.port, path="/status").body)
+        pids.add(st["worker"]["pid"])
         routes = {r["route"]: r for r in st["metrics"]["routes"]}
         assert routes["/app/"]["requests"]["2xx"] == 9
         assert routes["/lua/"]["requests"]["4xx"] == 3
@@ -233,6 +237,7 @@ def test_json_status_sums_workers(gateway, echo_backend):
         assert st["metrics"]["lua"]["content"]["calls"] == 3
         b = st["metrics"]["balancers"][0]
         assert b["name"] == "pool" and b["queue_length"] == 0 and b["retries"] == 0 and b["ejections"] == 0
+    assert pids == set(g.workers())  # two workers, each showing the same totals
 
 
 def test_counters_survive_a_reload(gateway, echo_backend):
