@@ -382,6 +382,7 @@ static int load_balancers(loader_t *ld) {
     /* stack: state, order, balancers, b */
     mg_balancer_t *b = mg_calloc(1, sizeof *b);
     cfg->balancers[i] = b;
+    b->index = i; /* the metrics' row (shm/metrics.h) */
     b->name = get_str(L, "name");
     b->decl = get_str(L, "at");
     b->stickysession = get_str(L, "stickysession");

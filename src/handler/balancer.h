@@ -74,6 +74,7 @@ typedef struct {
 
 struct mg_balancer_s {
   char *name;
+  int index; /* in cfg->balancers: its rows in the metrics (shm/metrics.h) */
   int method;
   int method_ref; /* MG_LB_LUA: registry reference of the function */
   char *stickysession;

@@ -7,6 +7,7 @@
 #include <strings.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "timeq.h"
 #include "zone.h"
 
@@ -115,6 +116,7 @@ static uint64_t eject(mg_balancer_t *b, mg_member_t *m, uint64_t now) {
   s->fails = 0; /* the count restarts when it comes back */
   s->ejected = 1;
   __atomic_store_n(&s->ejected_until_ms, now + ms, __ATOMIC_RELEASE);
+  mg_metrics_ejection(b->index, m->index - 1); /* moongate_ejections_total */
   return ms;
 }
 
@@ -230,9 +232,11 @@ int mg_passive_retry(mg_balancer_t *b, const char *method, int resendable, int s
   if (!s) return 0;
   if (!budget_take(s, r->budget_pct, now)) {
     __atomic_add_fetch(&s->refused, 1, __ATOMIC_RELAXED);
+    mg_metrics_retry(b->index, 1); /* moongate_retries_budget_exhausted_total */
     return 0;
   }
   __atomic_add_fetch(&s->retries, 1, __ATOMIC_RELAXED);
+  mg_metrics_retry(b->index, 0); /* moongate_retries_total */
   return 1;
 }
 

@@ -546,6 +546,9 @@ def test_prometheus_families(gateway):
     assert 'moongate_member_ejected{balancer="c",member="%s"} 1\n' % a.url in text
     assert 'moongate_member_ejected{balancer="c",member="%s"} 0\n' % b.url in text
     assert 'moongate_balancer_retries_total{balancer="c"} 1\n' in text
+    # The SPEC 20 metrics families (shm/metrics.c) say the same.
+    assert 'moongate_ejections_total{balancer="c",member="%s"} 1\n' % a.url in text
+    assert 'moongate_retries_total{balancer="c"} 1\n' in text
 
 
 def test_state_kept_across_reload(gateway):
