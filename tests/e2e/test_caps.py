@@ -189,15 +189,17 @@ def test_two_workers_never_exceed_max_conns(gateway, apps):
     q = st["queue"]
     # Every request that waited was served; none timed out, none was refused.
     assert q["length"] == 0 and q["timeouts"] == 0 and q["refused"] == 0 and q["unavailable"] == 0 and q["gone"] == 0
-    assert q["waits"] == q["served"] and 45 - 5 <= q["waits"] <= 45, q
+    # Five slots for fifty clients: most waited (exactly how many depends on how fast the
+    # clients arrived), and every one of them was served.
+    assert q["waits"] == q["served"] and 25 <= q["waits"] <= 45, q
     assert all(m["slots_used"] == 0 for m in st["members"])
     assert {m["max_conns"] for m in st["members"]} == {3, 2}
 
 
 def test_full_queue_and_timeout_give_503_counted_exactly(gateway, apps):
     (a,) = apps("a")
-    g = gateway(conf(['{ "scgi://127.0.0.1:%d", max_conns = 2 }' % a.port], '{ size = 5, timeout = "400ms" }'))
-    rs = many(g.port, ["/sleep?ms=2500"] * 30)
+    g = gateway(conf(['{ "scgi://127.0.0.1:%d", max_conns = 2 }' % a.port], '{ size = 5, timeout = "1s" }'))
+    rs = many(g.port, ["/sleep?ms=3000"] * 30)
     codes = [r.status for r in rs]
     assert codes.count(200) == 2 and codes.count(503) == 28, codes
     for r in rs:
@@ -219,7 +221,7 @@ def test_no_queue_refuses_at_once(gateway, apps):
     (a,) = apps("a")
     g = gateway(conf(['{ "scgi://127.0.0.1:%d", max_conns = 1 }' % a.port]))
     t0 = time.time()
-    rs = many(g.port, ["/sleep?ms=800"] * 6)
+    rs = many(g.port, ["/sleep?ms=1500"] * 6)
     codes = sorted(r.status for r in rs)
     assert codes == [200] + [503] * 5
     assert all(r.header("Retry-After") == "1" for r in rs if r.status == 503)
@@ -370,8 +372,8 @@ def request_quiet(port, path):
 
 def test_prometheus_families(gateway, apps):
     (a,) = apps("a")
-    g = gateway(conf(['{ "scgi://127.0.0.1:%d", max_conns = 1 }' % a.port], '{ size = 1, timeout = "300ms" }'))
-    rs = many(g.port, ["/sleep?ms=900"] * 3)
+    g = gateway(conf(['{ "scgi://127.0.0.1:%d", max_conns = 1 }' % a.port], '{ size = 1, timeout = "1s" }'))
+    rs = many(g.port, ["/sleep?ms=2500"] * 3)
     assert sorted(r.status for r in rs) == [200, 503, 503]
     text = request(g.port, path="/status?format=prometheus").body.decode()
     m = 'balancer="c",member="scgi://127.0.0.1:%d"' % a.port
