@@ -116,6 +116,8 @@ static void picks(void) {
   for (int i = 0; i < 3; i++) __atomic_store_n(&bb->members[i].cap->max, 10, __ATOMIC_RELAXED);
   mg_cap_acquire(bb->members[0].cap), mg_cap_acquire(bb->members[0].cap), mg_cap_acquire(bb->members[2].cap);
   for (int i = 0; i < 5; i++) CHECK(mg_balancer_pick(bb, NULL, 0, NULL) == &bb->members[1]);
+  mg_balancer_free(b);
+  mg_balancer_free(bb);
 }
 
 int main(void) {
