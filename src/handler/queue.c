@@ -1,7 +1,12 @@
 /* queue: see queue.h. */
 #include "queue.h"
 
+#include <stdio.h>
+#include <string.h>
+
+#include "hooks.h"
 #include "log.h"
+#include "request.h"
 #include "timeq.h"
 
 /* This worker's balancers that have waiters (a short list: balancers are few). */
@@ -168,6 +173,53 @@ static void poll_cb(uv_timer_t *t) {
     else i++;
   }
   if (!nactive) uv_timer_stop(t);
+}
+
+/* ---- choosing a member with a free slot ------------------------------------------------- */
+
+int mg_queue_choose(mg_req_t *req, mg_balancer_t *b, const unsigned char *tried, mg_member_t **out) {
+  uint64_t now = mg_now_ms();
+  mg_member_t *m = NULL;
+  int idx = 0;
+  if (mg_hooks && (mg_req_hook_count(req, MG_PHASE_BALANCER) || b->method == MG_LB_LUA) && mg_hooks->balancer(req, b, 1, &idx) == MG_ENDED)
+    return -2;
+  /* A hook's or Lua method's member at its max_conns is passed over like an unusable one. */
+  if (idx > 0 && !tried[idx - 1] && mg_member_usable(&b->members[idx - 1], now)) {
+    mg_member_t *c = &b->members[idx - 1];
+    if (!c->cap || mg_cap_acquire(c->cap)) m = c;
+  }
+  if (!m) {
+    const char *route = NULL;
+    size_t rl = 0;
+    if (b->stickysession)
+      rl = mg_balancer_sticky_route(b, mg_fields_join(&req->pool, &req->headers, "Cookie", "; "), req->query, &route);
+    char sticky[64] = "";
+    if (rl && rl < sizeof sticky) memcpy(sticky, route, rl), sticky[rl] = 0;
+    /* The slot is taken with a compare-and-swap: another worker may take the last one between
+     * the pick and the swap, and the pick is then made again (the member now shows full). */
+    for (int i = 0; !m && i < 8; i++) {
+      mg_member_t *c = mg_balancer_pick(b, rl ? sticky : NULL, now, tried);
+      if (!c) break;
+      if (!c->cap || mg_cap_acquire(c->cap)) m = c;
+    }
+  }
+  if (!m) return mg_balancer_any_full(b, now, tried) ? 0 : -1;
+  *out = m;
+  return 1;
+}
+
+void mg_queue_respond_busy(mg_req_t *req, const mg_balancer_t *b, const char *why) {
+  /* The error-log line is the one mg_req_error writes. */
+  mg_log_error(MG_LOG_ERROR, req->id, "%s, client %s, request \"%s %s\"", why, req->remote, req->orig_method ? req->orig_method : "-",
+               req->target ? req->target : "-");
+  mg_req_unread_body_closes(req);
+  if (mg_req_errpage && mg_req_errpage(req, 503)) return; /* SPEC 19: error_pages */
+  req->resp_headers.n = 0;
+  char ra[16];
+  int n = snprintf(ra, sizeof ra, "%d", mg_queue_retry_after(b));
+  mg_fields_add(&req->pool, &req->resp_headers, "Retry-After", 11, ra, (size_t)n);
+  static const char body[] = "503 Service Unavailable\n";
+  mg_req_respond(req, 503, "text/plain", body, sizeof body - 1);
 }
 
 /* ---- the status page's part ------------------------------------------------------------- */

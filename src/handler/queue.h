@@ -23,6 +23,7 @@
 #include "balancer.h"
 #include "buf.h"
 #include "loop.h"
+#include "request.h"
 
 #define MG_QUEUE_POLL_MS 1
 #define MG_QUEUE_STALE_MS 100
@@ -61,6 +62,16 @@ void mg_queue_refused(mg_balancer_t *b);
 void mg_queue_kick(mg_balancer_t *b, uv_loop_t *loop);
 /* The Retry-After seconds of b's 503s: its queue timeout rounded up, at least 1. */
 int mg_queue_retry_after(const mg_balancer_t *b);
+
+/* Chooses a member of b for req and takes one of its slots: the balancer hooks or Lua method
+ * first (a member they name that is full or unusable is passed over), then stickiness, then
+ * the method. `tried`: members this request failed on. 1 with *out set; 0 when every member
+ * the request could use is at its max_conns; -1 when none is usable; -2 when a hook ended the
+ * request. */
+int mg_queue_choose(mg_req_t *req, mg_balancer_t *b, const unsigned char *tried, mg_member_t **out);
+/* Answers 503 with Retry-After for want of a slot (or the error page for 503), the error log
+ * naming `why`. */
+void mg_queue_respond_busy(mg_req_t *req, const mg_balancer_t *b, const char *why);
 
 /* The status page's part: a member's max_conns and slots used (JSON fields), a balancer's
  * queue (a JSON field), and both as Prometheus families. */

@@ -437,6 +437,9 @@ static void forward_body(mg_upstream_t *up, char *block, const char *data, size_
   mg_req_t *req = up->req;
   up->bytes_in += len;
   int complete = req->resp_length >= 0 && up->bytes_in >= (uint64_t)req->resp_length;
+  /* SPEC 20: the member is done once its whole answer is here, before the client can have
+   * it all and send its next request to another worker. */
+  if (complete) release_slot(up);
   const mg_route_t *r = req->route;
   if (!up->rbuf && r->response_buffering && mg_req_write_queue(req) + len > r->response_buffer_size)
     up->rbuf = mg_rbuf_new(req, on_file_space, up); /* the client falls behind: buffer from here on */
@@ -516,6 +519,10 @@ static void on_head(mg_upstream_t *up, const mg_cgi_head_t *h, char *block, cons
     return;
   }
   up->state = S_BODY;
+  /* SPEC 20: an answer that is whole in this read frees the member's slot before the client
+   * can see its end (the client's next request may go to another worker at once). */
+  if (req->is_head || h->status == 204 || h->status == 304 || (h->content_length >= 0 && len - h->head_len >= (uint64_t)h->content_length))
+    release_slot(up);
   mg_req_send_head(req);
   if (req->is_head || h->status == 204 || h->status == 304) {
     /* No body will be sent: the backend's is not wanted. */
@@ -794,64 +801,26 @@ static void up_connect(mg_upstream_t *up) {
   connecting_flush(up);
 }
 
-/* SPEC 20: a 503 for want of a free slot, with Retry-After; the error-log line is the one
- * mg_req_error writes. */
+/* SPEC 20: a 503 for want of a free slot (queue.c answers it, with Retry-After). */
 static void up_busy(mg_upstream_t *up, const char *why) {
   mg_req_t *req = up->req;
   mg_balancer_t *b = up->balancer;
   up_close(up);
-  if (!req) return;
-  mg_log_error(MG_LOG_ERROR, req->id, "%s, client %s, request \"%s %s\"", why, req->remote, req->orig_method ? req->orig_method : "-",
-               req->target ? req->target : "-");
-  mg_req_unread_body_closes(req);
-  if (mg_req_errpage && mg_req_errpage(req, 503)) return; /* SPEC 19: error_pages */
-  req->resp_headers.n = 0;
-  char ra[16];
-  int n = snprintf(ra, sizeof ra, "%d", mg_queue_retry_after(b));
-  mg_fields_add(&req->pool, &req->resp_headers, "Retry-After", 11, ra, (size_t)n);
-  static const char body[] = "503 Service Unavailable\n";
-  mg_req_respond(req, 503, "text/plain", body, sizeof body - 1);
+  if (req) mg_queue_respond_busy(req, b, why);
 }
 
-/* Chooses a member and takes one of its slots. 1: up->member is set; 0: every member the
- * request could use is at its max_conns; -1: no member is usable at all; -2: a balancer hook
- * ended the request (the upstream is closed). */
+/* Chooses a member and takes one of its slots (queue.c): 1, 0 (all full), -1 (none usable) or
+ * -2 (a hook ended the request: the upstream is closed). */
 static int choose(mg_upstream_t *up) {
-  mg_req_t *req = up->req;
-  mg_balancer_t *b = up->balancer;
-  uint64_t now = mg_now_ms();
   mg_member_t *m = NULL;
-  int idx = 0;
-  if (b->passive) mg_passive_sweep(b, mg_now_ms());
-  if (mg_hooks && (mg_req_hook_count(req, MG_PHASE_BALANCER) || b->method == MG_LB_LUA) && mg_hooks->balancer(req, b, 1, &idx) == MG_ENDED) {
-    up_close(up);
-    return -2;
-  }
-  /* A hook's or Lua method's member at its max_conns is passed over like an unusable one. */
-  if (idx > 0 && !up->tried[idx - 1] && mg_member_usable(&b->members[idx - 1], now)) {
-    mg_member_t *c = &b->members[idx - 1];
-    if (!c->cap || mg_cap_acquire(c->cap)) m = c;
-  }
-  if (!m) {
-    const char *route = NULL;
-    size_t rl = 0;
-    if (b->stickysession)
-      rl = mg_balancer_sticky_route(b, mg_fields_join(&req->pool, &req->headers, "Cookie", "; "), req->query, &route);
-    char sticky[64] = "";
-    if (rl && rl < sizeof sticky) memcpy(sticky, route, rl), sticky[rl] = 0;
-    /* The slot is taken with a compare-and-swap: another worker may take the last one between
-     * the pick and the swap, and the pick is then made again without that member. */
-    for (int i = 0; !m && i < 8; i++) {
-      mg_member_t *c = mg_balancer_pick(b, rl ? sticky : NULL, now, up->tried);
-      if (!c) break;
-      if (!c->cap || mg_cap_acquire(c->cap)) m = c;
-    }
-  }
-  if (!m) return mg_balancer_any_full(b, now, up->tried) ? 0 : -1;
+  if (up->balancer->passive) mg_passive_sweep(up->balancer, mg_now_ms()); /* ejections ended meanwhile */
+  int rc = mg_queue_choose(up->req, up->balancer, up->tried, &m);
+  if (rc == -2) up_close(up);
+  if (rc != 1) return rc;
   up->member = m;
   up->slot = m->cap ? m : NULL;
   up->addr = &m->addr;
-  up->timeout_ms = m->timeout_ms ? m->timeout_ms : req->route->timeout;
+  up->timeout_ms = m->timeout_ms ? m->timeout_ms : up->req->route->timeout;
   return 1;
 }
 

@@ -312,7 +312,7 @@ mg.route("=/status", mg.status_handler())
     def ok():
         for _ in range(4):  # lands on both workers
             r = request(g.port, path="/sleep")
-            assert r.status == 200 and r.body.startswith(b"app=a"), (r.status, r.body)
+            assert r.status == 200 and r.body.startswith(b"app=a"), (r.status, r.body, g.log())
 
     ok()  # the dead member was tried (connect refused) and its slot given back
     # the backend timing out (504)
@@ -516,3 +516,20 @@ def test_http2_streams_queue_and_a_reset_one_leaves(gateway, apps):
     c.close()
     assert a.order == ["first", "stay"]
     assert status(g)["queue"]["served"] == 1
+
+
+def test_slot_free_before_the_client_has_the_whole_answer(gateway, apps):
+    """A client that sends its next request the moment it has an answer may reach the other
+    worker at once: the slot must already be free (max_conns = 1, no queue: else a 503)."""
+    (a,) = apps("a")
+    g = gateway(conf(['{ "scgi://127.0.0.1:%d", max_conns = 1 }' % a.port]))
+    codes = []
+    for i in range(150):
+        if i % 3 == 0:
+            codes.append(request(g.port, method="POST", path="/sleep", body=b"x" * 100000).status)
+        elif i % 3 == 1:
+            codes.append(request(g.port, method="HEAD", path="/sleep").status)
+        else:
+            codes.append(request(g.port, path="/sleep").status)
+    assert codes == [200] * 150, codes
+    assert status(g)["queue"]["refused"] == 0
