@@ -27,7 +27,8 @@
 typedef struct {
   char key[200];   /* "balancer\tmember-url"; empty: a free entry */
   int32_t busy;    /* slots taken, all workers */
-  int32_t max;     /* max_conns; 0: no limit */
+  int32_t max;     /* max_conns; 0: no limit. Set at load; a store here (atomic) changes it
+                    * at once for every worker, which is how a live change would apply */
   int32_t held[MG_CAPS_PROCS];
 } mg_cap_t;
 
