@@ -533,3 +533,24 @@ def test_slot_free_before_the_client_has_the_whole_answer(gateway, apps):
             codes.append(request(g.port, path="/sleep").status)
     assert codes == [200] * 150, codes
     assert status(g)["queue"]["refused"] == 0
+
+
+def test_a_slow_upload_holds_no_slot(gateway, apps):
+    """The body is read whole before the member is chosen: an upload in progress leaves the
+    member's only slot to others."""
+    (a,) = apps("a")
+    g = gateway(conf(['{ "scgi://127.0.0.1:%d", max_conns = 1 }' % a.port]))
+    s = socket.create_connection(("127.0.0.1", g.port), timeout=10)
+    s.sendall(b"POST /sleep?tag=upload HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n" + b"x" * 1000)
+    time.sleep(0.3)
+    for i in range(4):
+        r = request(g.port, path="/sleep?tag=get%d" % i)
+        assert r.status == 200, r.status
+    assert status(g)["members"][0]["slots_used"] == 0
+    s.sendall(b"y" * 1000)
+    f = s.makefile("rb")
+    r = read_response(f)
+    f.close()
+    s.close()
+    assert r.status == 200 and r.body.endswith(b"len=2000")
+    assert a.order == ["get0", "get1", "get2", "get3", "upload"]
