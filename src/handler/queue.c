@@ -158,8 +158,11 @@ static void dispatch(mg_balancer_t *b, uint64_t now) {
   while (b->wait_head) {
     mg_waiter_t *w = b->wait_head;
     if (!oldest(b, w->ticket, now)) break;
+    uint64_t ticket = w->ticket;
     if (!w->take(w)) break;
-    if (b->wait_head == w) mg_queue_served(w); /* never loops on a waiter that stayed */
+    /* Never loops on a waiter that stayed by mistake; one that queued again (its connect
+     * failed at once and every other member is full) has a new ticket and stays. */
+    if (b->wait_head == w && w->ticket == ticket) mg_queue_served(w);
   }
   publish(b);
 }
