@@ -554,3 +554,23 @@ def test_a_slow_upload_holds_no_slot(gateway, apps):
     s.close()
     assert r.status == 200 and r.body.endswith(b"len=2000")
     assert a.order == ["get0", "get1", "get2", "get3", "upload"]
+
+
+def test_failover_that_finds_the_rest_full_waits(gateway, apps):
+    (b,) = apps("b")
+    dead = free_port()
+    g = gateway(conf(['{ "scgi://127.0.0.1:%d", max_conns = 1, retry = 0 }' % dead, '{ "scgi://127.0.0.1:%d", max_conns = 1 }' % b.port],
+                     '{ size = 10, timeout = "10s" }'))
+    holder = threading.Thread(target=lambda: request(g.port, path="/sleep?ms=800&tag=hold"))
+    holder.start()
+    time.sleep(0.3)
+    # The dead member is tried (retry = 0: it is usable again at once), refuses, and the
+    # request waits for the live member's slot instead of failing.
+    r = request(g.port, path="/sleep?tag=w")
+    holder.join(5)
+    assert r.status == 200 and r.body.startswith(b"app=b")
+    assert b.order == ["hold", "w"] and b.max_busy == 1
+    st = status(g)
+    assert st["queue"]["served"] >= 1 and st["queue"]["unavailable"] == 0
+    assert all(m["slots_used"] == 0 for m in st["members"])
+    assert "trying another member of balancer c" in g.log()
