@@ -130,6 +130,10 @@ static void label(mg_buf_t *b, const char *s) {
 /* The shortest text that reads back as the same double (Prometheus' le="0.005"). */
 static void num(mg_buf_t *b, double v) {
   char t[40];
+  if (v == (double)(long long)v && v > -1e15 && v < 1e15) { /* 10, not 1e+01 */
+    mg_buf_printf(b, "%lld", (long long)v);
+    return;
+  }
   for (int p = 1; p <= 17; p++) {
     snprintf(t, sizeof t, "%.*g", p, v);
     if (strtod(t, NULL) == v) break;

@@ -6,6 +6,7 @@
 
 #include "hooks.h"
 #include "log.h"
+#include "metrics.h"
 #include "request.h"
 #include "timeq.h"
 
@@ -78,6 +79,7 @@ int mg_queue_join(mg_balancer_t *b, mg_waiter_t *w) {
   }
   __atomic_add_fetch(&p->n, 1, __ATOMIC_ACQ_REL);
   __atomic_add_fetch(&b->q->waits, 1, __ATOMIC_RELAXED);
+  mg_metrics_queue(b->index, MG_QUEUE_ENTER, 0);
   w->b = b;
   w->ticket = __atomic_fetch_add(&b->q->ticket, 1, __ATOMIC_ACQ_REL);
   w->since_ms = mg_now_ms();
@@ -113,6 +115,7 @@ void mg_queue_leave(mg_waiter_t *w, int why) {
   if (!b) return;
   unlink_waiter(w);
   __atomic_add_fetch(why == MG_QLEAVE_TIMEOUT ? &b->q->timeouts : &b->q->gone, 1, __ATOMIC_RELAXED);
+  mg_metrics_queue(b->index, why == MG_QLEAVE_TIMEOUT ? MG_QUEUE_TIMEOUT : MG_QUEUE_GONE, 0);
 }
 
 void mg_queue_served(mg_waiter_t *w) {
@@ -120,11 +123,14 @@ void mg_queue_served(mg_waiter_t *w) {
   if (!b) return;
   unlink_waiter(w);
   __atomic_add_fetch(&b->q->served, 1, __ATOMIC_RELAXED);
-  __atomic_add_fetch(&b->q->wait_ms, mg_now_ms() - w->since_ms, __ATOMIC_RELAXED);
+  uint64_t waited = mg_now_ms() - w->since_ms;
+  __atomic_add_fetch(&b->q->wait_ms, waited, __ATOMIC_RELAXED);
+  mg_metrics_queue(b->index, MG_QUEUE_SERVED, waited * 1000);
 }
 
 void mg_queue_refused(mg_balancer_t *b) {
   if (b->q) __atomic_add_fetch(&b->q->refused, 1, __ATOMIC_RELAXED);
+  mg_metrics_queue(b->index, MG_QUEUE_FULL, 0); /* moongate_queue_requests_total{outcome="full"} */
 }
 
 int mg_queue_retry_after(const mg_balancer_t *b) {

@@ -243,6 +243,7 @@ void mg_metrics_queue(int b, int event, uint64_t wait_usec) {
     break;
   case MG_QUEUE_FULL: add(&q[2], 1); break;
   case MG_QUEUE_TIMEOUT: add(&q[0], (uint64_t)-1), add(&q[3], 1); break;
+  case MG_QUEUE_GONE: add(&q[0], (uint64_t)-1); break; /* no outcome: the client left */
   default: break;
   }
 }

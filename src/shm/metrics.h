@@ -77,9 +77,10 @@ void mg_metrics_lua(int phase, uint64_t usec);
 
 /* Balancer `b` (its index in the configuration): a request starts waiting in its queue
  * (MG_QUEUE_ENTER), leaves it for a slot (MG_QUEUE_SERVED, with the time it waited), or is
- * refused (MG_QUEUE_FULL: never entered; MG_QUEUE_TIMEOUT: left after its wait). ENTER adds
+ * refused (MG_QUEUE_FULL: never entered; MG_QUEUE_TIMEOUT: left after its wait), or its client
+ * went away (MG_QUEUE_GONE: only the length goes down). ENTER adds
  * one to the queue length, SERVED and TIMEOUT take it away. */
-enum { MG_QUEUE_ENTER, MG_QUEUE_SERVED, MG_QUEUE_FULL, MG_QUEUE_TIMEOUT };
+enum { MG_QUEUE_ENTER, MG_QUEUE_SERVED, MG_QUEUE_FULL, MG_QUEUE_TIMEOUT, MG_QUEUE_GONE };
 void mg_metrics_queue(int b, int event, uint64_t wait_usec);
 /* Member m (index from 0) of balancer b was ejected by passive health. */
 void mg_metrics_ejection(int b, int m);

@@ -385,6 +385,11 @@ def test_prometheus_families(gateway, apps):
         assert line in text, (line, text)
     assert "# HELP moongate_balancer_queue_waits_total " in text
     assert "# TYPE moongate_balancer_queue_wait_seconds_total counter" in text
+    # The SPEC 20 metrics families (shm/metrics.c) count the same requests.
+    for line in ('moongate_queue_length{balancer="c"} 0', 'moongate_queue_requests_total{balancer="c",outcome="timeout"} 1',
+                 'moongate_queue_requests_total{balancer="c",outcome="full"} 1',
+                 'moongate_queue_requests_total{balancer="c",outcome="served"} 0'):
+        assert line in text, (line, text)
 
 
 def test_caps_config_errors(tmp_path):
