@@ -32,6 +32,9 @@ int mg_errpage_try(mg_req_t *req, int status) {
   if (!ep) return 0;
   req->errpage_status = status;
   req->errpage_of = req->route; /* SPEC 20: the page's answer counts for this route */
+  /* What the error says of when to come back (a full queue's 503) goes out with its page. */
+  const char *ra = mg_fields_get(&req->resp_headers, "Retry-After");
+  req->errpage_retry_after = ra ? mg_pool_strdup(&req->pool, ra) : NULL;
   mg_req_unread_body_closes(req);
   /* A hook or handler waiting (for the body, say, when it timed out) is abandoned: the page
    * serves the request from here on. */

@@ -272,6 +272,8 @@ void mg_req_send_head(mg_req_t *req) {
   if (req->head_sent) return;
   /* SPEC 19: a URI error page answers with the status it stands for. */
   if (req->errpage_uri && req->status >= 200 && req->status < 300) req->status = req->errpage_status;
+  if (req->errpage_retry_after && req->status == req->errpage_status && !mg_fields_get(&req->resp_headers, "Retry-After"))
+    mg_fields_set(&req->pool, &req->resp_headers, "Retry-After", req->errpage_retry_after);
   if (mg_hooks && mg_req_hook_count(req, MG_PHASE_HEADER_FILTER)) mg_hooks->header_filter(req);
   if (!req->filter_failed && (req->status < 200 || req->status > 999)) {
     /* The last guard, whoever set the status: a 1xx sent as the final answer would make the

@@ -186,6 +186,7 @@ struct mg_req_s {
    * nginx's without recursive_error_pages); errpage_uri: a URI page, whose own 2xx status
    * becomes errpage_status when its head goes out. */
   int errpage_status;
+  const char *errpage_retry_after; /* the error's Retry-After, sent with its page */
   unsigned errpage_uri : 1;
   unsigned phased : 1; /* the phase engine has started it (phase.c): it has a method and path */
   uint64_t upstream_start_ns, upstream_usec;

@@ -222,11 +222,12 @@ void mg_queue_respond_busy(mg_req_t *req, const mg_balancer_t *b, const char *wh
   mg_log_error(MG_LOG_ERROR, req->id, "%s, client %s, request \"%s %s\"", why, req->remote, req->orig_method ? req->orig_method : "-",
                req->target ? req->target : "-");
   mg_req_unread_body_closes(req);
-  if (mg_req_errpage && mg_req_errpage(req, 503)) return; /* SPEC 19: error_pages */
   req->resp_headers.n = 0;
   char ra[16];
   int n = snprintf(ra, sizeof ra, "%d", mg_queue_retry_after(b));
   mg_fields_add(&req->pool, &req->resp_headers, "Retry-After", 11, ra, (size_t)n);
+  /* SPEC 19: an error page answers with the Retry-After kept (errpage.c). */
+  if (mg_req_errpage && mg_req_errpage(req, 503)) return;
   static const char body[] = "503 Service Unavailable\n";
   mg_req_respond(req, 503, "text/plain", body, sizeof body - 1);
 }

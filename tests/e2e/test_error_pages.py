@@ -6,6 +6,7 @@ a page — a local URI of any route kind (static, SCGI, Lua) with the status kep
 function fn(req, status) — and a page that fails is answered plainly, never in a loop."""
 import os
 import tempfile
+import time
 
 from conftest import free_port, raw, request, scgi_vars
 
@@ -383,3 +384,23 @@ mg.route("=/rb", function(req) ngx.req.read_body() return 200, "got " .. #(ngx.r
         s.close()
         assert data.startswith(b"HTTP/1.1 408") and data.endswith(b"too slow"), data
     assert request(g.port, method="POST", path="/rb", body=b"abc").body == b"got 3"
+
+
+def test_a_503_page_keeps_the_errors_retry_after(gateway, demo_backend):
+    import threading
+    g = start(gateway, '''
+mg.balancer("one", { members = { { "scgi://127.0.0.1:{BACKEND}", max_conns = 1 } } })
+mg.route("/app/", "balancer://one/")
+mg.route("=/later", function() ngx.header["Retry-After"] = "7" ngx.exit(503) end)
+''', demo_backend)
+    # A full member and no queue: the caps' 503 says when to come back; the page keeps it.
+    slow = threading.Thread(target=lambda: request(g.port, path="/app/slow?ms=1500"))
+    slow.start()
+    time.sleep(0.4)
+    r = request(g.port, path="/app/x")
+    slow.join(10)
+    assert (r.status, r.body) == (503, PAGES["50x.html"].encode())
+    assert r.header("Retry-After") == "1"
+    r = request(g.port, path="/later")
+    assert (r.status, r.body) == (503, PAGES["50x.html"].encode())
+    assert r.header("Retry-After") == "7"
