@@ -55,19 +55,6 @@ int mg_control_open(const char *pid_file) {
   return fd;
 }
 
-static mg_member_t *find_member(mg_config_t *cfg, const char *bname, const char *url, char *err, size_t n) {
-  for (int i = 0; i < cfg->nbalancers; i++) {
-    mg_balancer_t *b = cfg->balancers[i];
-    if (strcmp(b->name, bname) != 0) continue;
-    for (int k = 0; k < b->nmembers; k++)
-      if (strcmp(b->members[k].addr.url, url) == 0) return &b->members[k];
-    snprintf(err, n, "balancer %s has no member %s", bname, url);
-    return NULL;
-  }
-  snprintf(err, n, "no balancer named %s", bname);
-  return NULL;
-}
-
 static void answer(int fd, const char *text) {
   ssize_t w = write(fd, text, strlen(text));
   (void)w;
@@ -100,7 +87,7 @@ static void handle(mg_config_t *cfg, int fd) {
   if (!status || !bname || !url || (flag && strcmp(flag, "wait") != 0))
     return answer(fd, "error: expected drain, enable or disable, then BALANCER URL [wait]\n");
   char err[200];
-  mg_member_t *m = find_member(cfg, bname, url, err, sizeof err);
+  mg_member_t *m = mg_balancer_find_member(cfg, bname, url, err, sizeof err);
   if (!m || mg_member_live_apply(m, status, 0, -1, err, sizeof err) < 0) {
     char out[256];
     snprintf(out, sizeof out, "error: %s\n", err);
@@ -123,7 +110,7 @@ int mg_control_tick(mg_config_t *cfg) {
   for (int i = 0; i < nwaiters;) {
     waiter_t *w = &waiters[i];
     char err[200];
-    mg_member_t *m = find_member(cfg, w->balancer, w->url, err, sizeof err);
+    mg_member_t *m = mg_balancer_find_member(cfg, w->balancer, w->url, err, sizeof err);
     int64_t inflight = m && m->shared ? __atomic_load_n(&m->shared->inflight, __ATOMIC_RELAXED) : 0;
     char peek;
     int gone = recv(w->fd, &peek, 1, MSG_DONTWAIT) == 0; /* the command was interrupted */

@@ -165,6 +165,19 @@ static unsigned flag_of(char c) {
   return c == 'D' ? MG_MEMBER_DISABLED : c == 'H' ? MG_MEMBER_HOT_STANDBY : c == 'S' ? MG_MEMBER_STOPPED : c == 'N' ? MG_MEMBER_DRAINING : 0;
 }
 
+mg_member_t *mg_balancer_find_member(const mg_config_t *cfg, const char *bname, const char *url, char *err, size_t errlen) {
+  for (int i = 0; i < cfg->nbalancers; i++) {
+    mg_balancer_t *b = cfg->balancers[i];
+    if (strcmp(b->name, bname) != 0) continue;
+    for (int k = 0; k < b->nmembers; k++)
+      if (strcmp(b->members[k].addr.url, url) == 0) return &b->members[k];
+    snprintf(err, errlen, "balancer %s has no member %s", bname, url);
+    return NULL;
+  }
+  snprintf(err, errlen, "no balancer named %s", bname);
+  return NULL;
+}
+
 const char *mg_member_flags_text(unsigned flags, char *buf) {
   char *f = buf;
   if (flags & MG_MEMBER_DISABLED) *f++ = 'D';

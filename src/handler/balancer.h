@@ -120,6 +120,8 @@ int mg_member_live_apply(mg_member_t *m, const char *status, int lbfactor, int m
 /* The max_conns an operator set for m, into its shared slot counter (a reload's load has put
  * init.lua's back there): the master, after binding a configuration. */
 void mg_member_live_max(mg_member_t *m);
+/* The member with URL `url` of the balancer named `bname` in cfg, or NULL with why in err. */
+mg_member_t *mg_balancer_find_member(const mg_config_t *cfg, const char *bname, const char *url, char *err, size_t errlen);
 /* The member's status letters (D, H, S, N) into buf (at least 5 bytes). */
 const char *mg_member_flags_text(unsigned flags, char *buf);
 

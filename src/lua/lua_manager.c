@@ -66,28 +66,15 @@ static int l_member_set(lua_State *L) {
   const char *status = luaL_optstring(L, 3, NULL);
   int lbfactor = (int)luaL_optinteger(L, 4, 0);
   int max_conns = (int)luaL_optinteger(L, 5, -1);
-  const mg_config_t *cfg = req->cfg;
-  for (int i = 0; i < cfg->nbalancers; i++) {
-    mg_balancer_t *b = cfg->balancers[i];
-    if (strcmp(b->name, bname) != 0) continue;
-    for (int k = 0; k < b->nmembers; k++) {
-      if (strcmp(b->members[k].addr.url, url) != 0) continue;
-      char err[160];
-      if (mg_member_live_apply(&b->members[k], status, lbfactor, max_conns, err, sizeof err) < 0) {
-        lua_pushnil(L);
-        lua_pushstring(L, err);
-        return 2;
-      }
-      lua_pushboolean(L, 1);
-      return 1;
-    }
+  char err[160];
+  mg_member_t *m = mg_balancer_find_member(req->cfg, bname, url, err, sizeof err);
+  if (!m || mg_member_live_apply(m, status, lbfactor, max_conns, err, sizeof err) < 0) {
     lua_pushnil(L);
-    lua_pushfstring(L, "balancer %s has no member %s", bname, url);
+    lua_pushstring(L, err);
     return 2;
   }
-  lua_pushnil(L);
-  lua_pushfstring(L, "no balancer named %s", bname);
-  return 2;
+  lua_pushboolean(L, 1);
+  return 1;
 }
 
 void mg_manager_open(lua_State *L) {
