@@ -251,11 +251,13 @@ def test_member_drain_wait_returns_when_in_flight_requests_are_done(gateway, bac
 
 def test_the_page_in_chromium_drains_a_member_without_any_script(gateway, backends, browser):
     from selenium.webdriver.common.by import By
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    def wait(cond):  # the page is replaced under the wait: an element of the old one goes stale
-        WebDriverWait(browser, 30, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)).until(cond)
+    def wait(cond):  # the page is replaced under the wait: an element of the old one goes stale (or
+        # "does not belong to the document", as chromedriver also says of it)
+        WebDriverWait(browser, 30, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException,
+                                                       WebDriverException)).until(cond)
     g = gateway(conf(backends))
     # Scripts off: the page must work with plain forms.
     browser.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": True})
