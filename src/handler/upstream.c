@@ -384,6 +384,8 @@ static void up_retry(mg_upstream_t *up, const char *why) {
 
 /* The attempt ended with `status` (timeout: no data within `timeout`, status 504), before
  * anything reached the client: passive health counts it, and retries may try another member.
+ * `why` is the log line's reason; NULL for a response head, whose reason ("backend X answered
+ * N") is only formatted when the request is retried, so a 200 costs no printf.
  * Returns 1 when the request was retried (the caller drops the answer), 0 to go on with it. */
 static int attempt_ended(mg_upstream_t *up, int status, int timeout, const char *why) {
   mg_balancer_t *b = up->balancer;
@@ -393,15 +395,18 @@ static int attempt_ended(mg_upstream_t *up, int status, int timeout, const char 
   mg_req_t *req = up->req;
   if (req->head_sent || !another_member(up, now)) return 0;
   if (!mg_passive_retry(b, req->method, up->resendable, status, timeout, up->attempts, now)) return 0;
+  char answered[160];
+  if (!why) {
+    snprintf(answered, sizeof answered, "backend %s answered %d", up->name, status);
+    why = answered;
+  }
   up_retry(up, why);
   return 1;
 }
 
 /* A response head with `status` came from the backend. */
 static int attempt_answered(mg_upstream_t *up, int status) {
-  char why[160];
-  snprintf(why, sizeof why, "backend %s answered %d", up->name, status);
-  return attempt_ended(up, status, 0, why);
+  return attempt_ended(up, status, 0, NULL);
 }
 
 /* The attempt failed with a gateway error (502, or 504 for a timeout) and no head was sent: the
