@@ -48,6 +48,7 @@ struct mg_upstream_s {
   uint64_t spool_off;
   uint64_t bytes_in;
   uint64_t timeout_ms;
+  uint64_t armed_ms;     /* the loop time when the inactivity timer was last (re)armed */
   wq_t *wq, **wq_tail;   /* writes waiting for the socket */
   size_t wq_bytes;
   int handles_open;
