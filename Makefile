@@ -9,7 +9,7 @@ PORT       ?= 8080
 PYTHON     ?= /usr/bin/python3
 
 # Debian packages: build dependencies, then the real servers the tests run against.
-BUILD_PKGS = cmake gcc make pkg-config libuv1-dev libluajit2-5.1-dev node-llhttp libssl-dev zlib1g-dev lua-cjson libsystemd-dev clang libclang-rt-14-dev libpcre2-dev libnghttp2-dev libdeflate-dev libbrotli-dev libzstd-dev
+BUILD_PKGS = cmake gcc make pkg-config libuv1-dev libluajit2-5.1-dev node-llhttp libssl-dev zlib1g-dev lua-cjson libsystemd-dev clang libclang-rt-14-dev libpcre2-dev libnghttp2-dev libdeflate-dev libbrotli-dev libzstd-dev libc-ares-dev
 TEST_PKGS  = python3 python3-pytest curl openssl man-db valgrind uwsgi-core uwsgi-plugin-python3 libscgi-perl python3-django redis-server apache2 strace nginx-light libnginx-mod-http-lua memcached dnsmasq-base python3-websockets lua-nginx-redis lua-nginx-redis-connector lua-nginx-memcached lua-nginx-cookie lua-nginx-string lua-nginx-dns lua-nginx-websocket lua-resty-lrucache nghttp2-client python3-h2 chromium chromium-driver python3-selenium python3-brotli python3-zstandard python3-prometheus-client
 BENCH_PKGS = wrk nginx-light libnginx-mod-http-lua nghttp2-client
 

@@ -131,6 +131,9 @@ local settings = {
   -- SPEC 20: metrics and tracing.
   histogram_buckets = { "buckets", { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 } },
   tracing = { "bool", true },
+  -- SPEC 20: balancer members given by host name, looked up again (handler/resolve.c).
+  resolve_every = { "positive_time", 30 },
+  resolver = { "resolvers", false },
 }
 M._settings = settings
 
@@ -176,6 +179,16 @@ local function parse_setting(at, key, kind, v)
     return v
   elseif kind == "status" then
     if v ~= 404 and v ~= 500 then fail(at, "%s: expected 404 or 500, got %s", key, tostring(v)) end
+    return v
+  elseif kind == "resolvers" then
+    -- DNS servers as "ip" or "ip:port" ("[::1]:53" for IPv6 with a port).
+    if type(v) == "string" then v = { v } end
+    if type(v) ~= "table" or #v == 0 then fail(at, "%s: expected a list of DNS servers like { \"127.0.0.1:53\" }, got %s", key, type(v)) end
+    for i, a in ipairs(v) do
+      local ok = type(a) == "string" and (a:match("^%d+%.%d+%.%d+%.%d+$") or a:match("^%d+%.%d+%.%d+%.%d+:%d+$")
+        or a:match("^%[[%x:]+%]:%d+$") or a:match("^[%x:]+$"))
+      if not ok then fail(at, "%s[%d]: expected an IP address with an optional port like \"127.0.0.1:53\" or \"[::1]:53\", got %s", key, i, tostring(a)) end
+    end
     return v
   elseif kind == "compress" then return M._parse_compress(at, key, v)
   elseif kind == "error_pages" then return M._parse_error_pages(at, key, v)
@@ -628,7 +641,8 @@ function M.route(match, target, opts)
   state.routes[#state.routes + 1] = r
 end
 
-local member_keys = { lbfactor = true, route = true, status = true, retry = true, connect_timeout = true, timeout = true, max_conns = true }
+local member_keys = { lbfactor = true, route = true, status = true, retry = true, connect_timeout = true, timeout = true, max_conns = true,
+  resolve = true, max_addresses = true }
 local methods = { byrequests = true, bytraffic = true, bybusyness = true }
 local balancer_keys = { method = true, stickysession = true, members = true, maxattempts = true, health = true, queue = true,
   passive = true, retries = true }
@@ -680,6 +694,13 @@ function M.balancer(name, spec)
       local n = m.max_conns
       if type(n) ~= "number" or n < 0 or n > 1000000 or n ~= math.floor(n) then fail(at, "%s: max_conns must be a whole number from 0 (no limit) to 1000000, got %s", what, tostring(n)) end
       be.max_conns = n
+    end
+    -- SPEC 20: a host name's addresses (handler/resolve.c)
+    if m.resolve ~= nil then be.resolve = parse_bool(at, what .. ".resolve", m.resolve) end
+    if m.max_addresses ~= nil then
+      local n = m.max_addresses
+      if type(n) ~= "number" or n < 1 or n > 64 or n ~= math.floor(n) then fail(at, "%s: max_addresses must be a whole number from 1 to 64, got %s", what, tostring(n)) end
+      be.max_addresses = n
     end
     b.members[i] = be
   end

@@ -24,12 +24,14 @@
 #include "buf.h"
 #include "config.h"
 #include "config_passive.h"
+#include "dns.h"
 #include "errpage.h"
 #include "handler.h"
 #include "lua_api.h"
 #include "lua_hooks.h"
 #include "lua_vm.h"
 #include "phase.h"
+#include "resolve.h"
 #include "route_re.h"
 #include "lua_shdict.h"
 #include "metrics.h"
@@ -296,6 +298,19 @@ static int load_settings(loader_t *ld) {
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
+  /* SPEC 20: names looked up again (handler/resolve.c). */
+  s->resolve_every_ms = (uint64_t)get_num(L, "resolve_every", 30000);
+  lua_getfield(L, -1, "resolver");
+  if (lua_istable(L, -1)) {
+    s->nresolvers = (int)lua_objlen(L, -1);
+    s->resolvers = mg_calloc((size_t)s->nresolvers + 1, sizeof(char *));
+    for (int i = 0; i < s->nresolvers; i++) {
+      lua_rawgeti(L, -1, i + 1);
+      s->resolvers[i] = mg_strdup(lua_tostring(L, -1));
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
   /* Log files named relative to init.lua live beside it. */
   char **paths[] = {&s->access_log, &s->error_log, &s->pid, &s->lua_ssl_trusted_certificate};
   for (int i = 0; i < 4; i++) {
@@ -371,6 +386,7 @@ static int load_listens(loader_t *ld) {
 static int load_balancers(loader_t *ld) {
   lua_State *L = ld->L;
   mg_config_t *cfg = ld->cfg;
+  mg_dns_t *dns = NULL; /* SPEC 20: made for the first member given by host name */
   lua_getfield(L, -1, "balancer_order");
   lua_getfield(L, -2, "balancers");
   /* stack: state, order, balancers */
@@ -398,14 +414,33 @@ static int load_balancers(loader_t *ld) {
       b->method_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     }
     lua_getfield(L, -1, "members");
-    b->nmembers = (int)lua_objlen(L, -1);
-    b->members = mg_calloc((size_t)b->nmembers, sizeof(mg_member_t));
-    b->maxattempts = (int)get_num(L, "maxattempts", b->nmembers);
-    for (int k = 0; k < b->nmembers; k++) {
+    int nlua = (int)lua_objlen(L, -1), total = 0, nnames = 0;
+    /* SPEC 20: a member given by host name is a row of max_addresses members (handler/resolve.h). */
+    for (int k = 0; k < nlua; k++) {
       lua_rawgeti(L, -1, k + 1);
-      mg_member_t *m = &b->members[k];
-      m->index = k + 1;
-      if (backend_addr(ld, b->decl, &m->addr) < 0) return lua_pop(L, 5), -1;
+      char *kind = get_str(L, "kind"), *host = get_str(L, "host");
+      int name = strcmp(kind, "tcp") == 0 && host && mg_resolve_is_name(host);
+      total += name ? (int)get_num(L, "max_addresses", 8) : 1;
+      nnames += name;
+      free(kind), free(host);
+      lua_pop(L, 1);
+    }
+    b->nmembers = total;
+    b->members = mg_calloc((size_t)total, sizeof(mg_member_t));
+    b->names = mg_calloc((size_t)nnames + 1, sizeof(mg_member_name_t));
+    b->maxattempts = (int)get_num(L, "maxattempts", total);
+    for (int k = 0, at = 0; k < nlua; k++) {
+      lua_rawgeti(L, -1, k + 1);
+      mg_member_t *m = &b->members[at];
+      char *kind = get_str(L, "kind"), *host = get_str(L, "host");
+      int name = strcmp(kind, "tcp") == 0 && host && mg_resolve_is_name(host);
+      free(kind);
+      if (!name) {
+        free(host);
+        if (backend_addr(ld, b->decl, &m->addr) < 0) return mg_dns_free(dns), lua_pop(L, 5), -1;
+      } else {
+        m->addr.url = get_str(L, "url");
+      }
       m->route = get_str(L, "route");
       m->lbfactor = (int)get_num(L, "lbfactor", 1);
       m->retry_ms = (uint64_t)get_num(L, "retry", 60000);
@@ -417,7 +452,32 @@ static int load_balancers(loader_t *ld) {
         m->flags |= *c == 'D' ? MG_MEMBER_DISABLED : *c == 'H' ? MG_MEMBER_HOT_STANDBY : *c == 'S' ? MG_MEMBER_STOPPED : MG_MEMBER_DRAINING;
       free(st);
       m->cfg_flags = m->flags, m->cfg_lbfactor = m->lbfactor; /* SPEC 20: what a reset goes back to */
+      if (!name) {
+        m->key = mg_strdup(m->addr.url);
+        m->index = ++at;
+        lua_pop(L, 1);
+        continue;
+      }
+      mg_member_name_t *nm = &b->names[b->nnames++];
+      nm->host = host, nm->port = (int)get_num(L, "port", 4000), nm->resolve = get_bool(L, "resolve", 0);
+      nm->first = at, nm->n = (int)get_num(L, "max_addresses", 8), nm->b = b, nm->set = &cfg->set;
+      for (int j = 0; j < nm->n; j++) {
+        mg_member_t *s = &b->members[at + j];
+        if (j) *s = *m, s->addr.url = mg_strdup(m->addr.url), s->route = m->route ? mg_strdup(m->route) : NULL;
+        char key[300];
+        snprintf(key, sizeof key, "%s#%d", m->addr.url, j + 1);
+        s->key = mg_strdup(key);
+        s->name = nm;
+        s->index = at + j + 1;
+      }
+      at += nm->n;
       lua_pop(L, 1);
+      if (mg_resolve_load(&dns, &cfg->set, nm, ld->err, ld->err_len) < 0) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", ld->err);
+        mg_dns_free(dns);
+        return fail(ld, b->decl, "%s", why), lua_pop(L, 4), -1;
+      }
     }
     lua_pop(L, 1);
     lua_getfield(L, -1, "maxattempts");
@@ -439,6 +499,7 @@ static int load_balancers(loader_t *ld) {
     lua_pop(L, 2);
   }
   lua_pop(L, 2);
+  mg_dns_free(dns);
   return 0;
 }
 
@@ -746,6 +807,7 @@ static void hooks_free(mg_hooks_t *h) {
 
 void mg_config_free(mg_config_t *cfg) {
   if (!cfg) return;
+  mg_resolve_free(cfg); /* before the members its lookups point to */
   mg_metrics_unmap(cfg->metrics);
   for (int i = 0; i < cfg->nroutes; i++) {
     mg_route_t *r = &cfg->routes[i];
@@ -785,6 +847,8 @@ void mg_config_free(mg_config_t *cfg) {
   free(s->compress.types); /* SPEC 19 */
   free_error_pages(&s->error_pages);
   free_realip(&s->realip);
+  for (int i = 0; i < s->nresolvers; i++) free(s->resolvers[i]);
+  free(s->resolvers);
   if (cfg->L) mg_shdict_release_all(cfg->L), lua_close(cfg->L);
   free(cfg->file), free(cfg->dir);
   free(cfg);

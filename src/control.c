@@ -111,7 +111,11 @@ int mg_control_tick(mg_config_t *cfg) {
     waiter_t *w = &waiters[i];
     char err[200];
     mg_member_t *m = mg_balancer_find_member(cfg, w->balancer, w->url, err, sizeof err);
-    int64_t inflight = m && m->shared ? __atomic_load_n(&m->shared->inflight, __ATOMIC_RELAXED) : 0;
+    int64_t inflight = 0;
+    int n = 0;
+    mg_member_t *first = m ? mg_member_siblings(m, &n) : NULL; /* a name: all its addresses */
+    for (int k = 0; k < n; k++)
+      if (first[k].shared) inflight += __atomic_load_n(&first[k].shared->inflight, __ATOMIC_RELAXED);
     char peek;
     int gone = recv(w->fd, &peek, 1, MSG_DONTWAIT) == 0; /* the command was interrupted */
     if (inflight <= 0 || gone) {

@@ -49,6 +49,7 @@
 
 #include "buf.h"
 #include "control.h"
+#include "resolve.h"
 #include "log.h"
 #include "listen.h"
 #include "caps.h"
@@ -435,6 +436,7 @@ static void reload_now(master_t *m) {
     mg_log(MG_LOG_WARN, "reload: the worker count changes on restart; keeping %d", m->nworkers);
   open_logs(cfg); /* the new workers inherit them */
   mg_status_bind(cfg);
+  mg_resolve_bind(cfg);
   m->pending_cfg = cfg;
   m->pending_mtimes = file_stamps(cfg);
   m->pending = ++m->last_generation;
@@ -592,6 +594,7 @@ int mg_master_run(mg_config_t *cfg, const char *pid_file) {
   signal(SIGPIPE, SIG_IGN);
   if (pid_file && write_pid(pid_file) < 0) mg_log(MG_LOG_WARN, "cannot write pid file %s: %s", pid_file, strerror(errno));
   if (mg_status_bind(cfg) < 0) mg_log(MG_LOG_WARN, "no shared memory for balancer counters");
+  mg_resolve_bind(cfg); /* SPEC 20: the load's addresses of names into the shared slots */
   int ctl_fd = mg_control_open(pid_file); /* SPEC 20: `moongate member` */
   if (mg_pids_map() < 0) mg_log(MG_LOG_WARN, "no shared memory for the workers' pids (mg.worker.pids): %s", strerror(errno));
   for (int s = 0; s < m->nworkers; s++) m->slots[s].want_current = 1;
@@ -602,10 +605,14 @@ int mg_master_run(mg_config_t *cfg, const char *pid_file) {
   mg_log(MG_LOG_NOTICE, "moongate/%s started: %d worker(s), listening on %s%s", MG_VERSION, m->nworkers,
          cfg->listens[0].text, cfg->nlistens > 1 ? " and more" : "");
   while (!m->stopping || m->nchildren > 0) {
-    struct pollfd p[3] = {{sigpipe_fds[0], POLLIN, 0}, {ready_fds[0], POLLIN, 0}, {ctl_fd, POLLIN, 0}};
+    struct pollfd p[3 + 16] = {{sigpipe_fds[0], POLLIN, 0}, {ready_fds[0], POLLIN, 0}, {ctl_fd, POLLIN, 0}};
     int timeout = next_timeout(m), ctl_timeout = mg_control_tick(m->cfg);
-    if (ctl_timeout >= 0 && ctl_timeout < timeout) timeout = ctl_timeout;
-    int n = poll(p, ctl_fd >= 0 ? 3 : 2, timeout);
+    if (ctl_timeout >= 0 && (timeout < 0 || ctl_timeout < timeout)) timeout = ctl_timeout;
+    /* SPEC 20: members given by host name, looked up again without blocking (handler/resolve.h) */
+    mg_config_t *rcfg = m->cfg;
+    int ndns = m->stopping ? 0 : mg_resolve_pollfds(rcfg, p + 3, 16, &timeout);
+    int n = poll(p, ndns ? (nfds_t)(3 + ndns) : ctl_fd >= 0 ? 3 : 2, timeout);
+    if (ndns || (rcfg->resolver && !m->stopping)) mg_resolve_process(rcfg, p + 3, n > 0 ? ndns : 0);
     if (n > 0 && ctl_fd >= 0 && (p[2].revents & POLLIN)) mg_control_accept(m->cfg);
     /* Reports first: how a worker is told to stop depends on whether it is ready. */
     if (n > 0 && (p[1].revents & POLLIN)) read_ready(m);

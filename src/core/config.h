@@ -201,6 +201,11 @@ typedef struct {
   double histogram_buckets[32];
   int nhistogram_buckets;
   int tracing;
+  /* SPEC 20: balancer members given by host name are looked up again at most this often, through
+   * these DNS servers ("ip[:port]"; none: /etc/resolv.conf's). */
+  uint64_t resolve_every_ms;
+  char **resolvers;
+  int nresolvers;
 } mg_settings_t;
 
 typedef struct {
@@ -227,6 +232,7 @@ typedef struct mg_config_s {
   char **watched; /* Lua files loaded, for `watch` */
   int nwatched;
   struct mg_metrics_s *metrics; /* SPEC 20: this configuration's shared counters (shm/metrics.h) */
+  struct mg_resolver_s *resolver; /* SPEC 20: the master's lookups of members' names (handler/resolve.h) */
 } mg_config_t;
 
 /* Loads init.lua into a new configuration. Returns it, or NULL with a message naming

@@ -8,6 +8,7 @@
 #include "passive.h"
 
 int mg_member_usable(const mg_member_t *m, uint64_t now_ms) {
+  if (m->unresolved) return 0;
   if (m->flags & (MG_MEMBER_DISABLED | MG_MEMBER_STOPPED)) return 0;
   const mg_member_stats_t *s = m->shared ? m->shared : &m->local;
   if (s->health_down) return 0;
@@ -141,9 +142,29 @@ size_t mg_balancer_sticky_route(const mg_balancer_t *b, const char *cookie, cons
   return n;
 }
 
+/* A name's address, as the resolver last wrote it (a seqlock read: the copy counts only when
+ * dns_gen was even and the same before and after). */
+static void sync_address(mg_member_t *m, mg_member_stats_t *s) {
+  uint32_t gen = __atomic_load_n(&s->dns_gen, __ATOMIC_ACQUIRE);
+  if (gen == m->dns_seen || (gen & 1)) return;
+  struct sockaddr_storage sa;
+  memcpy(&sa, &s->dns_sa, sizeof sa);
+  uint32_t salen = s->dns_salen, set = s->dns_set;
+  __atomic_thread_fence(__ATOMIC_ACQUIRE);
+  if (__atomic_load_n(&s->dns_gen, __ATOMIC_RELAXED) != gen || salen > sizeof sa) return;
+  m->dns_seen = gen;
+  m->unresolved = !set;
+  if (!set) return;
+  memcpy(&m->addr.sa, &sa, salen);
+  m->addr.salen = salen;
+  m->addr.text[0] = 0;
+  mg_addr_format(&m->addr, m->addr.text, sizeof m->addr.text);
+}
+
 void mg_member_sync(mg_member_t *m) {
   mg_member_stats_t *s = m->shared;
   if (!s) return;
+  if (m->name) sync_address(m, s);
   uint32_t gen = __atomic_load_n(&s->live_gen, __ATOMIC_ACQUIRE);
   if (gen == m->live_seen) return;
   m->live_seen = gen;
@@ -151,6 +172,35 @@ void mg_member_sync(mg_member_t *m) {
   int32_t lf = __atomic_load_n(&s->live_lbfactor, __ATOMIC_RELAXED);
   m->lbfactor = lf > 0 ? lf : m->cfg_lbfactor;
   mg_member_live_max(m);
+}
+
+void mg_member_set_address(mg_member_t *m, const struct sockaddr *sa, socklen_t salen) {
+  m->unresolved = sa == NULL;
+  if (sa) {
+    memset(&m->addr.sa, 0, sizeof m->addr.sa);
+    memcpy(&m->addr.sa, sa, salen);
+    m->addr.salen = salen;
+    m->addr.text[0] = 0;
+    mg_addr_format(&m->addr, m->addr.text, sizeof m->addr.text);
+  }
+  mg_member_stats_t *s = m->shared;
+  if (!s) return;
+  __atomic_add_fetch(&s->dns_gen, 1, __ATOMIC_RELAXED); /* odd: a write is under way */
+  __atomic_thread_fence(__ATOMIC_RELEASE);
+  if (sa) memcpy(&s->dns_sa, &m->addr.sa, sizeof s->dns_sa), s->dns_salen = salen;
+  s->dns_set = sa != NULL;
+  m->dns_seen = __atomic_add_fetch(&s->dns_gen, 1, __ATOMIC_RELEASE);
+}
+
+mg_member_t *mg_member_siblings(mg_member_t *m, int *n) {
+  if (!m->name) return *n = 1, m;
+  *n = m->name->n;
+  return &m->name->b->members[m->name->first];
+}
+
+int mg_member_shown(mg_member_t *m) {
+  mg_member_sync(m);
+  return !m->unresolved;
 }
 
 void mg_member_live_max(mg_member_t *m) {
@@ -188,7 +238,7 @@ const char *mg_member_flags_text(unsigned flags, char *buf) {
   return buf;
 }
 
-int mg_member_live_apply(mg_member_t *m, const char *status, int lbfactor, int max_conns, char *err, size_t errlen) {
+static int apply_one(mg_member_t *m, const char *status, int lbfactor, int max_conns, char *err, size_t errlen) {
   mg_member_stats_t *s = m->shared;
   if (!s) return snprintf(err, errlen, "no shared memory for the members: live changes are off"), -1;
   mg_member_sync(m);
@@ -220,6 +270,15 @@ int mg_member_live_apply(mg_member_t *m, const char *status, int lbfactor, int m
   return 0;
 }
 
+/* An operator names a member by its URL: for a host name, that is every address of it. */
+int mg_member_live_apply(mg_member_t *m, const char *status, int lbfactor, int max_conns, char *err, size_t errlen) {
+  int n;
+  mg_member_t *first = mg_member_siblings(m, &n);
+  for (int i = 0; i < n; i++)
+    if (apply_one(&first[i], status, lbfactor, max_conns, err, errlen) < 0) return -1;
+  return 0;
+}
+
 void mg_member_start(mg_member_t *m) {
   m->local.requests++, m->local.inflight++;
   if (m->shared) __atomic_add_fetch(&m->shared->requests, 1, __ATOMIC_RELAXED), __atomic_add_fetch(&m->shared->inflight, 1, __ATOMIC_RELAXED);
@@ -244,8 +303,10 @@ void mg_member_failed(mg_member_t *m, uint64_t now, const char *why) {
 
 void mg_balancer_free(mg_balancer_t *b) {
   if (!b) return;
-  for (int i = 0; i < b->nmembers; i++) free(b->members[i].addr.url), free(b->members[i].route);
+  for (int i = 0; i < b->nmembers; i++) free(b->members[i].addr.url), free(b->members[i].route), free(b->members[i].key);
   free(b->members);
+  for (int i = 0; i < b->nnames; i++) free(b->names[i].host);
+  free(b->names);
   if (b->health) free(b->health->uri);
   free(b->health);
   mg_passive_free(b->passive);

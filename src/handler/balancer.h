@@ -10,6 +10,7 @@
 #define MG_BALANCER_H
 
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "caps.h"
 #include "config.h"
@@ -44,7 +45,16 @@ typedef struct {
   int32_t live_lbfactor; /* 0: the configured one */
   uint32_t live_max_set;  /* live_max_conns replaces the configured max_conns */
   int32_t live_max_conns; /* 0: no limit */
+  /* SPEC 20: the address of a member that is one address of a host name (mg_member_name_t),
+   * written by the master's resolver (handler/resolve.c) like a seqlock: dns_gen is odd while
+   * it writes, and workers copy the address when it has moved to a new even value. */
+  uint32_t dns_gen;
+  uint32_t dns_set; /* 0: the slot holds no address now */
+  uint32_t dns_salen;
+  struct sockaddr_storage dns_sa;
 } mg_member_stats_t;
+
+typedef struct mg_member_name_s mg_member_name_t;
 
 typedef struct {
   mg_addr_t addr;
@@ -64,7 +74,28 @@ typedef struct {
   int max_conns;                          /* SPEC 20: 0 for no limit (the configured value) */
   mg_cap_t *cap;                          /* its slots, shared by the workers (shm/caps.h), or NULL */
   mg_passive_member_t *passive;           /* shared passive health state, NULL when off */
+  /* SPEC 20: names re-resolved. `key` names the member's slots in shared memory: its URL, or
+   * for one address of a host name "URL#k" (k its place among the name's members, so the
+   * slots stay the same whatever the address). */
+  char *key;
+  mg_member_name_t *name; /* the host name this member is an address of, or NULL */
+  uint32_t dns_seen;      /* the shared dns_gen last copied */
+  int unresolved;         /* a slot of a name that holds no address: never picked, not shown */
 } mg_member_t;
+
+/* A member given by host name (not an IP address, not localhost): `n` members in a row,
+ * b->members[first .. first + n), each holding one of its addresses or none (handler/resolve.h). */
+struct mg_member_name_s {
+  char *host;
+  int port;
+  int first, n;
+  int resolve;      /* resolve = true: it may have no address at load */
+  mg_balancer_t *b;
+  const mg_settings_t *set; /* resolve_every, the resolver's servers */
+  uint64_t next_ms; /* the master's next lookup */
+  int asking;       /* a lookup is under way */
+  int failing;      /* lookups have failed since the last good one */
+};
 
 typedef struct {
   char *uri;
@@ -90,6 +121,8 @@ struct mg_balancer_s {
   mg_capq_t *q;
   struct mg_waiter_s *wait_head, *wait_tail;
   mg_passive_t *passive; /* passive health and retries, NULL when neither is declared */
+  mg_member_name_t *names; /* SPEC 20: its members given by host name */
+  int nnames;
 };
 
 /* Picks a member. `sticky` is the route wanted by the request or NULL; `tried` marks members
@@ -120,8 +153,22 @@ int mg_member_live_apply(mg_member_t *m, const char *status, int lbfactor, int m
 /* The max_conns an operator set for m, into its shared slot counter (a reload's load has put
  * init.lua's back there): the master, after binding a configuration. */
 void mg_member_live_max(mg_member_t *m);
-/* The member with URL `url` of the balancer named `bname` in cfg, or NULL with why in err. */
+/* The member with URL `url` of the balancer named `bname` in cfg, or NULL with why in err: for a
+ * host name, its first member (the others follow it: mg_member_siblings). */
 mg_member_t *mg_balancer_find_member(const mg_config_t *cfg, const char *bname, const char *url, char *err, size_t errlen);
+/* The name of m's slots in shared memory and its Prometheus label (its URL unless it is an
+ * address of a host name). */
+static inline const char *mg_member_key(const mg_member_t *m) { return m->key ? m->key : m->addr.url; }
+/* The members m stands for when an operator names its URL: m alone, or every address of its
+ * host name. Sets *n and returns the first. */
+mg_member_t *mg_member_siblings(mg_member_t *m, int *n);
+/* Whether a status page or a member list shows m: not a slot of a name that holds no address
+ * (after bringing the worker's copy up to date). */
+int mg_member_shown(mg_member_t *m);
+/* SPEC 20: puts an address (NULL: none) into a slot of a name, in shared memory when bound,
+ * and into this process's copy. */
+void mg_member_set_address(mg_member_t *m, const struct sockaddr *sa, socklen_t salen);
+
 /* The member's status letters (D, H, S, N) into buf (at least 5 bytes). */
 const char *mg_member_flags_text(unsigned flags, char *buf);
 

@@ -167,7 +167,7 @@ static void on_interval(uv_timer_t *t) {
   checker_t *c = t->data;
   for (int i = 0; i < c->b->nmembers; i++) {
     mg_member_t *m = &c->b->members[i];
-    mg_member_sync(m);
+    if (!mg_member_shown(m)) continue; /* a name's slot without an address */
     if (m->flags & (MG_MEMBER_DISABLED | MG_MEMBER_STOPPED)) continue;
     probe_start(t->loop, c->b, m);
   }

@@ -33,7 +33,7 @@ static int route_nmembers(const mg_route_t *r) {
 }
 
 static const char *route_member(const mg_route_t *r, int k) {
-  if (r->kind == MG_TARGET_BALANCER && r->balancer) return r->balancer->members[k].addr.url;
+  if (r->kind == MG_TARGET_BALANCER && r->balancer) return mg_member_key(&r->balancer->members[k]);
   return r->addr.url ? r->addr.url : "";
 }
 
@@ -75,7 +75,7 @@ int mg_metrics_bind(mg_config_t *cfg) {
       rc = -ENOMEM;
       goto done;
     }
-    for (int k = 0; k < bmem[i]; k++) bmkeys[i][k] = bl->members[k].addr.url;
+    for (int k = 0; k < bmem[i]; k++) bmkeys[i][k] = mg_member_key(&bl->members[k]);
   }
   mg_metrics_shape_t shape = {
       .nroutes = nr, .route_keys = rkeys, .route_members = rmem, .member_keys = mkeys,
@@ -201,6 +201,7 @@ void mg_metrics_prometheus(const mg_config_t *cfg, mg_buf_t *b) {
   for (int r = 0; r < cfg->nroutes; r++) {
     const mg_route_t *rt = &cfg->routes[r];
     for (int k = 0; k < route_nmembers(rt); k++) {
+      if (rt->kind == MG_TARGET_BALANCER && rt->balancer && rt->balancer->members[k].unresolved) continue;
       labels_of(&l, "route", route_label(cfg, r, rb, sizeof rb), "member", route_member(rt, k));
       mg_metrics_upstream_hist(m, r, k, &h);
       hist(b, m, "moongate_upstream_duration_seconds", l.data, &h);
@@ -251,7 +252,8 @@ void mg_metrics_prometheus(const mg_config_t *cfg, mg_buf_t *b) {
   family(b, "moongate_ejections_total", "counter", "Members taken out by passive health (outlier ejection).");
   for (int i = 0; i < cfg->nbalancers; i++)
     for (int k = 0; k < cfg->balancers[i]->nmembers; k++) {
-      labels_of(&l, "balancer", cfg->balancers[i]->name, "member", cfg->balancers[i]->members[k].addr.url);
+      if (cfg->balancers[i]->members[k].unresolved) continue;
+      labels_of(&l, "balancer", cfg->balancers[i]->name, "member", mg_member_key(&cfg->balancers[i]->members[k]));
       mg_buf_printf(b, "moongate_ejections_total{%.*s} %llu\n", (int)l.len - 1, l.data,
                     (unsigned long long)mg_metrics_ejections(m, i, k));
     }

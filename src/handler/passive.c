@@ -67,7 +67,7 @@ int mg_passive_bind(mg_config_t *cfg) {
     if (!b->passive->eject_on) continue;
     for (int k = 0; k < b->nmembers; k++) {
       char key[200];
-      snprintf(key, sizeof key, "%s\t%s", b->name, b->members[k].addr.url);
+      snprintf(key, sizeof key, "%s\t%s", b->name, mg_member_key(&b->members[k]));
       b->members[k].passive = find_slot(t->members, sizeof t->members[0], MEMBER_SLOTS, sizeof t->members[0].key, key);
     }
   }
@@ -93,7 +93,9 @@ static int listed(const int *statuses, int n, int status) {
 static int max_ejected(const mg_balancer_t *b) {
   const mg_passive_eject_t *e = &b->passive->eject;
   if (e->max_ejected_pct < 0) return e->max_ejected_count;
-  return b->nmembers * e->max_ejected_pct / 100;
+  int n = 0; /* the members with an address (a name's empty slots are not members now) */
+  for (int i = 0; i < b->nmembers; i++) n += !b->members[i].unresolved;
+  return n * e->max_ejected_pct / 100;
 }
 
 /* Under the lock: ejects m unless max_ejected members are out already. Returns the time it is
@@ -271,11 +273,12 @@ void mg_passive_prometheus(mg_buf_t *out, const mg_config_t *cfg, uint64_t now, 
       const mg_balancer_t *b = cfg->balancers[i];
       for (int k = 0; k < b->nmembers; k++) {
         const mg_member_t *m = &b->members[k];
+        if (m->unresolved) continue;
         uint64_t v = f == 0 ? (m->passive ? m->passive->ejections : 0) : mg_passive_ejected_ms(m, now) > 0;
         mg_buf_printf(out, "moongate_%s{balancer=\"", member[f][0]);
         label(out, b->name);
         mg_buf_puts(out, "\",member=\"");
-        label(out, m->addr.url);
+        label(out, mg_member_key(m));
         mg_buf_printf(out, "\"} %llu\n", (unsigned long long)v);
       }
     }

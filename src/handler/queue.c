@@ -29,7 +29,7 @@ int mg_queue_bind(mg_config_t *cfg) {
       mg_log(MG_LOG_WARN, "balancer %s: no room left in shared memory for its queue: requests at max_conns get 503 at once", b->name);
     for (int k = 0; k < b->nmembers; k++) {
       mg_member_t *m = &b->members[k];
-      m->cap = mg_caps_member(b->name, m->addr.url, m->max_conns);
+      m->cap = mg_caps_member(b->name, mg_member_key(m), m->max_conns);
       if (!m->cap && m->max_conns)
         mg_log(MG_LOG_WARN, "balancer %s: no room left in shared memory for member %s: its max_conns is not enforced", b->name, m->addr.url);
     }
@@ -291,10 +291,11 @@ void mg_queue_prom(mg_buf_t *out, const mg_config_t *cfg) {
       const mg_balancer_t *b = cfg->balancers[i];
       for (int k = 0; k < b->nmembers; k++) {
         const mg_member_t *m = &b->members[k];
+        if (m->unresolved) continue;
         mg_buf_printf(out, "moongate_member_%s{balancer=\"", mfam[f][0]);
         label(out, b->name);
         mg_buf_puts(out, "\",member=\"");
-        label(out, m->addr.url);
+        label(out, mg_member_key(m));
         mg_buf_printf(out, "\"} %d\n", f == 0 ? max_conns(m) : (int)slots_used(m));
       }
     }

@@ -38,7 +38,7 @@ int mg_status_bind(mg_config_t *cfg) {
     mg_balancer_t *b = cfg->balancers[i];
     for (int k = 0; k < b->nmembers; k++) {
       char key[200];
-      snprintf(key, sizeof key, "%s\t%s", b->name, b->members[k].addr.url);
+      snprintf(key, sizeof key, "%s\t%s", b->name, mg_member_key(&b->members[k]));
       slot_t *free_slot = NULL, *found = NULL;
       for (int s = 0; s < SLOTS && !found; s++) {
         if (!slots[s].key[0]) {
@@ -108,11 +108,12 @@ void mg_status_serve(mg_req_t *req) {
         const mg_balancer_t *bl = cfg->balancers[i];
         for (int k = 0; k < bl->nmembers; k++) {
           const mg_member_t *m = &bl->members[k];
+          if (m->unresolved) continue; /* SPEC 20: a name's slot without an address */
           const mg_member_stats_t *s = m->shared ? m->shared : &m->local;
           mg_buf_printf(&b, "moongate_member_%s{balancer=\"", metrics[mi][0]);
           prom_label(&b, bl->name);
           mg_buf_puts(&b, "\",member=\"");
-          prom_label(&b, m->addr.url);
+          prom_label(&b, mg_member_key(m));
           uint64_t v = mi == 0 ? s->requests : mi == 1 ? s->bytes : mi == 2 ? (uint64_t)(s->inflight > 0 ? s->inflight : 0)
                      : mi == 3 ? s->errors : mi == 4 ? (uint64_t)(strcmp(state_of(m, now), "ok") == 0 || strcmp(state_of(m, now), "standby") == 0 || strcmp(state_of(m, now), "draining") == 0)
                                : (uint64_t)m->lbfactor;
@@ -132,11 +133,15 @@ void mg_status_serve(mg_req_t *req) {
       mg_buf_puts(&b, i ? ",{\"name\":" : "{\"name\":");
       mg_buf_json_str(&b, bl->name);
       mg_buf_printf(&b, ",\"method\":\"%s\",\"members\":[", methods[bl->method]);
-      for (int k = 0; k < bl->nmembers; k++) {
+      for (int k = 0, shown = 0; k < bl->nmembers; k++) {
         const mg_member_t *m = &bl->members[k];
+        if (m->unresolved) continue; /* SPEC 20: a name's slot without an address */
         const mg_member_stats_t *s = m->shared ? m->shared : &m->local;
-        mg_buf_puts(&b, k ? ",{\"url\":" : "{\"url\":");
+        mg_buf_puts(&b, shown++ ? ",{\"url\":" : "{\"url\":");
         mg_buf_json_str(&b, m->addr.url);
+        mg_buf_puts(&b, ",\"address\":");
+        mg_buf_json_str(&b, m->addr.text);
+        if (m->name) mg_buf_puts(&b, ",\"key\":"), mg_buf_json_str(&b, mg_member_key(m));
         mg_buf_puts(&b, ",\"route\":");
         if (m->route) mg_buf_json_str(&b, m->route);
         else mg_buf_puts(&b, "null");

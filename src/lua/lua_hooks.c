@@ -262,14 +262,16 @@ static int body_filter(mg_req_t *req, const char *data, size_t len, int eof, cha
 static void push_members(lua_State *L, mg_balancer_t *b) {
   uint64_t now = mg_now_ms();
   lua_createtable(L, b->nmembers, 0);
-  for (int i = 0; i < b->nmembers; i++) {
+  for (int i = 0, n = 0; i < b->nmembers; i++) {
     mg_member_t *m = &b->members[i];
-    mg_member_sync(m);
-    lua_createtable(L, 0, 12);
+    if (!mg_member_shown(m)) continue; /* SPEC 20: a name's slot without an address */
+    lua_createtable(L, 0, 13);
     lua_pushinteger(L, i + 1);
     lua_setfield(L, -2, "index");
     lua_pushstring(L, m->addr.url);
     lua_setfield(L, -2, "name");
+    lua_pushstring(L, m->addr.text);
+    lua_setfield(L, -2, "address");
     if (m->route) lua_pushstring(L, m->route), lua_setfield(L, -2, "route");
     lua_pushinteger(L, m->lbfactor);
     lua_setfield(L, -2, "lbfactor");
@@ -296,7 +298,7 @@ static void push_members(lua_State *L, mg_balancer_t *b) {
     lua_setfield(L, -2, "slots_used");
     lua_pushboolean(L, mg_member_full(m));
     lua_setfield(L, -2, "full");
-    lua_rawseti(L, -2, i + 1);
+    lua_rawseti(L, -2, ++n);
   }
 }
 
@@ -311,8 +313,8 @@ static int member_choice(lua_State *L, mg_balancer_t *b) {
     lua_pop(L, 1);
   } else if (lua_type(L, -1) == LUA_TSTRING) {
     const char *url = lua_tostring(L, -1);
-    for (int i = 0; i < b->nmembers; i++)
-      if (strcmp(b->members[i].addr.url, url) == 0) idx = i + 1;
+    for (int i = b->nmembers - 1; i >= 0; i--) /* the first (of a name's, the first with an address) */
+      if (strcmp(b->members[i].addr.url, url) == 0 && (!idx || !b->members[i].unresolved)) idx = i + 1;
   }
   lua_pop(L, 1);
   return idx >= 1 && idx <= b->nmembers ? idx : 0;

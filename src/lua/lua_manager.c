@@ -17,6 +17,8 @@ static void push_member(lua_State *L, mg_member_t *m, uint64_t now) {
   char flags[8];
   lua_createtable(L, 0, 12);
   lua_pushstring(L, m->addr.url), lua_setfield(L, -2, "url");
+  lua_pushstring(L, m->addr.text), lua_setfield(L, -2, "address");
+  if (m->name) lua_pushstring(L, m->name->host), lua_setfield(L, -2, "host");
   if (m->route) lua_pushstring(L, m->route), lua_setfield(L, -2, "route");
   lua_pushinteger(L, m->lbfactor), lua_setfield(L, -2, "lbfactor");
   lua_pushinteger(L, m->cfg_lbfactor), lua_setfield(L, -2, "configured_lbfactor");
@@ -49,9 +51,10 @@ static int l_balancers(lua_State *L) {
     lua_pushstring(L, b->name), lua_setfield(L, -2, "name");
     lua_pushstring(L, method_names[b->method]), lua_setfield(L, -2, "method");
     lua_createtable(L, b->nmembers, 0);
-    for (int k = 0; k < b->nmembers; k++) {
+    for (int k = 0, n = 0; k < b->nmembers; k++) {
+      if (!mg_member_shown(&b->members[k])) continue; /* a name's slot without an address */
       push_member(L, &b->members[k], now);
-      lua_rawseti(L, -2, k + 1);
+      lua_rawseti(L, -2, ++n);
     }
     lua_setfield(L, -2, "members");
     lua_rawseti(L, -2, i + 1);
