@@ -162,7 +162,9 @@ int mg_dns_pollfds(mg_dns_t *d, struct pollfd *p, int max) {
   ares_socket_t socks[ARES_GETSOCK_MAXNUM];
   int bits = ares_getsock(d->ch, socks, ARES_GETSOCK_MAXNUM), n = 0;
   for (int i = 0; i < ARES_GETSOCK_MAXNUM && n < max; i++) {
-    short ev = (short)((ARES_GETSOCK_READABLE(bits, i) ? POLLIN : 0) | (ARES_GETSOCK_WRITABLE(bits, i) ? POLLOUT : 0));
+    /* c-ares's own ARES_GETSOCK_WRITABLE shifts a signed 1 into the sign bit for the last socket */
+    unsigned u = (unsigned)bits;
+    short ev = (short)((((u >> i) & 1u) ? POLLIN : 0) | (((u >> (i + ARES_GETSOCK_MAXNUM)) & 1u) ? POLLOUT : 0));
     if (!ev) continue;
     p[n].fd = socks[i], p[n].events = ev, p[n].revents = 0;
     n++;
