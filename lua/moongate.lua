@@ -649,6 +649,15 @@ local balancer_keys = { method = true, stickysession = true, members = true, max
 local queue_keys = { size = true, timeout = true }
 local health_keys = { uri = true, interval = true, timeout = true, fails = true, passes = true, expect = true }
 
+-- A member's whole-number option from lo to hi, or nil when not given.
+local function member_count(at, what, key, n, lo, hi, lo_note)
+  if n == nil then return nil end
+  if type(n) ~= "number" or n < lo or n > hi or n ~= math.floor(n) then
+    fail(at, "%s: %s must be a whole number from %d%s to %d, got %s", what, key, lo, lo_note, hi, tostring(n))
+  end
+  return n
+end
+
 function M.balancer(name, spec)
   local at = caller(2)
   if type(name) ~= "string" or not name:match("^[%w%-_%.]+$") then fail(at, "mg.balancer: argument #1 must be a name of letters, digits, -, _ or ., got %s", tostring(name)) end
@@ -689,19 +698,11 @@ function M.balancer(name, spec)
     be.retry = parse_time(at, what .. ".retry", m.retry or 60)
     if m.connect_timeout ~= nil then be.connect_timeout = parse_time(at, what .. ".connect_timeout", m.connect_timeout) end
     if m.timeout ~= nil then be.timeout = parse_time(at, what .. ".timeout", m.timeout) end
-    if m.max_conns ~= nil then
-      -- SPEC 20: the most requests in flight on this member, summed over the workers
-      local n = m.max_conns
-      if type(n) ~= "number" or n < 0 or n > 1000000 or n ~= math.floor(n) then fail(at, "%s: max_conns must be a whole number from 0 (no limit) to 1000000, got %s", what, tostring(n)) end
-      be.max_conns = n
-    end
+    -- SPEC 20: the most requests in flight on this member, summed over the workers
+    be.max_conns = member_count(at, what, "max_conns", m.max_conns, 0, 1000000, " (no limit)")
     -- SPEC 20: a host name's addresses (handler/resolve.c)
     if m.resolve ~= nil then be.resolve = parse_bool(at, what .. ".resolve", m.resolve) end
-    if m.max_addresses ~= nil then
-      local n = m.max_addresses
-      if type(n) ~= "number" or n < 1 or n > 64 or n ~= math.floor(n) then fail(at, "%s: max_addresses must be a whole number from 1 to 64, got %s", what, tostring(n)) end
-      be.max_addresses = n
-    end
+    be.max_addresses = member_count(at, what, "max_addresses", m.max_addresses, 1, 64, "")
     b.members[i] = be
   end
   if spec.maxattempts ~= nil then

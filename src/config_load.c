@@ -69,6 +69,23 @@ static int64_t get_num(lua_State *L, const char *key, int64_t dflt) {
   return v;
 }
 
+/* A list of strings (NULL-terminated, *n of them), or NULL when the field is not a table. */
+static char **get_str_list(lua_State *L, const char *key, int *n) {
+  lua_getfield(L, -1, key);
+  char **v = NULL;
+  if (lua_istable(L, -1)) {
+    *n = (int)lua_objlen(L, -1);
+    v = mg_calloc((size_t)*n + 1, sizeof(char *));
+    for (int i = 0; i < *n; i++) {
+      lua_rawgeti(L, -1, i + 1);
+      v[i] = mg_strdup(lua_tostring(L, -1));
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
 static int get_bool(lua_State *L, const char *key, int dflt) {
   lua_getfield(L, -1, key);
   int v = lua_isboolean(L, -1) ? lua_toboolean(L, -1) : dflt;
@@ -300,17 +317,7 @@ static int load_settings(loader_t *ld) {
   lua_pop(L, 1);
   /* SPEC 20: names looked up again (handler/resolve.c). */
   s->resolve_every_ms = (uint64_t)get_num(L, "resolve_every", 30000);
-  lua_getfield(L, -1, "resolver");
-  if (lua_istable(L, -1)) {
-    s->nresolvers = (int)lua_objlen(L, -1);
-    s->resolvers = mg_calloc((size_t)s->nresolvers + 1, sizeof(char *));
-    for (int i = 0; i < s->nresolvers; i++) {
-      lua_rawgeti(L, -1, i + 1);
-      s->resolvers[i] = mg_strdup(lua_tostring(L, -1));
-      lua_pop(L, 1);
-    }
-  }
-  lua_pop(L, 1);
+  s->resolvers = get_str_list(L, "resolver", &s->nresolvers);
   /* Log files named relative to init.lua live beside it. */
   char **paths[] = {&s->access_log, &s->error_log, &s->pid, &s->lua_ssl_trusted_certificate};
   for (int i = 0; i < 4; i++) {
@@ -383,6 +390,16 @@ static int load_listens(loader_t *ld) {
   return 0;
 }
 
+/* SPEC 20: the host name of the member table on top when it is one to look up again
+ * (handler/resolve.h), else NULL. */
+static char *member_host_name(lua_State *L) {
+  char *kind = get_str(L, "kind"), *host = get_str(L, "host");
+  int name = kind && strcmp(kind, "tcp") == 0 && host && mg_resolve_is_name(host);
+  free(kind);
+  if (!name) free(host);
+  return name ? host : NULL;
+}
+
 static int load_balancers(loader_t *ld) {
   lua_State *L = ld->L;
   mg_config_t *cfg = ld->cfg;
@@ -418,11 +435,10 @@ static int load_balancers(loader_t *ld) {
     /* SPEC 20: a member given by host name is a row of max_addresses members (handler/resolve.h). */
     for (int k = 0; k < nlua; k++) {
       lua_rawgeti(L, -1, k + 1);
-      char *kind = get_str(L, "kind"), *host = get_str(L, "host");
-      int name = strcmp(kind, "tcp") == 0 && host && mg_resolve_is_name(host);
-      total += name ? (int)get_num(L, "max_addresses", 8) : 1;
-      nnames += name;
-      free(kind), free(host);
+      char *host = member_host_name(L);
+      total += host ? (int)get_num(L, "max_addresses", 8) : 1;
+      nnames += host != NULL;
+      free(host);
       lua_pop(L, 1);
     }
     b->nmembers = total;
@@ -432,11 +448,9 @@ static int load_balancers(loader_t *ld) {
     for (int k = 0, at = 0; k < nlua; k++) {
       lua_rawgeti(L, -1, k + 1);
       mg_member_t *m = &b->members[at];
-      char *kind = get_str(L, "kind"), *host = get_str(L, "host");
-      int name = strcmp(kind, "tcp") == 0 && host && mg_resolve_is_name(host);
-      free(kind);
+      char *host = member_host_name(L);
+      int name = host != NULL;
       if (!name) {
-        free(host);
         if (backend_addr(ld, b->decl, &m->addr) < 0) return mg_dns_free(dns), lua_pop(L, 5), -1;
       } else {
         m->addr.url = get_str(L, "url");
@@ -521,21 +535,12 @@ static void load_static_options(lua_State *L, mg_config_t *cfg, mg_route_t *r) {
     free(mode);
   }
   r->cache_control = get_str(L, "cache_control");
-  lua_getfield(L, -1, "index");
-  if (lua_istable(L, -1)) {
-    r->nindex = (int)lua_objlen(L, -1);
-    r->index = mg_calloc((size_t)r->nindex + 1, sizeof(char *));
-    for (int i = 0; i < r->nindex; i++) {
-      lua_rawgeti(L, -1, i + 1);
-      r->index[i] = mg_strdup(lua_tostring(L, -1));
-      lua_pop(L, 1);
-    }
-  } else if (r->kind == MG_TARGET_STATIC) {
+  r->index = get_str_list(L, "index", &r->nindex);
+  if (!r->index && r->kind == MG_TARGET_STATIC) {
     r->nindex = 1;
     r->index = mg_calloc(2, sizeof(char *));
     r->index[0] = mg_strdup("index.html");
   }
-  lua_pop(L, 1);
   int64_t fb = get_num(L, "fallback_index", 0);
   if (fb > 0 && fb <= cfg->nroutes) r->fallback = &cfg->routes[fb - 1];
 }

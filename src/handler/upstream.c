@@ -166,10 +166,6 @@ static void check_client_flow(mg_upstream_t *up) {
   }
 }
 
-/* Writes what the queue holds until it is empty or the socket is full. Returns 0, or -errno
- * when the socket refused the bytes (while connecting: the connect failed). A write error on
- * an established connection is not fatal: the backend stopped reading but may still answer,
- * so the queue is dropped and the response is still read. */
 /* Restarts the inactivity timer after traffic. uv_timer_again counts from the loop's cached
  * time, so a second re-arm within the same loop millisecond would set the very deadline the
  * timer already has: skipped (a 12-byte answer read right after its request was written no
@@ -181,6 +177,10 @@ static void timer_rearm(mg_upstream_t *up) {
   uv_timer_again(&up->timer);
 }
 
+/* Writes what the queue holds until it is empty or the socket is full. Returns 0, or -errno
+ * when the socket refused the bytes (while connecting: the connect failed). A write error on
+ * an established connection is not fatal: the backend stopped reading but may still answer,
+ * so the queue is dropped and the response is still read. */
 static int up_flush(mg_upstream_t *up) {
   if (up->flushing || up->io.fd < 0 || up->write_failed) return 0;
   up->flushing = 1;
