@@ -211,6 +211,18 @@ void mg_compress_body(mg_req_t *req, const char *data, size_t len, mg_compress_e
   if (run(req, c, data, len, 0, emit) < 0) c->failed = 1;
 }
 
+char *mg_compress_space(mg_req_t *req, size_t *room) {
+  mg_cz_t *c = req->compress;
+  if (!c || c->failed || c->done || !c->in || c->in_len == c->in_cap) return NULL;
+  *room = c->in_cap - c->in_len;
+  return c->in + c->in_len;
+}
+
+void mg_compress_commit(mg_req_t *req, size_t n) {
+  mg_cz_t *c = req->compress;
+  c->in_len += n <= c->in_cap - c->in_len ? n : c->in_cap - c->in_len;
+}
+
 static struct libdeflate_compressor *one_compressor(int level) {
   /* One per level and worker, kept for its life: allocating one costs more than using it. */
   static struct libdeflate_compressor *cache[13];

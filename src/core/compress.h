@@ -22,6 +22,12 @@ typedef void (*mg_compress_emit_fn)(mg_req_t *req, char *block, char *heap, cons
 void mg_compress_head(mg_req_t *req);
 /* A piece of the body (req->compress is set). */
 void mg_compress_body(mg_req_t *req, const char *data, size_t len, mg_compress_emit_fn emit);
+/* Where up to *room more body bytes may be written in place (a body compressed at once
+ * collects in one buffer), or NULL (a stream, or nothing is collected): a producer that reads
+ * into it and calls mg_compress_commit saves the copy mg_compress_body would make. */
+char *mg_compress_space(mg_req_t *req, size_t *room);
+/* n bytes were written at mg_compress_space's pointer. */
+void mg_compress_commit(mg_req_t *req, size_t n);
 /* The body is complete: the compressor's tail goes out. 0, or -1 when the compressor failed
  * (the caller cuts the response). */
 int mg_compress_end(mg_req_t *req, mg_compress_emit_fn emit);

@@ -388,6 +388,13 @@ void mg_req_send_heap(mg_req_t *req, char *heap, size_t len) {
   body_out(req, NULL, heap, heap, len);
 }
 
+char *mg_req_body_space(mg_req_t *req, size_t *room) {
+  if (!req->head_sent || !req->compress || req->body_filtered || req->aborted || req->resp_ended) return NULL;
+  return mg_compress_space(req, room);
+}
+
+void mg_req_commit_body(mg_req_t *req, size_t n) { mg_compress_commit(req, n); }
+
 void mg_req_send_end(mg_req_t *req) {
   /* A response already cut stays cut: the sink saw its abort, and an end now would pass
    * what it got off as whole. */

@@ -283,6 +283,11 @@ void mg_req_flush(mg_req_t *req);
 void mg_req_send_body(mg_req_t *req, char *block, const char *data, size_t len);
 /* Sends len malloc'd bytes at heap, which the response API frees (Lua's ngx.say output). */
 void mg_req_send_heap(mg_req_t *req, char *heap, size_t len);
+/* Where up to *room body bytes may be written in place, or NULL: a response compressed at once
+ * collects its body in one buffer (compress.h), which a file read can fill without a copy.
+ * The bytes count as sent by mg_req_commit_body(req, n). */
+char *mg_req_body_space(mg_req_t *req, size_t *room);
+void mg_req_commit_body(mg_req_t *req, size_t n);
 void mg_req_send_end(mg_req_t *req);
 void mg_req_abort(mg_req_t *req, const char *why);
 /* A complete short response: status, text body, error-log line `fmt` (NULL for none). */

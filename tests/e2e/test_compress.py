@@ -64,6 +64,10 @@ def start(gateway, echo_backend):
     st.mkdir(parents=True, exist_ok=True)
     (st / "index.html").write_text(PAGE)
     (st / "data.bin").write_bytes(os.urandom(5000))
+    # Past one 64 KiB block: read in place into libdeflate's buffer (200 KB), streamed through
+    # zlib (300 KB, over the one-buffer limit).
+    (st / "big.html").write_text((PAGE * (200000 // len(PAGE) + 1))[:200000])
+    (st / "huge.html").write_text((PAGE * (300000 // len(PAGE) + 1))[:300000])
     return gateway(INIT.replace("PAGETEXT", PAGE), echo_backend, subdir="c")
 
 
@@ -166,6 +170,10 @@ def test_scgi_and_static_and_access_log_bytes(gateway, echo_backend):
     r = get(g, "/s/index.html", "zstd")
     assert r.header("Content-Encoding") == "zstd" and decode(r).decode() == PAGE
     assert r.header("ETag").startswith('W/"')
+    for name, size in (("index.html", len(PAGE)), ("big.html", 200000), ("huge.html", 300000)):
+        r = get(g, "/s/" + name, "gzip")
+        assert r.header("Content-Type") == "text/html" and r.header("Content-Encoding") == "gzip"
+        assert decode(r).decode() == (PAGE * (size // len(PAGE) + 1))[:size]
     r = get(g, "/s/data.bin", "gzip")  # application/octet-stream is not a default type
     assert r.header("Content-Encoding") is None and len(r.body) == 5000
     r = get(g, "/lua-len", "gzip")
