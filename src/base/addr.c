@@ -67,8 +67,12 @@ char *mg_addr_ntop(int family, const void *bytes, char *out, size_t n) {
     const uint8_t *b = bytes;
     size_t k = 0;
     for (int i = 0; i < 4; i++) {
+      /* Once per request (the client's address): three digits at most, no division loop. */
+      unsigned v = b[i];
       if (i) out[k++] = '.';
-      k += mg_fmt_u64(out + k, b[i]);
+      if (v >= 100) out[k++] = (char)('0' + v / 100);
+      if (v >= 10) out[k++] = (char)('0' + v / 10 % 10);
+      out[k++] = (char)('0' + v % 10);
     }
     out[k] = 0;
     return out;

@@ -175,7 +175,7 @@ void mg_realip_apply(mg_req_t *req) {
   if (list) {
     /* Every header of the name, the last first: one list of hops as if joined. */
     for (int i = f->n - 1; i >= 0; i--) {
-      if (strcasecmp(f->v[i].name, r->header) != 0) continue;
+      if (!mg_name_eq(f->v[i].name, r->header)) continue;
       if (!walk_value(&w, req, f->v[i].value)) break;
     }
   } else {

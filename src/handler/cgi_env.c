@@ -11,8 +11,7 @@
 #include "route_re.h"
 
 int mg_cgi_header_name(const char *field, char *out) {
-  if (strcasecmp(field, "Content-Length") == 0 || strcasecmp(field, "Content-Type") == 0 ||
-      strcasecmp(field, "Proxy") == 0 || !*field)
+  if (mg_name_eq(field, "Content-Length") || mg_name_eq(field, "Content-Type") || mg_name_eq(field, "Proxy") || !*field)
     return -1;
   memcpy(out, "HTTP_", 5);
   char *o = out + 5;
@@ -124,11 +123,11 @@ void mg_cgi_env_build(mg_req_t *req, uint64_t content_length, mg_vars_t *v) {
     size_t nl = strlen(name);
     char *hn = mg_pool_alloc(pool, nl + 6);
     if (mg_cgi_header_name(name, hn) < 0) continue;
-    if (!r->pass_authorization && strcasecmp(name, "Authorization") == 0) continue;
+    if (!r->pass_authorization && mg_name_eq(name, "Authorization")) continue;
     int seen = 0;
-    for (int k = 0; k < i && !seen; k++) seen = strcasecmp(h->v[k].name, name) == 0;
+    for (int k = 0; k < i && !seen; k++) seen = mg_name_eq(h->v[k].name, name);
     if (seen) continue;
-    const char *value = mg_fields_join(pool, h, name, strcasecmp(name, "Cookie") == 0 ? "; " : ", ");
+    const char *value = mg_fields_join(pool, h, name, mg_name_eq(name, "Cookie") ? "; " : ", ");
     mg_vars_add(v, hn, nl + 5, value, strlen(value));
   }
   /* SPEC 20: the backend's parent span is moongate's; tracestate goes on as received (a hook

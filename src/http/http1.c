@@ -68,8 +68,8 @@ static void h1_head(mg_req_t *req) {
   int has_server = 0, has_date = 0;
   for (int i = 0; i < req->resp_headers.n; i++) {
     const mg_field_t *f = &req->resp_headers.v[i];
-    has_server |= strcasecmp(f->name, "Server") == 0;
-    has_date |= strcasecmp(f->name, "Date") == 0;
+    has_server |= mg_name_eq(f->name, "Server");
+    has_date |= mg_name_eq(f->name, "Date");
     mg_buf_puts(&b, f->name);
     mg_buf_append(&b, ": ", 2);
     mg_buf_puts(&b, f->value);

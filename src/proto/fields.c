@@ -7,7 +7,7 @@
 
 const char *mg_fields_get(const mg_fields_t *f, const char *name) {
   for (int i = 0; i < f->n; i++)
-    if (strcasecmp(f->v[i].name, name) == 0) return f->v[i].value;
+    if (mg_name_eq(f->v[i].name, name)) return f->v[i].value;
   return NULL;
 }
 
@@ -15,7 +15,7 @@ const char *mg_fields_join(mg_pool_t *p, const mg_fields_t *f, const char *name,
   const char *first = NULL;
   size_t total = 0, count = 0, sl = strlen(sep);
   for (int i = 0; i < f->n; i++)
-    if (strcasecmp(f->v[i].name, name) == 0) {
+    if (mg_name_eq(f->v[i].name, name)) {
       if (!first) first = f->v[i].value;
       total += strlen(f->v[i].value) + sl, count++;
     }
@@ -23,7 +23,7 @@ const char *mg_fields_join(mg_pool_t *p, const mg_fields_t *f, const char *name,
   char *out = mg_pool_alloc(p, total + 1), *o = out;
   size_t joined = 0;
   for (int i = 0; i < f->n; i++)
-    if (strcasecmp(f->v[i].name, name) == 0) {
+    if (mg_name_eq(f->v[i].name, name)) {
       /* Counted, not inferred from the output so far: empty values keep their separators. */
       if (joined++) memcpy(o, sep, sl), o += sl;
       size_t l = strlen(f->v[i].value);
@@ -40,7 +40,7 @@ void mg_fields_add(mg_pool_t *p, mg_fields_t *f, const char *name, size_t nl, co
 void mg_fields_set(mg_pool_t *p, mg_fields_t *f, const char *name, const char *value) {
   int k = 0;
   for (int i = 0; i < f->n; i++)
-    if (strcasecmp(f->v[i].name, name) != 0) f->v[k++] = f->v[i];
+    if (!mg_name_eq(f->v[i].name, name)) f->v[k++] = f->v[i];
   f->n = k;
   if (value) mg_fields_add(p, f, name, strlen(name), value, strlen(value));
 }
@@ -59,7 +59,7 @@ void mg_fields_push(mg_pool_t *p, mg_fields_t *f, char *name, char *value) {
 
 int mg_fields_count(const mg_fields_t *f, const char *name) {
   int k = 0;
-  for (int i = 0; i < f->n; i++) k += strcasecmp(f->v[i].name, name) == 0;
+  for (int i = 0; i < f->n; i++) k += mg_name_eq(f->v[i].name, name);
   return k;
 }
 

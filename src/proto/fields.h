@@ -10,8 +10,15 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <strings.h>
 
 #include "pool.h"
+
+/* Field names equal but for case: the first bytes compared inline (most names differ there),
+ * then strcasecmp, whose call costs more than the comparison of two short names. */
+static inline int mg_name_eq(const char *a, const char *b) {
+  return ((unsigned char)(a[0] ^ b[0]) & 0xdf) == 0 && strcasecmp(a, b) == 0;
+}
 
 typedef struct {
   char *name, *value;

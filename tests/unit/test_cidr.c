@@ -3,6 +3,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "addr.h"
 #include "cidr.h"
 #include "check.h"
 
@@ -55,6 +56,14 @@ int main(void) {
   CHECK_STR(ip(""), "bad");
   CHECK_STR(ip("unknown"), "bad");
   CHECK_STR(ip("-1.2.3.4"), "bad");
+  /* mg_addr_ntop writes IPv4 as inet_ntop does, every octet value in every place. */
+  for (int v = 0; v < 256; v++) {
+    uint8_t b[4] = {(uint8_t)v, (uint8_t)(255 - v), (uint8_t)(v * 7), (uint8_t)(v / 3)};
+    char ours[64], theirs[64];
+    mg_addr_ntop(AF_INET, b, ours, sizeof ours);
+    inet_ntop(AF_INET, b, theirs, sizeof theirs);
+    CHECK_STR(ours, theirs);
+  }
   /* IPv6. */
   CHECK_STR(ip("::1"), "::1");
   CHECK_STR(ip("::"), "::");
