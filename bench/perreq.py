@@ -6,7 +6,7 @@ instructions (valgrind --tool=callgrind), over a bounded number of keep-alive re
               [--warmup 300] [--no-spec20] [--top 25]
 
 Starts two scgi-echo backends and moongate with `mg.workers(1)` and bench.py's routes ("/",
-"/bal/", and "/b20/" unless --no-spec20, for builds before SPEC 20), warms the worker up, then
+"/bal/", and "/b20/" and "/nobuf/" unless --no-spec20, for builds before SPEC 20), warms the worker up, then
 sends REQUESTS requests one after the other on one keep-alive connection and divides:
   strace:    strace -c -f attached to the master and the worker for the measured requests only;
              prints syscalls per request by name.
@@ -69,7 +69,7 @@ def start(args, d, port, wrapper=()):
 
 
 def config(args, port):
-    b20 = "" if args.no_spec20 else bench.SPEC20_BALANCER % (bench.B1, bench.B2)
+    b20 = "" if args.no_spec20 else bench.SPEC20_BALANCER % (bench.B1, bench.B2) + bench.NOBUF % bench.B1
     return '''local mg = require "moongate"
 mg.listen("127.0.0.1:%d")
 mg.workers(1)

@@ -391,7 +391,9 @@ void mg_h2_stream_free(mg_h2_stream_t *st) {
     } else {
       if (!st->end_sent) {
         req->aborted = 1;
-        if (st->reset_by_peer && !req->finished)
+        /* Whether or not the handler is done (a buffered response may be whole in its
+         * file), the client did not get the end. */
+        if (st->reset_by_peer)
           mg_log_error(MG_LOG_INFO, req->id, "client %s reset stream %d (%s) before the response was complete",
                        req->remote, st->id, nghttp2_http2_strerror(st->close_error));
       }

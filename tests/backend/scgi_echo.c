@@ -68,6 +68,8 @@ static void *serve(void *arg) {
   snprintf(path, sizeof path, "%s%s", script, pinfo);
   /* nginx's stock scgi_params send no SCRIPT_NAME: fall back to the request URI's path. */
   if (!path[0] && uri) snprintf(path, sizeof path, "%.*s", (int)strcspn(uri, "?"), uri);
+  /* bench.py's buffering-off route: /nobuf/X answers as /X. */
+  if (!strncmp(path, "/nobuf/", 7)) memmove(path, path + 6, strlen(path + 6) + 1);
   if (!strncmp(path, "/vars", 5)) {
     size_t cap = hl * 2 + clen + 256, n = 0;
     char *out = malloc(cap);
