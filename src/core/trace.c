@@ -30,8 +30,7 @@ static void random_hex16(char *out) {
   uint64_t r;
   while ((r = next_random()) == 0) {
   }
-  /* Two digits a step: three ids per request. */
-  for (int i = 14; i >= 0; i -= 2, r >>= 8) out[i] = hex[(r >> 4) & 15], out[i + 1] = hex[r & 15];
+  for (int i = 15; i >= 0; i--, r >>= 4) out[i] = hex[r & 15];
   out[16] = 0;
 }
 

@@ -138,22 +138,12 @@ static void fs_read_pump(mg_req_t *req) {
       return;
     }
     size_t left = (size_t)(fs->end - fs->off), room;
+    /* A body compressed at once is read straight into the compressor's buffer: no block, no
+     * copy. */
     char *direct = mg_req_body_space(req, &room);
-    if (direct) {
-      /* Read straight into the compressor's buffer: no block, no copy. */
-      ssize_t n = pread(fs->fd, direct, left < room ? left : room, fs->off);
-      if (n <= 0) {
-        fs_close(fs);
-        mg_req_abort(req, "file truncated while being sent");
-        return;
-      }
-      fs->off += n;
-      mg_req_commit_body(req, (size_t)n);
-      continue;
-    }
-    char *blk = mg_block_get();
-    size_t want = left < MG_BLOCK_SIZE ? left : MG_BLOCK_SIZE;
-    ssize_t n = pread(fs->fd, blk, want, fs->off);
+    char *blk = direct ? NULL : mg_block_get();
+    size_t want = direct ? (left < room ? left : room) : (left < MG_BLOCK_SIZE ? left : MG_BLOCK_SIZE);
+    ssize_t n = pread(fs->fd, direct ? direct : blk, want, fs->off);
     if (n <= 0) {
       mg_block_put(blk);
       fs_close(fs);
@@ -161,6 +151,10 @@ static void fs_read_pump(mg_req_t *req) {
       return;
     }
     fs->off += n;
+    if (direct) {
+      mg_req_commit_body(req, (size_t)n);
+      continue;
+    }
     mg_req_send_body(req, blk, blk, (size_t)n);
     if (req->handler_data != fs || mg_req_peer_gone(req) || req->resp_ended) return; /* cancelled meanwhile */
   }
