@@ -130,6 +130,12 @@ static void abandon_wait(mg_req_t *req) {
   req->thread = NULL;
 }
 
+static void observe(mg_req_t *req) {
+  if (req->observed) return;
+  req->observed = 1;
+  if (mg_req_observer) mg_req_observer(req);
+}
+
 void mg_req_finish(mg_req_t *req) {
   if (req->finished) return;
   req->finished = 1;
@@ -138,7 +144,7 @@ void mg_req_finish(mg_req_t *req) {
   mg_req_stop(req);
   if (mg_hooks && mg_req_hook_count(req, MG_PHASE_LOG)) mg_hooks->log(req);
   if (req->target) access_log(req);
-  if (mg_req_observer) mg_req_observer(req);
+  observe(req);
 }
 
 void mg_req_discard(mg_req_t *req) {
@@ -334,6 +340,7 @@ static void body_out(mg_req_t *req, char *block, char *heap, const char *data, s
     }
   }
   req->bytes_sent += len;
+  if (req->resp_length >= 0 && req->bytes_sent == (uint64_t)req->resp_length) observe(req); /* the last bytes */
   req->sink->body(req, block, heap, data, len);
 }
 
@@ -415,6 +422,7 @@ void mg_req_send_end(mg_req_t *req) {
     return;
   }
   req->resp_ended = 1;
+  observe(req);
   req->sink->end(req);
 }
 

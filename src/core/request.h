@@ -156,7 +156,8 @@ struct mg_req_s {
   int status;
   mg_fields_t resp_headers;
   int64_t resp_length; /* Content-Length being sent, -1: chunked or close-delimited */
-  unsigned head_sent : 1, resp_chunked : 1, resp_close : 1, resp_ended : 1, aborted : 1, finished : 1;
+  unsigned head_sent : 1, resp_chunked : 1, resp_close : 1, resp_ended : 1, aborted : 1, finished : 1,
+      observed : 1;
   /* Holds of a layer above that keeps the request past its end (a log hook that waits,
    * lua/lua_hooks.c): mg_req_free then waits for the last mg_req_unhold. */
   uint16_t holds;
@@ -220,8 +221,10 @@ typedef struct {
 } mg_explain_t;
 extern const mg_explain_t *mg_explain;
 
-/* SPEC 20: called at the end of mg_req_finish for every request (the program sets it to
- * handler/metrics_page.c's counter); NULL: nothing counts. */
+/* SPEC 20: called once per request (the program sets it to handler/metrics_page.c's counter),
+ * before the response's last bytes go to the transport, so that a scrape the client sends
+ * after its answer counts it; at mg_req_finish for a request that ended otherwise. NULL:
+ * nothing counts. */
 extern void (*mg_req_observer)(const mg_req_t *req);
 
 /* A new request served by `sink` over `transport`, with an id, from the worker's free list.

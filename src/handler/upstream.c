@@ -107,16 +107,24 @@ static void free_pending(mg_upstream_t *up) {
   up->pending_bytes = 0;
 }
 
+/* The upstream's time ($upstream_response_time) ends once: when its whole answer is here
+ * (before the client can have it all, and so before the request's own time ends and is
+ * counted) or when the connection closes first. */
+static void stop_clock(mg_upstream_t *up) {
+  mg_req_t *req = up->req;
+  if (up->timed || !req || !req->upstream_start_ns) return;
+  up->timed = 1;
+  req->upstream_usec = (uv_hrtime() - req->upstream_start_ns) / 1000;
+  /* SPEC 20: the route's histogram of this member (a plain scgi route has one). */
+  mg_metrics_upstream(mg_metrics_route_of(req), up->member ? up->member->index - 1 : 0, req->upstream_usec);
+}
+
 static void up_close(mg_upstream_t *up) {
   if (up->closing) return;
   up->closing = 1;
   mg_req_t *req = up->req;
   if (req) {
-    if (req->upstream_start_ns) {
-      req->upstream_usec = (uv_hrtime() - req->upstream_start_ns) / 1000;
-      /* SPEC 20: the route's histogram of this member (a plain scgi route has one). */
-      mg_metrics_upstream(mg_metrics_route_of(req), up->member ? up->member->index - 1 : 0, req->upstream_usec);
-    }
+    stop_clock(up);
     req->up = NULL;
     req->on_body = NULL;
     req->on_body_end = NULL;
@@ -455,7 +463,7 @@ static void forward_body(mg_upstream_t *up, char *block, const char *data, size_
   int complete = req->resp_length >= 0 && up->bytes_in >= (uint64_t)req->resp_length;
   /* SPEC 20: the member is done once its whole answer is here, before the client can have
    * it all and send its next request to another worker. */
-  if (complete) release_slot(up);
+  if (complete) release_slot(up), stop_clock(up);
   const mg_route_t *r = req->route;
   if (!up->rbuf && r->response_buffering && mg_req_write_queue(req) + len > r->response_buffer_size)
     up->rbuf = mg_rbuf_new(req, on_file_space, up); /* the client falls behind: buffer from here on */

@@ -52,7 +52,7 @@ struct mg_upstream_s {
   wq_t *wq, **wq_tail;   /* writes waiting for the socket */
   size_t wq_bytes;
   int handles_open;
-  unsigned closing : 1, reading : 1, client_paused : 1;
+  unsigned closing : 1, reading : 1, client_paused : 1, timed : 1;
   unsigned head_queued : 1; /* the SCGI head is in wq (or out): body bytes follow it there */
   unsigned spool : 1;       /* the request body is read whole into req->body first */
   unsigned resendable : 1;  /* no body, or one held whole: another attempt may send it again */
