@@ -65,12 +65,10 @@ test: build asan fuzz-build
 	@$(PYTHON) scripts/layering.py $(BUILD)
 	@echo "== unit tests (release)"
 	@cd $(BUILD) && ctest --output-on-failure
-	@echo "== end-to-end tests (release)"
-	@MG_BUILD=$(abspath $(BUILD)) $(PYTHON) -m pytest -q tests/e2e
 	@echo "== unit tests (ASan+UBSan)"
 	@cd $(ASAN_BUILD) && ctest --output-on-failure
-	@echo "== end-to-end tests (ASan+UBSan)"
-	@MG_BUILD=$(abspath $(ASAN_BUILD)) MG_SANITIZED=1 $(PYTHON) -m pytest -q tests/e2e
+	@echo "== end-to-end tests, release and ASan+UBSan side by side (each with its own ports and log)"
+	@PYTHON=$(PYTHON) ./scripts/e2e-pair.sh $(BUILD) $(ASAN_BUILD)
 	@echo "== install into a scratch DESTDIR, run the installed binary"
 	@./scripts/install-test.sh
 	@echo "== fuzz smoke (10 s per target)"

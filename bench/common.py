@@ -8,12 +8,36 @@ import tempfile
 import time
 
 
+_ports = os.environ.get("MG_PORTS")  # "lo-hi": hand out ports from this range only
+_next = None
+
+
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A loopback TCP port nothing listens on. With MG_PORTS=lo-hi, taken in turn from that
+    range (outside the kernel's ephemeral range, so that two test runs side by side, each with
+    its own range, never pick the same port before their servers bind it); otherwise the
+    kernel's choice."""
+    global _next
+    if not _ports:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        return port
+    lo, hi = (int(x) for x in _ports.split("-"))
+    if _next is None:
+        _next = lo + os.getpid() % (hi - lo + 1)
+    for _ in range(hi - lo + 1):
+        port, _next = _next, lo + (_next + 1 - lo) % (hi - lo + 1)
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            s.close()
+    raise RuntimeError("no free port in MG_PORTS=%s" % _ports)
 
 
 def wait_port(port, timeout=10):

@@ -475,6 +475,10 @@ void mg_req_error(mg_req_t *req, int status, const char *fmt, ...) {
     return;
   }
   mg_req_unread_body_closes(req);
+  /* A request the server refuses as malformed or too large ends its connection, as nginx's
+   * and Apache's do: what follows it on the stream cannot be trusted to be a request. */
+  if (status == 400 || status == 408 || status == 411 || status == 413 || status == 414 || status == 431)
+    req->keepalive = 0;
   if (mg_req_errpage && mg_req_errpage(req, status)) return; /* SPEC 19: error_pages */
   /* An error response replaces whatever the handler had prepared. */
   req->resp_headers.n = 0;
