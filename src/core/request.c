@@ -460,6 +460,14 @@ void mg_req_unread_body_closes(mg_req_t *req) {
   if (!req->msg_done && (req->content_length > 0 || req->chunked || req->hold_body)) req->keepalive = 0;
 }
 
+void mg_req_error_closes(mg_req_t *req, int status) {
+  /* nginx's list (ngx_http_special_response_handler), checked against it: a request refused
+   * as malformed or too large, or one the server failed, ends its connection; what follows it
+   * on the stream cannot be trusted to be the next request. 408 and 431 from the parser close
+   * on their own path. */
+  if (status == 400 || status == 413 || status == 414 || status == 500 || status == 501) req->keepalive = 0;
+}
+
 void mg_req_error(mg_req_t *req, int status, const char *fmt, ...) {
   if (fmt) {
     char msg[1024];
@@ -475,10 +483,7 @@ void mg_req_error(mg_req_t *req, int status, const char *fmt, ...) {
     return;
   }
   mg_req_unread_body_closes(req);
-  /* A request the server refuses as malformed or too large ends its connection, as nginx's
-   * and Apache's do: what follows it on the stream cannot be trusted to be a request. */
-  if (status == 400 || status == 408 || status == 411 || status == 413 || status == 414 || status == 431)
-    req->keepalive = 0;
+  mg_req_error_closes(req, status);
   if (mg_req_errpage && mg_req_errpage(req, status)) return; /* SPEC 19: error_pages */
   /* An error response replaces whatever the handler had prepared. */
   req->resp_headers.n = 0;

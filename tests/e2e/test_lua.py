@@ -217,22 +217,6 @@ def test_route_without_hooks_never_enters_lua(gateway, echo_backend):
 
 # ---- what hostile Lua code could do (docs/reliability.md, "The hostile probe") ----------------------
 
-def pipelined(port, paths):
-    """Sends every request on one connection at once and reads the responses in order. The
-    first is a POST with a small body (read by the handler: a 500 after a request read whole
-    keeps the connection)."""
-    from conftest import read_response
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    data = b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody" % paths[0].encode()
-    s.sendall(data + b"".join(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % p.encode() for p in paths[1:]))
-    f = s.makefile("rb")
-    try:
-        return [read_response(f) for _ in paths]
-    finally:
-        f.close()
-        s.close()
-
-
 @pytest.mark.parametrize("code,logged", [
     ('return 101, "switch"', "returned status 101, not a final status (200 to 599)"),
     ('return 100', "returned status 100, not a final status"),
@@ -244,14 +228,22 @@ def pipelined(port, paths):
 ])
 def test_lua_1xx_status_is_500_and_the_next_pipelined_response_stays_its_own(gateway, code, logged):
     """A 1xx from Lua is no final response: the client would take the next response for this
-    one's. The request gets 500 and the log names the status."""
+    one's. The request gets 500 and the log names the status; as nginx after its own 500, the
+    connection ends there (test_openresty_diff.py), so exactly one response is on the wire and
+    the pipelined request is the client's to send again."""
     g = gateway('''
 mg.route("=/bad", function(req) req:read_body() %s end)
 mg.route("=/next", function(req) return 200, "next\\n" end)
 ''' % code)
-    first, second = pipelined(g.port, ["/bad", "/next"])
-    assert first.status == 500
-    assert second.status == 200 and second.body == b"next\n"
+    s = socket.create_connection(("127.0.0.1", g.port), timeout=10)
+    s.sendall(b"POST /bad HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody"
+              b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+    from conftest import read_all
+    out = read_all(s)
+    assert out.startswith(b"HTTP/1.1 500 ") and out.count(b"HTTP/1.1 ") == 1, out
+    assert b"Connection: close" in out
+    r = request(g.port, path="/next")
+    assert r.status == 200 and r.body == b"next\n"
     g.wait_log(logged)
 
 

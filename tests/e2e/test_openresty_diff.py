@@ -1,6 +1,7 @@
 """Differential: the same Lua under Debian's nginx + lua-nginx-module and under moongate, for
 the results that OpenResty also has (cosocket timeouts). Only the socket
 constructor and the clock are named per server; the body is one text."""
+import concurrent.futures
 import socket
 
 import pytest
@@ -205,3 +206,53 @@ def test_receive_line_drops_every_cr_like_openresty(gateway, tmp_path, lines_pee
     ours = request(g.port, path="/l").body
     assert ours == theirs, (ours, theirs)
     assert theirs.startswith(b'"ab" nil "nil"|"plain" nil "nil"|')
+
+
+# ---- which error answers end the connection --------------------------------------------------------
+
+EXIT_CODES = [400, 403, 404, 411, 413, 414, 429, 500, 501, 502, 503, 504]
+
+
+def connection_after(port, path):
+    """(status line, whether the server closed the keep-alive connection after the answer)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=3)
+    s.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode())
+    s.settimeout(1.0)
+    out = b""
+    closed = False
+    try:
+        while True:
+            d = s.recv(65536)
+            if not d:
+                closed = True
+                break
+            out += d
+    except socket.timeout:
+        pass
+    s.close()
+    return out.split(b"\r\n", 1)[0].split(b" ")[1], closed
+
+
+def all_at_once(port, paths):
+    """connection_after for every path, each on its own connection, side by side (each waits
+    a second to see whether the server closes)."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(paths)) as pool:
+        futures = {path: pool.submit(connection_after, port, path) for path in paths}
+        return {path: f.result() for path, f in futures.items()}
+
+
+def test_which_exit_statuses_close_the_connection_like_openresty(gateway, tmp_path):
+    """ngx.exit(N) and a Lua error: nginx ends the HTTP/1.1 connection after 400, 413, 414, 500
+    and 501 (its special responses) and keeps it after the others; so does moongate."""
+    locs = {"/c%d" % c: "ngx.exit(%d)" % c for c in EXIT_CODES}
+    locs["/err"] = 'error("on purpose")'
+    p, port = start_openresty(tmp_path, locs)
+    try:
+        theirs = all_at_once(port, locs)
+    finally:
+        stop_openresty(p)
+    g = gateway("".join('mg.route("=%s", function(req) %s end)\n' % (path, body) for path, body in locs.items()))
+    ours = all_at_once(g.port, locs)
+    assert ours == theirs
+    assert theirs["/c400"] == (b"400", True) and theirs["/c404"] == (b"404", False)
+    assert theirs["/err"] == (b"500", True)
