@@ -461,6 +461,7 @@ void mg_req_unread_body_closes(mg_req_t *req) {
 }
 
 void mg_req_error_closes(mg_req_t *req, int status) {
+  mg_req_unread_body_closes(req);
   /* nginx's list (ngx_http_special_response_handler), checked against it: a request refused
    * as malformed or too large, or one the server failed, ends its connection; what follows it
    * on the stream cannot be trusted to be the next request. 408 and 431 from the parser close
@@ -482,7 +483,6 @@ void mg_req_error(mg_req_t *req, int status, const char *fmt, ...) {
     mg_req_abort(req, NULL);
     return;
   }
-  mg_req_unread_body_closes(req);
   mg_req_error_closes(req, status);
   if (mg_req_errpage && mg_req_errpage(req, status)) return; /* SPEC 19: error_pages */
   /* An error response replaces whatever the handler had prepared. */

@@ -295,8 +295,9 @@ void mg_req_send_end(mg_req_t *req);
 void mg_req_abort(mg_req_t *req, const char *why);
 /* A complete short response: status, text body, error-log line `fmt` (NULL for none). */
 void mg_req_error(mg_req_t *req, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-/* An error response the server makes itself (mg_req_error, Lua's ngx.exit) with 400, 413, 414,
- * 500 or 501 ends the HTTP/1.1 connection after it, as nginx's does. */
+/* An error response the server makes itself (mg_req_error, Lua's ngx.exit) ends the HTTP/1.1
+ * connection after it when its request's body is unread (mg_req_unread_body_closes) or its
+ * status is 400, 413, 414, 500 or 501, as nginx's does. */
 void mg_req_error_closes(mg_req_t *req, int status);
 /* A request answered before its body was read cannot be followed by another on the same
  * connection: keepalive is dropped (the transport reads and drops the rest, lingering). */

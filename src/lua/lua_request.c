@@ -145,7 +145,7 @@ int mg_lua_take_exit(mg_req_t *req, const char **redirect) {
     mg_req_respond(req, e.status, mg_fields_get(&req->resp_headers, "Content-Type") ? NULL : "text/plain", e.body, e.body_len);
   } else {
     /* A status with no body: an error page for error statuses, an empty body otherwise. */
-    if (e.status >= 400) mg_req_unread_body_closes(req), mg_req_error_closes(req, e.status);
+    if (e.status >= 400) mg_req_error_closes(req, e.status);
     if (e.status >= 400 && mg_errpage_try(req, e.status)) {
       /* SPEC 19: the route's error page for that status answers (nginx's error_page). */
     } else if (e.status >= 400) {
