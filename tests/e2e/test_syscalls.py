@@ -67,6 +67,9 @@ def test_backend_syscalls_per_request(gateway, echo_backend):
     assert per.get("epoll_ctl", 0) <= 1.02 and c.get("epoll_ctl", (0, 0))[1] == 0, c
     # The connect is established by the first write: no getsockopt(SO_ERROR).
     assert per.get("getsockopt", 0) < 0.02, per
+    # Quick ACKs off before connect and on again once the request is out (upstream.c): two
+    # setsockopt per request, nothing else set per socket.
+    assert per.get("setsockopt", 0) <= 2.02, per
     # The request leaves in one write, the 12-byte response is read in one read (its
     # Content-Length ends it): client read + backend read, response + request writes.
     if not SANITIZED:
@@ -105,3 +108,73 @@ def test_no_heap_allocation_per_proxied_request(gateway, echo_backend, tmp_path,
     time.sleep(0.2)
     per = (mallocs() - before) / n
     assert per < 0.02, "%.2f heap allocations per proxied request" % per
+
+
+def tcp_segments_in(conn):
+    """Segments the kernel has received on this TCP socket (struct tcp_info's tcpi_segs_in)."""
+    info = conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    return struct.unpack_from("I", info, 140)[0]
+
+
+def scgi_backend_thread(handle, connections):
+    """A listening socket whose first `connections` connections, each read up to the end of its
+    SCGI request, go to handle(conn, segments) on a thread; segments: tcpi_segs_in by then."""
+    import threading
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(8)
+
+    def run():
+        for _ in range(connections):
+            conn, _ = lsock.accept()
+            with conn:
+                data = b""
+                while True:
+                    head, sep, rest = data.partition(b":")
+                    if sep and len(rest) > int(head):  # the netstring and its comma are in
+                        break
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                handle(conn, tcp_segments_in(conn))
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return lsock, t
+
+
+def test_backend_gets_its_connection_and_request_in_one_segment(gateway):
+    """The handshake's last ACK leaves with the SCGI request (quick ACKs off before connect,
+    HAProxy's tcp-smart-connect): the backend's socket has received the SYN and one more
+    segment, not two, when the whole request is in. And quick ACKs are on again afterwards: a
+    backend writing its head and then a first piece of body apart, with Nagle on, has both at
+    the client at once, not after a delayed ACK (40 ms)."""
+    segments, firsts = [], []
+
+    def answer(conn, segs):
+        segments.append(segs)
+        conn.sendall(b"Status: 200 OK\r\nContent-Type: text/plain\r\n\r\n")
+        conn.send(b"one\n")
+        time.sleep(0.3)
+        conn.send(b"two\n")
+    lsock, t = scgi_backend_thread(answer, 3)
+    with lsock:
+        g = gateway('mg.route("/", "scgi://127.0.0.1:%d/")' % lsock.getsockname()[1])
+        for _ in range(3):
+            s = socket.create_connection(("127.0.0.1", g.port))
+            t0 = time.monotonic()
+            s.sendall(b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            got, first = b"", None
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+                if first is None and b"one\n" in got:
+                    first = time.monotonic() - t0
+            s.close()
+            assert got.startswith(b"HTTP/1.1 200") and got.endswith(b"one\n\r\n4\r\ntwo\n\r\n0\r\n\r\n"), got
+            firsts.append(first)
+        t.join(5)
+    assert segments == [2, 2, 2], "segments received by the backend for its connection and request: %s" % segments
+    assert min(firsts) < 0.025, "the first piece of the body took %s s" % firsts
