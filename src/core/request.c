@@ -107,7 +107,7 @@ static void access_log(mg_req_t *req) {
       .request_line_method = req->orig_method,
       .request_line_uri = req->target,
       .http_version = version,
-      .status = req->aborted && !req->head_sent ? 499 : req->status,
+      .status = mg_req_logged_status(req),
       .bytes_sent = req->bytes_sent,
       .referer = mg_fields_get(&req->headers, "Referer"),
       .user_agent = mg_fields_get(&req->headers, "User-Agent"),
@@ -430,6 +430,17 @@ void mg_req_abort(mg_req_t *req, const char *why) {
   if (why) mg_log_error(MG_LOG_ERROR, req->id, "response aborted: %s, client %s", why, req->remote);
   req->aborted = 1;
   req->sink->abort(req);
+}
+
+void mg_req_drop(mg_req_t *req, int status) {
+  req->status = status;
+  req->dropped = 1;
+  req->keepalive = 0;
+  mg_req_abort(req, NULL);
+}
+
+int mg_req_logged_status(const mg_req_t *req) {
+  return req->aborted && !req->head_sent && !req->dropped ? 499 : req->status;
 }
 
 void mg_req_respond(mg_req_t *req, int status, const char *content_type, const char *body, size_t len) {

@@ -109,7 +109,7 @@ int mg_metrics_route_of(const mg_req_t *req) {
 
 void mg_metrics_observe(const mg_req_t *req) {
   if (req->is_subrequest) return;
-  int status = req->aborted && !req->head_sent ? 499 : req->status;
+  int status = mg_req_logged_status(req);
   mg_metrics_request(mg_metrics_route_of(req), status, (uv_hrtime() - req->start_ns) / 1000);
 }
 

@@ -141,11 +141,23 @@ int mg_lua_take_exit(mg_req_t *req, const char **redirect) {
     *redirect = e.location;
     return MG_LUA_EXIT_REDIRECT;
   }
+  /* nginx answers these with nothing: the connection closes (444 is nginx's `return 444`, a
+   * scanner dropped; 408 and 499 end the request as a timeout and a client gone would). */
+  if (e.status == 444 || e.status == 408 || e.status == 499) {
+    mg_req_drop(req, e.status);
+    return MG_LUA_EXIT_RESPONDED;
+  }
+  /* nginx's own codes for a header too large, a bad or missing client certificate and plain
+   * HTTP on a TLS port are answered as 400; after 494 the connection goes on, after the
+   * others it ends (as after a 400). */
+  int keeps = e.status == 494;
+  if (e.status >= 494 && e.status <= 497) e.status = 400;
   if (e.body) {
     mg_req_respond(req, e.status, mg_fields_get(&req->resp_headers, "Content-Type") ? NULL : "text/plain", e.body, e.body_len);
   } else {
     /* A status with no body: an error page for error statuses, an empty body otherwise. */
-    if (e.status >= 400) mg_req_error_closes(req, e.status);
+    if (keeps) mg_req_unread_body_closes(req);
+    else if (e.status >= 400) mg_req_error_closes(req, e.status);
     if (e.status >= 400 && mg_errpage_try(req, e.status)) {
       /* SPEC 19: the route's error page for that status answers (nginx's error_page). */
     } else if (e.status >= 400) {

@@ -3,6 +3,8 @@ the results that OpenResty also has (cosocket timeouts). Only the socket
 constructor and the clock are named per server; the body is one text."""
 import concurrent.futures
 import socket
+import os
+import time
 
 import pytest
 
@@ -230,7 +232,7 @@ def connection_after(port, path):
     except socket.timeout:
         pass
     s.close()
-    return out.split(b"\r\n", 1)[0].split(b" ")[1], closed
+    return (out.split(b"\r\n", 1)[0].split(b" ")[1] if out else b""), closed
 
 
 def all_at_once(port, paths):
@@ -256,3 +258,45 @@ def test_which_exit_statuses_close_the_connection_like_openresty(gateway, tmp_pa
     assert ours == theirs
     assert theirs["/c400"] == (b"400", True) and theirs["/c404"] == (b"404", False)
     assert theirs["/err"] == (b"500", True)
+
+
+# ngx.exit(444), 408 and 499 end the request with no answer (nginx terminates it); 494-497,
+# nginx's own codes, are answered as 400 and close; after a header was set, after a wait, and
+# from an access hook the same.
+DROP_LOCS = {
+    "/c408": "ngx.exit(408)", "/c444": "ngx.exit(444)", "/c499": "ngx.exit(499)",
+    "/c494": "ngx.exit(494)", "/c495": "ngx.exit(495)", "/c497": "ngx.exit(497)",
+    "/h444": 'ngx.header["X-A"] = "1"; ngx.exit(444)',
+    "/w444": "ngx.sleep(0.01); ngx.exit(444)",
+}
+
+
+def test_exit_444_408_499_answer_nothing_like_openresty(gateway, tmp_path):
+    locs = dict(DROP_LOCS)
+    locs["/a444"] = ("raw", 'access_by_lua_block { ngx.sleep(0.01) ngx.exit(444) } content_by_lua_block { ngx.say("no") }')
+    p, port = start_openresty(tmp_path, locs, server="access_log %s/logs/access.log;" % tmp_path)
+    try:
+        theirs = all_at_once(port, locs)
+        time.sleep(0.3)
+        with open(os.path.join(str(tmp_path), "logs", "access.log")) as f:
+            their_log = {line.split('"')[1].split()[1]: line.split('"')[2].split()[0] for line in f}
+    finally:
+        stop_openresty(p)
+    g = gateway("".join('mg.route("=%s", function(req) %s end)\n' % (path, body) for path, body in DROP_LOCS.items()) +
+                'mg.route("=/a444", function(req) return 200, "no" end, { hooks = { access = function(req) '
+                'ngx.sleep(0.01) ngx.exit(444) end } })\n')
+    ours = all_at_once(g.port, locs)
+    assert ours == theirs
+    assert theirs["/c444"] == (b"", True) and theirs["/w444"] == (b"", True) and theirs["/a444"] == (b"", True)
+    assert theirs["/c495"] == (b"400", True)
+    # Both log the status given (400 for nginx's own codes); the access log is written as the
+    # connection closes.
+    deadline = time.time() + 5
+    while True:
+        with open(g.access_path) as f:
+            our_log = {line.split('"')[1].split()[1]: line.split('"')[2].split()[0] for line in f if '"' in line}
+        if len(our_log) >= len(locs) or time.time() > deadline:
+            break
+        time.sleep(0.05)
+    assert our_log == their_log
+    assert their_log["/c444"] == "444" and their_log["/c495"] == "400"
