@@ -433,8 +433,7 @@ void mg_req_abort(mg_req_t *req, const char *why) {
 }
 
 void mg_req_drop(mg_req_t *req, int status) {
-  req->status = status;
-  req->dropped = 1;
+  if (!req->head_sent) req->status = status, req->dropped = 1; /* else logged as sent, cut */
   req->keepalive = 0;
   mg_req_abort(req, NULL);
 }

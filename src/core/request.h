@@ -294,8 +294,9 @@ void mg_req_commit_body(mg_req_t *req, size_t n);
 void mg_req_send_end(mg_req_t *req);
 void mg_req_abort(mg_req_t *req, const char *why);
 /* Ends the request with no answer at all, as nginx's ngx.exit(444), 408 and 499 do: the
- * HTTP/1.1 connection closes, an HTTP/2 stream is reset; logged with `status`. Like a
- * response that completes at once, it may free the request before it returns. */
+ * HTTP/1.1 connection closes, an HTTP/2 stream is reset; logged with `status` (after its head
+ * went out: cut there, and logged with the status sent). Like a response that completes at
+ * once, it may free the request before it returns. */
 void mg_req_drop(mg_req_t *req, int status);
 /* The status the logs and metrics give the request: 499 for one the client cut before its
  * head went out, else its status. */

@@ -216,7 +216,11 @@ static int l_exit(lua_State *L) {
   mg_req_t *req = t->req;
   if (!req) return mg_thread_exit(L, t); /* a timer: it ends */
   mg_lua_req_t *lr = mg_lua_req_attach(req);
-  if (lr->ngx_output || req->head_sent) return mg_thread_exit(L, t); /* the response ends, whole */
+  if (lr->ngx_output || req->head_sent) {
+    /* The response ends, whole; but 444, 408 and 499 cut it where it is (mg_lua_end_output). */
+    if (status == 444 || status == 408 || status == 499) mg_lua_exit_of(req)->status = status;
+    return mg_thread_exit(L, t);
+  }
   if (status == 0) {
     /* ngx.OK: this hook is done and the request goes on; in content, an empty 200. */
     return mg_thread_exit(L, t);

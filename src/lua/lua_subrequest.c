@@ -32,6 +32,7 @@ typedef struct {
   mg_buf_t body;
   uv_timer_t reaper; /* the timeout while waiting, then the zero timer that releases the child */
   unsigned done : 1, too_large : 1, total_too_large : 1, aborted : 1;
+  int drop_status; /* the child answered nothing on purpose (ngx.exit(444)): so does its parent */
 } capture_t;
 
 /* The client request at the root of a subrequest tree. */
@@ -57,7 +58,15 @@ static void on_reap(uv_timer_t *tm) {
   capture_t *c = tm->data;
   if (c->child) mg_req_release(c->child);
   c->child = NULL;
+  mg_thread_t *t = c->t;
+  c->t = NULL;
   uv_close((uv_handle_t *)tm, on_reaper_closed);
+  /* A subrequest that answered nothing (ngx.exit(444), 408, 499) ends the whole client request
+   * the same way, as nginx's does: the waiting thread is never resumed, and dropped with it. */
+  if (t && t->req) {
+    t->cancel = NULL, t->wait = NULL;
+    mg_req_drop(t->req, c->drop_status);
+  }
 }
 
 /* Pushes the result onto L: the response table, or nil and why. */
@@ -101,7 +110,7 @@ static void on_timeout(uv_timer_t *tm) {
 static void complete(capture_t *c) {
   if (c->done) return;
   c->done = 1;
-  if (c->t) {
+  if (c->t && !c->drop_status) {
     mg_thread_t *t = c->t;
     c->t = NULL;
     int n = push_result(t->co, c);
@@ -143,6 +152,7 @@ static void cap_abort(mg_req_t *req) {
   capture_t *c = req->transport;
   if (c->done) return;
   c->aborted = 1;
+  if (req->dropped) c->drop_status = req->status; /* on_reap drops the parent, off this stack */
   mg_req_stop(req);
   complete(c);
 }
@@ -284,8 +294,10 @@ int mg_subrequest_lua(lua_State *L) {
   c->reaper.data = c;
   child->transport = c;
   mg_phase_start(child);
-  if (c->done) return push_result(L, c);
+  /* A child that answered nothing at once: the thread waits for the reaper, which drops
+   * this request too (on_reap). */
+  if (c->done && !c->drop_status) return push_result(L, c);
   c->t = t;
-  mg_timer_start(&c->reaper, on_timeout, timeout_ms, 0);
+  if (!c->done) mg_timer_start(&c->reaper, on_timeout, timeout_ms, 0);
   return mg_thread_wait(L, t, sub_cancel, c);
 }

@@ -268,6 +268,11 @@ DROP_LOCS = {
     "/c494": "ngx.exit(494)", "/c495": "ngx.exit(495)", "/c497": "ngx.exit(497)",
     "/h444": 'ngx.header["X-A"] = "1"; ngx.exit(444)',
     "/w444": "ngx.sleep(0.01); ngx.exit(444)",
+    # A subrequest that answers nothing ends its client request the same way.
+    "/sub": 'local r = ngx.location.capture("/c444"); ngx.say("went on: ", r.status)',
+    "/wsub": 'local r = ngx.location.capture("/w444"); ngx.say("went on: ", r.status)',
+    # After output that went out, the body is cut: its end never comes.
+    "/flush": 'ngx.say("partial") ngx.flush(true) ngx.exit(444)',
 }
 
 
@@ -289,6 +294,9 @@ def test_exit_444_408_499_answer_nothing_like_openresty(gateway, tmp_path):
     assert ours == theirs
     assert theirs["/c444"] == (b"", True) and theirs["/w444"] == (b"", True) and theirs["/a444"] == (b"", True)
     assert theirs["/c495"] == (b"400", True)
+    assert theirs["/sub"] == (b"", True) and theirs["/flush"] == (b"200", True)
+    flushed = raw(g.port, b"GET /flush HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert flushed.endswith(b"partial\n\r\n"), flushed  # no last chunk: the client sees it cut
     # Both log the status given (400 for nginx's own codes); the access log is written as the
     # connection closes.
     deadline = time.time() + 5
