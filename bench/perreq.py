@@ -6,7 +6,8 @@ instructions (valgrind --tool=callgrind), over a bounded number of keep-alive re
               [--warmup 300] [--no-spec20] [--top 25]
 
 Starts two scgi-echo backends and moongate with `mg.workers(1)` and bench.py's routes ("/",
-"/bal/", and "/b20/" and "/nobuf/" unless --no-spec20, for builds before SPEC 20), warms the worker up, then
+"/bal/", "/hk/" with the hooked scenario's two hooks, and "/b20/" and "/nobuf/" unless
+--no-spec20, for builds before SPEC 20), warms the worker up, then
 sends REQUESTS requests one after the other on one keep-alive connection and divides:
   strace:    strace -c -f attached to the master and the worker for the measured requests only;
              prints syscalls per request by name.
@@ -68,6 +69,11 @@ def start(args, d, port, wrapper=()):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=os.setsid)
 
 
+# bench.py's "moongate+hooks": the same two hooks on their own prefix, for what they cost.
+HOOKED = ('mg.route("/hk/", "scgi://127.0.0.1:%d/", { hooks = { access = function(req) if req.headers["X-Deny"] then '
+          'req:exit(403) end end, header_filter = function(req, res) res.headers["X-Gateway"] = "moongate" end } })\n')
+
+
 def config(args, port):
     b20 = "" if args.no_spec20 else bench.SPEC20_BALANCER % (bench.B1, bench.B2) + bench.NOBUF % bench.B1
     return '''local mg = require "moongate"
@@ -76,8 +82,8 @@ mg.workers(1)
 mg.set { max_connections = 30000, keepalive_requests = 1000000 }
 mg.balancer("two", { members = { "scgi://127.0.0.1:%d", "scgi://127.0.0.1:%d" } })
 mg.route("/bal/", "balancer://two/")
-%smg.route("/", "scgi://127.0.0.1:%d/")
-''' % (port, bench.B1, bench.B2, b20, bench.B1)
+%s%smg.route("/", "scgi://127.0.0.1:%d/")
+''' % (port, bench.B1, bench.B2, b20, HOOKED % bench.B1, bench.B1)
 
 
 def children(pid):

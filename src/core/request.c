@@ -275,7 +275,7 @@ static int status_has_body(int status) { return !(status < 200 || status == 204 
 static const char failed_page[] = "500 Internal Server Error\n";
 
 void mg_req_send_head(mg_req_t *req) {
-  if (req->head_sent) return;
+  if (req->head_sent || req->aborted) return; /* a cut response sends nothing more */
   /* SPEC 19: a URI error page answers with the status it stands for. */
   if (req->errpage_uri && req->status >= 200 && req->status < 300) req->status = req->errpage_status;
   if (req->errpage_retry_after && req->status == req->errpage_status && !mg_fields_get(&req->resp_headers, "Retry-After"))
@@ -432,14 +432,19 @@ void mg_req_abort(mg_req_t *req, const char *why) {
   req->sink->abort(req);
 }
 
+int mg_status_answers_nothing(int status) { return status == 444 || status == 408 || status == 499; }
+
 void mg_req_drop(mg_req_t *req, int status) {
-  if (!req->head_sent) req->status = status, req->dropped = 1; /* else logged as sent, cut */
+  if (req->aborted || req->resp_ended) return;
+  req->dropped = (uint16_t)status;
+  if (!req->head_sent) req->status = status; /* else logged with the status sent, cut */
   req->keepalive = 0;
   mg_req_abort(req, NULL);
 }
 
 int mg_req_logged_status(const mg_req_t *req) {
-  return req->aborted && !req->head_sent && !req->dropped ? 499 : req->status;
+  if (req->dropped && !req->head_sent) return req->dropped;
+  return req->aborted && !req->head_sent ? 499 : req->status;
 }
 
 void mg_req_respond(mg_req_t *req, int status, const char *content_type, const char *body, size_t len) {

@@ -157,7 +157,8 @@ struct mg_req_s {
   mg_fields_t resp_headers;
   int64_t resp_length; /* Content-Length being sent, -1: chunked or close-delimited */
   unsigned head_sent : 1, resp_chunked : 1, resp_close : 1, resp_ended : 1, aborted : 1, finished : 1,
-      observed : 1, dropped : 1; /* dropped: ended with no answer on purpose (mg_req_drop) */
+      observed : 1;
+  uint16_t dropped; /* the status of mg_req_drop (444, 408, 499), 0: not dropped */
   /* Holds of a layer above that keeps the request past its end (a log hook that waits,
    * lua/lua_hooks.c): mg_req_free then waits for the last mg_req_unhold. */
   uint16_t holds;
@@ -293,10 +294,13 @@ char *mg_req_body_space(mg_req_t *req, size_t *room);
 void mg_req_commit_body(mg_req_t *req, size_t n);
 void mg_req_send_end(mg_req_t *req);
 void mg_req_abort(mg_req_t *req, const char *why);
+/* 1 for the statuses nginx answers with nothing at all: 444 (`return 444`), 408 and 499. */
+int mg_status_answers_nothing(int status);
 /* Ends the request with no answer at all, as nginx's ngx.exit(444), 408 and 499 do: the
  * HTTP/1.1 connection closes, an HTTP/2 stream is reset; logged with `status` (after its head
- * went out: cut there, and logged with the status sent). Like a response that completes at
- * once, it may free the request before it returns. */
+ * went out: cut there, and logged with the status sent). A response already whole or already
+ * cut is left as it is. Like a response that completes at once, it may free the request
+ * before it returns. */
 void mg_req_drop(mg_req_t *req, int status);
 /* The status the logs and metrics give the request: 499 for one the client cut before its
  * head went out, else its status. */

@@ -702,7 +702,8 @@ static void established(mg_upstream_t *up) {
   up->state = S_HEAD;
   /* Quick ACKs back on (see up_connect): the request just sent, right after the SYN-ACK,
    * would otherwise leave the socket delaying its ACKs, and a backend that writes its head
-   * and its body apart (Nagle on, as uWSGI's default) would wait 40 ms for each. */
+   * and its body apart (Nagle on, as uWSGI's default) would wait 40 ms for each. From here
+   * the kernel's own rules decide, as on any socket. */
   if (up->addr->sa.ss_family != AF_UNIX) {
     int on = 1;
     setsockopt(up->io.fd, IPPROTO_TCP, TCP_QUICKACK, &on, sizeof on);
@@ -814,11 +815,12 @@ static void up_connect(mg_upstream_t *up) {
     connect_failed(up, -errno);
     return;
   }
-  /* No TCP_NODELAY: the head and a small body leave in one write, so Nagle delays nothing
-   * (nginx does not set it on these either).
+  /* Nagle stays on: the head and a small body leave in one write, so it delays nothing (as
+   * on nginx's backend sockets).
    * The handshake's last ACK leaves with the request, not alone (HAProxy's tcp-smart-connect):
    * with quick ACKs off before connect(), the kernel holds the ACK of the SYN-ACK for the first
-   * data, which send_request writes at once, and established() turns them on again. The
+   * data, which send_request writes as soon as the socket is writable (on loopback, within
+   * this call), and established() turns them on again. The
    * backend then sees its connection once, with the request already in it: one segment and
    * one wake-up of the backend less per request (its CPU per request: -15 %). */
   if (family != AF_UNIX) {

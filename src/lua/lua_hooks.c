@@ -353,8 +353,12 @@ static int call_chooser(mg_req_t *req, mg_balancer_t *b, int ref, const char *wh
 static int balancer_hook(mg_req_t *req, mg_balancer_t *b, int ref, int *member) {
   if (!mg_explain) return call_chooser(req, b, ref, "balancer hook", member);
   mg_explain->hook_begin(req, MG_PHASE_BALANCER, ref);
+  /* Held: a hook that ends the request (req:exit(444) closes at once) must not take the
+   * request hook_end reports on with it. */
+  mg_req_hold(req);
   int rc = call_chooser(req, b, ref, "balancer hook", member);
   mg_explain->hook_end(req, rc == MG_ENDED ? "the hook failed or ended the request (see the error log)" : NULL);
+  mg_req_unhold(req);
   return rc;
 }
 

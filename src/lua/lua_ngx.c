@@ -218,7 +218,7 @@ static int l_exit(lua_State *L) {
   mg_lua_req_t *lr = mg_lua_req_attach(req);
   if (lr->ngx_output || req->head_sent) {
     /* The response ends, whole; but 444, 408 and 499 cut it where it is (mg_lua_end_output). */
-    if (status == 444 || status == 408 || status == 499) mg_lua_exit_of(req)->status = status;
+    if (mg_status_answers_nothing(status)) mg_lua_exit_of(req)->status = status;
     return mg_thread_exit(L, t);
   }
   if (status == 0) {

@@ -206,7 +206,7 @@ static int var_get(lua_State *L) {
       if (strcmp(k, "server_port") == 0) return mg_req_local(req, addr, sizeof addr, &port) < 0 ? 0 : pushf_int(L, port);
       if (strcmp(k, "server_name") == 0) return lua_pushstring(L, req->cfg->set.server_name), 1;
       if (strcmp(k, "server_protocol") == 0) return lua_pushfstring(L, "HTTP/%d.%d", req->http_major, req->http_minor), 1;
-      if (strcmp(k, "status") == 0) return pushf_int(L, req->head_sent || req->dropped ? req->status : 0);
+      if (strcmp(k, "status") == 0) return pushf_int(L, req->head_sent || req->aborted ? mg_req_logged_status(req) : 0);
       if (strcmp(k, "span_id") == 0) return req->traced ? (lua_pushstring(L, req->span_id), 1) : 0;
       break;
     case 't':

@@ -115,19 +115,15 @@ mg_thread_t *mg_lua_check_own_req(lua_State *L, mg_req_t *req, const char *what)
 
 /* ---- req:exit() and req:redirect(), once the hook has returned ------------------------------ */
 
-/* nginx's statuses that answer nothing: the request ends with the connection (see below). */
-static int drops(int status) { return status == 444 || status == 408 || status == 499; }
-
 int mg_lua_end_output(mg_req_t *req) {
   mg_lua_req_t *lr = req->lua;
   if (!lr || !lr->ngx_output) return 0;
   int status = lr->exit.status;
   memset(&lr->exit, 0, sizeof lr->exit); /* the status of another ngx.exit after output is moot */
-  if (req->resp_ended) return 1;
   /* ngx.exit(444) after ngx.say: the body is cut where it is and the connection closes, as
    * nginx's after ngx.flush (the client never sees the end of the body). */
-  if (drops(status)) mg_req_drop(req, status);
-  else mg_req_send_end(req);
+  if (mg_status_answers_nothing(status)) mg_req_drop(req, status);
+  else if (!req->resp_ended) mg_req_send_end(req);
   return 1;
 }
 
@@ -151,7 +147,7 @@ int mg_lua_take_exit(mg_req_t *req, const char **redirect) {
   }
   /* nginx answers these with nothing: the connection closes (444 is nginx's `return 444`, a
    * scanner dropped; 408 and 499 end the request as a timeout and a client gone would). */
-  if (drops(e.status)) {
+  if (mg_status_answers_nothing(e.status)) {
     mg_req_drop(req, e.status);
     return MG_LUA_EXIT_RESPONDED;
   }

@@ -58,14 +58,16 @@ static void on_reap(uv_timer_t *tm) {
   capture_t *c = tm->data;
   if (c->child) mg_req_release(c->child);
   c->child = NULL;
-  mg_thread_t *t = c->t;
-  c->t = NULL;
-  uv_close((uv_handle_t *)tm, on_reaper_closed);
   /* A subrequest that answered nothing (ngx.exit(444), 408, 499) ends the whole client request
-   * the same way, as nginx's does: the waiting thread is never resumed, and dropped with it. */
-  if (t && t->req) {
+   * the same way, as nginx's does: the thread still waiting for it (complete() did not wake
+   * it) is never resumed, and goes with its request. */
+  mg_thread_t *t = c->t;
+  int drop = c->drop_status;
+  c->t = NULL;
+  uv_close((uv_handle_t *)tm, on_reaper_closed); /* c is freed on a later turn */
+  if (drop && t && t->req) {
     t->cancel = NULL, t->wait = NULL;
-    mg_req_drop(t->req, c->drop_status);
+    mg_req_drop(t->req, drop);
   }
 }
 
@@ -152,7 +154,7 @@ static void cap_abort(mg_req_t *req) {
   capture_t *c = req->transport;
   if (c->done) return;
   c->aborted = 1;
-  if (req->dropped) c->drop_status = req->status; /* on_reap drops the parent, off this stack */
+  c->drop_status = req->dropped; /* on_reap drops the parent too, off this stack */
   mg_req_stop(req);
   complete(c);
 }
