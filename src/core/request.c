@@ -268,6 +268,8 @@ void mg_req_flush(mg_req_t *req) {
 
 size_t mg_req_write_queue(const mg_req_t *req) { return req->sink->queued ? req->sink->queued(req) : 0; }
 
+int mg_req_client_blocked(const mg_req_t *req) { return req->sink->client_blocked ? req->sink->client_blocked(req) : 1; }
+
 void mg_req_on_drain(mg_req_t *req, void (*cb)(mg_req_t *req)) { req->on_drain = cb; }
 
 static int status_has_body(int status) { return !(status < 200 || status == 204 || status == 304); }

@@ -62,6 +62,9 @@ struct mg_sink_s {
   /* Optional. Bytes accepted and not yet sent: handlers stop their source above
    * MG_WRITE_HIGH and go on from req->on_drain. */
   size_t (*queued)(const mg_req_t *req);
+  /* Optional. 1 while the client takes no bytes now: its socket is full or (HTTP/2) its
+   * flow-control window for the response is closed. Without it, always 1. */
+  int (*client_blocked)(const mg_req_t *req);
   /* Optional. The request body: stop reading the client, read again, send "100 Continue". */
   void (*pause_body)(mg_req_t *req);
   void (*resume_body)(mg_req_t *req);
@@ -322,6 +325,7 @@ void mg_req_respond(mg_req_t *req, int status, const char *content_type, const c
 /* Bytes queued for the client and not yet written: handlers stop reading their source above
  * MG_WRITE_HIGH and resume from the callback passed to mg_req_on_drain. */
 size_t mg_req_write_queue(const mg_req_t *req);
+int mg_req_client_blocked(const mg_req_t *req);
 void mg_req_on_drain(mg_req_t *req, void (*cb)(mg_req_t *req));
 
 /* The number of hooks of `phase` that run for req: the global ones (mg.on; client requests

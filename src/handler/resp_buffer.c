@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "loop.h"
 
 struct mg_rbuf_s {
   mg_req_t *req; /* NULL once freed */
@@ -25,9 +26,16 @@ struct mg_rbuf_s {
   void *arg;
   unsigned ended : 1;          /* the backend's body is complete; the request owns the buffer */
   unsigned backend_waits : 1;  /* put returned 1: on_space is owed */
+  unsigned for_client : 1;     /* ... because the client took bytes at the time (see put) */
+  unsigned timer_inited : 1;
+  uv_timer_t recheck; /* while for_client: is the client still taking bytes? */
 };
 
+#define RECHECK_MS 100
+
 static void pump(mg_req_t *req);
+
+static void on_closed(uv_handle_t *h) { free(h->data); }
 
 mg_rbuf_t *mg_rbuf_new(mg_req_t *req, void (*on_space)(void *arg), void *arg) {
   mg_rbuf_t *rb = mg_calloc(1, sizeof *rb);
@@ -50,12 +58,32 @@ void mg_rbuf_free(mg_rbuf_t *rb) {
     if (req->on_drain == pump) req->on_drain = NULL;
   }
   if (rb->fd >= 0) close(rb->fd);
-  free(rb);
+  rb->req = NULL;
+  if (rb->timer_inited) uv_close((uv_handle_t *)&rb->recheck, on_closed);
+  else free(rb);
 }
 
 static void on_cancel(mg_req_t *req) { mg_rbuf_free(req->handler_data); }
 
 static int waiting(const mg_rbuf_t *rb) { return rb->woff > rb->roff; }
+
+/* The backend is owed its turn now: it waited for the client (put) or for the file's room. */
+static void backend_goes_on(mg_rbuf_t *rb) {
+  rb->backend_waits = rb->for_client = 0;
+  if (rb->timer_inited) uv_timer_stop(&rb->recheck);
+  rb->on_space(rb->arg);
+}
+
+/* The backend waits for a client that took bytes: once the client takes none, the backend
+ * reads on and what it sends waits in the file, so a client that stops does not hold it. */
+static void on_recheck(uv_timer_t *tm) {
+  mg_rbuf_t *rb = tm->data;
+  if (!rb->req || !rb->for_client) {
+    uv_timer_stop(tm);
+    return;
+  }
+  if (mg_req_client_blocked(rb->req)) backend_goes_on(rb);
+}
 
 int mg_rbuf_put(mg_rbuf_t *rb, char *block, const char *data, size_t len) {
   mg_req_t *req = rb->req;
@@ -63,6 +91,24 @@ int mg_rbuf_put(mg_rbuf_t *rb, char *block, const char *data, size_t len) {
     /* The client keeps up: straight on (the last use of rb, which the send may free). */
     mg_req_send_body(req, block, data, len);
     return 0;
+  }
+  if (!waiting(rb) && !mg_req_client_blocked(req)) {
+    /* Over the memory bound, but the client takes bytes now (an HTTP/2 stream waiting for
+     * its turn on a busy connection): the backend waits for the client instead of the bytes
+     * waiting in the file, as nginx's event pipe blocks its upstream while the downstream is
+     * ready. The file is for a client that does not read: should this one stop, the recheck
+     * lets the backend go on into the file. The piece goes on (set up first: the send may
+     * free rb). */
+    rb->backend_waits = rb->for_client = 1;
+    if (!rb->timer_inited) {
+      uv_timer_init(req->server->loop, &rb->recheck);
+      rb->recheck.data = rb;
+      rb->timer_inited = 1;
+    }
+    uv_timer_start(&rb->recheck, on_recheck, RECHECK_MS, RECHECK_MS);
+    if (!req->on_drain) mg_req_on_drain(req, pump);
+    mg_req_send_body(req, block, data, len);
+    return 1;
   }
   if (rb->fd < 0) {
     int fd = mg_tmpfile();
@@ -126,10 +172,7 @@ static void pump(mg_req_t *req) {
     mg_req_send_end(req);
     return;
   }
-  if (rb->backend_waits) {
-    rb->backend_waits = 0;
-    rb->on_space(rb->arg);
-  }
+  if (rb->backend_waits) backend_goes_on(rb);
 }
 
 void mg_rbuf_end(mg_rbuf_t *rb) {
@@ -140,7 +183,8 @@ void mg_rbuf_end(mg_rbuf_t *rb) {
     return;
   }
   rb->ended = 1;
-  rb->backend_waits = 0;
+  rb->backend_waits = rb->for_client = 0;
+  if (rb->timer_inited) uv_timer_stop(&rb->recheck);
   req->handler_cancel = on_cancel;
   if (!req->on_drain) mg_req_on_drain(req, pump);
 }

@@ -129,6 +129,9 @@ static int h1_retract(mg_req_t *req) { return mg_conn_drop_held(req->transport);
 
 static size_t h1_queued(const mg_req_t *req) { return mg_conn_queued(req->transport); }
 
+/* libuv queues a write only when the socket refused it. */
+static int h1_client_blocked(const mg_req_t *req) { return mg_conn_queued(req->transport) > 0; }
+
 static void h1_continue(mg_req_t *req) {
   static char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
   uv_buf_t ub = uv_buf_init(cont, sizeof cont - 1);
@@ -174,6 +177,7 @@ static const mg_sink_t h1_sink = {
     .retract = h1_retract,
     .flush = h1_flush,
     .queued = h1_queued,
+    .client_blocked = h1_client_blocked,
     .pause_body = h1_pause_body,
     .resume_body = h1_resume_body,
     .send_continue = h1_continue,

@@ -142,6 +142,15 @@ static void h2_flush(mg_req_t *req) {
 
 static size_t h2_queued(const mg_req_t *req) { return mg_h2_stream_queued(req->transport); }
 
+/* The stream's bytes wait on the client when the socket refused a write or a window is shut;
+ * otherwise they wait only for their turn among the connection's streams. */
+static int h2_client_blocked(const mg_req_t *req) {
+  const mg_h2_stream_t *st = req->transport;
+  if (gone(st)) return 1;
+  return mg_conn_queued(st->h->c) > 0 || nghttp2_session_get_stream_remote_window_size(st->h->ng, st->id) <= 0 ||
+         nghttp2_session_get_remote_window_size(st->h->ng) <= 0;
+}
+
 static void h2_pause_body(mg_req_t *req) {
   mg_h2_stream_t *st = req->transport;
   st->paused = 1;
@@ -188,6 +197,7 @@ static const mg_sink_t h2_sink = {
     .retract = h2_retract,
     .flush = h2_flush,
     .queued = h2_queued,
+    .client_blocked = h2_client_blocked,
     .pause_body = h2_pause_body,
     .resume_body = h2_resume_body,
     .send_continue = h2_continue,

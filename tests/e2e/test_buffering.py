@@ -336,3 +336,103 @@ def test_the_client_going_away_mid_download_frees_the_buffer(gateway, big_backen
     # The worker serves on, and conftest checks that no descriptor (the temporary file) leaked.
     took, code, body = curl_slow(g.port, "/buffered/after", "100M")
     assert code == 200 and body == expected("/buffered/after", 2 * MIB)
+
+
+def h2c_gets(port, paths, window, conn_window=None):
+    """HTTP/2 (h2c) GETs on one connection, with `window` bytes of flow-control window on each
+    stream and `conn_window` (default: window for each stream) on the connection: (socket,
+    h2 connection). Nothing is read yet."""
+    import h2.config
+    import h2.connection
+    import h2.settings
+    s = socket.create_connection(("127.0.0.1", port))
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
+    conn.increment_flow_control_window(conn_window or window * len(paths))
+    for i, path in enumerate(paths):
+        conn.send_headers(1 + 2 * i, [(":method", "GET"), (":path", path), (":scheme", "http"), (":authority", "x")],
+                          end_stream=True)
+    s.sendall(conn.data_to_send())
+    return s, conn
+
+
+def test_h2_a_reader_that_stops_does_not_hold_the_backend(gateway, big_backend):
+    """Three 20 MB downloads on one connection whose windows are wide open: while the socket
+    takes bytes, a stream waiting for its turn over response_buffer_size makes its backend
+    wait (as nginx's upstream waits while its downstream is ready), not the file. When the
+    client stops reading, the rest goes into the file all the same and every backend is let
+    go; then the client reads everything, and nothing is lost."""
+    import h2.events
+    g = gateway(RCONF.replace("mg.workers(1)", 'mg.workers(1)\nmg.listen("127.0.0.1:{PORT}", { http2 = true })'),
+                big_backend.port)
+    paths = ["/buffered/big%d" % i for i in range(3)]
+    s, conn = h2c_gets(g.port, paths, 64 * MIB)
+    t0 = time.time()
+    while time.time() < t0 + 5 and not (len(big_backend.conns) == 3 and all(r.get("closed") for r in big_backend.conns)):
+        time.sleep(0.05)  # the client reads nothing: its socket fills up
+    held = [round(r["closed"] - t0, 2) if r.get("closed") else None for r in big_backend.conns]
+    assert len(held) == 3 and all(h is not None and h < 2.5 for h in held), "backends held: %s s" % held
+    bodies = {1 + 2 * i: bytearray() for i in range(3)}
+    ended = set()
+    s.settimeout(10)
+    deadline = time.time() + 60
+    while len(ended) < 3 and time.time() < deadline:
+        data = s.recv(1 << 20)
+        if not data:
+            break
+        for ev in conn.receive_data(data):
+            if isinstance(ev, h2.events.DataReceived):
+                bodies[ev.stream_id] += ev.data
+                conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            elif isinstance(ev, h2.events.StreamEnded):
+                ended.add(ev.stream_id)
+        s.sendall(conn.data_to_send())
+    s.close()
+    assert len(ended) == 3
+    for i, path in enumerate(paths):
+        assert bytes(bodies[1 + 2 * i]) == expected(path, BIG), path
+
+
+def test_h2_a_stream_whose_window_stays_shut_does_not_hold_the_backend(gateway, big_backend):
+    """The client reads its socket but never opens the stream's window again after 600 KiB:
+    the stream's backend, waiting for the client while it took bytes, gets its turn again once
+    the window is shut (checked every 100 ms), and goes on into the file; then the window
+    opens and the whole body arrives."""
+    import h2.events
+    g = gateway(RCONF.replace("mg.workers(1)", 'mg.workers(1)\nmg.listen("127.0.0.1:{PORT}", { http2 = true })'),
+                big_backend.port)
+    s, conn = h2c_gets(g.port, ["/buffered/big"], 600 * 1024, conn_window=64 * MIB)
+    s.settimeout(0.2)
+    body, unacked, ended = bytearray(), 0, False
+    t0 = time.time()
+    while time.time() < t0 + 3:
+        try:
+            data = s.recv(1 << 20)
+        except socket.timeout:
+            continue
+        for ev in conn.receive_data(data):
+            if isinstance(ev, h2.events.DataReceived):
+                body += ev.data
+                unacked += ev.flow_controlled_length
+        s.sendall(conn.data_to_send())  # SETTINGS and PING acks only: no WINDOW_UPDATE
+    rec = big_backend.conns[-1]
+    assert len(body) <= 600 * 1024 < BIG
+    assert rec.get("closed") and rec["closed"] - t0 < 2.0, "the backend is held by a stream whose window is shut"
+    conn.acknowledge_received_data(unacked, 1)
+    s.sendall(conn.data_to_send())
+    s.settimeout(10)
+    deadline = time.time() + 60
+    while not ended and time.time() < deadline:
+        data = s.recv(1 << 20)
+        if not data:
+            break
+        for ev in conn.receive_data(data):
+            if isinstance(ev, h2.events.DataReceived):
+                body += ev.data
+                conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            elif isinstance(ev, h2.events.StreamEnded):
+                ended = True
+        s.sendall(conn.data_to_send())
+    s.close()
+    assert ended and bytes(body) == expected("/buffered/big", BIG)
