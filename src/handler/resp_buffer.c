@@ -26,9 +26,10 @@ struct mg_rbuf_s {
   void *arg;
   unsigned ended : 1;          /* the backend's body is complete; the request owns the buffer */
   unsigned backend_waits : 1;  /* put returned 1: on_space is owed */
-  unsigned for_client : 1;     /* ... because the client took bytes at the time (see put) */
+  unsigned waits_for_turn : 1; /* ... because the client took bytes at the time (see put) */
   unsigned timer_inited : 1;
-  uv_timer_t recheck; /* while for_client: is the client still taking bytes? */
+  size_t last_queue;   /* the client's queue at the last look (recheck) */
+  uv_timer_t recheck;  /* while waits_for_turn: is the client still taking bytes? */
 };
 
 #define RECHECK_MS 100
@@ -41,7 +42,9 @@ mg_rbuf_t *mg_rbuf_new(mg_req_t *req, void (*on_space)(void *arg), void *arg) {
   mg_rbuf_t *rb = mg_calloc(1, sizeof *rb);
   rb->req = req;
   rb->fd = -1;
-  rb->mem_max = req->route->response_buffer_size;
+  /* At least one read: a smaller bound would send nothing before the file, and the file is
+   * pumped only as writes drain. */
+  rb->mem_max = req->route->response_buffer_size < MG_BLOCK_SIZE ? MG_BLOCK_SIZE : req->route->response_buffer_size;
   rb->file_max = req->route->response_temp_max;
   rb->on_space = on_space;
   rb->arg = arg;
@@ -69,20 +72,20 @@ static int waiting(const mg_rbuf_t *rb) { return rb->woff > rb->roff; }
 
 /* The backend is owed its turn now: it waited for the client (put) or for the file's room. */
 static void backend_goes_on(mg_rbuf_t *rb) {
-  rb->backend_waits = rb->for_client = 0;
+  rb->backend_waits = rb->waits_for_turn = 0;
   if (rb->timer_inited) uv_timer_stop(&rb->recheck);
   rb->on_space(rb->arg);
 }
 
-/* The backend waits for a client that took bytes: once the client takes none, the backend
- * reads on and what it sends waits in the file, so a client that stops does not hold it. */
+/* The backend waits for a client that took bytes: once the client is blocked, or its queue
+ * has not gone down since the last look (other streams hold the connection), or is low
+ * already (a drain that will not come), the backend reads on and what it sends waits in the
+ * file, so a client that stops does not hold it. */
 static void on_recheck(uv_timer_t *tm) {
   mg_rbuf_t *rb = tm->data;
-  if (!rb->req || !rb->for_client) {
-    uv_timer_stop(tm);
-    return;
-  }
-  if (mg_req_client_blocked(rb->req)) backend_goes_on(rb);
+  size_t q = mg_req_write_queue(rb->req);
+  if (mg_req_client_blocked(rb->req) || q < MG_WRITE_LOW || q >= rb->last_queue) backend_goes_on(rb);
+  else rb->last_queue = q;
 }
 
 int mg_rbuf_put(mg_rbuf_t *rb, char *block, const char *data, size_t len) {
@@ -99,7 +102,8 @@ int mg_rbuf_put(mg_rbuf_t *rb, char *block, const char *data, size_t len) {
      * ready. The file is for a client that does not read: should this one stop, the recheck
      * lets the backend go on into the file. The piece goes on (set up first: the send may
      * free rb). */
-    rb->backend_waits = rb->for_client = 1;
+    rb->backend_waits = rb->waits_for_turn = 1;
+    rb->last_queue = mg_req_write_queue(req) + len;
     if (!rb->timer_inited) {
       uv_timer_init(req->server->loop, &rb->recheck);
       rb->recheck.data = rb;
@@ -183,7 +187,7 @@ void mg_rbuf_end(mg_rbuf_t *rb) {
     return;
   }
   rb->ended = 1;
-  rb->backend_waits = rb->for_client = 0;
+  rb->backend_waits = rb->waits_for_turn = 0;
   if (rb->timer_inited) uv_timer_stop(&rb->recheck);
   req->handler_cancel = on_cancel;
   if (!req->on_drain) mg_req_on_drain(req, pump);

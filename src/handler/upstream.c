@@ -457,7 +457,7 @@ static void body_complete(mg_upstream_t *up) {
   else mg_req_send_end(req);
 }
 
-static void on_file_space(void *arg) { on_client_drained(((mg_upstream_t *)arg)->req); }
+static void on_buffer_space(void *arg) { on_client_drained(((mg_upstream_t *)arg)->req); }
 
 static void forward_body(mg_upstream_t *up, char *block, const char *data, size_t len) {
   mg_req_t *req = up->req;
@@ -468,7 +468,7 @@ static void forward_body(mg_upstream_t *up, char *block, const char *data, size_
   if (complete) release_slot(up), stop_clock(up);
   const mg_route_t *r = req->route;
   if (!up->rbuf && r->response_buffering && mg_req_write_queue(req) + len > r->response_buffer_size)
-    up->rbuf = mg_rbuf_new(req, on_file_space, up); /* the client falls behind: buffer from here on */
+    up->rbuf = mg_rbuf_new(req, on_buffer_space, up); /* the client falls behind: buffer from here on */
   if (up->rbuf) {
     int rc = mg_rbuf_put(up->rbuf, block, data, len);
     if (!up->req) return; /* the client went away during the write */
@@ -478,7 +478,7 @@ static void forward_body(mg_upstream_t *up, char *block, const char *data, size_
     } else if (complete) {
       body_complete(up);
     } else if (rc == 1) {
-      up->reading = 0; /* the file is full: on_file_space reads on */
+      up->reading = 0; /* the buffer says wait (resp_buffer.h): on_buffer_space reads on */
     }
     return;
   }

@@ -142,12 +142,14 @@ static void h2_flush(mg_req_t *req) {
 
 static size_t h2_queued(const mg_req_t *req) { return mg_h2_stream_queued(req->transport); }
 
-/* The stream's bytes wait on the client when the socket refused a write or a window is shut;
- * otherwise they wait only for their turn among the connection's streams. */
+/* The stream's bytes wait on the client when the socket refused a write, a window is shut or
+ * the connection holds more than its share (other streams that do not drain); otherwise they
+ * wait only for their turn among the connection's streams. */
 static int h2_client_blocked(const mg_req_t *req) {
   const mg_h2_stream_t *st = req->transport;
   if (gone(st)) return 1;
-  return mg_conn_queued(st->h->c) > 0 || nghttp2_session_get_stream_remote_window_size(st->h->ng, st->id) <= 0 ||
+  return mg_conn_queued(st->h->c) > 0 || st->h->out_bytes > MG_H2_CONN_OUT_HIGH ||
+         nghttp2_session_get_stream_remote_window_size(st->h->ng, st->id) <= 0 ||
          nghttp2_session_get_remote_window_size(st->h->ng) <= 0;
 }
 

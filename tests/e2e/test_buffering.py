@@ -218,6 +218,7 @@ def curl_slow(port, path, rate, extra=()):
 
 RCONF = '''mg.workers(1)
 mg.route("/buffered/", "scgi://127.0.0.1:{BACKEND}")
+mg.route("/tiny/", "scgi://127.0.0.1:{BACKEND}", { response_buffer_size = "16k" })
 mg.route("/streamed/", "scgi://127.0.0.1:{BACKEND}", { response_buffering = false })
 mg.route("/smallfile/", "scgi://127.0.0.1:{BACKEND}", { response_temp_max = "1m" })
 '''
@@ -436,3 +437,63 @@ def test_h2_a_stream_whose_window_stays_shut_does_not_hold_the_backend(gateway, 
         s.sendall(conn.data_to_send())
     s.close()
     assert ended and bytes(body) == expected("/buffered/big", BIG)
+
+
+def test_a_buffer_smaller_than_one_read_still_answers(gateway, big_backend):
+    """response_buffer_size below one read from the backend (64 KiB) counts as 64 KiB: the
+    2 MB body arrives whole (it used to wait in the file for a drain that never came)."""
+    g = gateway(RCONF, big_backend.port)
+    took, code, body = curl_slow(g.port, "/tiny/small", "100M")
+    assert code == 200 and body == expected("/tiny/small", 2 * MIB), (code, len(body))
+
+
+def test_h2_streams_that_hold_the_connection_do_not_hold_another_streams_backend(gateway, big_backend):
+    """Six streams whose windows stay shut after 600 KiB hold more than the connection's share
+    of queued bytes; a seventh stream with its window open still gets its backend let go (its
+    rest waits in the file), and then everything arrives whole."""
+    import h2.events
+    g = gateway(RCONF.replace("mg.workers(1)", 'mg.workers(1)\nmg.listen("127.0.0.1:{PORT}", { http2 = true })'),
+                big_backend.port)
+    paths = ["/buffered/small%d" % i for i in range(6)] + ["/buffered/big6"]
+    s, conn = h2c_gets(g.port, paths[:6], 600 * 1024, conn_window=256 * MIB)
+    s.settimeout(0.2)
+    bodies = {1 + 2 * i: bytearray() for i in range(7)}
+    unacked = {sid: 0 for sid in bodies}
+
+    def pump(seconds, ack_only=(), until_ended=False):
+        ended = set()
+        t_end = time.time() + seconds
+        while time.time() < t_end and not (until_ended and len(ended) == len(paths)):
+            try:
+                data = s.recv(1 << 20)
+            except socket.timeout:
+                continue
+            if not data:
+                break
+            for ev in conn.receive_data(data):
+                if isinstance(ev, h2.events.DataReceived):
+                    bodies[ev.stream_id] += ev.data
+                    if ev.stream_id in ack_only:
+                        conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                    else:
+                        unacked[ev.stream_id] += ev.flow_controlled_length
+                elif isinstance(ev, h2.events.StreamEnded):
+                    ended.add(ev.stream_id)
+            s.sendall(conn.data_to_send())
+        return ended
+    pump(1.0)  # the four fill their windows and stop
+    t0 = time.time()
+    conn.send_headers(13, [(":method", "GET"), (":path", paths[6]), (":scheme", "http"), (":authority", "x")],
+                      end_stream=True)
+    conn.increment_flow_control_window(64 * MIB, stream_id=13)
+    s.sendall(conn.data_to_send())
+    pump(3.0, ack_only=(13,))
+    rec = [r for r in big_backend.conns if r.get("env", {}).get(b"REQUEST_URI", b"").endswith(b"big6")]
+    assert rec and rec[0].get("closed") and rec[0]["closed"] - t0 < 2.5, "the seventh stream's backend is held"
+    for sid in range(1, 13, 2):
+        conn.acknowledge_received_data(unacked[sid], sid)
+    s.sendall(conn.data_to_send())
+    pump(30, ack_only=tuple(bodies), until_ended=True)
+    s.close()
+    for i, path in enumerate(paths):
+        assert bytes(bodies[1 + 2 * i]) == expected(path, BIG if "big" in path else 2 * MIB), (path, len(bodies[1 + 2 * i]))
