@@ -130,7 +130,11 @@ local function text(answered)
   end
   if answered then
     local r = st.response
-    add("response  %s", tostring(r.status))
+    if r.status == nil then
+      add("response  none: the connection closed without an answer (ngx.exit(444), 408 or 499)")
+    else
+      add("response  %s", tostring(r.status))
+    end
     for _, h in ipairs(r.headers) do
       if h[1]:lower() ~= "date" then add("  %s: %s", h[1], h[2]) end
     end

@@ -20,6 +20,7 @@ mg.balancer("cluster", { stickysession = "ROUTEID", members = {
 mg.route("/app/", "balancer://cluster/", { env = { APP_ENV = "prod" } })
 mg.route("/pi/", "scgi://127.0.0.1:{B1}/", { pathinfo = true })
 mg.route("=/health", function(req) return 200, "ok\\n" end)
+mg.route("/bal444/", "balancer://cluster/", { hooks = { balancer = function(req, members) req:exit(444) end } })
 mg.on("rewrite", function(req)
   if req.uri:find("^/old/") then req.uri = "/app/" .. req.uri:sub(6) end
 end)
@@ -177,3 +178,11 @@ def test_a_request_the_gateway_refuses_midway_is_answered(setup):
     p = setup("GET /pi/x", "X-Huge: " + "h" * 100000)
     assert p.returncode == 0, p.stderr
     assert "response  431" in p.stdout
+
+
+def test_a_hook_that_answers_nothing(setup):
+    """req:exit(444) in a balancer hook: the request ends with the connection and no answer, and
+    --explain says so (the request stays held while the hook's end is reported)."""
+    p = setup("GET /bal444/x")
+    assert "ended the request" in p.stdout, p.stdout
+    assert "response  none: the connection closed without an answer" in p.stdout, p.stdout
