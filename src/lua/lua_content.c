@@ -18,6 +18,8 @@
 static void respond(mg_req_t *req, lua_State *co) {
   lua_settop(co, 3); /* status body headers */
   int status = req->route->errpage_fn ? req->errpage_status : 200; /* an error page's function */
+  /* ngx.status set and no status returned (a plain return, ngx.exit(ngx.OK)): that status. */
+  if (((mg_lua_req_t *)req->lua)->ngx_status_set) status = req->status;
   if (!lua_isnil(co, 1) && !mg_lua_final_status(co, 1, &status)) {
     mg_log_error(MG_LOG_ERROR, req->id, "content handler of route %s returned status %s, not a final status (200 to 599)",
                  req->route->decl, mg_lua_status_text(co, 1));

@@ -227,9 +227,9 @@ static int l_exit(lua_State *L) {
   }
   mg_lua_exit_t *e = mg_lua_exit_of(req);
   if (status < 0) {
-    /* ngx.ERROR and the like: a 500, and the connection is not kept. */
-    req->keepalive = 0;
+    /* ngx.ERROR and the like: no answer, as nginx's (which logs 000; here 500). */
     e->status = 500;
+    e->drop = 1;
   } else if (status < 200 || status > 599) {
     return luaL_error(L, "bad argument #1 to 'exit' (status %d is not a final status (200 to 599) or ngx.OK/ngx.ERROR)",
                       status);
@@ -362,10 +362,13 @@ static int set_field(lua_State *L, mg_req_t *req, mg_fields_t *f, const char *na
 
 /* ---- ngx.header ------------------------------------------------------------------------------- */
 
-/* The name as ngx.header reads it: '_' is '-'. */
+/* The name as ngx.header reads it: '_' is '-'. Content-Type, which nginx keeps apart from the
+ * other fields, is sent with that spelling whatever the case written; any other name is sent
+ * as written (nginx's `ngx.header.content_length = 3` sends "content-length" too). */
 static const char *header_name(lua_State *L, int idx) {
   size_t n;
   const char *k = luaL_checklstring(L, idx, &n);
+  if (n == 12 && (strcasecmp(k, "content-type") == 0 || strcasecmp(k, "content_type") == 0)) return "Content-Type";
   if (!memchr(k, '_', n)) return k;
   luaL_Buffer b;
   luaL_buffinit(L, &b);

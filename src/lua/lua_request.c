@@ -147,7 +147,7 @@ int mg_lua_take_exit(mg_req_t *req, const char **redirect) {
   }
   /* nginx answers these with nothing: the connection closes (444 is nginx's `return 444`, a
    * scanner dropped; 408 and 499 end the request as a timeout and a client gone would). */
-  if (mg_status_answers_nothing(e.status)) {
+  if (e.drop || mg_status_answers_nothing(e.status)) {
     mg_req_drop(req, e.status);
     return MG_LUA_EXIT_RESPONDED;
   }

@@ -36,6 +36,7 @@ typedef struct {
 /* What req:exit() / req:redirect() asked for, kept until the hook or handler returns. */
 typedef struct {
   int status; /* 0: no req:exit */
+  int drop;   /* no answer at all, logged with status (ngx.exit(ngx.ERROR)) */
   char *body;
   size_t body_len;
   int redirect;

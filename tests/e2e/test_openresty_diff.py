@@ -308,3 +308,41 @@ def test_exit_444_408_499_answer_nothing_like_openresty(gateway, tmp_path):
         time.sleep(0.05)
     assert our_log == their_log
     assert their_log["/c444"] == "444" and their_log["/c495"] == "400"
+
+
+# ngx.status with no status of the handler's own, ngx.exit(ngx.ERROR), and the names
+# Content-Type and Content-Length however they are written.
+STATUS_LOCS = {
+    "/st201": "ngx.status = 201; ngx.exit(ngx.OK)",
+    "/st404": "ngx.status = 404; ngx.exit(ngx.OK)",
+    "/st500": "ngx.status = 500; return",
+    "/st201say": "ngx.status = 201; ngx.say('x')",
+    "/err": "ngx.exit(ngx.ERROR)",
+}
+NAME_LOCS = {
+    "/ct": 'ngx.header.content_type = "application/json"; ngx.header.content_length = 3; '
+           'ngx.header.cache_control = "no-cache"; ngx.header["x-Bar"] = "2"; ngx.print("{}\\n")',
+}
+
+
+def head_names(port, path):
+    """The response's field names, as sent (Server and Date left out)."""
+    out = raw(port, b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path.encode())
+    head = out.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]
+    return sorted(h.split(b":", 1)[0] for h in head if h.split(b":", 1)[0] not in (b"Server", b"Date", b"Connection"))
+
+
+def test_ngx_status_exit_error_and_field_names_like_openresty(gateway, tmp_path):
+    locs = dict(STATUS_LOCS, **NAME_LOCS)
+    p, port = start_openresty(tmp_path, locs)
+    try:
+        theirs = all_at_once(port, STATUS_LOCS)
+        their_names = head_names(port, "/ct")
+    finally:
+        stop_openresty(p)
+    g = gateway("".join('mg.route("=%s", function(req) %s end)\n' % (path, body) for path, body in locs.items()))
+    ours = all_at_once(g.port, STATUS_LOCS)
+    assert ours == theirs
+    assert theirs["/st201"] == (b"201", False) and theirs["/err"] == (b"", True)
+    assert head_names(g.port, "/ct") == their_names
+    assert b"Content-Type" in their_names and b"cache-control" in their_names
