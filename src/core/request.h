@@ -153,6 +153,7 @@ struct mg_req_s {
   mg_body_cb on_body;         /* NULL: discard */
   void (*on_body_end)(mg_req_t *req);
   uint64_t body_received;
+  uint64_t request_length; /* bytes of the request as received, head and body (nginx's $request_length) */
   unsigned msg_done : 1; /* the whole request, body included, has been read */
 
   /* The response. */

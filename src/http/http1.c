@@ -368,6 +368,10 @@ static int h1_process(mg_conn_t *c) {
     char *start = c->rbuf + c->rbuf_off;
     size_t n;
     llhttp_errno_t err = mg_h1_execute(&c->hp, start, c->rbuf_len - c->rbuf_off, &n);
+    /* $request_length: what the parser took for the request it is on (the first read of a
+     * request also counts the empty lines llhttp skips before it). */
+    if (c->hp.req && (err == HPE_OK || err == HPE_PAUSED))
+      c->hp.req->request_length += err == HPE_OK ? n : (size_t)(llhttp_get_error_pos(&c->hp.llhttp) - start);
     if (err == HPE_OK && start + n < c->rbuf + c->rbuf_len) {
       c->rbuf_off += (uint32_t)n;
       continue;

@@ -324,6 +324,7 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
     }
     return 0;
   }
+  req->request_length += nl + vl + 4; /* as the field's HTTP/1.1 line would be: "name: value\r\n" */
   /* Over a limit already (the answer is 431): the rest of the block is not looked at. Past
    * four times the limit it is an HPACK bomb (references to a large table entry, each checked
    * by nghttp2 byte by byte): the stream is reset, and nghttp2 decodes the rest of the block

@@ -311,6 +311,7 @@ static int pass(mg_h2_stream_t *st, const char *data, size_t len) {
   nghttp2_session_consume(st->h->ng, st->id, len);
   if (!req->finished && !req->resp_ended) {
     req->body_received += len;
+    req->request_length += len;
     if (req->chunked && req->route && req->route->client_max_body_size && !req->redirects &&
         req->body_received > req->route->client_max_body_size && !req->head_sent) {
       mg_req_error(req, 413, "request body exceeds client_max_body_size");

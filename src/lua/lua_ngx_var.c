@@ -185,6 +185,7 @@ static int var_get(lua_State *L) {
     case 'r':
       if (strcmp(k, "request_uri") == 0) return lua_pushstring(L, req->target ? req->target : ""), 1;
       if (strcmp(k, "request_method") == 0) return lua_pushstring(L, req->method), 1;
+      if (strcmp(k, "request_length") == 0) return pushf_int(L, (long long)req->request_length);
       if (strcmp(k, "remote_addr") == 0) return lua_pushstring(L, req->remote), 1;
       /* As nginx's $remote_port: empty when realip took an address without a port. */
       if (strcmp(k, "remote_port") == 0) return req->remote_no_port ? (lua_pushliteral(L, ""), 1) : pushf_int(L, req->remote_port);

@@ -346,3 +346,18 @@ def test_ngx_status_exit_error_and_field_names_like_openresty(gateway, tmp_path)
     assert theirs["/st201"] == (b"201", False) and theirs["/err"] == (b"", True)
     assert head_names(g.port, "/ct") == their_names
     assert b"Content-Type" in their_names and b"cache-control" in their_names
+
+
+def test_request_length_like_openresty(gateway, tmp_path):
+    """ngx.var.request_length: the request line, the header fields and the body as received."""
+    body = "ngx.req.read_body(); ngx.say(ngx.var.request_length)"
+    p, port = start_openresty(tmp_path, {"/len": body})
+    reqs = [("GET", None, [("X-A", "1"), ("Cookie", "a=b; c=d")]), ("POST", b"x" * 3000, [("Content-Type", "text/plain")])]
+    try:
+        theirs = [request(port, m, "/len?q=1", headers=h, body=b).body for m, b, h in reqs]
+    finally:
+        stop_openresty(p)
+    g = gateway('mg.route("=/len", function(req) ' + body + ' end)\n')
+    ours = [request(g.port, m, "/len?q=1", headers=h, body=b).body for m, b, h in reqs]
+    assert ours == theirs
+    assert int(theirs[1]) > 3000
