@@ -445,6 +445,7 @@ void mg_req_drop(mg_req_t *req, int status) {
 }
 
 int mg_req_logged_status(const mg_req_t *req) {
+  /* The drop's own field: a late mg_req_respond may still set req->status (it sends nothing). */
   if (req->dropped && !req->head_sent) return req->dropped;
   return req->aborted && !req->head_sent ? 499 : req->status;
 }

@@ -306,8 +306,8 @@ int mg_status_answers_nothing(int status);
  * cut is left as it is. Like a response that completes at once, it may free the request
  * before it returns. */
 void mg_req_drop(mg_req_t *req, int status);
-/* The status the logs and metrics give the request: 499 for one the client cut before its
- * head went out, else its status. */
+/* The status the logs and metrics give the request: a drop's status, 499 for one cut before
+ * its head went out, else its status. */
 int mg_req_logged_status(const mg_req_t *req);
 /* A complete short response: status, text body, error-log line `fmt` (NULL for none). */
 void mg_req_error(mg_req_t *req, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -90,7 +90,8 @@ static void on_recheck(uv_timer_t *tm) {
 
 int mg_rbuf_put(mg_rbuf_t *rb, char *block, const char *data, size_t len) {
   mg_req_t *req = rb->req;
-  if (!waiting(rb) && mg_req_write_queue(req) + len <= rb->mem_max) {
+  size_t queued = mg_req_write_queue(req);
+  if (!waiting(rb) && queued + len <= rb->mem_max) {
     /* The client keeps up: straight on (the last use of rb, which the send may free). */
     mg_req_send_body(req, block, data, len);
     return 0;
@@ -103,7 +104,7 @@ int mg_rbuf_put(mg_rbuf_t *rb, char *block, const char *data, size_t len) {
      * lets the backend go on into the file. The piece goes on (set up first: the send may
      * free rb). */
     rb->backend_waits = rb->waits_for_turn = 1;
-    rb->last_queue = mg_req_write_queue(req) + len;
+    rb->last_queue = queued + len;
     if (!rb->timer_inited) {
       uv_timer_init(req->server->loop, &rb->recheck);
       rb->recheck.data = rb;

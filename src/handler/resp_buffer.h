@@ -24,8 +24,8 @@ typedef struct mg_rbuf_s mg_rbuf_t;
 mg_rbuf_t *mg_rbuf_new(mg_req_t *req, void (*on_space)(void *arg), void *arg);
 /* A body piece from the backend, in `block` (a pooled block, owned from here on) or in memory
  * that stays valid until the call returns. Returns 0; 1 when the backend should not be read
- * until on_space (the file is full, or the client is taking what waits in memory); -errno when the file could not be written (logged; the
- * caller cuts the response). The request may have finished when it returns (the client went
+ * until on_space (the file is full, or the client is taking what waits in memory); -errno
+ * when the file could not be written (logged; the caller cuts the response). The request may have finished when it returns (the client went
  * away): the caller checks its own link to it. */
 int mg_rbuf_put(mg_rbuf_t *rb, char *block, const char *data, size_t len);
 /* The backend's body is complete and its upstream is closing: the client gets the rest, then

@@ -222,7 +222,8 @@ static int l_exit(lua_State *L) {
     return mg_thread_exit(L, t);
   }
   if (status == 0) {
-    /* ngx.OK: this hook is done and the request goes on; in content, an empty 200. */
+    /* ngx.OK: this hook is done and the request goes on; in content, an empty response with
+     * ngx.status (200 unless set). */
     return mg_thread_exit(L, t);
   }
   mg_lua_exit_t *e = mg_lua_exit_of(req);

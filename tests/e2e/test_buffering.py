@@ -358,13 +358,38 @@ def h2c_gets(port, paths, window, conn_window=None):
     return s, conn
 
 
+def h2_read(s, conn, bodies, ended, seconds, acked=None, unacked=None, until_ended=0):
+    """Reads the connection for up to `seconds`: DATA into bodies[stream], its window opened
+    again for the streams in `acked` (None: all), else counted in unacked[stream]; the streams
+    that end go into `ended`, and reading stops once `until_ended` of them have."""
+    import h2.events
+    s.settimeout(0.2)
+    t_end = time.time() + seconds
+    while time.time() < t_end and not (until_ended and len(ended) >= until_ended):
+        try:
+            data = s.recv(1 << 20)
+        except socket.timeout:
+            continue
+        if not data:
+            break
+        for ev in conn.receive_data(data):
+            if isinstance(ev, h2.events.DataReceived):
+                bodies[ev.stream_id] += ev.data
+                if acked is None or ev.stream_id in acked:
+                    conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                else:
+                    unacked[ev.stream_id] += ev.flow_controlled_length
+            elif isinstance(ev, h2.events.StreamEnded):
+                ended.add(ev.stream_id)
+        s.sendall(conn.data_to_send())  # acks of SETTINGS and PING, and the WINDOW_UPDATEs
+
+
 def test_h2_a_reader_that_stops_does_not_hold_the_backend(gateway, big_backend):
     """Three 20 MB downloads on one connection whose windows are wide open: while the socket
     takes bytes, a stream waiting for its turn over response_buffer_size makes its backend
     wait (as nginx's upstream waits while its downstream is ready), not the file. When the
     client stops reading, the rest goes into the file all the same and every backend is let
     go; then the client reads everything, and nothing is lost."""
-    import h2.events
     g = gateway(RCONF.replace("mg.workers(1)", 'mg.workers(1)\nmg.listen("127.0.0.1:{PORT}", { http2 = true })'),
                 big_backend.port)
     paths = ["/buffered/big%d" % i for i in range(3)]
@@ -374,21 +399,8 @@ def test_h2_a_reader_that_stops_does_not_hold_the_backend(gateway, big_backend):
         time.sleep(0.05)  # the client reads nothing: its socket fills up
     held = [round(r["closed"] - t0, 2) if r.get("closed") else None for r in big_backend.conns]
     assert len(held) == 3 and all(h is not None and h < 2.5 for h in held), "backends held: %s s" % held
-    bodies = {1 + 2 * i: bytearray() for i in range(3)}
-    ended = set()
-    s.settimeout(10)
-    deadline = time.time() + 60
-    while len(ended) < 3 and time.time() < deadline:
-        data = s.recv(1 << 20)
-        if not data:
-            break
-        for ev in conn.receive_data(data):
-            if isinstance(ev, h2.events.DataReceived):
-                bodies[ev.stream_id] += ev.data
-                conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-            elif isinstance(ev, h2.events.StreamEnded):
-                ended.add(ev.stream_id)
-        s.sendall(conn.data_to_send())
+    bodies, ended = {1 + 2 * i: bytearray() for i in range(3)}, set()
+    h2_read(s, conn, bodies, ended, 60, until_ended=3)
     s.close()
     assert len(ended) == 3
     for i, path in enumerate(paths):
@@ -400,43 +412,20 @@ def test_h2_a_stream_whose_window_stays_shut_does_not_hold_the_backend(gateway, 
     the stream's backend, waiting for the client while it took bytes, gets its turn again once
     the window is shut (checked every 100 ms), and goes on into the file; then the window
     opens and the whole body arrives."""
-    import h2.events
     g = gateway(RCONF.replace("mg.workers(1)", 'mg.workers(1)\nmg.listen("127.0.0.1:{PORT}", { http2 = true })'),
                 big_backend.port)
     s, conn = h2c_gets(g.port, ["/buffered/big"], 600 * 1024, conn_window=64 * MIB)
-    s.settimeout(0.2)
-    body, unacked, ended = bytearray(), 0, False
+    bodies, unacked, ended = {1: bytearray()}, {1: 0}, set()
     t0 = time.time()
-    while time.time() < t0 + 3:
-        try:
-            data = s.recv(1 << 20)
-        except socket.timeout:
-            continue
-        for ev in conn.receive_data(data):
-            if isinstance(ev, h2.events.DataReceived):
-                body += ev.data
-                unacked += ev.flow_controlled_length
-        s.sendall(conn.data_to_send())  # SETTINGS and PING acks only: no WINDOW_UPDATE
+    h2_read(s, conn, bodies, ended, 3, acked=(), unacked=unacked)  # no WINDOW_UPDATE
     rec = big_backend.conns[-1]
-    assert len(body) <= 600 * 1024 < BIG
+    assert len(bodies[1]) <= 600 * 1024 < BIG
     assert rec.get("closed") and rec["closed"] - t0 < 2.0, "the backend is held by a stream whose window is shut"
-    conn.acknowledge_received_data(unacked, 1)
+    conn.acknowledge_received_data(unacked[1], 1)
     s.sendall(conn.data_to_send())
-    s.settimeout(10)
-    deadline = time.time() + 60
-    while not ended and time.time() < deadline:
-        data = s.recv(1 << 20)
-        if not data:
-            break
-        for ev in conn.receive_data(data):
-            if isinstance(ev, h2.events.DataReceived):
-                body += ev.data
-                conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-            elif isinstance(ev, h2.events.StreamEnded):
-                ended = True
-        s.sendall(conn.data_to_send())
+    h2_read(s, conn, bodies, ended, 60, until_ended=1)
     s.close()
-    assert ended and bytes(body) == expected("/buffered/big", BIG)
+    assert ended and bytes(bodies[1]) == expected("/buffered/big", BIG)
 
 
 def test_a_buffer_smaller_than_one_read_still_answers(gateway, big_backend):
@@ -451,49 +440,25 @@ def test_h2_streams_that_hold_the_connection_do_not_hold_another_streams_backend
     """Six streams whose windows stay shut after 600 KiB hold more than the connection's share
     of queued bytes; a seventh stream with its window open still gets its backend let go (its
     rest waits in the file), and then everything arrives whole."""
-    import h2.events
     g = gateway(RCONF.replace("mg.workers(1)", 'mg.workers(1)\nmg.listen("127.0.0.1:{PORT}", { http2 = true })'),
                 big_backend.port)
     paths = ["/buffered/small%d" % i for i in range(6)] + ["/buffered/big6"]
     s, conn = h2c_gets(g.port, paths[:6], 600 * 1024, conn_window=256 * MIB)
-    s.settimeout(0.2)
     bodies = {1 + 2 * i: bytearray() for i in range(7)}
-    unacked = {sid: 0 for sid in bodies}
-
-    def pump(seconds, ack_only=(), until_ended=False):
-        ended = set()
-        t_end = time.time() + seconds
-        while time.time() < t_end and not (until_ended and len(ended) == len(paths)):
-            try:
-                data = s.recv(1 << 20)
-            except socket.timeout:
-                continue
-            if not data:
-                break
-            for ev in conn.receive_data(data):
-                if isinstance(ev, h2.events.DataReceived):
-                    bodies[ev.stream_id] += ev.data
-                    if ev.stream_id in ack_only:
-                        conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-                    else:
-                        unacked[ev.stream_id] += ev.flow_controlled_length
-                elif isinstance(ev, h2.events.StreamEnded):
-                    ended.add(ev.stream_id)
-            s.sendall(conn.data_to_send())
-        return ended
-    pump(1.0)  # the four fill their windows and stop
+    unacked, ended = {sid: 0 for sid in bodies}, set()
+    h2_read(s, conn, bodies, ended, 1.0, acked=(), unacked=unacked)  # the six fill their windows and stop
     t0 = time.time()
     conn.send_headers(13, [(":method", "GET"), (":path", paths[6]), (":scheme", "http"), (":authority", "x")],
                       end_stream=True)
     conn.increment_flow_control_window(64 * MIB, stream_id=13)
     s.sendall(conn.data_to_send())
-    pump(3.0, ack_only=(13,))
+    h2_read(s, conn, bodies, ended, 3.0, acked=(13,), unacked=unacked)
     rec = [r for r in big_backend.conns if r.get("env", {}).get(b"REQUEST_URI", b"").endswith(b"big6")]
     assert rec and rec[0].get("closed") and rec[0]["closed"] - t0 < 2.5, "the seventh stream's backend is held"
     for sid in range(1, 13, 2):
         conn.acknowledge_received_data(unacked[sid], sid)
     s.sendall(conn.data_to_send())
-    pump(30, ack_only=tuple(bodies), until_ended=True)
+    h2_read(s, conn, bodies, ended, 30, until_ended=len(paths))
     s.close()
     for i, path in enumerate(paths):
         assert bytes(bodies[1 + 2 * i]) == expected(path, BIG if "big" in path else 2 * MIB), (path, len(bodies[1 + 2 * i]))

@@ -235,6 +235,11 @@ def connection_after(port, path):
     return (out.split(b"\r\n", 1)[0].split(b" ")[1] if out else b""), closed
 
 
+def lua_routes(locs):
+    """moongate's init.lua lines for {path: Lua body}: exact routes with content functions."""
+    return "".join('mg.route("=%s", function(req) %s end)\n' % (path, body) for path, body in locs.items())
+
+
 def all_at_once(port, paths):
     """connection_after for every path, each on its own connection, side by side (each waits
     a second to see whether the server closes)."""
@@ -253,7 +258,7 @@ def test_which_exit_statuses_close_the_connection_like_openresty(gateway, tmp_pa
         theirs = all_at_once(port, locs)
     finally:
         stop_openresty(p)
-    g = gateway("".join('mg.route("=%s", function(req) %s end)\n' % (path, body) for path, body in locs.items()))
+    g = gateway(lua_routes(locs))
     ours = all_at_once(g.port, locs)
     assert ours == theirs
     assert theirs["/c400"] == (b"400", True) and theirs["/c404"] == (b"404", False)
@@ -287,7 +292,7 @@ def test_exit_444_408_499_answer_nothing_like_openresty(gateway, tmp_path):
             their_log = {line.split('"')[1].split()[1]: line.split('"')[2].split()[0] for line in f}
     finally:
         stop_openresty(p)
-    g = gateway("".join('mg.route("=%s", function(req) %s end)\n' % (path, body) for path, body in DROP_LOCS.items()) +
+    g = gateway(lua_routes(DROP_LOCS) +
                 'mg.route("=/a444", function(req) return 200, "no" end, { hooks = { access = function(req) '
                 'ngx.sleep(0.01) ngx.exit(444) end } })\n')
     ours = all_at_once(g.port, locs)
@@ -340,7 +345,7 @@ def test_ngx_status_exit_error_and_field_names_like_openresty(gateway, tmp_path)
         their_names = head_names(port, "/ct")
     finally:
         stop_openresty(p)
-    g = gateway("".join('mg.route("=%s", function(req) %s end)\n' % (path, body) for path, body in locs.items()))
+    g = gateway(lua_routes(locs))
     ours = all_at_once(g.port, STATUS_LOCS)
     assert ours == theirs
     assert theirs["/st201"] == (b"201", False) and theirs["/err"] == (b"", True)
